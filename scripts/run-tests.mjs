@@ -1,0 +1,48 @@
+#!/usr/bin/env node
+// Runs node's test runner over the compiled tests of one tier (or all of them) in one process tree,
+// so CI reads a single summary. Tiers are told apart by file name:
+//   *.test.js        unit tests (pure, fast)
+//   *.itest.js       integration tests (real engine, real NBD clients, loop devices)
+//   *.ctest.js       control-plane tests (real etcd + kube-apiserver built from Go modules)
+//   *.torture.js     crash torture (kill -9 under a verifying workload)
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+
+const tiers = {
+  unit: /\.test\.js$/,
+  integration: /\.itest\.js$/,
+  cluster: /\.ctest\.js$/,
+  torture: /\.torture\.js$/,
+};
+const wanted = process.argv[2] ?? 'all';
+const patterns = wanted === 'all' ? Object.values(tiers) : [tiers[wanted]];
+if (patterns.some((p) => !p)) {
+  console.error(`unknown tier ${wanted}; one of: all, ${Object.keys(tiers).join(', ')}`);
+  process.exit(2);
+}
+
+function walk(dir, out) {
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) walk(p, out);
+    else out.push(p);
+  }
+  return out;
+}
+const files = [];
+for (const ws of ['engine', 'operator', 'e2e']) {
+  try {
+    files.push(...walk(join(ws, 'dist'), []).filter((f) => patterns.some((p) => p.test(f))));
+  } catch {
+    // a workspace with nothing built yet has no tests
+  }
+}
+files.sort();
+if (files.length === 0) {
+  console.error(`no test files for tier ${wanted}; did the build run?`);
+  process.exit(1);
+}
+const extra = process.env.TEST_ARGS ? process.env.TEST_ARGS.split(' ') : [];
+const res = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...extra, ...files], { stdio: 'inherit' });
+process.exit(res.status ?? 1);
