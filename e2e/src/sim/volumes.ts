@@ -1,0 +1,122 @@
+// A pod's volumes, made visible to a process that runs without a mount namespace.
+//
+// Block volumes (volumeDevices) follow PVC → PV to a path on this machine: the PV's `local.path` or
+// `hostPath.path`, a loop device or a regular file. The pod gets its own root directory, and each
+// devicePath becomes a symlink under it pointing at that path: devicePath `/dev/xvda` is
+// `<podRoot>/dev/xvda` → `/dev/loop3`. The process sees the pod-root paths, because every occurrence of a
+// devicePath (or mountPath) in the container's command, args and env values is rewritten to the pod-root
+// path, and SHADOWSET_SIM_POD_ROOT tells it the root for anything else.
+// Filesystem volumes (volumeMounts): emptyDir becomes a directory under the pod root, hostPath a symlink.
+// Other volume kinds (configMap, secret, projected…) are not supported and fail the container.
+import type { CoreV1Api, V1Container, V1PersistentVolume, V1Pod } from '@kubernetes/client-node';
+import { mkdir, symlink, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { matchNodeSelector } from './selectors.js';
+import type { Labels } from './selectors.js';
+
+export interface PathMapping {
+  /** the path the pod spec uses */
+  containerPath: string;
+  /** where it is under the pod root */
+  localPath: string;
+  /** what it points at, for block devices and hostPath */
+  target?: string;
+}
+
+/** A container cannot start (yet): becomes a Waiting state with this reason and message. */
+export class ContainerConfigError extends Error {
+  constructor(readonly reason: string, message: string) {
+    super(message);
+  }
+}
+
+async function pvForClaim(core: CoreV1Api, namespace: string, claimName: string): Promise<V1PersistentVolume> {
+  let volumeName: string | undefined;
+  try {
+    const pvc = await core.readNamespacedPersistentVolumeClaim({ name: claimName, namespace });
+    volumeName = pvc.spec?.volumeName;
+  } catch {
+    throw new ContainerConfigError('CreateContainerConfigError', `persistentvolumeclaim "${claimName}" not found`);
+  }
+  if (!volumeName) {
+    throw new ContainerConfigError('ContainerCreating', `persistentvolumeclaim "${claimName}" is not bound to a volume`);
+  }
+  try {
+    return await core.readPersistentVolume({ name: volumeName });
+  } catch {
+    throw new ContainerConfigError('CreateContainerConfigError', `persistentvolume "${volumeName}" not found`);
+  }
+}
+
+function localPathOf(root: string, containerPath: string): string {
+  return join(root, containerPath);
+}
+
+/** Lays out the container's volumes under podRoot and returns the path mappings. */
+export async function prepareVolumes(
+  core: CoreV1Api,
+  pod: V1Pod,
+  container: V1Container,
+  podRoot: string,
+  node: { name: string; labels: Labels },
+): Promise<PathMapping[]> {
+  const namespace = pod.metadata?.namespace ?? 'default';
+  const volumes = new Map((pod.spec?.volumes ?? []).map((v) => [v.name, v]));
+  const out: PathMapping[] = [];
+  for (const dev of container.volumeDevices ?? []) {
+    const vol = volumes.get(dev.name);
+    const claim = vol?.persistentVolumeClaim?.claimName;
+    if (!claim) {
+      throw new ContainerConfigError('CreateContainerConfigError', `volumeDevice ${dev.name} is not a persistentVolumeClaim`);
+    }
+    const pv = await pvForClaim(core, namespace, claim);
+    const target = pv.spec?.local?.path ?? pv.spec?.hostPath?.path;
+    if (!target) {
+      throw new ContainerConfigError('CreateContainerConfigError',
+        `persistentvolume ${pv.metadata?.name} is neither local nor hostPath`);
+    }
+    // A local PV is only reachable on the nodes its affinity names; kubelet would fail the mount.
+    if (!matchNodeSelector(pv.spec?.nodeAffinity?.required, node.name, node.labels)) {
+      throw new ContainerConfigError('CreateContainerConfigError',
+        `persistentvolume ${pv.metadata?.name} is not reachable from node ${node.name} (node affinity)`);
+    }
+    const localPath = localPathOf(podRoot, dev.devicePath);
+    await mkdir(dirname(localPath), { recursive: true });
+    await rm(localPath, { force: true });
+    await symlink(target, localPath);
+    out.push({ containerPath: dev.devicePath, localPath, target });
+  }
+  for (const m of container.volumeMounts ?? []) {
+    const vol = volumes.get(m.name);
+    const localPath = localPathOf(podRoot, m.mountPath);
+    if (vol?.emptyDir) {
+      await mkdir(localPath, { recursive: true });
+      out.push({ containerPath: m.mountPath, localPath });
+    } else if (vol?.hostPath) {
+      await mkdir(dirname(localPath), { recursive: true });
+      await rm(localPath, { force: true, recursive: false }).catch(() => undefined);
+      await symlink(vol.hostPath.path, localPath);
+      out.push({ containerPath: m.mountPath, localPath, target: vol.hostPath.path });
+    } else {
+      throw new ContainerConfigError('CreateContainerConfigError',
+        `volume ${m.name}: only emptyDir and hostPath mounts are simulated`);
+    }
+  }
+  return out;
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** Rewrites each occurrence of a mapped path that stands as a path of its own (not a prefix of a longer
+ *  name: `/dev/xvda` does not match `/dev/xvda1`, but does match `/dev/xvda/x` and `--dev=/dev/xvda`). */
+export function rewritePaths(value: string, mappings: readonly PathMapping[]): string {
+  let out = value;
+  const sorted = [...mappings].sort((a, b) => b.containerPath.length - a.containerPath.length);
+  for (const m of sorted) {
+    const re = new RegExp(`(^|[^\\w./-])${escapeRe(m.containerPath)}(?=$|[^\\w.-])`, 'g');
+    out = out.replace(re, (_all, pre: string) => `${pre}${m.localPath}`);
+  }
+  return out;
+}

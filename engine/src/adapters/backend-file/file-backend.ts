@@ -1,0 +1,98 @@
+/**
+ * A member on a regular file or a block device, through positioned reads and writes.
+ */
+import fs from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { EngineError, errorMessage } from '../../core/errors.js';
+import type { BlockBackend } from '../../ports/block-backend.js';
+
+const ZERO_CHUNK = 1024 * 1024;
+
+function ioError(op: string, location: string, err: unknown): EngineError {
+  return new EngineError('ENG_IO', `${op} on ${location} failed: ${errorMessage(err)}`, { cause: err });
+}
+
+/** Size of a block device from sysfs (fstat reports 0 for devices). */
+async function blockDeviceBytes(rdev: number): Promise<number> {
+  const major = Math.floor(rdev / 256) & 0xfff;
+  const minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
+  const sectors = Number((await readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8')).trim());
+  return sectors * 512;
+}
+
+export class FileBackend implements BlockBackend {
+  private constructor(readonly location: string, private readonly fd: number, readonly size: number) {}
+
+  static async open(path: string): Promise<FileBackend> {
+    let fd: number;
+    try {
+      fd = await new Promise<number>((res, rej) => fs.open(path, 'r+', (e, f) => (e ? rej(e) : res(f))));
+    } catch (e) {
+      throw new EngineError('ENG_INVALID_ARGUMENT', `cannot open member ${path}: ${errorMessage(e)}`, { cause: e });
+    }
+    const st = fs.fstatSync(fd);
+    let size: number;
+    if (st.isBlockDevice()) size = await blockDeviceBytes(st.rdev);
+    else if (st.isFile()) size = st.size;
+    else {
+      fs.closeSync(fd);
+      throw new EngineError('ENG_INVALID_ARGUMENT', `member ${path} is neither a regular file nor a block device`);
+    }
+    return new FileBackend(path, fd, size);
+  }
+
+  read(buf: Buffer, offset: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const step = (done: number) => {
+        fs.read(this.fd, buf, done, buf.length - done, offset + done, (e, n) => {
+          if (e) return reject(ioError('read', this.location, e));
+          if (n === 0) {
+            buf.fill(0, done); // past the end of a file reads as zeros
+            return resolve();
+          }
+          if (done + n < buf.length) return step(done + n);
+          resolve();
+        });
+      };
+      step(0);
+    });
+  }
+
+  write(buf: Buffer, offset: number, fua: boolean): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const step = (done: number) => {
+        fs.write(this.fd, buf, done, buf.length - done, offset + done, (e, n) => {
+          if (e) return reject(ioError('write', this.location, e));
+          if (done + n < buf.length) return step(done + n);
+          if (!fua) return resolve();
+          fs.fdatasync(this.fd, (e2) => (e2 ? reject(ioError('fdatasync', this.location, e2)) : resolve()));
+        });
+      };
+      step(0);
+    });
+  }
+
+  flush(): Promise<void> {
+    return new Promise((resolve, reject) =>
+      fs.fdatasync(this.fd, (e) => (e ? reject(ioError('fdatasync', this.location, e)) : resolve())),
+    );
+  }
+
+  // Node offers no hole punching; zeros are written, which keeps the contract (the range reads as zeros).
+  discard(offset: number, length: number): Promise<void> {
+    return this.writeZeroes(offset, length, false);
+  }
+
+  async writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
+    const zero = Buffer.alloc(Math.min(length, ZERO_CHUNK));
+    for (let done = 0; done < length; done += zero.length) {
+      const n = Math.min(zero.length, length - done);
+      await this.write(n === zero.length ? zero : zero.subarray(0, n), offset + done, false);
+    }
+    if (fua) await this.flush();
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => fs.close(this.fd, () => resolve()));
+  }
+}

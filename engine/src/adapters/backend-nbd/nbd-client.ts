@@ -1,0 +1,238 @@
+/**
+ * The engine's own NBD client: a member served by nbdkit, qemu-nbd or another engine.
+ * Fixed newstyle with OPT_GO, simple replies, pipelined requests matched by handle.
+ */
+import net from 'node:net';
+import { EngineError, errorMessage } from '../../core/errors.js';
+import type { BlockBackend } from '../../ports/block-backend.js';
+import { ByteQueue } from '../nbd/byte-queue.js';
+import * as P from '../nbd/protocol.js';
+import { parseNbdUri } from './nbd-uri.js';
+
+interface Pending {
+  resolve: (v: void) => void;
+  reject: (e: Error) => void;
+  readInto: Buffer | null;
+}
+
+export class NbdClientBackend implements BlockBackend {
+  private readonly q = new ByteQueue();
+  private readonly pending = new Map<bigint, Pending>();
+  private nextHandle = 1n;
+  private dead: Error | null = null;
+  private waitingReply: { handle: bigint; error: number } | null = null;
+
+  private constructor(
+    readonly location: string,
+    private readonly sock: net.Socket,
+    readonly size: number,
+    private readonly flags: number,
+    private readonly maxBlock: number,
+  ) {
+    sock.on('data', (b: Buffer) => {
+      this.q.push(b);
+      this.pump();
+    });
+    const die = (why: string) => {
+      if (this.dead) return;
+      this.dead = new EngineError('ENG_IO', `NBD member ${location}: ${why}`);
+      for (const p of this.pending.values()) p.reject(this.dead);
+      this.pending.clear();
+    };
+    sock.on('error', (e) => die(e.message));
+    sock.on('close', () => die('connection closed'));
+  }
+
+  static async open(uri: string, timeoutMs = 30_000): Promise<NbdClientBackend> {
+    const t = parseNbdUri(uri);
+    const sock = t.kind === 'tcp' ? net.connect(t.port, t.host) : net.connect(t.socket);
+    sock.setNoDelay(true);
+    const q = new ByteQueue();
+    let wake: (() => void) | null = null;
+    let failure: Error | null = null;
+    const onData = (b: Buffer) => {
+      q.push(b);
+      wake?.();
+    };
+    const onErr = (e: Error) => {
+      failure = e;
+      wake?.();
+    };
+    sock.on('data', onData);
+    sock.on('error', onErr);
+    sock.on('close', () => onErr(new Error('connection closed during negotiation')));
+    const timer = setTimeout(() => onErr(new Error('negotiation timed out')), timeoutMs);
+    const need = async (n: number): Promise<Buffer> => {
+      while (q.length < n) {
+        if (failure) throw failure;
+        await new Promise<void>((r) => (wake = r));
+        wake = null;
+      }
+      return q.take(n);
+    };
+    try {
+      const hello = await need(18);
+      if (hello.readBigUInt64BE(0) !== P.NBDMAGIC || hello.readBigUInt64BE(8) !== P.IHAVEOPT) {
+        throw new Error('server does not speak newstyle NBD');
+      }
+      const hflags = hello.readUInt16BE(16);
+      if ((hflags & P.FLAG_FIXED_NEWSTYLE) === 0) throw new Error('server is not fixed newstyle');
+      const cflags = Buffer.alloc(4);
+      cflags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | (hflags & P.FLAG_NO_ZEROES ? P.CLIENT_FLAG_NO_ZEROES : 0));
+      const name = Buffer.from(t.exportName, 'utf8');
+      const data = Buffer.alloc(4 + name.length + 2 + 2);
+      data.writeUInt32BE(name.length, 0);
+      name.copy(data, 4);
+      data.writeUInt16BE(1, 4 + name.length);
+      data.writeUInt16BE(P.INFO_BLOCK_SIZE, 6 + name.length);
+      const opt = Buffer.alloc(16);
+      opt.writeBigUInt64BE(P.IHAVEOPT, 0);
+      opt.writeUInt32BE(P.OPT_GO, 8);
+      opt.writeUInt32BE(data.length, 12);
+      sock.write(Buffer.concat([cflags, opt, data]));
+      let size = -1;
+      let tflags = 0;
+      let maxBlock = 32 * 1024 * 1024;
+      for (;;) {
+        const h = await need(20);
+        if (h.readBigUInt64BE(0) !== P.OPTION_REPLY_MAGIC) throw new Error('bad option reply magic');
+        const type = h.readUInt32BE(12);
+        const len = h.readUInt32BE(16);
+        const body = await need(len);
+        if (type === P.REP_ACK) break;
+        if (type === P.REP_INFO && body.length >= 2) {
+          const info = body.readUInt16BE(0);
+          if (info === P.INFO_EXPORT && body.length >= 12) {
+            size = Number(body.readBigUInt64BE(2));
+            tflags = body.readUInt16BE(10);
+          } else if (info === P.INFO_BLOCK_SIZE && body.length >= 14) {
+            maxBlock = Math.min(maxBlock, body.readUInt32BE(10));
+          }
+          continue;
+        }
+        if (type >= 0x80000000) throw new Error(`server refused the export (${type - 0x80000000}): ${body.toString('utf8')}`);
+      }
+      if (size < 0) throw new Error('server sent no export size');
+      if (tflags & P.TF_READ_ONLY) throw new Error('export is read-only');
+      sock.off('data', onData);
+      sock.removeAllListeners('error');
+      sock.removeAllListeners('close');
+      const b = new NbdClientBackend(uri, sock, size, tflags, maxBlock);
+      if (q.length > 0) b.q.push(q.take(q.length));
+      return b;
+    } catch (e) {
+      sock.destroy();
+      throw new EngineError('ENG_INVALID_ARGUMENT', `cannot attach NBD member ${uri}: ${errorMessage(e)}`, { cause: e });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private pump(): void {
+    for (;;) {
+      if (!this.waitingReply) {
+        if (this.q.length < 16) return;
+        const h = this.q.take(16);
+        if (h.readUInt32BE(0) !== P.SIMPLE_REPLY_MAGIC) {
+          this.sock.destroy(new Error('unexpected reply magic'));
+          return;
+        }
+        this.waitingReply = { handle: h.readBigUInt64BE(8), error: h.readUInt32BE(4) };
+      }
+      const { handle, error } = this.waitingReply;
+      const p = this.pending.get(handle);
+      if (!p) {
+        this.sock.destroy(new Error(`reply for unknown handle ${handle}`));
+        return;
+      }
+      if (p.readInto && error === 0) {
+        if (this.q.length < p.readInto.length) return;
+        const data = this.q.take(p.readInto.length);
+        data.copy(p.readInto);
+      }
+      this.waitingReply = null;
+      this.pending.delete(handle);
+      if (error === 0) p.resolve();
+      else p.reject(new EngineError('ENG_IO', `NBD member ${this.location} answered error ${error}`));
+    }
+  }
+
+  private send(type: number, flags: number, offset: number, length: number, payload: Buffer | null, readInto: Buffer | null): Promise<void> {
+    if (this.dead) return Promise.reject(this.dead);
+    const handle = this.nextHandle++;
+    const h = Buffer.allocUnsafe(28);
+    h.writeUInt32BE(P.REQUEST_MAGIC, 0);
+    h.writeUInt16BE(flags, 4);
+    h.writeUInt16BE(type, 6);
+    h.writeBigUInt64BE(handle, 8);
+    h.writeBigUInt64BE(BigInt(offset), 16);
+    h.writeUInt32BE(length, 24);
+    return new Promise<void>((resolve, reject) => {
+      this.pending.set(handle, { resolve, reject, readInto });
+      this.sock.cork();
+      this.sock.write(h);
+      if (payload) this.sock.write(payload);
+      process.nextTick(() => this.sock.uncork());
+    });
+  }
+
+  async read(buf: Buffer, offset: number): Promise<void> {
+    const parts: Promise<void>[] = [];
+    for (let done = 0; done < buf.length; done += this.maxBlock) {
+      const n = Math.min(this.maxBlock, buf.length - done);
+      parts.push(this.send(P.CMD_READ, 0, offset + done, n, null, buf.subarray(done, done + n)));
+    }
+    await Promise.all(parts);
+  }
+
+  async write(buf: Buffer, offset: number, fua: boolean): Promise<void> {
+    const fuaFlag = fua && this.flags & P.TF_SEND_FUA ? P.CMD_FLAG_FUA : 0;
+    const parts: Promise<void>[] = [];
+    for (let done = 0; done < buf.length; done += this.maxBlock) {
+      const n = Math.min(this.maxBlock, buf.length - done);
+      parts.push(this.send(P.CMD_WRITE, fuaFlag, offset + done, n, buf.subarray(done, done + n), null));
+    }
+    await Promise.all(parts);
+    if (fua && !fuaFlag) await this.flush();
+  }
+
+  flush(): Promise<void> {
+    // A server that does not offer FLUSH has no volatile cache to flush.
+    if (!(this.flags & P.TF_SEND_FLUSH)) return Promise.resolve();
+    return this.send(P.CMD_FLUSH, 0, 0, 0, null, null);
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    return this.writeZeroes(offset, length, false);
+  }
+
+  async writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
+    const step = 1 << 30;
+    if (this.flags & P.TF_SEND_WRITE_ZEROES) {
+      const parts: Promise<void>[] = [];
+      for (let done = 0; done < length; done += step) {
+        parts.push(this.send(P.CMD_WRITE_ZEROES, 0, offset + done, Math.min(step, length - done), null, null));
+      }
+      await Promise.all(parts);
+    } else {
+      const zero = Buffer.alloc(Math.min(length, 1 << 20));
+      for (let done = 0; done < length; done += zero.length) {
+        const n = Math.min(zero.length, length - done);
+        await this.write(zero.subarray(0, n), offset + done, false);
+      }
+    }
+    if (fua) await this.flush();
+  }
+
+  async close(): Promise<void> {
+    if (this.dead) return;
+    const h = Buffer.alloc(28);
+    h.writeUInt32BE(P.REQUEST_MAGIC, 0);
+    h.writeUInt16BE(P.CMD_DISC, 6);
+    await new Promise<void>((resolve) => {
+      this.sock.end(h, () => resolve());
+      setTimeout(resolve, 1000).unref();
+    });
+    this.sock.destroy();
+  }
+}

@@ -1,0 +1,78 @@
+import { parseArgs } from 'node:util';
+import { EngineError } from '../core/errors.js';
+import type { MemberSpec } from '../runtime/engine.js';
+
+export interface ServeArgs {
+  members: MemberSpec[];
+  socket: string;
+  listen: { host: string; port: number } | null;
+  http: { host: string; port: number } | null;
+  exportName: string;
+  memberTimeoutMs: number;
+  overwrite: boolean;
+  logLevel: string;
+}
+
+export const USAGE = `usage: shadow-engine serve --member <file|device|nbd-uri> [--member ...] --socket <path>
+                           [--listen <host:port>] [--http <host:port>] [--export-name <name>]
+                           [--member-timeout <seconds>] [--overwrite] [--log-level <level>]
+
+A member may carry options after a '#': --member /dev/loop3#readCost=2,site=east
+TCP listeners bind to loopback unless a host is given.`;
+
+export function parseHostPort(v: string, what: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(v) ?? /^()()(\d+)$/.exec(v);
+  if (!m) throw new EngineError('ENG_INVALID_ARGUMENT', `${what} must be host:port or port, got '${v}'`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new EngineError('ENG_INVALID_ARGUMENT', `${what} port ${port} is out of range`);
+  return { host: m[1] || m[2] || '127.0.0.1', port };
+}
+
+export function parseMember(v: string): MemberSpec {
+  const hash = v.lastIndexOf('#');
+  if (hash < 0 || v.startsWith('nbd') && v.indexOf('#') < 0) return { location: v };
+  const location = v.slice(0, hash);
+  const spec: MemberSpec = { location };
+  for (const kv of v.slice(hash + 1).split(',').filter(Boolean)) {
+    const [k, val] = kv.split('=');
+    if (k === 'readCost' && val !== undefined && /^\d+$/.test(val)) spec.readCost = Number(val);
+    else if (k === 'site' && val) spec.site = val;
+    else throw new EngineError('ENG_INVALID_ARGUMENT', `unknown member option '${kv}' in '${v}' (readCost=N, site=NAME)`);
+  }
+  return spec;
+}
+
+export function parseServeArgs(argv: string[]): ServeArgs {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      member: { type: 'string', multiple: true },
+      socket: { type: 'string' },
+      listen: { type: 'string' },
+      http: { type: 'string' },
+      'export-name': { type: 'string', default: 'shadow' },
+      'member-timeout': { type: 'string', default: '120' },
+      overwrite: { type: 'boolean', default: false },
+      'log-level': { type: 'string', default: 'info' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  const members = (values.member ?? []).map(parseMember);
+  if (members.length === 0) throw new EngineError('ENG_INVALID_ARGUMENT', 'at least one --member is required');
+  if (!values.socket) throw new EngineError('ENG_INVALID_ARGUMENT', '--socket is required');
+  const tmo = Number(values['member-timeout']);
+  if (!Number.isFinite(tmo) || tmo <= 0) {
+    throw new EngineError('ENG_INVALID_ARGUMENT', `--member-timeout must be a positive number of seconds`);
+  }
+  return {
+    members,
+    socket: values.socket,
+    listen: values.listen ? parseHostPort(values.listen, '--listen') : null,
+    http: values.http ? parseHostPort(values.http, '--http') : null,
+    exportName: values['export-name']!,
+    memberTimeoutMs: Math.round(tmo * 1000),
+    overwrite: values.overwrite!,
+    logLevel: values['log-level']!,
+  };
+}

@@ -1,0 +1,155 @@
+/**
+ * Assembly: decide, from what is found on the devices handed to the engine, which shadow set they form,
+ * which members hold current data, and what each remaining member needs. Pure: probes in, plan out.
+ * This is the manual's mount with /INCLUDE semantics: the generation number decides which former
+ * member is newest; a stale member (older generation) is never a source.
+ */
+import { EngineError } from './errors.js';
+import type { DecodedSlot, MemberState, Scb, ScbMember } from './scb.js';
+import { chunkSizeFor, MAX_MEMBERS, usableBytes } from './geometry.js';
+
+export interface MemberProbe {
+  path: string;
+  rawBytes: number;
+  /** The current SCB slot as picked from both copies. */
+  scb: DecodedSlot;
+  /** True when the probed region holds only zeros (header area and the start of the data area). */
+  blank: boolean;
+}
+
+export interface AssembleOptions {
+  /** Allow members holding another set's metadata or foreign data to be overwritten. */
+  overwrite: boolean;
+  newId: () => string;
+  now: string;
+}
+
+export type PlannedRole = 'source' | 'target';
+
+export interface PlannedMember {
+  path: string;
+  id: string;
+  /** `source` members hold the newest data; `target` members need a full copy. */
+  role: PlannedRole;
+  state: MemberState;
+  /** Why it is a target (for logs and status). */
+  reason: string;
+}
+
+export interface AssemblyPlan {
+  created: boolean;
+  setId: string;
+  size: number;
+  chunkSize: number;
+  /** Generation written to every present member when the set starts. */
+  generation: number;
+  members: PlannedMember[];
+  /** Members the newest record knew that are not present now; recorded as Removed. */
+  missing: ScbMember[];
+  /** The newest record says the set was not stopped cleanly. */
+  unclean: boolean;
+  /** The record the plan was derived from (newest generation), null for a new set. */
+  reference: Scb | null;
+}
+
+export function assemble(probes: MemberProbe[], opts: AssembleOptions): AssemblyPlan {
+  if (probes.length === 0) throw new EngineError('ENG_INVALID_ARGUMENT', 'at least one member is required');
+  if (probes.length > MAX_MEMBERS) {
+    throw new EngineError('ENG_INVALID_ARGUMENT', `a shadow set has at most ${MAX_MEMBERS} members, got ${probes.length}`);
+  }
+  const paths = new Set<string>();
+  for (const p of probes) {
+    if (paths.has(p.path)) throw new EngineError('ENG_INVALID_ARGUMENT', `member ${p.path} is given twice`);
+    paths.add(p.path);
+  }
+
+  // Refuse foreign data first: nothing may be written before this check.
+  for (const p of probes) {
+    if (p.scb.kind === 'ok' || p.blank || opts.overwrite) continue;
+    const what = p.scb.kind === 'corrupt' ? `damaged shadow metadata (${p.scb.reason})` : 'data without shadow metadata';
+    throw new EngineError(
+      'ENG_FOREIGN_DATA',
+      `member ${p.path} holds ${what}; refusing to overwrite it (pass the overwrite flag to use it anyway)`,
+    );
+  }
+
+  const ours = probes.filter((p): p is MemberProbe & { scb: { kind: 'ok'; scb: Scb } } => p.scb.kind === 'ok');
+  const setIds = [...new Set(ours.map((p) => p.scb.scb.setId))];
+  if (setIds.length > 1 && !opts.overwrite) {
+    const list = ours.map((p) => `${p.path}: set ${p.scb.scb.setId} generation ${p.scb.scb.generation}`).join('; ');
+    throw new EngineError('ENG_SET_MISMATCH', `members belong to different shadow sets (${list}); refusing to mix them`);
+  }
+  const setId = setIds.length > 0 ? ours[0]!.scb.scb.setId : null;
+
+  if (setId === null) return newSet(probes, opts);
+
+  const family = ours.filter((p) => p.scb.scb.setId === setId);
+  const maxGen = Math.max(...family.map((p) => p.scb.scb.generation));
+  const newest = family.filter((p) => p.scb.scb.generation === maxGen);
+  const ref = newest[0]!.scb.scb;
+  const size = ref.size;
+  const chunkSize = ref.chunkSize;
+  const byId = new Map(ref.members.map((m) => [m.id, m]));
+  const usedIds = new Set<string>();
+
+  const members: PlannedMember[] = probes.map((p) => {
+    if (usableBytes(p.rawBytes) < size) {
+      throw new EngineError(
+        'ENG_MEMBER_TOO_SMALL',
+        `member ${p.path} has ${usableBytes(p.rawBytes)} usable bytes, the set needs ${size}`,
+      );
+    }
+    if (p.scb.kind !== 'ok' || p.scb.scb.setId !== setId) {
+      const why = p.scb.kind === 'ok' ? `belonged to set ${p.scb.scb.setId}` : p.blank ? 'new member' : 'foreign data';
+      return { path: p.path, id: opts.newId(), role: 'target', state: 'FullCopy', reason: why };
+    }
+    const scb = p.scb.scb;
+    if (usedIds.has(scb.memberId)) {
+      throw new EngineError('ENG_INVALID_ARGUMENT', `member ${p.path} has the same member id as another given member`);
+    }
+    usedIds.add(scb.memberId);
+    const rec = byId.get(scb.memberId);
+    if (!rec) return { path: p.path, id: scb.memberId, role: 'target', state: 'FullCopy', reason: 'not in the newest membership' };
+    if (scb.generation < maxGen) {
+      return {
+        path: p.path, id: scb.memberId, role: 'target', state: 'FullCopy',
+        reason: `stale: generation ${scb.generation} < ${maxGen}`,
+      };
+    }
+    if (rec.state !== 'InSync' || !scb.dataValid) {
+      return { path: p.path, id: scb.memberId, role: 'target', state: 'FullCopy', reason: `was ${rec.state}` };
+    }
+    return { path: p.path, id: scb.memberId, role: 'source', state: 'InSync', reason: 'current' };
+  });
+
+  if (!members.some((m) => m.role === 'source')) {
+    throw new EngineError(
+      'ENG_NO_FULL_MEMBER',
+      `none of the given members holds current data of set ${setId} (newest generation ${maxGen}); add a full member`,
+    );
+  }
+  const present = new Set(members.map((m) => m.id));
+  const missing = ref.members.filter((m) => !present.has(m.id) && m.state !== 'Removed');
+  return {
+    created: false, setId, size, chunkSize, generation: maxGen + 1, members, missing,
+    unclean: !ref.clean, reference: ref,
+  };
+}
+
+function newSet(probes: MemberProbe[], opts: AssembleOptions): AssemblyPlan {
+  const size = Math.min(...probes.map((p) => usableBytes(p.rawBytes)));
+  if (size <= 0) {
+    const small = probes.find((p) => usableBytes(p.rawBytes) <= 0)!;
+    throw new EngineError('ENG_MEMBER_TOO_SMALL', `member ${small.path} is too small to hold shadow metadata`);
+  }
+  // The first member defines the content; other members are identical only if blank.
+  const members: PlannedMember[] = probes.map((p, i) =>
+    i === 0 || p.blank
+      ? { path: p.path, id: opts.newId(), role: 'source', state: 'InSync', reason: 'new set' }
+      : { path: p.path, id: opts.newId(), role: 'target', state: 'FullCopy', reason: 'not blank' },
+  );
+  return {
+    created: true, setId: opts.newId(), size, chunkSize: chunkSizeFor(size), generation: 1, members,
+    missing: [], unclean: false, reference: null,
+  };
+}

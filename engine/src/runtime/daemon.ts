@@ -1,0 +1,99 @@
+/** The running engine: shadow set + NBD listeners + HTTP API, stopped as one. */
+import type { Logger } from 'pino';
+import { HttpApi } from '../adapters/http/http-server.js';
+import { NbdServer } from '../adapters/nbd/server.js';
+import type { EngineStatus } from '../api/status.js';
+import type { BlockBackend } from '../ports/block-backend.js';
+import type { Clock } from '../ports/clock.js';
+import type { MemberSpec } from './engine.js';
+import { startShadowSet } from './engine.js';
+import { renderMetrics } from './metrics.js';
+import type { ShadowSet } from './shadow-set.js';
+
+export interface DaemonOptions {
+  members: MemberSpec[];
+  socket: string;
+  listen: { host: string; port: number } | null;
+  http: { host: string; port: number } | null;
+  exportName: string;
+  memberTimeoutMs: number;
+  overwrite: boolean;
+  log: Logger;
+  clock: Clock;
+  open: (location: string) => Promise<BlockBackend>;
+}
+
+export interface RunningEngine {
+  set: ShadowSet;
+  nbd: NbdServer;
+  tcp: string | null;
+  http: string | null;
+  status(): EngineStatus;
+  stop(): Promise<void>;
+}
+
+export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
+  const { set } = await startShadowSet(o);
+  const nbd = new NbdServer({
+    exportName: o.exportName,
+    description: `shadow set ${set.setId}`,
+    handler: {
+      size: () => set.size,
+      read: (off, len) => set.read(off, len),
+      write: (off, data, fua) => set.write(off, data, fua),
+      flush: () => set.flush(),
+      trim: (off, len, fua) => set.trim(off, len, fua),
+      writeZeroes: (off, len, fua) => set.writeZeroes(off, len, fua),
+    },
+    log: o.log,
+    // FLUSH reaches every member's device, so it covers writes completed on any connection.
+    multiConn: true,
+  });
+  await nbd.listenUnix(o.socket);
+  let tcp: string | null = null;
+  if (o.listen) {
+    const a = await nbd.listenTcp(o.listen.host, o.listen.port);
+    tcp = `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`;
+  }
+  const status = (): EngineStatus => ({
+    setId: set.setId,
+    size: set.size,
+    chunkSize: set.chunkSize,
+    generation: set.generation,
+    state: set.members.every((m) => m.state === 'InSync' || m.state === 'Removed' || m.state === 'Faulted') ? 'Steady' : 'Transient',
+    memberTimeoutSeconds: set.memberTimeout / 1000,
+    members: set.members.map((m) => ({
+      id: m.id, path: m.location, state: m.state, reason: m.reason, readCost: m.readCost, site: m.site,
+      queueDepth: m.queueDepth, counters: { ...m.counters },
+    })),
+    recovery: { mode: null, source: null, targets: [], bytesTotal: 0, bytesDone: 0, bytesPerSecond: 0, etaSeconds: null },
+    export: { name: o.exportName, socket: o.socket, tcp },
+    nbd: { ...nbd.stats, requests: { ...nbd.stats.requests } },
+  });
+  let api: HttpApi | null = null;
+  let http: string | null = null;
+  if (o.http) {
+    api = new HttpApi(o.log);
+    api.route('GET', '/v1/status', async () => ({ json: status() }));
+    api.route('GET', '/metrics', async () => ({ text: renderMetrics(status()), contentType: 'text/plain; version=0.0.4' }));
+    api.route('GET', '/healthz', async () => ({ json: { ok: true } }));
+    const a = await api.listen(o.http.host, o.http.port);
+    http = `${a.address}:${a.port}`;
+  }
+  o.log.info(
+    { event: 'EngineReady', setId: set.setId, generation: set.generation, size: set.size, socket: o.socket, tcp, http, exportName: o.exportName },
+    'engine ready',
+  );
+  let stopping: Promise<void> | null = null;
+  return {
+    set, nbd, tcp, http, status,
+    stop: () => {
+      stopping ??= (async () => {
+        await nbd.close();
+        await set.stop();
+        await api?.close();
+      })();
+      return stopping;
+    },
+  };
+}

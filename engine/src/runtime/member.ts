@@ -1,0 +1,137 @@
+/**
+ * One member as the runtime sees it: its backend, state, queue depth and counters, and the member
+ * timeout. Every I/O goes through `io`, which counts it and lets the watchdog fail it when the
+ * member stops answering (the manual's SHADOW_MBR_TMO).
+ */
+import { EngineError } from '../core/errors.js';
+import type { MemberState } from '../core/scb.js';
+import type { BlockBackend } from '../ports/block-backend.js';
+
+export interface MemberCounters {
+  reads: number;
+  writes: number;
+  readBytes: number;
+  writeBytes: number;
+  flushes: number;
+  errors: number;
+  repairs: number;
+  timeouts: number;
+}
+
+interface InFlight {
+  started: number;
+  reject: (e: Error) => void;
+}
+
+export class Member {
+  state: MemberState;
+  queueDepth = 0;
+  readonly counters: MemberCounters = {
+    reads: 0, writes: 0, readBytes: 0, writeBytes: 0, flushes: 0, errors: 0, repairs: 0, timeouts: 0,
+  };
+  /** Sequence of the last SCB written to this member (slots alternate on it). */
+  scbSeq = 0;
+  /** Why the member left the set, when it did. */
+  reason = '';
+  private readonly inflight = new Map<number, InFlight>();
+  private nextOp = 0;
+
+  constructor(
+    readonly id: string,
+    readonly backend: BlockBackend,
+    state: MemberState,
+    public readCost: number,
+    public site: string,
+  ) {
+    this.state = state;
+  }
+
+  get location(): string {
+    return this.backend.location;
+  }
+
+  /** Run one operation against the backend, accounted and subject to the watchdog. */
+  io<T>(op: () => Promise<T>): Promise<T> {
+    const id = this.nextOp++;
+    this.queueDepth++;
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const finish = () => {
+        settled = true;
+        this.queueDepth--;
+        this.inflight.delete(id);
+      };
+      this.inflight.set(id, {
+        started: Date.now(),
+        reject: (e) => {
+          if (settled) return;
+          finish();
+          reject(e);
+        },
+      });
+      op().then(
+        (v) => {
+          if (settled) return;
+          finish();
+          resolve(v);
+        },
+        (e: unknown) => {
+          if (settled) return;
+          finish();
+          this.counters.errors++;
+          reject(e);
+        },
+      );
+    });
+  }
+
+  /** Fail every operation older than `timeoutMs`. Returns how many were failed. */
+  expire(now: number, timeoutMs: number): number {
+    let n = 0;
+    for (const op of this.inflight.values()) {
+      if (now - op.started >= timeoutMs) {
+        n++;
+        this.counters.timeouts++;
+        op.reject(new EngineError('ENG_TIMEOUT', `member ${this.location} did not answer within ${timeoutMs} ms`));
+      }
+    }
+    return n;
+  }
+
+  /** Fail everything still queued on this member (it is leaving the set). */
+  abandon(why: string): void {
+    for (const op of [...this.inflight.values()]) op.reject(new EngineError('ENG_IO', why));
+  }
+
+  read(buf: Buffer, offset: number): Promise<void> {
+    this.counters.reads++;
+    this.counters.readBytes += buf.length;
+    return this.io(() => this.backend.read(buf, offset));
+  }
+
+  write(buf: Buffer, offset: number, fua: boolean): Promise<void> {
+    this.counters.writes++;
+    this.counters.writeBytes += buf.length;
+    return this.io(() => this.backend.write(buf, offset, fua));
+  }
+
+  writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
+    this.counters.writes++;
+    this.counters.writeBytes += length;
+    return this.io(() => this.backend.writeZeroes(offset, length, fua));
+  }
+
+  flush(): Promise<void> {
+    this.counters.flushes++;
+    return this.io(() => this.backend.flush());
+  }
+
+  /** InSync members serve reads; copy and merge targets only receive writes. */
+  get isFull(): boolean {
+    return this.state === 'InSync';
+  }
+
+  get isWritable(): boolean {
+    return this.state === 'InSync' || this.state === 'FullCopy' || this.state === 'Minicopy' || this.state === 'Merging';
+  }
+}

@@ -1,0 +1,341 @@
+/**
+ * The virtual unit: mirrors writes to every writable member, reads from the cheapest full member,
+ * repairs read errors, and removes members that keep failing, recording each membership change in
+ * the SCB of every member that stays (generation bumped) before any write that depended on it is
+ * acknowledged.
+ */
+import type { Logger } from 'pino';
+import { EngineError, errorMessage, isEngineError } from '../core/errors.js';
+import { HEADER_BYTES } from '../core/geometry.js';
+import type { MemberState, Scb } from '../core/scb.js';
+import type { Clock } from '../ports/clock.js';
+import type { Member } from './member.js';
+import { writeScb } from './metadata.js';
+import { RangeLocks } from './range-locks.js';
+
+export interface ShadowSetOptions {
+  setId: string;
+  size: number;
+  chunkSize: number;
+  generation: number;
+  members: Member[];
+  /** Former members recorded as Removed in the SCB (not attached now). */
+  absent: { id: string; path: string; state: MemberState; since: number }[];
+  memberTimeoutMs: number;
+  /** Write errors retried on a member before it is removed. */
+  writeRetries?: number;
+  log: Logger;
+  clock: Clock;
+}
+
+export class ShadowSet {
+  readonly setId: string;
+  readonly size: number;
+  readonly chunkSize: number;
+  generation: number;
+  readonly members: Member[];
+  private absent: ShadowSetOptions['absent'];
+  private readonly locks = new RangeLocks();
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private memberTimeoutMs: number;
+  private readonly writeRetries: number;
+  /** Pending membership persistence; acknowledgements wait for it. */
+  private barrier: Promise<void> | null = null;
+  private metaChain: Promise<void> = Promise.resolve();
+  private watchdog: NodeJS.Timeout | null = null;
+  private stopping = false;
+  private inFlight = 0;
+  private drained: (() => void) | null = null;
+  clean = false;
+
+  constructor(o: ShadowSetOptions) {
+    this.setId = o.setId;
+    this.size = o.size;
+    this.chunkSize = o.chunkSize;
+    this.generation = o.generation;
+    this.members = o.members;
+    this.absent = o.absent;
+    this.memberTimeoutMs = o.memberTimeoutMs;
+    this.writeRetries = o.writeRetries ?? 2;
+    this.log = o.log;
+    this.clock = o.clock;
+  }
+
+  start(): void {
+    const tick = Math.max(50, Math.min(1000, Math.floor(this.memberTimeoutMs / 4)));
+    this.watchdog = setInterval(() => this.sweep(), tick);
+    this.watchdog.unref();
+  }
+
+  setMemberTimeout(ms: number): void {
+    this.memberTimeoutMs = ms;
+  }
+
+  get memberTimeout(): number {
+    return this.memberTimeoutMs;
+  }
+
+  private sweep(): void {
+    const now = this.clock.now();
+    for (const m of this.members) {
+      if (!m.isWritable) continue;
+      if (m.expire(now, this.memberTimeoutMs) > 0) {
+        void this.removeMember(m, 'Faulted', `no answer within member timeout (${this.memberTimeoutMs} ms)`);
+      }
+    }
+  }
+
+  // ---------- SCB ----------
+
+  /** The SCB as it should be on `m` now. */
+  scbFor(m: Member, clean: boolean): Scb {
+    return {
+      format: 1,
+      setId: this.setId,
+      memberId: m.id,
+      generation: this.generation,
+      clean,
+      size: this.size,
+      chunkSize: this.chunkSize,
+      members: [
+        ...this.members.map((x) => ({ id: x.id, path: x.location, state: x.state, since: this.generation })),
+        ...this.absent,
+      ].slice(0, 6),
+      dataValid: m.state === 'InSync',
+      intentLogValid: true,
+      copy: null,
+      bitmaps: [],
+      updatedAt: this.clock.iso(),
+    };
+  }
+
+  /** Write the current membership to every writable member, serialized with other metadata updates. */
+  persistMembership(clean = false): Promise<void> {
+    const run = async () => {
+      const targets = this.members.filter((m) => m.isWritable);
+      const results = await Promise.allSettled(
+        targets.map((m) => m.io(() => writeScb(m.backend, this.scbFor(m, clean), ++m.scbSeq))),
+      );
+      results.forEach((r, i) => {
+        if (r.status === 'rejected') {
+          this.log.error({ event: 'MetadataWriteFailed', member: targets[i]!.id, err: errorMessage(r.reason) }, 'SCB write failed');
+        }
+      });
+      const okFull = targets.filter((m, i) => m.isFull && results[i]!.status === 'fulfilled');
+      if (okFull.length === 0) throw new EngineError('ENG_NO_FULL_MEMBER', 'membership could not be recorded on any full member');
+      for (let i = 0; i < targets.length; i++) {
+        if (results[i]!.status === 'rejected' && targets[i]!.isWritable) {
+          this.markGone(targets[i]!, 'Faulted', 'metadata write failed');
+        }
+      }
+    };
+    const p = this.metaChain.then(run, run);
+    this.metaChain = p.catch(() => undefined);
+    return p;
+  }
+
+  private markGone(m: Member, state: 'Faulted' | 'Removed', why: string): boolean {
+    if (!m.isWritable) return false;
+    const was = m.state;
+    m.state = state;
+    m.reason = why;
+    this.generation++;
+    m.abandon(`member ${m.location} left the set: ${why}`);
+    this.log.warn(
+      { event: state === 'Faulted' ? 'MemberFaulted' : 'MemberRemoved', member: m.id, path: m.location, was, reason: why, generation: this.generation },
+      `member ${m.location} removed from the shadow set: ${why}`,
+    );
+    return true;
+  }
+
+  /** Take a member out of the set and record it on the members that stay. */
+  async removeMember(m: Member, state: 'Faulted' | 'Removed', why: string): Promise<void> {
+    if (!this.markGone(m, state, why)) {
+      if (this.barrier) await this.barrier;
+      return;
+    }
+    const p = this.persistMembership().finally(() => {
+      if (this.barrier === p) this.barrier = null;
+    });
+    this.barrier = p;
+    await p;
+  }
+
+  // ---------- I/O ----------
+
+  private enter(): void {
+    if (this.stopping) throw new EngineError('ENG_SHUTTING_DOWN', 'the virtual unit is stopping');
+    this.inFlight++;
+  }
+
+  private leave(): void {
+    this.inFlight--;
+    if (this.inFlight === 0 && this.drained) this.drained();
+  }
+
+  fullMembers(): Member[] {
+    return this.members.filter((m) => m.isFull);
+  }
+
+  private checkRange(offset: number, length: number): void {
+    if (offset < 0 || length < 0 || offset + length > this.size) {
+      throw new EngineError('ENG_OUT_OF_RANGE', `range ${offset}+${length} is outside the virtual unit (${this.size} bytes)`);
+    }
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    this.checkRange(offset, length);
+    this.enter();
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      const failed = await this.readInto(buf, offset, new Set());
+      if (failed.length > 0) await this.repair(offset, length, failed, buf);
+      return buf;
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** Read from the cheapest full member, falling back to the others. Returns the members that failed. */
+  private async readInto(buf: Buffer, offset: number, exclude: Set<Member>): Promise<Member[]> {
+    const failed: Member[] = [];
+    for (;;) {
+      const m = this.pickReader(exclude);
+      if (!m) {
+        throw new EngineError('ENG_NO_FULL_MEMBER', `no full member could read ${buf.length} bytes at ${offset}`);
+      }
+      try {
+        await m.read(buf, HEADER_BYTES + offset);
+        return failed;
+      } catch (e) {
+        this.log.warn({ event: 'MemberReadError', member: m.id, offset, length: buf.length, err: errorMessage(e) }, 'read failed; trying another member');
+        exclude.add(m);
+        failed.push(m);
+        if (isEngineError(e, 'ENG_TIMEOUT')) await this.removeMember(m, 'Faulted', errorMessage(e));
+      }
+    }
+  }
+
+  private pickReader(exclude: Set<Member>): Member | null {
+    let best: Member | null = null;
+    for (const m of this.members) {
+      if (!m.isFull || exclude.has(m)) continue;
+      if (!best || m.readCost + m.queueDepth < best.readCost + best.queueDepth) best = m;
+    }
+    return best;
+  }
+
+  /** Rewrite good data on members whose read failed; a member whose rewrite fails is removed. */
+  private async repair(offset: number, length: number, failed: Member[], good: Buffer): Promise<void> {
+    const release = await this.locks.acquire(offset, length);
+    try {
+      // Re-read under the lock: a write may have landed since the first read.
+      await this.readInto(good, offset, new Set(failed));
+      for (const m of failed) {
+        if (!m.isWritable) continue;
+        try {
+          await m.write(good, HEADER_BYTES + offset, false);
+          m.counters.repairs++;
+          this.log.info({ event: 'MemberReadRepaired', member: m.id, offset, length }, 'read error repaired from another member');
+        } catch (e) {
+          await this.removeMember(m, 'Faulted', `repair write failed: ${errorMessage(e)}`);
+        }
+      }
+    } finally {
+      release();
+    }
+  }
+
+  async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    this.checkRange(offset, data.length);
+    await this.mirrored(offset, data.length, (m) => m.write(data, HEADER_BYTES + offset, fua));
+  }
+
+  async writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
+    this.checkRange(offset, length);
+    await this.mirrored(offset, length, (m) => m.writeZeroes(HEADER_BYTES + offset, length, fua));
+  }
+
+  /**
+   * TRIM is advisory in NBD. Discarding on members could leave them reading back different bytes,
+   * so it is accepted and ignored: members stay identical (FUA still forces a flush).
+   */
+  async trim(offset: number, length: number, fua: boolean): Promise<void> {
+    this.checkRange(offset, length);
+    if (fua) await this.flush();
+  }
+
+  private async mirrored(offset: number, length: number, op: (m: Member) => Promise<void>): Promise<void> {
+    this.enter();
+    const release = await this.locks.acquire(offset, length);
+    try {
+      const targets = this.members.filter((m) => m.isWritable);
+      const results = await Promise.allSettled(targets.map(op));
+      for (let i = 0; i < targets.length; i++) {
+        const r = results[i]!;
+        if (r.status === 'fulfilled') continue;
+        await this.retryOrRemove(targets[i]!, r.reason, op);
+      }
+      if (this.barrier) await this.barrier;
+      // Acknowledge only if a full member has the data.
+      if (!targets.some((m) => m.isFull)) {
+        throw new EngineError('ENG_NO_FULL_MEMBER', 'no full member holds the write');
+      }
+    } finally {
+      release();
+      this.leave();
+    }
+  }
+
+  private async retryOrRemove(m: Member, err: unknown, op: (m: Member) => Promise<void>): Promise<void> {
+    if (!m.isWritable) return;
+    let last = err;
+    if (!isEngineError(err, 'ENG_TIMEOUT')) {
+      for (let i = 0; i < this.writeRetries; i++) {
+        try {
+          await op(m);
+          return;
+        } catch (e) {
+          last = e;
+          if (!m.isWritable || isEngineError(e, 'ENG_TIMEOUT')) break;
+        }
+      }
+    }
+    if (m.isWritable) await this.removeMember(m, 'Faulted', `write failed: ${errorMessage(last)}`);
+  }
+
+  async flush(): Promise<void> {
+    this.enter();
+    try {
+      const targets = this.members.filter((m) => m.isWritable);
+      const results = await Promise.allSettled(targets.map((m) => m.flush()));
+      for (let i = 0; i < targets.length; i++) {
+        const r = results[i]!;
+        if (r.status === 'rejected' && targets[i]!.isWritable) {
+          await this.removeMember(targets[i]!, 'Faulted', `flush failed: ${errorMessage(r.reason)}`);
+        }
+      }
+      if (this.barrier) await this.barrier;
+      if (!this.members.some((m) => m.isFull)) throw new EngineError('ENG_NO_FULL_MEMBER', 'no full member left');
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** Let in-flight I/O finish, flush, and record a clean stop on every member. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.inFlight > 0) await new Promise<void>((r) => (this.drained = r));
+    if (this.watchdog) clearInterval(this.watchdog);
+    const live = this.members.filter((m) => m.isWritable);
+    await Promise.allSettled(live.map((m) => m.flush()));
+    await this.persistMembership(true).catch((e: unknown) =>
+      this.log.error({ event: 'CleanStopFailed', err: errorMessage(e) }, 'could not record a clean stop'),
+    );
+    this.clean = true;
+    await Promise.allSettled(this.members.map((m) => m.backend.close()));
+    this.log.info({ event: 'ShadowSetStopped', setId: this.setId, generation: this.generation }, 'shadow set stopped cleanly');
+  }
+}
