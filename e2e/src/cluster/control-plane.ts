@@ -13,7 +13,7 @@ import type { ClusterBinaries } from './binaries.js';
 import { generatePki, writeKubeconfig } from './certs.js';
 import type { Pki } from './certs.js';
 import { freePort } from './ports.js';
-import { ManagedProcess } from './processes.js';
+import { ManagedProcess, forgetTempDir, registerTempDir } from './processes.js';
 
 export interface ControlPlaneOptions {
   /** Where data, certificates and logs go; a fresh temporary directory by default. */
@@ -58,13 +58,21 @@ export class ControlPlane {
     return this.etcd.running && this.apiserver.running;
   }
 
+  /** Process ids of etcd and kube-apiserver (each leads its own process group). */
+  get pids(): { etcd: number; apiserver: number } {
+    return { etcd: this.etcd.pid, apiserver: this.apiserver.pid };
+  }
+
   /** Stops kube-apiserver, then etcd, and removes the work directory. Safe to call twice. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     await this.apiserver.stop(3000);
     await this.etcd.stop(3000);
-    if (!this.keep) await rm(this.workDir, { recursive: true, force: true });
+    if (!this.keep) {
+      await rm(this.workDir, { recursive: true, force: true });
+      forgetTempDir(this.workDir);
+    }
   }
 }
 
@@ -115,6 +123,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   const deadline = t0 + (opts.timeoutMs ?? 120_000);
   const workDir = opts.workDir ?? (await mkdtemp(join(tmpdir(), 'shadowset-cp-')));
   const keep = opts.keep ?? process.env.SHADOWSET_KEEP_CLUSTER === '1';
+  if (!keep && !opts.workDir) registerTempDir(workDir);
   const started: ManagedProcess[] = [];
   try {
     const pki = await generatePki(workDir, SERVICE_IP);

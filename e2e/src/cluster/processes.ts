@@ -143,6 +143,14 @@ export class ManagedProcess {
   }
 }
 
+/** Has the reaper remove dir if this process dies without cleaning up (undo with forgetTempDir). */
+export function registerTempDir(dir: string): void {
+  tellReaper(`dir ${dir}`);
+}
+export function forgetTempDir(dir: string): void {
+  tellReaper(`undir ${dir}`);
+}
+
 /** Processes still alive (for tests of teardown). */
 export function liveProcessCount(): number {
   return live.size;
