@@ -21,7 +21,7 @@ async function blockDeviceBytes(rdev: number): Promise<number> {
 }
 
 export class FileBackend implements BlockBackend {
-  private constructor(readonly location: string, private readonly fd: number, readonly size: number) {}
+  private constructor(readonly location: string, readonly fd: number, readonly size: number) {}
 
   static async open(path: string): Promise<FileBackend> {
     let fd: number;

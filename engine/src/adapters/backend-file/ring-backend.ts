@@ -1,0 +1,150 @@
+/**
+ * A file or block-device member whose small requests run on a dedicated I/O thread through a shared
+ * ring (see ring-protocol.ts). Requests larger than a slot, or arriving when every slot is busy, take
+ * the thread-pool path of FileBackend: their size amortizes the round trip. Overlapping writes are
+ * ordered above this layer (range locks), so the two paths never race on the same bytes.
+ */
+import { Worker } from 'node:worker_threads';
+import { EngineError } from '../../core/errors.js';
+import type { BlockBackend } from '../../ports/block-backend.js';
+import { FileBackend } from './file-backend.js';
+import {
+  allocRing, COMP_HEAD, CTL_INTS, OP_FLUSH, OP_READ, OP_WRITE, OP_WRITE_FUA, SLOT_BYTES, SLOTS, STOP, SUB_HEAD,
+  WORKER_IDLE,
+} from './ring-protocol.js';
+
+interface Waiter {
+  resolve: () => void;
+  reject: (e: Error) => void;
+  readInto: Buffer | null;
+}
+
+export class RingBackend implements BlockBackend {
+  private readonly ctl: Int32Array;
+  private readonly desc: Float64Array;
+  private readonly ops: Int32Array;
+  private readonly data: Buffer;
+  private readonly free: number[] = [];
+  private readonly waiters: (Waiter | null)[] = new Array(SLOTS).fill(null);
+  private compTail = 0;
+  private armed = false;
+  private outstanding = 0;
+  private closed = false;
+
+  private constructor(private readonly file: FileBackend, private readonly worker: Worker, ring: ReturnType<typeof allocRing>) {
+    this.ctl = new Int32Array(ring.ctl);
+    this.desc = new Float64Array(ring.desc);
+    this.ops = new Int32Array(ring.ops);
+    this.data = Buffer.from(ring.data);
+    for (let i = SLOTS - 1; i >= 0; i--) this.free.push(i);
+    worker.on('error', (e) => this.failAll(new EngineError('ENG_IO', `I/O thread of ${this.location} failed: ${e.message}`)));
+  }
+
+  static async open(path: string): Promise<RingBackend> {
+    const file = await FileBackend.open(path);
+    const ring = allocRing();
+    const worker = new Worker(new URL('./io-worker.js', import.meta.url), { workerData: { ring, fd: file.fd } });
+    worker.unref();
+    return new RingBackend(file, worker, ring);
+  }
+
+  get location(): string {
+    return this.file.location;
+  }
+
+  get size(): number {
+    return this.file.size;
+  }
+
+  private submit(op: number, offset: number, length: number, payload: Buffer | null, readInto: Buffer | null): Promise<void> | null {
+    const slot = this.free.pop();
+    if (slot === undefined) return null;
+    this.desc[slot * 2] = offset;
+    this.desc[slot * 2 + 1] = length;
+    this.ops[slot * 2] = op;
+    if (payload) payload.copy(this.data, slot * SLOT_BYTES);
+    const p = new Promise<void>((resolve, reject) => (this.waiters[slot] = { resolve, reject, readInto }));
+    const h = this.ctl[SUB_HEAD]!;
+    this.ctl[CTL_INTS + (h % SLOTS)] = slot;
+    Atomics.store(this.ctl, SUB_HEAD, h + 1);
+    if (Atomics.load(this.ctl, WORKER_IDLE) === 1) Atomics.notify(this.ctl, SUB_HEAD);
+    // A pending Atomics.waitAsync does not keep the event loop alive; the worker handle does.
+    if (this.outstanding++ === 0) this.worker.ref();
+    this.arm();
+    return p;
+  }
+
+  private arm(): void {
+    if (this.armed || this.outstanding === 0) return;
+    this.armed = true;
+    const r = Atomics.waitAsync(this.ctl, COMP_HEAD, this.compTail);
+    if (r.async) void r.value.then(() => this.drain());
+    else queueMicrotask(() => this.drain());
+  }
+
+  private drain(): void {
+    this.armed = false;
+    const head = Atomics.load(this.ctl, COMP_HEAD);
+    while (this.compTail !== head) {
+      const slot = this.ctl[CTL_INTS + SLOTS + (this.compTail % SLOTS)]!;
+      this.compTail++;
+      const w = this.waiters[slot];
+      this.waiters[slot] = null;
+      const result = this.ops[slot * 2 + 1]!;
+      if (w && result === 0 && w.readInto) this.data.copy(w.readInto, 0, slot * SLOT_BYTES, slot * SLOT_BYTES + w.readInto.length);
+      this.free.push(slot);
+      this.outstanding--;
+      if (!w) continue;
+      if (result === 0) w.resolve();
+      else w.reject(new EngineError('ENG_IO', `I/O on ${this.location} failed (errno ${result})`));
+    }
+    if (this.outstanding === 0) this.worker.unref();
+    this.arm();
+  }
+
+  private failAll(e: Error): void {
+    for (let i = 0; i < SLOTS; i++) {
+      const w = this.waiters[i];
+      this.waiters[i] = null;
+      w?.reject(e);
+    }
+  }
+
+  read(buf: Buffer, offset: number): Promise<void> {
+    if (buf.length <= SLOT_BYTES) {
+      const p = this.submit(OP_READ, offset, buf.length, null, buf);
+      if (p) return p;
+    }
+    return this.file.read(buf, offset);
+  }
+
+  write(buf: Buffer, offset: number, fua: boolean): Promise<void> {
+    if (buf.length <= SLOT_BYTES) {
+      const p = this.submit(fua ? OP_WRITE_FUA : OP_WRITE, offset, buf.length, buf, null);
+      if (p) return p;
+    }
+    return this.file.write(buf, offset, fua);
+  }
+
+  flush(): Promise<void> {
+    return this.submit(OP_FLUSH, 0, 0, null, null) ?? this.file.flush();
+  }
+
+  discard(offset: number, length: number): Promise<void> {
+    return this.file.discard(offset, length);
+  }
+
+  writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
+    return this.file.writeZeroes(offset, length, fua);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    Atomics.store(this.ctl, STOP, 1);
+    Atomics.notify(this.ctl, SUB_HEAD);
+    // A worker stuck in a system call on a hung device cannot be joined; it is unref'd and left behind.
+    if (this.outstanding === 0) await this.worker.terminate();
+    await this.file.close();
+  }
+}

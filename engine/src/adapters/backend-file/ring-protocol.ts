@@ -1,0 +1,37 @@
+/**
+ * Shared-memory layout between the main thread and a member's I/O worker. The control block holds
+ * ring indexes; each slot owns a fixed data area so small requests cross threads by one memcpy and no
+ * message: the main thread publishes a slot index, the worker runs it with a synchronous system call
+ * and publishes the index back. One wake-up serves every request that arrived meanwhile.
+ */
+export const SLOTS = 64;
+export const SLOT_BYTES = 128 * 1024;
+
+// Control block (Int32 indexes).
+export const SUB_HEAD = 0; // written by main
+export const COMP_HEAD = 1; // written by worker
+export const WORKER_IDLE = 2; // 1 while the worker sleeps on SUB_HEAD
+export const STOP = 3;
+export const CTL_INTS = 8;
+
+// Per-slot descriptor (Float64: device offset, length; Int32: opcode, result).
+export const OP_READ = 1;
+export const OP_WRITE = 2;
+export const OP_FLUSH = 3;
+export const OP_WRITE_FUA = 4;
+
+export interface RingBuffers {
+  ctl: SharedArrayBuffer; // CTL_INTS Int32 + SLOTS sub ring + SLOTS comp ring
+  desc: SharedArrayBuffer; // SLOTS * 2 Float64
+  ops: SharedArrayBuffer; // SLOTS * 2 Int32: opcode, result (0 or errno code)
+  data: SharedArrayBuffer; // SLOTS * SLOT_BYTES
+}
+
+export function allocRing(): RingBuffers {
+  return {
+    ctl: new SharedArrayBuffer(4 * (CTL_INTS + 2 * SLOTS)),
+    desc: new SharedArrayBuffer(8 * 2 * SLOTS),
+    ops: new SharedArrayBuffer(4 * 2 * SLOTS),
+    data: new SharedArrayBuffer(SLOTS * SLOT_BYTES),
+  };
+}
