@@ -65,7 +65,6 @@ export class ShadowSet {
   start(): void {
     const tick = Math.max(50, Math.min(1000, Math.floor(this.memberTimeoutMs / 4)));
     this.watchdog = setInterval(() => this.sweep(), tick);
-    this.watchdog.unref();
   }
 
   setMemberTimeout(ms: number): void {

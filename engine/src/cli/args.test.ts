@@ -1,0 +1,25 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { isEngineError } from '../core/errors.js';
+import { parseHostPort, parseMember, parseServeArgs } from './args.js';
+
+test('serve arguments parse, with loopback as the default host', () => {
+  const a = parseServeArgs(['--member', 'a.img', '--member', 'nbd://h:1234/x', '--socket', 's', '--listen', '10809', '--member-timeout', '2.5']);
+  assert.deepEqual(a.members.map((m) => m.location), ['a.img', 'nbd://h:1234/x']);
+  assert.deepEqual(a.listen, { host: '127.0.0.1', port: 10809 });
+  assert.equal(a.memberTimeoutMs, 2500);
+  assert.equal(a.overwrite, false);
+});
+
+test('missing or bad arguments are refused', () => {
+  assert.throws(() => parseServeArgs(['--socket', 's']), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
+  assert.throws(() => parseServeArgs(['--member', 'a']), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
+  assert.throws(() => parseServeArgs(['--member', 'a', '--socket', 's', '--member-timeout', '0']));
+  assert.throws(() => parseHostPort('host:99999', '--listen'));
+});
+
+test('member options', () => {
+  assert.deepEqual(parseMember('/dev/loop3#readCost=5,site=east'), { location: '/dev/loop3', readCost: 5, site: 'east' });
+  assert.throws(() => parseMember('/dev/loop3#speed=1'), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
+  assert.deepEqual(parseHostPort('[::1]:80', 'x'), { host: '::1', port: 80 });
+});

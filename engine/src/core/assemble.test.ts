@@ -1,0 +1,85 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { assemble, type MemberProbe } from './assemble.js';
+import { isEngineError } from './errors.js';
+import { HEADER_BYTES, MiB } from './geometry.js';
+import type { Scb } from './scb.js';
+
+let n = 0;
+const opts = { overwrite: false, newId: () => `id-${++n}`, now: '2026-01-01T00:00:00Z' };
+const RAW = 64 * MiB + HEADER_BYTES;
+
+function scb(memberId: string, generation: number, members: [string, Scb['members'][number]['state']][], extra: Partial<Scb> = {}): Scb {
+  return {
+    format: 1, setId: 'S', memberId, generation, clean: true, size: 64 * MiB, chunkSize: 65536,
+    members: members.map(([id, state]) => ({ id, path: id, state, since: generation })),
+    dataValid: true, intentLogValid: true, copy: null, bitmaps: [], updatedAt: '', ...extra,
+  };
+}
+const probe = (path: string, s: Scb | null, blank = s === null): MemberProbe => ({
+  path, rawBytes: RAW, blank, scb: s ? { kind: 'ok', scb: s, seq: 1 } : blank ? { kind: 'empty' } : { kind: 'foreign' },
+});
+
+test('blank members become a new set, all in sync, generation 1', () => {
+  const p = assemble([probe('a', null), probe('b', null)], opts);
+  assert.equal(p.created, true);
+  assert.equal(p.generation, 1);
+  assert.deepEqual(p.members.map((m) => m.state), ['InSync', 'InSync']);
+  assert.equal(p.size, 64 * MiB);
+});
+
+test('foreign data is refused without the overwrite flag, accepted as a copy target with it', () => {
+  assert.throws(() => assemble([probe('a', null), probe('b', null, false)], opts), (e) => isEngineError(e, 'ENG_FOREIGN_DATA'));
+  const p = assemble([probe('a', null), probe('b', null, false)], { ...opts, overwrite: true });
+  assert.deepEqual(p.members.map((m) => m.state), ['InSync', 'FullCopy']);
+});
+
+test('members of two different sets are refused', () => {
+  const other = { ...scb('x', 3, [['x', 'InSync']]), setId: 'T' };
+  assert.throws(() => assemble([probe('a', scb('a', 2, [['a', 'InSync']])), probe('x', other)], opts),
+    (e) => isEngineError(e, 'ENG_SET_MISMATCH'));
+});
+
+test('a clean restart with the same members needs no copy and no merge', () => {
+  const ms: [string, 'InSync'][] = [['a', 'InSync'], ['b', 'InSync']];
+  const p = assemble([probe('a', scb('a', 5, ms)), probe('b', scb('b', 5, ms))], opts);
+  assert.equal(p.created, false);
+  assert.equal(p.unclean, false);
+  assert.equal(p.generation, 6);
+  assert.deepEqual(p.members.map((m) => [m.id, m.role]), [['a', 'source'], ['b', 'source']]);
+});
+
+test('a stale member (older generation) is never a source', () => {
+  const p = assemble([
+    probe('b', scb('b', 4, [['a', 'InSync'], ['b', 'InSync']])),
+    probe('a', scb('a', 6, [['a', 'InSync'], ['b', 'Faulted']])),
+  ], opts);
+  const b = p.members.find((m) => m.id === 'b')!;
+  assert.equal(b.role, 'target');
+  assert.equal(b.state, 'FullCopy');
+  assert.equal(p.members.find((m) => m.id === 'a')!.role, 'source');
+});
+
+test('a subset of former members is served; the missing ones are recorded', () => {
+  const ms: [string, 'InSync'][] = [['a', 'InSync'], ['b', 'InSync'], ['c', 'InSync']];
+  const p = assemble([probe('b', scb('b', 9, ms))], opts);
+  assert.deepEqual(p.missing.map((m) => m.id).sort(), ['a', 'c']);
+  assert.equal(p.members[0]!.role, 'source');
+});
+
+test('an unclean stop is reported so a merge can run', () => {
+  const p = assemble([probe('a', scb('a', 2, [['a', 'InSync']], { clean: false }))], opts);
+  assert.equal(p.unclean, true);
+});
+
+test('only stale members present: refused rather than serving old data as current', () => {
+  assert.throws(() => assemble([probe('a', scb('a', 3, [['a', 'FullCopy']], { dataValid: false }))], opts),
+    (e) => isEngineError(e, 'ENG_NO_FULL_MEMBER'));
+});
+
+test('too many members, duplicates and too-small members are refused', () => {
+  const seven = Array.from({ length: 7 }, (_, i) => probe(`m${i}`, null));
+  assert.throws(() => assemble(seven, opts), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
+  assert.throws(() => assemble([probe('a', null), probe('a', null)], opts), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
+  assert.throws(() => assemble([{ ...probe('a', null), rawBytes: HEADER_BYTES }], opts), (e) => isEngineError(e, 'ENG_MEMBER_TOO_SMALL'));
+});
