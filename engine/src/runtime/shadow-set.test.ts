@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { FaultyBackend } from '../adapters/faulty/faulty-backend.js';
 import { MemoryBackend } from '../adapters/faulty/memory-backend.js';
 import { HEADER_BYTES, MiB } from '../core/geometry.js';
-import { decodeScb, pickScb } from '../core/scb.js';
+import { decodeScb, pickScb, type Scb } from '../core/scb.js';
 import { SCB_SLOT_BYTES } from '../core/geometry.js';
 import { systemClock } from '../ports/clock.js';
 import { startShadowSet } from './engine.js';
@@ -26,7 +26,7 @@ async function setOf(n: number, timeoutMs = 60_000) {
 function scbOf(m: MemoryBackend) {
   const d = pickScb(decodeScb(m.bytes.subarray(0, SCB_SLOT_BYTES)), decodeScb(m.bytes.subarray(SCB_SLOT_BYTES, 2 * SCB_SLOT_BYTES)));
   assert.equal(d.kind, 'ok');
-  return (d as { scb: import('../core/scb.js').Scb }).scb;
+  return (d as { scb: Scb }).scb;
 }
 
 const data = (byte: number, len = 4096) => Buffer.alloc(len, byte);
