@@ -71,7 +71,8 @@ export class ManagedProcess {
     this.child = child;
     this.pid = pid;
     this.exited = new Promise<ExitInfo>((resolve) => {
-      child.once('exit', (code, signal) => {
+      // 'close', not 'exit': by then its output has been read to the end
+      child.once('close', (code, signal) => {
         this.exitInfo = { code, signal };
         live.delete(this);
         tellReaper(`del ${pid}`);

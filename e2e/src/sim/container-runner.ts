@@ -33,10 +33,6 @@ export interface ContainerHost {
   output(container: string, chunk: Buffer): void;
 }
 
-function iso(d: Date): string {
-  return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
-}
-
 function signalNumber(sig: NodeJS.Signals): number {
   const map: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGABRT: 6, SIGKILL: 9,
     SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 };
@@ -101,7 +97,7 @@ export class ContainerRunner {
     if (!this.real) {
       this.startedOnce = true;
       this.startedAt = new Date();
-      this.state = { running: { startedAt: iso(this.startedAt) } as never };
+      this.state = { running: { startedAt: this.startedAt } };
       this.ready = true;
       this.host.changed();
       return;
@@ -138,7 +134,7 @@ export class ContainerRunner {
     this.proc = proc;
     this.startedOnce = true;
     this.startedAt = new Date();
-    this.state = { running: { startedAt: iso(this.startedAt) } as never };
+    this.state = { running: { startedAt: this.startedAt } };
     this.ready = this.spec.readinessProbe === undefined;
     if (this.spec.readinessProbe) this.startProbing(gen);
     this.host.changed();
@@ -188,8 +184,8 @@ export class ContainerRunner {
     const t: NonNullable<V1ContainerState['terminated']> = {
       exitCode,
       reason: exitCode === 0 ? 'Completed' : 'Error',
-      startedAt: iso(this.startedAt ?? new Date()) as never,
-      finishedAt: iso(new Date()) as never,
+      startedAt: this.startedAt ?? new Date(),
+      finishedAt: new Date(),
     };
     if (info.signal) t.signal = signalNumber(info.signal);
     return { terminated: t };
