@@ -1,5 +1,6 @@
 /** Schemas of the engine's control/status API: the only engine module the operator imports. */
 import { z } from 'zod';
+import { bitmapStatusSchema } from './control.js';
 
 export const memberStateSchema = z.enum(['InSync', 'FullCopy', 'Minicopy', 'Merging', 'Removed', 'Faulted']);
 export type MemberStateApi = z.infer<typeof memberStateSchema>;
@@ -24,6 +25,8 @@ export const memberStatusSchema = z.object({
   site: z.string(),
   queueDepth: z.number(),
   counters: memberCountersSchema,
+  /** Copy progress while the member is a copy target. */
+  progress: z.object({ bytesDone: z.number(), bytesTotal: z.number() }).nullable(),
 });
 export type MemberStatus = z.infer<typeof memberStatusSchema>;
 
@@ -47,6 +50,14 @@ export const statusSchema = z.object({
   memberTimeoutSeconds: z.number(),
   members: z.array(memberStatusSchema),
   recovery: recoverySchema,
+  bitmaps: z.array(z.lazy(() => bitmapStatusSchema)),
+  intentLog: z.object({ dirtyChunks: z.number(), enabled: z.boolean() }),
+  settings: z.object({
+    copySource: z.string().nullable(),
+    copyBytesPerSecond: z.number(),
+    mergeBytesPerSecond: z.number(),
+    maxCopies: z.number(),
+  }),
   export: z.object({ name: z.string(), socket: z.string().nullable(), tcp: z.string().nullable() }),
   nbd: z.object({
     connections: z.number(),

@@ -13,7 +13,7 @@ function scb(memberId: string, generation: number, members: [string, Scb['member
   return {
     format: 1, setId: 'S', memberId, generation, clean: true, size: 64 * MiB, chunkSize: 65536,
     members: members.map(([id, state]) => ({ id, path: id, state, since: generation })),
-    dataValid: true, intentLogValid: true, copy: null, bitmaps: [], updatedAt: '', ...extra,
+    dataValid: true, intentLogValid: true, copies: [], bitmaps: [], updatedAt: '', ...extra,
   };
 }
 const probe = (path: string, s: Scb | null, blank = s === null): MemberProbe => ({

@@ -6,7 +6,7 @@ import { crc32 } from './crc32.js';
 const base: Scb = {
   format: 1, setId: 'set-1', memberId: 'm-1', generation: 7, clean: true, size: 1 << 30, chunkSize: 65536,
   members: [{ id: 'm-1', path: '/dev/a', state: 'InSync', since: 7 }], dataValid: true, intentLogValid: true,
-  copy: null, bitmaps: [], updatedAt: '2026-01-01T00:00:00.000Z',
+  copies: [], bitmaps: [], updatedAt: '2026-01-01T00:00:00.000Z',
 };
 
 test('crc32 matches the IEEE check value', () => {

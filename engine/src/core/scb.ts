@@ -58,7 +58,8 @@ export const scbSchema = z.object({
   dataValid: z.boolean(),
   /** The write-intent log on this member can be trusted (set when it was written with this SCB). */
   intentLogValid: z.boolean().default(true),
-  copy: copyCheckpointSchema.nullable().default(null),
+  /** Copies in progress, so a restart resumes them. */
+  copies: z.array(copyCheckpointSchema).default([]),
   bitmaps: z.array(bitmapDescriptorSchema).default([]),
   updatedAt: z.string(),
 });

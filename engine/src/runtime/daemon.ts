@@ -3,12 +3,15 @@ import type { Logger } from 'pino';
 import { HttpApi } from '../adapters/http/http-server.js';
 import { NbdServer } from '../adapters/nbd/server.js';
 import type { EngineStatus } from '../api/status.js';
+import * as C from '../api/control.js';
+import { EngineError } from '../core/errors.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 import type { Clock } from '../ports/clock.js';
 import type { MemberSpec } from './engine.js';
 import { startShadowSet } from './engine.js';
 import { renderMetrics } from './metrics.js';
 import type { ShadowSet } from './shadow-set.js';
+import type { ResyncSettings } from './resync.js';
 
 export interface DaemonOptions {
   members: MemberSpec[];
@@ -21,6 +24,7 @@ export interface DaemonOptions {
   log: Logger;
   clock: Clock;
   open: (location: string) => Promise<BlockBackend>;
+  resync?: Partial<ResyncSettings>;
 }
 
 export interface RunningEngine {
@@ -33,7 +37,7 @@ export interface RunningEngine {
 }
 
 export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
-  const { set } = await startShadowSet(o);
+  const { set, control } = await startShadowSet(o);
   const nbd = new NbdServer({
     exportName: o.exportName,
     description: `shadow set ${set.setId}`,
@@ -60,13 +64,17 @@ export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
     size: set.size,
     chunkSize: set.chunkSize,
     generation: set.generation,
-    state: set.members.every((m) => m.state === 'InSync' || m.state === 'Removed' || m.state === 'Faulted') ? 'Steady' : 'Transient',
+    state: set.resync.jobs.length > 0 || set.members.some((m) => m.isWritable && m.state !== 'InSync') ? 'Transient' : 'Steady',
     memberTimeoutSeconds: set.memberTimeout / 1000,
     members: set.members.map((m) => ({
       id: m.id, path: m.location, state: m.state, reason: m.reason, readCost: m.readCost, site: m.site,
       queueDepth: m.queueDepth, counters: { ...m.counters },
+      progress: ((j) => (j ? { bytesDone: j.bytesDone, bytesTotal: j.bytesTotal } : null))(set.resync.jobFor(m)),
     })),
-    recovery: { mode: null, source: null, targets: [], bytesTotal: 0, bytesDone: 0, bytesPerSecond: 0, etaSeconds: null },
+    recovery: set.resync.recovery(),
+    bitmaps: control.bitmaps(),
+    intentLog: { dirtyChunks: set.tracker.wil.count, enabled: set.tracker.intentEnabled },
+    settings: { ...set.resync.settings },
     export: { name: o.exportName, socket: o.socket, tcp },
     nbd: { ...nbd.stats, requests: { ...nbd.stats.requests } },
   });
@@ -77,6 +85,24 @@ export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
     api.route('GET', '/v1/status', async () => ({ json: status() }));
     api.route('GET', '/metrics', async () => ({ text: renderMetrics(status()), contentType: 'text/plain; version=0.0.4' }));
     api.route('GET', '/healthz', async () => ({ json: { ok: true } }));
+    const body = <T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, v: unknown): T => {
+      const r = schema.safeParse(v ?? {});
+      if (!r.success) {
+        const msg = r.error.issues.map((i) => `${i.path.map(String).join('.') || 'body'}: ${i.message}`).join('; ');
+        throw new EngineError('ENG_INVALID_ARGUMENT', msg);
+      }
+      return r.data;
+    };
+    api.route('POST', '/v1/members/add', async (b) => ({ json: await control.addMember(body(C.addMemberSchema, b)) }));
+    api.route('POST', '/v1/members/remove', async (b) => ({ json: await control.removeMember(body(C.removeMemberSchema, b)) }));
+    api.route('POST', '/v1/members/return', async (b) => ({ json: await control.returnMember(body(C.returnMemberSchema, b)) }));
+    api.route('GET', '/v1/bitmaps', async () => ({ json: control.bitmaps() }));
+    api.route('POST', '/v1/bitmaps/delete', async (b) => ({ json: await control.deleteBitmap(body(C.deleteBitmapSchema, b).id) }));
+    api.route('POST', '/v1/merge', async (b) => ({ json: await control.demandMerge(body(C.mergeSchema, b).full) }));
+    api.route('POST', '/v1/settings', async (b) => {
+      control.settings(body(C.settingsSchema, b));
+      return { json: status().settings };
+    });
     const a = await api.listen(o.http.host, o.http.port);
     http = `${a.address}:${a.port}`;
   }

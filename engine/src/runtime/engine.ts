@@ -9,8 +9,11 @@ import { errorMessage } from '../core/errors.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 import type { Clock } from '../ports/clock.js';
 import { Member } from './member.js';
+import type { ResyncSettings } from './resync.js';
 import { probeMember } from './metadata.js';
 import { ShadowSet } from './shadow-set.js';
+import { Control } from './control.js';
+import { planRecovery } from './recovery-plan.js';
 
 export interface MemberSpec {
   location: string;
@@ -25,11 +28,14 @@ export interface StartOptions {
   log: Logger;
   clock: Clock;
   open: (location: string) => Promise<BlockBackend>;
+  resync?: Partial<ResyncSettings>;
+  intentClearMs?: number;
 }
 
 export interface StartedSet {
   set: ShadowSet;
   plan: AssemblyPlan;
+  control: Control;
 }
 
 export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
@@ -60,8 +66,14 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
       memberTimeoutMs: o.memberTimeoutMs,
       log: o.log,
       clock: o.clock,
+      resync: o.resync,
+      intentClearMs: o.intentClearMs,
     });
+    const control = new Control(set, o.open);
+    await planRecovery(set, plan, members.map((m, i) => ({ member: m, scb: probes[i]!.scb.kind === 'ok' ? probes[i]!.scb.scb : null })));
     await set.persistMembership(false);
+    const joining = members.filter((m) => m.isWritable && !m.isFull);
+    if (joining.length > 0) await set.tracker.writeAllTo(joining);
     set.start();
     o.log.info(
       {
@@ -75,7 +87,7 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
       },
       plan.created ? 'new shadow set created' : 'shadow set mounted',
     );
-    return { set, plan };
+    return { set, plan, control };
   } catch (e) {
     await Promise.allSettled(backends.map((b) => b.close()));
     o.log.debug({ err: errorMessage(e) }, 'start failed');

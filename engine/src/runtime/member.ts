@@ -126,9 +126,9 @@ export class Member {
     return this.io(() => this.backend.flush());
   }
 
-  /** InSync members serve reads; copy and merge targets only receive writes. */
+  /** Full members serve reads (during a merge, reads of unmerged chunks are merged first). */
   get isFull(): boolean {
-    return this.state === 'InSync';
+    return this.state === 'InSync' || this.state === 'Merging';
   }
 
   get isWritable(): boolean {

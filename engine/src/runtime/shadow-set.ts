@@ -9,9 +9,11 @@ import { EngineError, errorMessage, isEngineError } from '../core/errors.js';
 import { HEADER_BYTES } from '../core/geometry.js';
 import type { MemberState, Scb } from '../core/scb.js';
 import type { Clock } from '../ports/clock.js';
+import { ChunkTracker } from './chunk-tracker.js';
 import type { Member } from './member.js';
 import { writeScb } from './metadata.js';
 import { RangeLocks } from './range-locks.js';
+import { Resync, type ResyncJob, type ResyncSettings } from './resync.js';
 
 export interface ShadowSetOptions {
   setId: string;
@@ -24,6 +26,9 @@ export interface ShadowSetOptions {
   memberTimeoutMs: number;
   /** Write errors retried on a member before it is removed. */
   writeRetries?: number;
+  resync?: Partial<ResyncSettings>;
+  /** How often idle intent-log bits are cleared (ms). */
+  intentClearMs?: number;
   log: Logger;
   clock: Clock;
 }
@@ -35,8 +40,15 @@ export class ShadowSet {
   generation: number;
   readonly members: Member[];
   private absent: ShadowSetOptions['absent'];
-  private readonly locks = new RangeLocks();
-  private readonly log: Logger;
+  readonly locks = new RangeLocks();
+  readonly tracker: ChunkTracker;
+  readonly resync: Resync;
+  private readonly intentClearMs: number;
+  private intentTimer: NodeJS.Timeout | null = null;
+  private clearing = false;
+  /** Called when a resync job ends (the control layer turns it into member state and bitmap changes). */
+  onJobFinished: ((job: ResyncJob, ok: boolean, why: string) => Promise<void>) | null = null;
+  readonly log: Logger;
   private readonly clock: Clock;
   private memberTimeoutMs: number;
   private readonly writeRetries: number;
@@ -60,11 +72,53 @@ export class ShadowSet {
     this.writeRetries = o.writeRetries ?? 2;
     this.log = o.log;
     this.clock = o.clock;
+    this.intentClearMs = o.intentClearMs ?? 1000;
+    this.tracker = new ChunkTracker(o.size, o.chunkSize, {
+      metadataMembers: () => this.members.filter((m) => m.isWritable),
+      memberFailed: (m, why) => this.removeMember(m, 'Faulted', why),
+      log: o.log,
+    });
+    this.resync = new Resync(
+      {
+        size: o.size,
+        chunkSize: o.chunkSize,
+        locks: this.locks,
+        members: this.members,
+        log: o.log,
+        appInFlight: () => this.inFlight,
+        removeMember: (m, st, why) => this.removeMember(m, st, why),
+        checkpoint: () => this.persistMembership(),
+        finished: async (job, ok, why) => {
+          if (this.onJobFinished) await this.onJobFinished(job, ok, why);
+        },
+      },
+      {
+        copyBytesPerSecond: o.resync?.copyBytesPerSecond ?? 0,
+        mergeBytesPerSecond: o.resync?.mergeBytesPerSecond ?? 0,
+        maxCopies: o.resync?.maxCopies ?? 4,
+        copySource: o.resync?.copySource ?? null,
+      },
+    );
   }
 
   start(): void {
     const tick = Math.max(50, Math.min(1000, Math.floor(this.memberTimeoutMs / 4)));
     this.watchdog = setInterval(() => this.sweep(), tick);
+    this.intentTimer = setInterval(() => void this.clearIntents(), this.intentClearMs);
+    this.intentTimer.unref();
+    this.resync.start();
+  }
+
+  private async clearIntents(): Promise<void> {
+    if (this.clearing || this.stopping) return;
+    this.clearing = true;
+    try {
+      await this.tracker.clearIdle(() => this.flushMembers());
+    } catch (e) {
+      this.log.warn({ event: 'IntentClearFailed', err: errorMessage(e) }, 'could not clear the write-intent log');
+    } finally {
+      this.clearing = false;
+    }
   }
 
   setMemberTimeout(ms: number): void {
@@ -101,10 +155,12 @@ export class ShadowSet {
         ...this.members.map((x) => ({ id: x.id, path: x.location, state: x.state, since: this.generation })),
         ...this.absent,
       ].slice(0, 6),
-      dataValid: m.state === 'InSync',
+      dataValid: m.isFull,
       intentLogValid: true,
-      copy: null,
-      bitmaps: [],
+      copies: this.resync.jobs
+        .filter((j) => j.mode === 'FullCopy' && j.target)
+        .map((j) => ({ mode: 'FullCopy' as const, target: j.target!.id, nextChunk: Math.min(j.chunks.cursor, this.tracker.chunks) })),
+      bitmaps: this.tracker.descriptors(),
       updatedAt: this.clock.iso(),
     };
   }
@@ -187,6 +243,8 @@ export class ShadowSet {
     this.checkRange(offset, length);
     this.enter();
     try {
+      // During a merge, chunks not yet merged are made identical before anyone reads them.
+      if (this.resync.mergePending) await this.resync.mergeRange(offset, length);
       const buf = Buffer.allocUnsafe(length);
       const failed = await this.readInto(buf, offset, new Set());
       if (failed.length > 0) await this.repair(offset, length, failed, buf);
@@ -268,7 +326,11 @@ export class ShadowSet {
   private async mirrored(offset: number, length: number, op: (m: Member) => Promise<void>): Promise<void> {
     this.enter();
     const release = await this.locks.acquire(offset, length);
+    let tracked = false;
     try {
+      const marked = this.tracker.begin(offset, length);
+      tracked = true;
+      if (marked) await marked;
       const targets = this.members.filter((m) => m.isWritable);
       const results = await Promise.allSettled(targets.map(op));
       for (let i = 0; i < targets.length; i++) {
@@ -282,6 +344,7 @@ export class ShadowSet {
         throw new EngineError('ENG_NO_FULL_MEMBER', 'no full member holds the write');
       }
     } finally {
+      if (tracked) this.tracker.end(offset, length);
       release();
       this.leave();
     }
@@ -307,6 +370,16 @@ export class ShadowSet {
   async flush(): Promise<void> {
     this.enter();
     try {
+      await this.flushMembers();
+      if (!this.members.some((m) => m.isFull)) throw new EngineError('ENG_NO_FULL_MEMBER', 'no full member left');
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** Flush every writable member; a member whose flush fails is removed. */
+  async flushMembers(): Promise<void> {
+    {
       const targets = this.members.filter((m) => m.isWritable);
       const results = await Promise.allSettled(targets.map((m) => m.flush()));
       for (let i = 0; i < targets.length; i++) {
@@ -316,9 +389,6 @@ export class ShadowSet {
         }
       }
       if (this.barrier) await this.barrier;
-      if (!this.members.some((m) => m.isFull)) throw new EngineError('ENG_NO_FULL_MEMBER', 'no full member left');
-    } finally {
-      this.leave();
     }
   }
 
@@ -327,10 +397,18 @@ export class ShadowSet {
     if (this.stopping) return;
     this.stopping = true;
     if (this.inFlight > 0) await new Promise<void>((r) => (this.drained = r));
+    await this.resync.stop();
+    if (this.intentTimer) clearInterval(this.intentTimer);
     if (this.watchdog) clearInterval(this.watchdog);
-    const live = this.members.filter((m) => m.isWritable);
-    await Promise.allSettled(live.map((m) => m.flush()));
-    await this.persistMembership(true).catch((e: unknown) =>
+    await this.flushMembers().catch(() => undefined);
+    // Nothing is in flight and everything is flushed: the intent log can be emptied (pending merge chunks stay).
+    try {
+      await this.tracker.clearIdle(async () => undefined);
+      await this.tracker.clearIdle(async () => undefined);
+    } catch {
+      // the clean flag below is still correct; stale intent bits only cost a larger merge
+    }
+    await this.persistMembership(!this.resync.mergePending).catch((e: unknown) =>
       this.log.error({ event: 'CleanStopFailed', err: errorMessage(e) }, 'could not record a clean stop'),
     );
     this.clean = true;

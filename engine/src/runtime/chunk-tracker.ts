@@ -1,0 +1,194 @@
+/**
+ * The write-intent log and the write bitmaps, kept in memory and persisted on members before any write
+ * that depends on them. A chunk newly marked dirty costs one batched metadata write (with FUA) on every
+ * member that stays; writes to chunks already marked cost nothing. Intent bits are cleared lazily, only
+ * after the members were flushed with no write to the chunk in flight.
+ */
+import type { Logger } from 'pino';
+import { ChunkBitmap, PAGE_BYTES } from '../core/chunk-bitmap.js';
+import { EngineError, errorMessage } from '../core/errors.js';
+import { bitmapSlotOffset, chunkCount, chunksOf, INTENT_LOG_OFFSET, BITMAP_SLOTS } from '../core/geometry.js';
+import type { BitmapDescriptor } from '../core/scb.js';
+import type { Member } from './member.js';
+
+export interface WriteBitmap {
+  desc: BitmapDescriptor;
+  map: ChunkBitmap;
+}
+
+export interface TrackerHost {
+  /** Members that hold the intent log and bitmaps: every writable member. */
+  metadataMembers(): Member[];
+  /** Called when a member failed a metadata write. */
+  memberFailed(m: Member, why: string): Promise<void>;
+  log: Logger;
+}
+
+export class ChunkTracker {
+  readonly chunks: number;
+  readonly wil: ChunkBitmap;
+  readonly bitmaps = new Map<string, WriteBitmap>();
+  /** Whether writes mark the intent log (off only for the benchmark that measures its cost). */
+  intentEnabled = true;
+  private readonly inflight = new Map<number, number>();
+  private readonly lastWrite: Uint32Array;
+  private epoch = 1;
+  /** Chunks that must stay marked (a merge has not reached them yet). */
+  pinned: ChunkBitmap | null = null;
+  private nextBatch: Promise<void> | null = null;
+  private current: Promise<void> | null = null;
+
+  constructor(readonly size: number, readonly chunkSize: number, private readonly host: TrackerHost) {
+    this.chunks = chunkCount(size, chunkSize);
+    this.wil = new ChunkBitmap(this.chunks);
+    this.lastWrite = new Uint32Array(this.chunks);
+  }
+
+  /**
+   * Note a write to [offset, offset+length) before it is issued. Returns a promise to await before
+   * issuing it when some bit it depends on is not yet on the members, else null.
+   */
+  begin(offset: number, length: number): Promise<void> | null {
+    const [first, last] = chunksOf(offset, length, this.chunkSize);
+    let fresh = false;
+    for (let c = first; c <= last; c++) {
+      this.inflight.set(c, (this.inflight.get(c) ?? 0) + 1);
+      this.lastWrite[c] = this.epoch;
+      if (this.intentEnabled && this.wil.set(c)) fresh = true;
+      for (const b of this.bitmaps.values()) if (c < b.map.chunks && b.map.set(c)) fresh = true;
+    }
+    if (fresh) return this.schedule();
+    return this.nextBatch ?? this.current;
+  }
+
+  end(offset: number, length: number): void {
+    const [first, last] = chunksOf(offset, length, this.chunkSize);
+    for (let c = first; c <= last; c++) {
+      const n = (this.inflight.get(c) ?? 1) - 1;
+      if (n <= 0) this.inflight.delete(c);
+      else this.inflight.set(c, n);
+    }
+  }
+
+  /** Persist whatever changed; resolves when every bit set so far is on every metadata member. */
+  persist(): Promise<void> {
+    return this.schedule();
+  }
+
+  private schedule(): Promise<void> {
+    if (this.nextBatch) return this.nextBatch;
+    const after = this.current ?? Promise.resolve();
+    const holder: { p: Promise<void> | null } = { p: null };
+    const batch = (async () => {
+      await after.catch(() => undefined);
+      this.nextBatch = null; // bits set from here on belong to a later batch
+      this.current = holder.p;
+      try {
+        await this.writeDirty();
+      } finally {
+        if (this.current === holder.p) this.current = null;
+      }
+    })();
+    holder.p = batch;
+    this.nextBatch = batch;
+    return batch;
+  }
+
+  private pagesToWrite(all: boolean): { offset: number; bytes: Uint8Array }[] {
+    const out: { offset: number; bytes: Uint8Array }[] = [];
+    if (all) this.wil.touchAll();
+    for (const p of this.wil.takeDirtyPages()) out.push({ offset: INTENT_LOG_OFFSET + p.page * PAGE_BYTES, bytes: p.bytes });
+    for (const b of this.bitmaps.values()) {
+      if (all) b.map.touchAll();
+      const base = bitmapSlotOffset(b.desc.slot);
+      for (const p of b.map.takeDirtyPages()) out.push({ offset: base + p.page * PAGE_BYTES, bytes: p.bytes });
+    }
+    return out;
+  }
+
+  private async writeDirty(): Promise<void> {
+    const pages = this.pagesToWrite(false);
+    if (pages.length === 0) return;
+    await this.writePages(this.host.metadataMembers(), pages);
+  }
+
+  /** Write every page of the log and of the bitmaps to the given members (a member joining the set). */
+  async writeAllTo(members: Member[]): Promise<void> {
+    const wil = this.wil.list();
+    const tmp = new ChunkBitmap(this.chunks);
+    for (const c of wil) tmp.set(c);
+    const pages: { offset: number; bytes: Uint8Array }[] = [];
+    tmp.touchAll();
+    for (const p of tmp.takeDirtyPages()) pages.push({ offset: INTENT_LOG_OFFSET + p.page * PAGE_BYTES, bytes: p.bytes });
+    for (const b of this.bitmaps.values()) {
+      const copy = new ChunkBitmap(b.map.chunks, b.map.bits);
+      copy.touchAll();
+      for (const p of copy.takeDirtyPages()) pages.push({ offset: bitmapSlotOffset(b.desc.slot) + p.page * PAGE_BYTES, bytes: p.bytes });
+    }
+    await this.writePages(members, pages);
+  }
+
+  private async writePages(members: Member[], pages: { offset: number; bytes: Uint8Array }[]): Promise<void> {
+    const results = await Promise.allSettled(
+      members.map((m) =>
+        m.io(async () => {
+          for (let i = 0; i < pages.length; i++) {
+            const p = pages[i]!;
+            await m.backend.write(Buffer.from(p.bytes.buffer, p.bytes.byteOffset, p.bytes.length), p.offset, i === pages.length - 1);
+          }
+        }),
+      ),
+    );
+    let okFull = 0;
+    for (let i = 0; i < members.length; i++) {
+      const r = results[i]!;
+      if (r.status === 'fulfilled') {
+        if (members[i]!.isFull) okFull++;
+        continue;
+      }
+      this.host.log.error({ event: 'MetadataWriteFailed', member: members[i]!.id, err: errorMessage(r.reason) }, 'intent log / bitmap write failed');
+      await this.host.memberFailed(members[i]!, `metadata write failed: ${errorMessage(r.reason)}`);
+    }
+    if (okFull === 0 && members.some((m) => m.isFull)) {
+      throw new EngineError('ENG_NO_FULL_MEMBER', 'the write-intent log could not be recorded on any full member');
+    }
+  }
+
+  /**
+   * Lazy clearing: drop intent bits of chunks with no write in flight and none since the last call,
+   * after `flush` made the members' data durable. Returns how many bits were cleared.
+   */
+  async clearIdle(flush: () => Promise<void>): Promise<number> {
+    const mark = this.epoch++;
+    const candidates = this.wil.list().filter((c) => !this.inflight.has(c) && this.lastWrite[c]! < mark && !this.pinned?.has(c));
+    if (candidates.length === 0) return 0;
+    await flush();
+    let n = 0;
+    for (const c of candidates) {
+      if (this.inflight.has(c) || this.lastWrite[c]! >= mark || this.pinned?.has(c)) continue;
+      if (this.wil.clear(c)) n++;
+    }
+    if (n > 0) await this.schedule();
+    return n;
+  }
+
+  freeSlot(): number | null {
+    const used = new Set([...this.bitmaps.values()].map((b) => b.desc.slot));
+    for (let s = 0; s < BITMAP_SLOTS; s++) if (!used.has(s)) return s;
+    return null;
+  }
+
+  /** Load the log (union over members) and bitmaps read from the members at start. */
+  load(wil: ChunkBitmap | null, bitmaps: WriteBitmap[]): void {
+    if (wil) for (const c of wil.list()) this.wil.set(c);
+    this.wil.takeDirtyPages();
+    for (const b of bitmaps) {
+      b.map.takeDirtyPages();
+      this.bitmaps.set(b.desc.id, b);
+    }
+  }
+
+  descriptors(): BitmapDescriptor[] {
+    return [...this.bitmaps.values()].map((b) => b.desc);
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * What runs after assembly: load the write-intent log and the write bitmaps from the members, then
+ * queue a merge (unclean stop), minicopies (returning members with a usable bitmap) and full copies
+ * (new or stale members, resuming from their checkpoint).
+ */
+import type { AssemblyPlan } from '../core/assemble.js';
+import { ChunkBitmap, PAGE_BYTES } from '../core/chunk-bitmap.js';
+import { bitmapSlotOffset, INTENT_LOG_OFFSET } from '../core/geometry.js';
+import type { Scb } from '../core/scb.js';
+import type { WriteBitmap } from './chunk-tracker.js';
+import type { Member } from './member.js';
+import { bitmapList, rangeList, ResyncJob } from './resync.js';
+import type { ShadowSet } from './shadow-set.js';
+
+async function readMap(m: Member, offset: number, chunks: number): Promise<ChunkBitmap> {
+  const bytes = Math.ceil(Math.ceil(chunks / 8) / PAGE_BYTES) * PAGE_BYTES;
+  const buf = Buffer.alloc(Math.max(bytes, PAGE_BYTES));
+  await m.backend.read(buf, offset);
+  return new ChunkBitmap(chunks, buf);
+}
+
+export interface MemberRecord {
+  member: Member;
+  /** The SCB found on this member at start (null for blank or foreign members). */
+  scb: Scb | null;
+}
+
+export async function planRecovery(set: ShadowSet, plan: AssemblyPlan, records: MemberRecord[]): Promise<void> {
+  const chunks = set.tracker.chunks;
+  const sources = records.filter((r) => r.member.isFull);
+  const ref = plan.reference;
+
+  // Intent log: the union over every current member's log.
+  let wil: ChunkBitmap | null = null;
+  let trusted = true;
+  if (ref) {
+    wil = new ChunkBitmap(chunks);
+    for (const r of sources) {
+      if (!r.scb?.intentLogValid) trusted = false;
+      wil.union(await readMap(r.member, INTENT_LOG_OFFSET, chunks));
+    }
+  }
+  // Write bitmaps as the newest record lists them, read from a current member.
+  const bitmaps: WriteBitmap[] = [];
+  for (const d of ref?.bitmaps ?? []) {
+    const bchunks = Math.ceil(d.coveredBytes / d.chunkSize);
+    if (d.chunkSize !== set.chunkSize) continue; // another geometry: unusable, a full copy follows
+    bitmaps.push({ desc: d, map: await readMap(sources[0]!.member, bitmapSlotOffset(d.slot), bchunks) });
+  }
+  set.tracker.load(wil, bitmaps);
+
+  const writable = records.filter((r) => r.member.isWritable);
+  if (plan.unclean && writable.length > 1) {
+    const all = !trusted || !wil;
+    const list = all ? rangeList(0, chunks) : bitmapList(wil!);
+    for (const r of sources) r.member.state = 'Merging';
+    set.log.info(
+      { event: 'MergeRequired', full: all, chunks: all ? chunks : wil!.count, reason: all ? 'intent log not trusted' : 'unclean stop' },
+      all ? 'unclean stop and no usable write-intent log: full merge' : `unclean stop: minimerge of ${wil!.count} chunks`,
+    );
+    set.resync.add(new ResyncJob('Merge', null, list, set.resync.hostRef, set.resync.settings.mergeBytesPerSecond));
+  }
+
+  for (const r of records) {
+    const m = r.member;
+    if (m.state !== 'FullCopy') continue;
+    const bm = bitmaps.find((b) => b.desc.member === m.id);
+    if (bm && r.scb && r.scb.setId === set.setId && r.scb.generation === bm.desc.generation) {
+      // Regions past what the bitmap covered need copying too.
+      for (let c = bm.map.chunks; c < chunks; c++) bm.map.set(c);
+      const job = new ResyncJob('Minicopy', m, bitmapList(bm.map), set.resync.hostRef, set.resync.settings.copyBytesPerSecond, bm.desc.id);
+      m.state = 'Minicopy';
+      m.reason = `returning with write bitmap ${bm.desc.id}`;
+      set.resync.add(job);
+      continue;
+    }
+    if (bm) {
+      set.tracker.bitmaps.delete(bm.desc.id);
+      set.log.warn({ event: 'BitmapUnusable', bitmap: bm.desc.id, member: m.id }, 'write bitmap does not match the returning member; full copy');
+    }
+    const cp = ref?.copies.find((c) => c.target === m.id);
+    const from = cp ? Math.min(cp.nextChunk, chunks) : 0;
+    const redo = plan.unclean && wil ? wil.list() : [];
+    set.resync.add(new ResyncJob('FullCopy', m, rangeList(from, chunks, redo), set.resync.hostRef, set.resync.settings.copyBytesPerSecond));
+    if (from > 0) set.log.info({ event: 'CopyResumed', member: m.id, fromChunk: from }, 'full copy resumes from its checkpoint');
+  }
+}

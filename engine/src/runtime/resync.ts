@@ -1,0 +1,376 @@
+/**
+ * One scheduler for full copy, minicopy and merge: chunk runs in order, each under a range lock so an
+ * application write is never overwritten by stale copy data, throttled, yielding to application I/O,
+ * with progress checkpointed in the SCB so a restart resumes instead of starting over.
+ */
+import type { Logger } from 'pino';
+import { ChunkBitmap } from '../core/chunk-bitmap.js';
+import { errorMessage } from '../core/errors.js';
+import { HEADER_BYTES } from '../core/geometry.js';
+import type { Recovery } from '../api/status.js';
+import type { Member } from './member.js';
+import type { RangeLocks } from './range-locks.js';
+import { Throttle } from './throttle.js';
+
+export type ResyncMode = 'FullCopy' | 'Minicopy' | 'Merge';
+
+export interface ResyncHost {
+  readonly size: number;
+  readonly chunkSize: number;
+  readonly locks: RangeLocks;
+  readonly members: Member[];
+  log: Logger;
+  /** Application requests in flight; resync yields while there are any. */
+  appInFlight(): number;
+  removeMember(m: Member, state: 'Faulted', why: string): Promise<void>;
+  /** Persist membership, checkpoints and bitmap descriptors. */
+  checkpoint(): Promise<void>;
+  /** A job finished: the host updates states, bitmaps and metadata. */
+  finished(job: ResyncJob, ok: boolean, why: string): Promise<void>;
+}
+
+export interface ResyncSettings {
+  copyBytesPerSecond: number;
+  mergeBytesPerSecond: number;
+  maxCopies: number;
+  /** `null`: alternate between full members; else a member id (or the master, the first full member). */
+  copySource: string | null;
+}
+
+/** Chunks a job works through, ascending. */
+export interface ChunkList {
+  total: number;
+  /** Take the next run of up to `max` consecutive chunks; empty when done. */
+  nextRun(max: number): number[];
+  /** The first chunk not yet handed out (a safe restart point for ascending lists). */
+  readonly cursor: number;
+}
+
+export function rangeList(from: number, to: number, extra: number[] = []): ChunkList {
+  const pre = [...new Set(extra.filter((c) => c < from))].sort((a, b) => a - b);
+  let i = 0;
+  let next = from;
+  return {
+    total: pre.length + Math.max(0, to - from),
+    nextRun(max) {
+      const out: number[] = [];
+      while (out.length < max && i < pre.length) {
+        const c = pre[i]!;
+        if (out.length > 0 && c !== out[out.length - 1]! + 1) break;
+        out.push(c);
+        i++;
+      }
+      if (out.length > 0) return out;
+      while (out.length < max && next < to) out.push(next++);
+      return out;
+    },
+    get cursor() {
+      return i < pre.length ? pre[i]! : next;
+    },
+  };
+}
+
+export function bitmapList(map: ChunkBitmap): ChunkList {
+  const list = map.list();
+  let i = 0;
+  return {
+    total: list.length,
+    nextRun(max) {
+      const out: number[] = [];
+      while (out.length < max && i < list.length) {
+        const c = list[i]!;
+        if (out.length > 0 && c !== out[out.length - 1]! + 1) break;
+        out.push(c);
+        i++;
+      }
+      return out;
+    },
+    get cursor() {
+      return i < list.length ? list[i]! : Number.MAX_SAFE_INTEGER;
+    },
+  };
+}
+
+export class ResyncJob {
+  bytesDone = 0;
+  readonly bytesTotal: number;
+  started = Date.now();
+  running = false;
+  cancelled = false;
+  lastSource: string | null = null;
+  readonly throttle: Throttle;
+  constructor(
+    readonly mode: ResyncMode,
+    readonly target: Member | null,
+    readonly chunks: ChunkList,
+    host: ResyncHost,
+    rate: number,
+    readonly bitmapId: string | null = null,
+  ) {
+    this.bytesTotal = Math.min(chunks.total * host.chunkSize, host.size);
+    this.throttle = new Throttle(rate);
+  }
+}
+
+const RUN_CHUNKS = 16; // up to 1 MiB per step with 64 KiB chunks
+const PARALLEL_RUNS = 4;
+const CHECKPOINT_MS = 2000;
+
+export class Resync {
+  readonly jobs: ResyncJob[] = [];
+  readonly hostRef: ResyncHost;
+  /** Chunks a merge has yet to reconcile (reads of them are merged first). */
+  mergePending: ChunkBitmap | null = null;
+  private zero: Buffer;
+  private wake: (() => void) | null = null;
+  private loop: Promise<void> | null = null;
+  private stopped = false;
+
+  constructor(private readonly host: ResyncHost, readonly settings: ResyncSettings) {
+    this.hostRef = host;
+    this.zero = Buffer.alloc(Math.min(host.chunkSize * RUN_CHUNKS, 32 * 1024 * 1024));
+  }
+
+  add(job: ResyncJob): void {
+    if (job.mode === 'Merge') {
+      const pending = new ChunkBitmap(Math.ceil(this.host.size / this.host.chunkSize));
+      const all: number[] = [];
+      for (let run = job.chunks.nextRun(1 << 30); run.length > 0; run = job.chunks.nextRun(1 << 30)) all.push(...run);
+      for (const c of all) pending.set(c);
+      this.mergePending = pending;
+      // Re-create the list from the pending map (it was drained above).
+      const merge = new ResyncJob('Merge', null, bitmapList(pending), this.host, this.settings.mergeBytesPerSecond);
+      this.jobs.unshift(merge);
+    } else {
+      this.jobs.push(job);
+    }
+    this.kick();
+  }
+
+  get merging(): boolean {
+    return this.jobs.some((j) => j.mode === 'Merge');
+  }
+
+  jobFor(m: Member): ResyncJob | undefined {
+    return this.jobs.find((j) => j.target === m);
+  }
+
+  cancel(m: Member): void {
+    for (const j of this.jobs) if (j.target === m) j.cancelled = true;
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  private kick(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const j of this.jobs) j.cancelled = true;
+    this.kick();
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    const active = new Set<Promise<void>>();
+    while (!this.stopped) {
+      // A merge runs alone and first; copies run up to maxCopies at once.
+      const merge = this.jobs.find((j) => j.mode === 'Merge');
+      const runnable = merge ? [merge] : this.jobs.filter((j) => j.mode !== 'Merge').slice(0, this.settings.maxCopies);
+      for (const j of runnable) {
+        if (j.running) continue;
+        j.running = true;
+        const p: Promise<void> = this.runJob(j).finally(() => active.delete(p));
+        active.add(p);
+      }
+      await new Promise<void>((r) => {
+        this.wake = r;
+        for (const p of active) void p.then(() => this.kick());
+      });
+    }
+    await Promise.allSettled([...active]);
+  }
+
+  private async runJob(job: ResyncJob): Promise<void> {
+    const h = this.host;
+    const kind = job.mode === 'Merge' ? 'Merge' : job.mode === 'Minicopy' ? 'Minicopy' : 'Copy';
+    h.log.info({ event: `${kind}Started`, target: job.target?.id ?? null, bytes: job.bytesTotal }, `${job.mode} started`);
+    let ok = true;
+    let why = 'completed';
+    let lastCheckpoint = Date.now();
+    try {
+      for (;;) {
+        if (job.cancelled) {
+          ok = false;
+          why = 'cancelled';
+          break;
+        }
+        if (job.target && !job.target.isWritable) {
+          ok = false;
+          why = `target ${job.target.location} left the set`;
+          break;
+        }
+        const runs: number[][] = [];
+        for (let i = 0; i < PARALLEL_RUNS; i++) {
+          const r = job.chunks.nextRun(RUN_CHUNKS);
+          if (r.length === 0) break;
+          runs.push(r);
+        }
+        if (runs.length === 0) break;
+        await this.yieldToApp();
+        await Promise.all(runs.map((r) => this.doRun(job, r)));
+        if (Date.now() - lastCheckpoint > CHECKPOINT_MS) {
+          lastCheckpoint = Date.now();
+          await h.checkpoint().catch(() => undefined);
+        }
+      }
+    } catch (e) {
+      ok = false;
+      why = errorMessage(e);
+    }
+    const i = this.jobs.indexOf(job);
+    if (i >= 0) this.jobs.splice(i, 1);
+    if (job.mode === 'Merge' && ok) this.mergePending = null;
+    h.log.info(
+      { event: ok ? `${kind}Completed` : `${kind}Stopped`, target: job.target?.id ?? null, bytes: job.bytesDone, seconds: (Date.now() - job.started) / 1000, reason: why },
+      `${job.mode} ${ok ? 'completed' : `stopped: ${why}`}`,
+    );
+    await h.finished(job, ok, why);
+  }
+
+  private async yieldToApp(): Promise<void> {
+    // Application I/O first: wait (briefly, bounded) while requests are in flight.
+    for (let i = 0; i < 20 && this.host.appInFlight() > 0; i++) await new Promise((r) => setTimeout(r, 1));
+  }
+
+  private async doRun(job: ResyncJob, run: number[]): Promise<void> {
+    const cs = this.host.chunkSize;
+    const off = run[0]! * cs;
+    const len = Math.min(run.length * cs, this.host.size - off);
+    await job.throttle.take(len);
+    if (job.mode === 'Merge') await this.mergeRange(off, len, job);
+    else await this.copyRange(job, off, len);
+    job.bytesDone += len;
+  }
+
+  private pickSource(job: ResyncJob, exclude: Set<Member>): Member | null {
+    const full = this.host.members.filter((m) => m.isFull && !exclude.has(m));
+    if (full.length === 0) return null;
+    const forced = this.settings.copySource;
+    if (forced === 'master') return full[0]!;
+    if (forced) return full.find((m) => m.id === forced) ?? full[0]!;
+    // Alternate between full members, run by run.
+    const i = full.findIndex((m) => m.id === job.lastSource);
+    return full[(i + 1) % full.length]!;
+  }
+
+  private async copyRange(job: ResyncJob, off: number, len: number): Promise<void> {
+    const target = job.target!;
+    const release = await this.host.locks.acquire(off, len);
+    try {
+      const buf = Buffer.allocUnsafe(len);
+      const tried = new Set<Member>();
+      for (;;) {
+        const src = this.pickSource(job, tried);
+        if (!src) throw new Error('no full member left to copy from');
+        try {
+          await src.read(buf, HEADER_BYTES + off);
+          job.lastSource = src.id;
+          break;
+        } catch (e) {
+          tried.add(src);
+          this.host.log.warn({ event: 'CopySourceReadError', member: src.id, err: errorMessage(e) }, 'copy source read failed');
+        }
+      }
+      if (!target.isWritable) return;
+      if (buf.equals(this.zero.subarray(0, len))) {
+        // Zero on the source: write only if the target is not already zero.
+        const t = Buffer.allocUnsafe(len);
+        await target.read(t, HEADER_BYTES + off);
+        if (t.equals(this.zero.subarray(0, len))) return;
+        await target.writeZeroes(HEADER_BYTES + off, len, false);
+      } else {
+        await target.write(buf, HEADER_BYTES + off, false);
+      }
+    } catch (e) {
+      if (target.isWritable && !/no full member/.test(errorMessage(e))) {
+        await this.host.removeMember(target, 'Faulted', `copy write failed: ${errorMessage(e)}`);
+      }
+      throw e;
+    } finally {
+      release();
+    }
+  }
+
+  /** Make [off, off+len) identical on every member, chunk by chunk, for chunks still pending. */
+  async mergeRange(off: number, len: number, job?: ResyncJob): Promise<void> {
+    const pending = this.mergePending;
+    if (!pending) return;
+    const cs = this.host.chunkSize;
+    const first = Math.floor(off / cs);
+    const last = Math.floor((off + Math.max(len, 1) - 1) / cs);
+    for (let c = first; c <= last; c++) {
+      if (!pending.has(c)) continue;
+      const coff = c * cs;
+      const clen = Math.min(cs, this.host.size - coff);
+      const release = await this.host.locks.acquire(coff, clen);
+      try {
+        if (!pending.has(c)) continue; // merged while we waited
+        await this.mergeChunk(coff, clen, job);
+        pending.clear(c);
+      } finally {
+        release();
+      }
+    }
+  }
+
+  private async mergeChunk(off: number, len: number, job?: ResyncJob): Promise<void> {
+    for (;;) {
+      const full = this.host.members.filter((m) => m.isFull);
+      const master = this.settings.copySource && this.settings.copySource !== 'master'
+        ? (full.find((m) => m.id === this.settings.copySource) ?? full[0])
+        : full[0];
+      if (!master) throw new Error('no full member left to merge from');
+      const good = Buffer.allocUnsafe(len);
+      try {
+        await master.read(good, HEADER_BYTES + off);
+      } catch (e) {
+        await this.host.removeMember(master, 'Faulted', `merge read failed: ${errorMessage(e)}`);
+        continue;
+      }
+      if (job) job.lastSource = master.id;
+      const others = this.host.members.filter((m) => m !== master && m.isWritable);
+      await Promise.all(others.map(async (m) => {
+        try {
+          const mine = Buffer.allocUnsafe(len);
+          await m.read(mine, HEADER_BYTES + off);
+          if (!mine.equals(good)) await m.write(good, HEADER_BYTES + off, false);
+        } catch (e) {
+          await this.host.removeMember(m, 'Faulted', `merge failed: ${errorMessage(e)}`);
+        }
+      }));
+      return;
+    }
+  }
+
+  recovery(): Recovery {
+    const j = this.jobs.find((x) => x.running) ?? this.jobs[0];
+    if (!j) return { mode: null, source: null, targets: [], bytesTotal: 0, bytesDone: 0, bytesPerSecond: 0, etaSeconds: null };
+    const same = this.jobs.filter((x) => x.mode === j.mode);
+    const total = same.reduce((a, x) => a + x.bytesTotal, 0);
+    const done = same.reduce((a, x) => a + x.bytesDone, 0);
+    const rate = same.reduce((a, x) => a + x.throttle.rate(), 0);
+    const targets = j.mode === 'Merge'
+      ? this.host.members.filter((m) => m.isWritable).map((m) => m.id)
+      : same.map((x) => x.target!.id);
+    return {
+      mode: j.mode, source: j.lastSource, targets, bytesTotal: total, bytesDone: done, bytesPerSecond: rate,
+      etaSeconds: rate > 0 ? Math.ceil((total - done) / rate) : null,
+    };
+  }
+}

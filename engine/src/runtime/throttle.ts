@@ -1,0 +1,35 @@
+/** A token bucket in bytes per second (0 = unlimited), and the measured rate of what went through it. */
+export class Throttle {
+  private tokens = 0;
+  private last = Date.now();
+  private window: { t: number; bytes: number }[] = [];
+
+  constructor(public bytesPerSecond: number) {}
+
+  async take(bytes: number): Promise<void> {
+    this.note(bytes);
+    if (this.bytesPerSecond <= 0) return;
+    const now = Date.now();
+    this.tokens = Math.min(this.bytesPerSecond, this.tokens + ((now - this.last) / 1000) * this.bytesPerSecond);
+    this.last = now;
+    this.tokens -= bytes;
+    if (this.tokens < 0) {
+      const waitMs = (-this.tokens / this.bytesPerSecond) * 1000;
+      await new Promise((r) => setTimeout(r, waitMs));
+    }
+  }
+
+  private note(bytes: number): void {
+    const now = Date.now();
+    this.window.push({ t: now, bytes });
+    while (this.window.length > 0 && now - this.window[0]!.t > 3000) this.window.shift();
+  }
+
+  /** Bytes per second over the last few seconds. */
+  rate(): number {
+    if (this.window.length < 2) return 0;
+    const span = (Date.now() - this.window[0]!.t) / 1000;
+    const bytes = this.window.reduce((a, w) => a + w.bytes, 0);
+    return span > 0 ? Math.round(bytes / span) : 0;
+  }
+}
