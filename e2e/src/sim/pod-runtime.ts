@@ -70,6 +70,12 @@ export class PodRuntime implements ContainerHost {
 
   /** What the process of container c is started with. */
   async prepare(c: V1Container): Promise<LaunchSpec> {
+    // say so rather than silently skip work the pod relies on
+    const init = (this.pod.spec?.initContainers ?? []).filter((ic) => isProjectImage(ic.image)).map((ic) => ic.name);
+    if (init.length > 0) {
+      throw new ContainerConfigError('CreateContainerError',
+        `init containers of the project image are not simulated (${init.join(', ')})`);
+    }
     const resolved = resolveCommand(this.deps.commands, c.command, c.args);
     if ('error' in resolved) throw new ContainerConfigError('CreateContainerError', resolved.error);
     const withIP: V1Pod = { ...this.pod, status: { ...this.pod.status, podIP: this.podIP, hostIP: this.deps.node.ip } };
