@@ -9,6 +9,8 @@ test('serve arguments parse, with loopback as the default host', () => {
   assert.deepEqual(a.listen, { host: '127.0.0.1', port: 10809 });
   assert.equal(a.memberTimeoutMs, 2500);
   assert.equal(a.overwrite, false);
+  assert.equal(a.intentLog, true);
+  assert.equal(parseServeArgs(['--member', 'a.img', '--socket', 's', '--no-intent-log']).intentLog, false);
 });
 
 test('missing or bad arguments are refused', () => {

@@ -11,6 +11,8 @@ export interface ServeArgs {
   memberTimeoutMs: number;
   overwrite: boolean;
   logLevel: string;
+  /** Hidden (benchmarks only): writes do not mark the write-intent log, so a crash needs a full merge. */
+  intentLog: boolean;
 }
 
 export const USAGE = `usage: shadow-engine serve --member <file|device|nbd-uri> [--member ...] --socket <path>
@@ -54,6 +56,8 @@ export function parseServeArgs(argv: string[]): ServeArgs {
       'member-timeout': { type: 'string', default: '120' },
       overwrite: { type: 'boolean', default: false },
       'log-level': { type: 'string', default: 'info' },
+      // Hidden, not in USAGE: for bench/resync-bench.mjs, which measures what the intent log costs.
+      'no-intent-log': { type: 'boolean', default: false },
     },
     strict: true,
     allowPositionals: false,
@@ -74,5 +78,6 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     memberTimeoutMs: Math.round(tmo * 1000),
     overwrite: values.overwrite!,
     logLevel: values['log-level']!,
+    intentLog: !values['no-intent-log'],
   };
 }

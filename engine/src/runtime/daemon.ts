@@ -25,6 +25,8 @@ export interface DaemonOptions {
   clock: Clock;
   open: (location: string) => Promise<BlockBackend>;
   resync?: Partial<ResyncSettings>;
+  /** false: writes do not mark the write-intent log (benchmarks only). */
+  intentLog?: boolean;
 }
 
 export interface RunningEngine {

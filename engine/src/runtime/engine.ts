@@ -30,6 +30,8 @@ export interface StartOptions {
   open: (location: string) => Promise<BlockBackend>;
   resync?: Partial<ResyncSettings>;
   intentClearMs?: number;
+  /** false: writes do not mark the write-intent log (benchmarks only); a crash then needs a full merge. */
+  intentLog?: boolean;
 }
 
 export interface StartedSet {
@@ -69,6 +71,7 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
       resync: o.resync,
       intentClearMs: o.intentClearMs,
     });
+    if (o.intentLog === false) set.tracker.intentEnabled = false;
     const control = new Control(set, o.open);
     await planRecovery(set, plan, members.map((m, i) => ({ member: m, scb: probes[i]!.scb.kind === 'ok' ? probes[i]!.scb.scb : null })));
     await set.persistMembership(false);

@@ -156,7 +156,7 @@ export class ShadowSet {
         ...this.absent,
       ].slice(0, 6),
       dataValid: m.isFull,
-      intentLogValid: true,
+      intentLogValid: this.tracker.intentEnabled,
       copies: this.resync.jobs
         .filter((j) => j.mode === 'FullCopy' && j.target)
         .map((j) => ({ mode: 'FullCopy' as const, target: j.target!.id, nextChunk: Math.min(j.chunks.cursor, this.tracker.chunks) })),
