@@ -12,7 +12,7 @@
 //   --json   print {"kubeApiserver": path, "etcd": path, ...} on stdout when done (progress goes to stderr)
 // Environment: SHADOWSET_K8S_VERSION, SHADOWSET_ETCD_VERSION override the pinned versions.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, openSync, closeSync, unlinkSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, openSync, closeSync, unlinkSync, renameSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setPriority } from 'node:os';
@@ -200,10 +200,11 @@ async function buildKubernetes(gover) {
     );
   }
   const ldflags = ['-s', '-w', ...x].join(' ');
+  // -buildvcs=false: the wrapper module sits inside this repo's work tree; its git state is not the binary's
   for (const cmd of K8S_COMMANDS) {
     log(`kubernetes ${K8S_VERSION}: building ${cmd}`);
     const tmp = join(dir, 'bin', `${cmd}.tmp`);
-    await runGo(['build', '-v', '-p', '2', '-trimpath', `-ldflags=${ldflags}`, '-o', tmp, `k8s.io/kubernetes/cmd/${cmd}`], {
+    await runGo(['build', '-v', '-p', '2', '-trimpath', '-buildvcs=false', `-ldflags=${ldflags}`, '-o', tmp, `k8s.io/kubernetes/cmd/${cmd}`], {
       cwd: mod,
       what: `go build ${cmd} (packages compiled)`,
       count: /^[\w.~-]+(\/[\w.~+-]+)*$/,
@@ -260,7 +261,7 @@ async function buildEtcd(gover) {
   await runGo(['mod', 'tidy'], { cwd: mod, what: 'go mod tidy (etcd)', count: /^go: downloading / });
   log(`etcd ${ETCD_VERSION}: building etcd`);
   const tmp = join(dir, 'bin', 'etcd.tmp');
-  await runGo(['build', '-v', '-p', '2', '-trimpath', '-ldflags=-s -w', '-o', tmp, '.'], {
+  await runGo(['build', '-v', '-p', '2', '-trimpath', '-buildvcs=false', '-ldflags=-s -w', '-o', tmp, '.'], {
     cwd: mod,
     what: 'go build etcd (packages compiled)',
     count: /^[\w.~-]+(\/[\w.~+-]+)*$/,
@@ -283,8 +284,16 @@ async function withLock(fn) {
       break;
     } catch (err) {
       if (err.code !== 'EEXIST') throw err;
-      const owner = Number(readFileSync(lock, 'utf8') || '0');
-      let alive = false;
+      let owner = 0;
+      let ageMs = 0;
+      try {
+        owner = Number(readFileSync(lock, 'utf8') || '0');
+        ageMs = Date.now() - statSync(lock).mtimeMs;
+      } catch {
+        continue; // removed meanwhile: try again
+      }
+      // an empty lock is being written by its owner right now, unless it is old
+      let alive = !(owner > 0) && ageMs < 10_000;
       try {
         if (owner > 0) {
           process.kill(owner, 0);
