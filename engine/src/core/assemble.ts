@@ -129,7 +129,7 @@ export function assemble(probes: MemberProbe[], opts: AssembleOptions): Assembly
     );
   }
   const present = new Set(members.map((m) => m.id));
-  const missing = ref.members.filter((m) => !present.has(m.id) && m.state !== 'Removed');
+  const missing = ref.members.filter((m) => !present.has(m.id));
   return {
     created: false, setId, size, chunkSize, generation: maxGen + 1, members, missing,
     unclean: !ref.clean, reference: ref,

@@ -84,7 +84,7 @@ export class Control {
   private async join(m: Member, job: ResyncJob | null, replace?: Member): Promise<void> {
     const s = this.set;
     await s.tracker.writeAllTo([m]);
-    if (replace) s.members[s.members.indexOf(replace)] = m;
+    if (replace && s.members.includes(replace)) s.members[s.members.indexOf(replace)] = m;
     else s.members.push(m);
     s.generation++;
     await s.persistMembership();
@@ -161,9 +161,11 @@ export class Control {
 
   private async returnLocked(req: ReturnMemberRequest): Promise<{ id: string; state: string }> {
     const s = this.set;
-    const old = this.find(req.member);
-    if (!old) throw new EngineError('ENG_NOT_FOUND', `no former member ${req.member}`);
-    if (old.isWritable) return { id: old.id, state: old.state };
+    const attached = this.find(req.member);
+    const former = attached ? undefined : s.formerMember(req.member);
+    if (!attached && !former) throw new EngineError('ENG_NOT_FOUND', `no former member ${req.member}`);
+    if (attached?.isWritable) return { id: attached.id, state: attached.state };
+    const old = attached ?? { id: former!.id, location: former!.path, readCost: 1, site: '' };
     const location = req.location ?? old.location;
     const bm = [...s.tracker.bitmaps.values()].find((b) => b.desc.member === old.id);
     const backend = await this.open(location);
@@ -196,7 +198,8 @@ export class Control {
         m.reason = bm ? 'bitmap unusable: full copy' : 'no write bitmap: full copy';
         job = new ResyncJob('FullCopy', m, rangeList(0, s.tracker.chunks), s.resync.hostRef, s.resync.settings.copyBytesPerSecond);
       }
-      await this.join(m, job, old);
+      await this.join(m, job, attached);
+      s.forgetFormer(m.id);
       s.log.info({ event: 'MemberReturned', member: m.id, path: location, mode: job.mode, bytes: job.bytesTotal, generation: s.generation }, `member ${location} returned: ${job.mode}`);
       return { id: m.id, state: m.state };
     } catch (e) {

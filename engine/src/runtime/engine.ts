@@ -64,7 +64,7 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
       chunkSize: plan.chunkSize,
       generation: plan.generation,
       members,
-      absent: plan.missing.map((m) => ({ ...m, state: 'Removed' as const, since: plan.generation })),
+      absent: plan.missing.map((m) => (m.state === 'Removed' || m.state === 'Faulted' ? m : { ...m, state: 'Removed' as const, since: plan.generation })),
       memberTimeoutMs: o.memberTimeoutMs,
       log: o.log,
       clock: o.clock,

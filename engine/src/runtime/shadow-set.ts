@@ -392,6 +392,24 @@ export class ShadowSet {
     }
   }
 
+  /** A former member recorded in the metadata but not attached now (by id or last path). */
+  formerMember(ref: string): { id: string; path: string } | undefined {
+    return this.absent.find((a) => a.id === ref) ?? this.absent.find((a) => a.path === ref);
+  }
+
+  /** Drop a former member from the record (it is attached again). */
+  forgetFormer(id: string): void {
+    this.absent = this.absent.filter((a) => a.id !== id);
+  }
+
+  /** Stop timers and the resync loop without touching members: what a crash leaves (simulation). */
+  halt(): void {
+    this.stopping = true;
+    if (this.intentTimer) clearInterval(this.intentTimer);
+    if (this.watchdog) clearInterval(this.watchdog);
+    void this.resync.stop();
+  }
+
   /** Let in-flight I/O finish, flush, and record a clean stop on every member. */
   async stop(): Promise<void> {
     if (this.stopping) return;
