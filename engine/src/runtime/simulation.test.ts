@@ -42,16 +42,21 @@ class SimDisk {
     this.mem = new MemoryBackend(name, HEADER_BYTES + DATA);
   }
   handle(): BlockBackend {
-    const epoch = this.epoch;
-    const disk = this;
+    return handleOf(this);
+  }
+}
+
+function handleOf(disk: SimDisk): BlockBackend {
+  {
+    const epoch = disk.epoch;
     const live = () => disk.epoch === epoch;
     const later = async () => {
       for (let i = Math.floor(disk.rand() * 4); i > 0; i--) await new Promise((r) => setImmediate(r));
     };
     const dead = () => new Promise<void>(() => undefined); // a crashed engine's I/O never completes
     return {
-      location: this.name,
-      size: this.mem.size,
+      location: disk.name,
+      size: disk.mem.size,
       async read(buf, off) {
         await later();
         if (!live()) return dead();
