@@ -84,11 +84,12 @@ export class EngineProcess {
     return this.logs.filter((l) => l.event === name);
   }
 
-  /** The first log line with this event (and matching `pred`), waiting for it if need be. */
-  waitForEvent(name: string, pred: (l: LogLine) => boolean = () => true, timeoutMs = 15_000): Promise<LogLine> {
+  /** The first log line with this event (or one of these events) matching `pred`, waiting for it if need be. */
+  waitForEvent(name: string | string[], pred: (l: LogLine) => boolean = () => true, timeoutMs = 15_000): Promise<LogLine> {
+    const names = new Set(Array.isArray(name) ? name : [name]);
     return new Promise((resolve, reject) => {
       const check = () => {
-        const hit = this.logs.find((l) => l.event === name && pred(l));
+        const hit = this.logs.find((l) => l.event !== undefined && names.has(l.event) && pred(l));
         if (hit) return finish(() => resolve(hit));
         if (!this.running) {
           finish(() => reject(new Error(`engine exited (${this.proc.exitCode ?? this.proc.signalCode}) before logging ${name}\n${this.tail()}`)));
@@ -103,6 +104,20 @@ export class EngineProcess {
       this.waiters.add(check);
       check();
     });
+  }
+
+  /** Members as assembly planned them at start (ShadowSetCreated / ShadowSetMounted). */
+  assembled(): { id: string; path: string; state: string; reason: string }[] {
+    const l = this.logs.find((x) => x.event === 'ShadowSetCreated' || x.event === 'ShadowSetMounted');
+    if (!l) throw new Error(`no assembly logged\n${this.tail()}`);
+    return l.members as { id: string; path: string; state: string; reason: string }[];
+  }
+
+  /** Wait until the full copy onto `memberId` completed; rejects if it stopped instead. */
+  async copied(memberId: string, timeoutMs = 30_000): Promise<LogLine> {
+    const l = await this.waitForEvent(['CopyCompleted', 'CopyStopped'], (x) => x.target === memberId, timeoutMs);
+    if (l.event !== 'CopyCompleted') throw new Error(`copy onto ${memberId} stopped: ${String(l.reason)}\n${this.tail()}`);
+    return l;
   }
 
   /** The last log lines and stderr, for failure messages. */

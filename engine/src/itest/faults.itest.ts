@@ -11,21 +11,28 @@ import { test } from 'node:test';
 import { fio, qemuIo, type FioJob } from './clients.js';
 import { nbdkitFile, pauseControl } from './daemons.js';
 import { startEngine, type EngineProcess } from './engine-process.js';
-import { MiB, pattern, readMemberData, sparseFile, testScope, until } from './support.js';
+import { HEADER_BYTES, memberDataDifference, MiB, pattern, readMemberData, sparseFile, testScope, until } from './support.js';
 
 const MEMBER_BYTES = 128 * MiB;
+const UNIT_BYTES = MEMBER_BYTES - HEADER_BYTES;
 
 async function stopCleanly(e: EngineProcess): Promise<void> {
   assert.deepEqual(await e.stop(), { code: 0, signal: null }, e.tail());
 }
 
-/** After a restart with the faulted member listed first, it is not a source and reads give the survivor's data. */
-async function checkRestart(e: EngineProcess, faultedUri: string, verify: () => Promise<void>): Promise<void> {
-  const st = await e.status();
-  const faulted = st.members.find((m) => m.path === faultedUri)!;
-  assert.notEqual(faulted.state, 'InSync', `the faulted member came back as a full member: ${faulted.reason}`);
+/**
+ * Restarted with the faulted member listed first: it is planned as a stale copy target, reads give the
+ * survivor's data throughout, and the copy brings it up to date from the survivor (never the reverse).
+ */
+async function checkRestart(e: EngineProcess, faulted: { uri: string; file: string }, survivor: string, verify: () => Promise<unknown>): Promise<void> {
+  const planned = e.assembled().find((m) => m.path === faulted.uri)!;
+  assert.equal(planned.state, 'FullCopy', `the faulted member came back as ${planned.state}: ${planned.reason}`);
+  assert.match(planned.reason, /stale/);
   await verify();
-  assert.equal((await e.status()).members.find((m) => m.path === faultedUri)!.counters.reads, 0, 'the faulted member served reads');
+  await e.copied(planned.id);
+  await verify();
+  await stopCleanly(e);
+  assert.equal(await memberDataDifference(survivor, faulted.file, UNIT_BYTES), null, 'the returned member was not brought up to date');
 }
 
 test('a member that starts returning EIO is faulted; writes continue and none acknowledged is lost', async (t) => {
@@ -63,11 +70,11 @@ test('a member that starts returning EIO is faulted; writes continue and none ac
   // The member works again, but its metadata is stale: it is never a source.
   await rm(trigger);
   const again = await startEngine(scope, { dir, name: 'again', members: [kit.uri, good] });
-  await checkRestart(again, kit.uri, async () => {
+  let round = 0;
+  await checkRestart(again, { uri: kit.uri, file: bad }, good, async () => {
     await qemuIo(again.uri, ['read -P 0x01 0 4M', 'read -P 0x02 60M 1M']);
-    await fio(dir, 'verify-after-eio', { ...job, uri: again.uri, rate: undefined, extra: ['--verify_only'] });
+    await fio(dir, `verify-after-eio-${round++}`, { ...job, uri: again.uri, rate: undefined, extra: ['--verify_only'] });
   });
-  await stopCleanly(again);
 });
 
 test('a member that hangs is removed after the member timeout; I/O continues and stop does not hang', async (t) => {
@@ -107,8 +114,7 @@ test('a member that hangs is removed after the member timeout; I/O continues and
 
   await pauseControl(control, 'r');
   const again = await startEngine(scope, { dir, name: 'again', members: [kit.uri, good], memberTimeoutSeconds: 2 });
-  await checkRestart(again, kit.uri, () => qemuIo(again.uri, ['read -P 0x0a 0 2M', 'read -P 0x0b 8M 1M']).then(() => undefined));
-  await stopCleanly(again);
+  await checkRestart(again, { uri: kit.uri, file: slow }, good, () => qemuIo(again.uri, ['read -P 0x0a 0 2M', 'read -P 0x0b 8M 1M']));
 });
 
 test('read errors on one member are repaired from the other; readers get good data and the member stays', async (t) => {

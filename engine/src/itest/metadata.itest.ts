@@ -52,6 +52,9 @@ test('blank members become a new set; a restart after a clean stop needs no copy
     assert.equal(m.counters.reads + m.counters.writes, 0, `${m.path} saw I/O: ${JSON.stringify(m.counters)}`);
   }
   await qemuIo(second.uri, ['read -P 0xa1 0 3M', 'read -P 0 3M 17M', 'read -P 0xb2 20M 1M', 'read -P 0xc3 55M 1M']);
+  for (const ev of ['MergeRequired', 'MergeStarted', 'CopyStarted', 'MinicopyStarted']) {
+    assert.equal(second.events(ev).length, 0, `${ev} after a clean restart`);
+  }
   await stopCleanly(second);
   assert.equal(await memberDataDifference(a, b, UNIT_BYTES), null);
 });
@@ -76,14 +79,16 @@ test('members holding foreign data are refused before anything is written, unles
     assert.deepEqual([await sha256File(blank), await sha256File(foreign)], before, `${foreign}: bytes changed by a refused start`);
   }
 
-  // With the explicit flag the foreign member is taken, as a copy target: it serves no reads.
+  // With the explicit flag the foreign member is taken as a copy target and filled from the set.
   const e = await startEngine(scope, { dir, members: [blank, fs], overwrite: true });
-  const st = await e.status();
-  assert.deepEqual(st.members.map((m) => m.state), ['InSync', 'FullCopy']);
-  assert.match(st.members[1]!.reason, /not blank|foreign/);
+  const [, target] = e.assembled();
+  assert.equal(target!.state, 'FullCopy');
+  assert.match(target!.reason, /not blank|foreign/);
   await qemuIo(e.uri, ['read -P 0 0 2M']);
-  assert.equal(st.members[1]!.counters.reads, 0);
+  await e.copied(target!.id);
+  assert.deepEqual((await e.status()).members.map((m) => m.state), ['InSync', 'InSync']);
   await stopCleanly(e);
+  assert.equal(await memberDataDifference(blank, fs, UNIT_BYTES), null, 'the overwritten member was not fully copied');
 });
 
 test('a member of another shadow set is refused unless overwrite is given, and nothing is written', async (t) => {
@@ -110,13 +115,17 @@ test('a member of another shadow set is refused unless overwrite is given, and n
   assert.ok(refused.stderr.includes(idX) && refused.stderr.includes(idY), refused.stderr);
   assert.deepEqual(await Promise.all(files.map(sha256File)), before, 'a refused start changed member bytes');
 
+  // With the flag, the other set's member is taken as a copy target and ends up with this set's data.
   const taken = await startEngine(scope, { dir, name: 'mix2', members: files, overwrite: true });
-  const st = await taken.status();
-  assert.equal(st.setId, idX);
-  assert.deepEqual(st.members.map((m) => m.state), ['InSync', 'InSync', 'FullCopy']);
-  assert.match(st.members[2]!.reason, new RegExp(idY));
+  assert.equal((await taken.status()).setId, idX);
+  const planned = taken.assembled();
+  assert.deepEqual(planned.map((m) => m.state), ['InSync', 'InSync', 'FullCopy']);
+  assert.match(planned[2]!.reason, new RegExp(idY));
   await qemuIo(taken.uri, ['read -P 0x11 0 1M']);
+  await taken.copied(planned[2]!.id);
   await stopCleanly(taken);
+  assert.deepEqual(await readMemberData(other, 0, MiB), pattern(0x11, MiB));
+  assert.equal(await memberDataDifference(a, other, UNIT_BYTES), null);
 });
 
 test('a subset of former members serves the newest generation; a stale member is never a source', async (t) => {
@@ -137,18 +146,21 @@ test('a subset of former members serves the newest generation; a stale member is
   await stopCleanly(onlyA);
   assert.deepEqual(await readMemberData(b, 0, 1 * MiB), pattern(0x11, 1 * MiB), 'b still holds the old data');
 
-  // b (stale) first: it is not a source, reads return a's newer data.
+  // b (stale) first: it is planned as a copy target, reads return a's newer data, and the copy goes
+  // from a to b (had b been a source, a would now hold b's old bytes).
   const again = await startEngine(scope, { dir, name: 'again', members: [b, a] });
-  const st = await again.status();
-  assert.equal(st.generation, genA + 1);
-  const [sb, sa] = st.members;
-  assert.equal(sa!.state, 'InSync');
-  assert.notEqual(sb!.state, 'InSync', 'the stale member must not be a full member');
-  assert.match(sb!.reason, /stale/);
+  assert.equal((await again.status()).generation, genA + 1);
+  const [pb, pa] = again.assembled();
+  assert.deepEqual([pa!.state, pa!.reason], ['InSync', 'current']);
+  assert.equal(pb!.state, 'FullCopy', 'the stale member must not be a full member');
+  assert.match(pb!.reason, /stale/);
   await qemuIo(again.uri, ['read -P 0x22 0 1M', 'read -P 0x11 1M 3M', 'read -P 0x22 0 1M']);
-  assert.equal((await again.status()).members[0]!.counters.reads, 0, 'the stale member served reads');
-  assert.deepEqual(await readMemberData(b, 0, 1 * MiB), pattern(0x11, 1 * MiB), 'the stale member really differs');
+  await again.copied(pb!.id);
+  assert.deepEqual((await again.status()).members.map((m) => m.state), ['InSync', 'InSync']);
+  await qemuIo(again.uri, ['read -P 0x22 0 1M', 'read -P 0x11 1M 3M']);
   await stopCleanly(again);
+  assert.deepEqual(await readMemberData(a, 0, MiB), pattern(0x22, MiB), 'the newest data was overwritten by stale data');
+  assert.equal(await memberDataDifference(a, b, UNIT_BYTES), null, 'the stale member was not brought up to date');
 });
 
 test('kill -9: the restart finds the set unclean and every flushed write intact', async (t) => {
@@ -165,7 +177,13 @@ test('kill -9: the restart finds the set unclean and every flushed write intact'
   const mounted = second.events('ShadowSetMounted')[0];
   assert.equal(mounted?.setId, id);
   assert.equal(mounted?.unclean, true, 'the set was not stopped cleanly');
+  // An unclean stop means a merge before the set is steady again; reads are right throughout.
+  assert.ok(second.events('MergeRequired')[0], `no merge after an unclean stop\n${second.tail()}`);
   await qemuIo(second.uri, ['read -P 0x3c 0 2M', 'read -P 0x4d 30M 1M']);
+  await second.waitForEvent('MergeCompleted', () => true, 30_000);
+  const st = await second.status();
+  assert.equal(st.state, 'Steady');
+  assert.deepEqual(st.members.map((m) => m.state), ['InSync', 'InSync']);
   await stopCleanly(second);
   assert.equal(await memberDataDifference(a, b, UNIT_BYTES), null);
 });
