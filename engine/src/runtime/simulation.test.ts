@@ -38,7 +38,7 @@ class SimDisk {
   readonly mem: MemoryBackend;
   epoch = 0;
   failWrites = false;
-  constructor(readonly name: string, private readonly rand: () => number) {
+  constructor(readonly name: string, readonly rand: () => number) {
     this.mem = new MemoryBackend(name, HEADER_BYTES + DATA);
   }
   handle(): BlockBackend {
