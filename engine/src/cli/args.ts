@@ -13,11 +13,12 @@ export interface ServeArgs {
   logLevel: string;
   /** Hidden (benchmarks only): writes do not mark the write-intent log, so a crash needs a full merge. */
   intentLog: boolean;
+  include: boolean;
 }
 
 export const USAGE = `usage: shadow-engine serve --member <file|device|nbd-uri> [--member ...] --socket <path>
                            [--listen <host:port>] [--http <host:port>] [--export-name <name>]
-                           [--member-timeout <seconds>] [--overwrite] [--log-level <level>]
+                           [--member-timeout <seconds>] [--overwrite] [--include] [--log-level <level>]
 
 A member may carry options after a '#': --member /dev/loop3#readCost=2,site=east
 TCP listeners bind to loopback unless a host is given.`;
@@ -55,6 +56,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
       'export-name': { type: 'string', default: 'shadow' },
       'member-timeout': { type: 'string', default: '120' },
       overwrite: { type: 'boolean', default: false },
+      include: { type: 'boolean', default: false },
       'log-level': { type: 'string', default: 'info' },
       // Hidden, not in USAGE: for bench/resync-bench.mjs, which measures what the intent log costs.
       'no-intent-log': { type: 'boolean', default: false },
@@ -79,5 +81,6 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     overwrite: values.overwrite!,
     logLevel: values['log-level']!,
     intentLog: !values['no-intent-log'],
+    include: values.include!,
   };
 }

@@ -27,6 +27,7 @@ export interface DaemonOptions {
   resync?: Partial<ResyncSettings>;
   /** false: writes do not mark the write-intent log (benchmarks only). */
   intentLog?: boolean;
+  include?: boolean;
 }
 
 export interface RunningEngine {

@@ -30,6 +30,8 @@ export interface StartOptions {
   open: (location: string) => Promise<BlockBackend>;
   resync?: Partial<ResyncSettings>;
   intentClearMs?: number;
+  /** Reconstruct (the manual's /INCLUDE): also attach the members the newest record lists. */
+  include?: boolean;
   /** false: writes do not mark the write-intent log (benchmarks only); a crash then needs a full merge. */
   intentLog?: boolean;
 }
@@ -43,16 +45,18 @@ export interface StartedSet {
 export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
   const backends: BlockBackend[] = [];
   try {
-    for (const m of o.members) backends.push(await o.open(m.location));
+    const specs = [...o.members];
+    for (const m of specs) backends.push(await o.open(m.location));
     const probes: (MemberProbe & { seq: number })[] = [];
     for (const b of backends) {
       const p = await probeMember(b);
       probes.push({ path: b.location, rawBytes: b.size, scb: p.decoded, blank: p.blank, seq: p.seq });
     }
+    if (o.include) await includeFormerMembers(o, specs, backends, probes);
     // Pure decision; throws (and nothing has been written) if any member must not be touched.
     const plan = assemble(probes, { overwrite: o.overwrite, newId: randomUUID, now: o.clock.iso() });
     const members = plan.members.map((pm, i) => {
-      const spec = o.members[i]!;
+      const spec = specs[i]!;
       const m = new Member(pm.id, backends[i]!, pm.state, spec.readCost ?? 1, spec.site ?? '');
       m.scbSeq = probes[i]!.seq;
       m.reason = pm.reason;
@@ -95,5 +99,36 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
     await Promise.allSettled(backends.map((b) => b.close()));
     o.log.debug({ err: errorMessage(e) }, 'start failed');
     throw e;
+  }
+}
+
+/** Find the other members of the set from the newest record among the given ones, and attach them. */
+async function includeFormerMembers(
+  o: StartOptions, specs: MemberSpec[], backends: BlockBackend[], probes: (MemberProbe & { seq: number })[],
+): Promise<void> {
+  const ours = probes.map((p) => (p.scb.kind === 'ok' ? p.scb.scb : null)).filter((x) => x !== null);
+  if (ours.length === 0) return;
+  const newest = ours.reduce((a, b) => (b.generation > a.generation ? b : a));
+  const given = new Set(probes.map((p) => p.path));
+  const ids = new Set(ours.map((x) => x.memberId));
+  for (const rec of newest.members) {
+    if (rec.state === 'Removed' || rec.state === 'Faulted' || ids.has(rec.id) || given.has(rec.path)) continue;
+    let b: BlockBackend;
+    try {
+      b = await o.open(rec.path);
+    } catch (e) {
+      o.log.warn({ event: 'IncludeMemberMissing', member: rec.id, path: rec.path, err: errorMessage(e) }, `former member ${rec.path} could not be opened`);
+      continue;
+    }
+    const p = await probeMember(b);
+    if (p.decoded.kind !== 'ok' || p.decoded.scb.setId !== newest.setId || p.decoded.scb.memberId !== rec.id) {
+      o.log.warn({ event: 'IncludeMemberMismatch', member: rec.id, path: rec.path }, `${rec.path} no longer holds member ${rec.id}; not included`);
+      await b.close();
+      continue;
+    }
+    specs.push({ location: rec.path });
+    backends.push(b);
+    probes.push({ path: b.location, rawBytes: b.size, scb: p.decoded, blank: p.blank, seq: p.seq });
+    o.log.info({ event: 'IncludeMemberFound', member: rec.id, path: rec.path }, `former member ${rec.path} included`);
   }
 }
