@@ -1,0 +1,45 @@
+/** Condition types and their stable CamelCase reasons. */
+export const ConditionType = { Ready: 'Ready', Degraded: 'Degraded', Resyncing: 'Resyncing' } as const;
+
+export const Reason = {
+  // Ready
+  EngineRunning: 'EngineRunning',
+  EnginePending: 'EnginePending',
+  InvalidSpec: 'InvalidSpec',
+  ClaimNotFound: 'ClaimNotFound',
+  ClaimNotBlock: 'ClaimNotBlock',
+  ClaimNotBound: 'ClaimNotBound',
+  ClaimInOtherSet: 'ClaimInOtherSet',
+  ForeignData: 'ForeignData',
+  ImpossibleChange: 'ImpossibleChange',
+  DetachRefused: 'DetachRefused',
+  EngineUnreachable: 'EngineUnreachable',
+  // Degraded
+  AllMembersInSync: 'AllMembersInSync',
+  MembersNotInSync: 'MembersNotInSync',
+  // Resyncing
+  FullCopy: 'FullCopy',
+  Merge: 'Merge',
+  Minicopy: 'Minicopy',
+  Steady: 'Steady',
+} as const;
+
+/** Event reasons (stable). */
+export const EventReason = {
+  MemberAdded: 'MemberAdded',
+  MemberRemoved: 'MemberRemoved',
+  MemberDetached: 'MemberDetached',
+  MemberReturned: 'MemberReturned',
+  MemberFaulted: 'MemberFaulted',
+  CopyStarted: 'CopyStarted',
+  CopyCompleted: 'CopyCompleted',
+  MinicopyStarted: 'MinicopyStarted',
+  MinicopyCompleted: 'MinicopyCompleted',
+  MergeStarted: 'MergeStarted',
+  MergeCompleted: 'MergeCompleted',
+  BitmapCreated: 'BitmapCreated',
+  BitmapDeleted: 'BitmapDeleted',
+  EngineCreated: 'EngineCreated',
+  Dissolved: 'Dissolved',
+  Refused: 'Refused',
+} as const;

@@ -1,0 +1,73 @@
+// The generated CRDs against a real kube-apiserver: accepted, established, defaults applied, and the
+// OpenAPI and CEL rules refusing what can be refused statically.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { ApiextensionsV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import { rawRequest } from '../kube/raw.js';
+import { startControlPlane, waitFor, type ControlPlane } from '@shadowset/e2e';
+import { buildCrds } from './crd.js';
+import { GROUP, VERSION } from './group.js';
+
+let cp: ControlPlane;
+let custom: CustomObjectsApi;
+
+before(async () => {
+  cp = await startControlPlane();
+  const ext = cp.kubeConfig.makeApiClient(ApiextensionsV1Api);
+  // Raw JSON: the generated client's model would drop `default` and the x-kubernetes-* extensions.
+  for (const { object } of buildCrds()) {
+    await rawRequest(cp.kubeConfig, { method: 'POST', path: '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', body: object });
+  }
+  for (const { object } of buildCrds()) {
+    const name = (object as { metadata: { name: string } }).metadata.name;
+    await waitFor(`CRD ${name} established`, async () => {
+      const c = await ext.readCustomResourceDefinition({ name });
+      return c.status?.conditions?.some((x) => x.type === 'Established' && x.status === 'True') ?? false;
+    }, { timeoutMs: 30_000 });
+  }
+  custom = cp.kubeConfig.makeApiClient(CustomObjectsApi);
+});
+after(async () => {
+  await cp?.stop();
+});
+
+const create = (name: string, spec: unknown) =>
+  custom.createNamespacedCustomObject({
+    group: GROUP, version: VERSION, namespace: 'default', plural: 'shadowsets',
+    body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'ShadowSet', metadata: { name }, spec },
+  }) as Promise<{ spec: Record<string, unknown> }>;
+
+async function refused(name: string, spec: unknown, message: RegExp): Promise<void> {
+  await assert.rejects(create(name, spec), (e: unknown) => {
+    const body = String((e as { body?: unknown }).body ?? e);
+    assert.match(body, message);
+    return true;
+  });
+}
+
+test('a valid two-member ShadowSet is accepted with defaults filled in', async () => {
+  const o = await create('two', { members: [{ name: 'a', claimName: 'pvc-a' }, { name: 'b', claimName: 'pvc-b' }] });
+  assert.equal(o.spec.minicopyPolicy, 'Optional');
+  assert.equal(o.spec.memberTimeoutSeconds, 120);
+  assert.equal((o.spec.members as { state: string }[])[0]!.state, 'Active');
+});
+
+test('seven members, duplicate names, duplicate claims and bad enums are refused by the API server', async () => {
+  const seven = Array.from({ length: 7 }, (_, i) => ({ name: `m${i}`, claimName: `pvc-${i}` }));
+  await refused('seven', { members: seven }, /must have at most 6 items|Too many/);
+  await refused('dup', { members: [{ name: 'a', claimName: 'x' }, { name: 'a', claimName: 'y' }] }, /Duplicate value/);
+  await refused('dupclaim', { members: [{ name: 'a', claimName: 'x' }, { name: 'b', claimName: 'x' }] }, /a claim may back only one member/);
+  await refused('both', { members: [{ name: 'a', claimName: 'x', nbd: 'nbd://h/e' }] }, /exactly one of claimName or nbd/);
+  await refused('policy', { members: [{ name: 'a', claimName: 'x' }], minicopyPolicy: 'Sometimes' }, /Unsupported value/);
+  await refused('source', { members: [{ name: 'a', claimName: 'x' }], copySource: 'zz' }, /copySource must be/);
+  await refused('detached', { members: [{ name: 'a', claimName: 'x', state: 'Detached' }] }, /at least one member must be Active/);
+});
+
+test('WriteBitmap specs are immutable', async () => {
+  const base = { group: GROUP, version: VERSION, namespace: 'default', plural: 'writebitmaps' };
+  await custom.createNamespacedCustomObject({ ...base, body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'WriteBitmap', metadata: { name: 'b1' }, spec: { shadowSet: 's', bitmapId: 'x', member: 'a' } } });
+  await assert.rejects(
+    custom.patchNamespacedCustomObject({ ...base, name: 'b1', body: [{ op: 'replace', path: '/spec/member', value: 'b' }] }),
+    (e: unknown) => /immutable/.test(String((e as { body?: unknown }).body ?? e)),
+  );
+});

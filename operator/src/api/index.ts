@@ -1,0 +1,4 @@
+export * from './group.js';
+export * from './shadowset.js';
+export * from './writebitmap.js';
+export * from './conditions.js';

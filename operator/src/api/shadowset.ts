@@ -1,0 +1,125 @@
+/**
+ * ShadowSet: the single source of its CRD (crds/ and the chart's copy are generated from this file).
+ * Input shapes carry defaults; CEL rules check what can be checked without looking at the cluster.
+ */
+import { z } from 'zod';
+
+const dnsLabel = z.string().min(1).max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS label (a-z, 0-9, -)');
+
+export const memberSpecSchema = z
+  .object({
+    name: dnsLabel.describe('Name of the member within the set (stable; used in status and events).'),
+    claimName: z.string().min(1).max(253).optional().describe('A block-mode PersistentVolumeClaim in the same namespace.'),
+    nbd: z.string().max(1024).regex(/^nbd(\+unix)?:\/\//, 'must be an nbd:// or nbd+unix:// URI').optional()
+      .describe('A member served elsewhere over NBD (instead of claimName).'),
+    site: z.string().max(63).optional().describe('Site of the member; reads prefer members at the engine\'s site.'),
+    readCost: z.number().int().min(0).max(1000).default(1).describe('Read cost; reads go to the lowest cost + queue depth.'),
+    state: z.enum(['Active', 'Detached']).default('Active')
+      .describe('Detached splits the member off for backup (with a write bitmap per minicopyPolicy); Active returns it.'),
+    confirmOverwrite: z.boolean().default(false).describe('Allow overwriting a device that holds foreign data or another set\'s metadata.'),
+    noCopy: z.boolean().default(false).describe('Add without copying: asserts the device is identical to the set (dangerous).'),
+  })
+  .meta({
+    'x-kubernetes-validations': [
+      { rule: 'has(self.claimName) != has(self.nbd)', message: 'a member has exactly one of claimName or nbd' },
+    ],
+  });
+export type MemberSpec = z.infer<typeof memberSpecSchema>;
+
+const hookSchema = z.object({
+  pod: z.string().min(1).describe('Pod to exec into (same namespace).'),
+  container: z.string().optional(),
+  command: z.array(z.string()).min(1),
+  timeoutSeconds: z.number().int().min(1).max(3600).default(60),
+});
+
+export const shadowSetSpecSchema = z
+  .object({
+    members: z.array(memberSpecSchema).min(1).max(6)
+      .meta({
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['name'],
+        'x-kubernetes-validations': [
+          { rule: 'self.all(m, !has(m.claimName) || self.exists_one(n, has(n.claimName) && n.claimName == m.claimName))', message: 'a claim may back only one member' },
+          { rule: 'self.exists(m, m.state == "Active")', message: 'at least one member must be Active' },
+        ],
+      })
+      .describe('1 to 6 members.'),
+    copySource: z.string().default('Alternate').describe('Alternate (between full members), Master (the first full member) or a member name.'),
+    minicopyPolicy: z.enum(['Required', 'Optional', 'Never']).default('Optional')
+      .describe('Whether a removed or detached member gets a write bitmap (Required: fail without one).'),
+    memberTimeoutSeconds: z.number().int().min(1).max(86400).default(120).describe('How long a failing member is retried before removal.'),
+    throttle: z.object({
+      copyBytesPerSecond: z.number().int().min(0).default(0).describe('0 = unlimited.'),
+      mergeBytesPerSecond: z.number().int().min(0).default(0).describe('0 = unlimited.'),
+      maxCopies: z.number().int().min(1).max(64).default(4).describe('Copies running at once (SHADOW_MAX_COPY).'),
+    }).prefault({}),
+    export: z.object({
+      port: z.number().int().min(1).max(65535).default(10809),
+      serviceType: z.enum(['ClusterIP', 'NodePort', 'LoadBalancer']).default('ClusterIP'),
+      tlsSecretName: z.string().optional().describe('Serve NBD over TLS with this kubernetes.io/tls Secret.'),
+    }).prefault({}),
+    engine: z.object({
+      image: z.string().optional().describe('Overrides the operator\'s engine image.'),
+      nodeName: z.string().optional().describe('Pin the engine to a node (default: the node of the first claim-backed member).'),
+      nodeSelector: z.record(z.string(), z.string()).optional(),
+      resources: z.object({
+        requests: z.record(z.string(), z.string()).optional(),
+        limits: z.record(z.string(), z.string()).optional(),
+      }).optional(),
+    }).prefault({}),
+    hooks: z.object({ freeze: hookSchema.optional(), thaw: hookSchema.optional() }).optional()
+      .describe('Run before (freeze) and after (thaw) a member is detached for backup.'),
+  })
+  .meta({
+    'x-kubernetes-validations': [
+      { rule: 'self.copySource in ["Alternate", "Master"] || self.members.exists(m, m.name == self.copySource)', message: 'copySource must be Alternate, Master or a member name' },
+    ],
+  });
+export type ShadowSetSpec = z.output<typeof shadowSetSpecSchema>;
+
+export const conditionSchema = z.object({
+  type: z.string(),
+  status: z.enum(['True', 'False', 'Unknown']),
+  reason: z.string(),
+  message: z.string(),
+  lastTransitionTime: z.string(),
+  observedGeneration: z.number().int().optional(),
+});
+export type Condition = z.infer<typeof conditionSchema>;
+
+export const memberStatusSchema = z.object({
+  name: z.string(),
+  id: z.string().optional(),
+  state: z.string().describe('InSync, FullCopy, Minicopy, Merging, Removed, Faulted, Detached or Pending.'),
+  reason: z.string().optional(),
+  node: z.string().optional(),
+  progress: z.string().optional().describe('Copy progress as a percentage.'),
+  bytesDone: z.number().int().optional(),
+  bytesTotal: z.number().int().optional(),
+});
+
+export const shadowSetStatusSchema = z.object({
+  observedGeneration: z.number().int().optional(),
+  conditions: z.array(conditionSchema).optional()
+    .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] }),
+  state: z.string().optional().describe('Steady, Transient, Degraded, Failed or Pending.'),
+  shadowGeneration: z.number().int().optional(),
+  size: z.number().int().optional(),
+  membersInSync: z.string().optional().describe('Full members / members, for printer columns.'),
+  progress: z.string().optional(),
+  members: z.array(memberStatusSchema).optional()
+    .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] }),
+  recovery: z.object({
+    mode: z.string().optional(),
+    source: z.string().optional(),
+    targets: z.array(z.string()).optional(),
+    bytesDone: z.number().int().optional(),
+    bytesTotal: z.number().int().optional(),
+    bytesPerSecond: z.number().int().optional(),
+    etaSeconds: z.number().int().optional(),
+  }).optional(),
+  endpoint: z.string().optional().describe('NBD URI of the virtual unit.'),
+  engineNode: z.string().optional(),
+});
+export type ShadowSetStatus = z.infer<typeof shadowSetStatusSchema>;
