@@ -119,6 +119,19 @@ async function waitHealthy(what: string, proc: ManagedProcess, logFile: string, 
 export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const binaries = await ensureBinaries(log);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(opts, log, binaries);
+    } catch (err) {
+      // a port found free can be taken by someone else before our process binds it
+      if (attempt >= 3 || !/address already in use/.test(String(err))) throw err;
+      log(`control plane start-up lost a port race; retrying (${String(err).split('\n')[0]})`);
+    }
+  }
+}
+
+async function startOnce(opts: ControlPlaneOptions, log: (line: string) => void, binaries: ClusterBinaries):
+  Promise<ControlPlane> {
   const t0 = Date.now();
   const deadline = t0 + (opts.timeoutMs ?? 120_000);
   const workDir = opts.workDir ?? (await mkdtemp(join(tmpdir(), 'shadowset-cp-')));
