@@ -32,6 +32,9 @@ test('foreign data is refused without the overwrite flag, accepted as a copy tar
   assert.throws(() => assemble([probe('a', null), probe('b', null, false)], opts), (e) => isEngineError(e, 'ENG_FOREIGN_DATA'));
   const p = assemble([probe('a', null), probe('b', null, false)], { ...opts, overwrite: true });
   assert.deepEqual(p.members.map((m) => m.state), ['InSync', 'FullCopy']);
+  // The first member holds data: a blank member differs from it, so it is copied, not trusted.
+  const q = assemble([probe('a', null, false), probe('b', null)], { ...opts, overwrite: true });
+  assert.deepEqual(q.members.map((m) => m.state), ['InSync', 'FullCopy']);
 });
 
 test('members of two different sets are refused', () => {

@@ -142,9 +142,10 @@ function newSet(probes: MemberProbe[], opts: AssembleOptions): AssemblyPlan {
     const small = probes.find((p) => usableBytes(p.rawBytes) <= 0)!;
     throw new EngineError('ENG_MEMBER_TOO_SMALL', `member ${small.path} is too small to hold shadow metadata`);
   }
-  // The first member defines the content; other members are identical only if blank.
+  // The first member defines the content; another member is identical to it only if both are blank.
+  const firstBlank = probes[0]!.blank;
   const members: PlannedMember[] = probes.map((p, i) =>
-    i === 0 || p.blank
+    i === 0 || (p.blank && firstBlank)
       ? { path: p.path, id: opts.newId(), role: 'source', state: 'InSync', reason: 'new set' }
       : { path: p.path, id: opts.newId(), role: 'target', state: 'FullCopy', reason: 'not blank' },
   );

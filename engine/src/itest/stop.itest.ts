@@ -12,9 +12,7 @@ import { HEADER_BYTES, memberDataDifference, MiB, sparseFile, testScope, until }
 const MEMBER_BYTES = 96 * MiB;
 const UNIT_BYTES = MEMBER_BYTES - HEADER_BYTES;
 
-test('SIGTERM under a busy client stops the set within seconds, cleanly', {
-  todo: 'engine bug: NbdServer.close() waits for in-flight 0 but keeps accepting requests, so a busy client delays the stop indefinitely',
-}, async (t) => {
+test('SIGTERM under a busy client stops the set within seconds, cleanly', async (t) => {
   const { scope, dir } = await testScope(t);
   const a = await sparseFile(join(dir, 'a.img'), MEMBER_BYTES);
   const b = await sparseFile(join(dir, 'b.img'), MEMBER_BYTES);

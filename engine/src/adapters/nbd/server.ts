@@ -75,8 +75,10 @@ export class NbdServer {
   /** Stop accepting, let in-flight requests finish, then close every connection. */
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    // net.Server.close() reports only once every connection has ended, so drain those at the same time.
+    const listeners = Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
     await Promise.all([...this.conns].map((c) => c.drainAndClose()));
+    await listeners;
   }
 
   private makeServer(): net.Server {
@@ -145,7 +147,10 @@ class Connection {
 
   drainAndClose(): Promise<void> {
     return new Promise((resolve) => {
+      // Stop taking requests: those already started complete and are answered; the rest were never
+      // acknowledged, and the client sees the connection close.
       this.disconnecting = true;
+      this.sock.pause();
       const done = () => {
         this.sock.end();
         this.sock.destroy();
@@ -199,7 +204,7 @@ class Connection {
         this.replyError(r.handle, r.errno, 'request rejected');
         continue;
       }
-      if (this.paused) return;
+      if (this.paused || this.disconnecting) return;
       let req = this.pendingHeader;
       if (!req) {
         if (this.q.length < 28) return;
