@@ -14,11 +14,13 @@ export interface ServeArgs {
   /** Hidden (benchmarks only): writes do not mark the write-intent log, so a crash needs a full merge. */
   intentLog: boolean;
   include: boolean;
+  holdOnFailure: boolean;
 }
 
 export const USAGE = `usage: shadow-engine serve --member <file|device|nbd-uri> [--member ...] --socket <path>
                            [--listen <host:port>] [--http <host:port>] [--export-name <name>]
-                           [--member-timeout <seconds>] [--overwrite] [--include] [--log-level <level>]
+                           [--member-timeout <seconds>] [--overwrite] [--include] [--hold-on-failure] [--log-level <level>]
+       shadow-engine serve-device --device <file|block-device> --listen <host:port>
 
 A member may carry options after a '#': --member /dev/loop3#readCost=2,site=east
 TCP listeners bind to loopback unless a host is given.`;
@@ -57,6 +59,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
       'member-timeout': { type: 'string', default: '120' },
       overwrite: { type: 'boolean', default: false },
       include: { type: 'boolean', default: false },
+      'hold-on-failure': { type: 'boolean', default: false },
       'log-level': { type: 'string', default: 'info' },
       // Hidden, not in USAGE: for bench/resync-bench.mjs, which measures what the intent log costs.
       'no-intent-log': { type: 'boolean', default: false },
@@ -82,5 +85,6 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     logLevel: values['log-level']!,
     intentLog: !values['no-intent-log'],
     include: values.include!,
+    holdOnFailure: values['hold-on-failure']!,
   };
 }
