@@ -59,6 +59,8 @@ export async function planRecovery(set: ShadowSet, plan: AssemblyPlan, records: 
       all ? 'unclean stop and no usable write-intent log: full merge' : `unclean stop: minimerge of ${wil!.count} chunks`,
     );
     set.resync.add(new ResyncJob('Merge', null, list, set.resync.hostRef, set.resync.settings.mergeBytesPerSecond));
+    // Chunks the merge has not reached stay in the intent log, so a crash during the merge still finds them.
+    set.tracker.pinned = set.resync.mergePending;
   }
 
   for (const r of records) {

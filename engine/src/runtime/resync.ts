@@ -233,8 +233,10 @@ export class Resync {
       ok = false;
       why = errorMessage(e);
     }
+    // A job cancelled by stop() stays listed, so the clean-stop SCB records its copy checkpoint.
     const i = this.jobs.indexOf(job);
-    if (i >= 0) this.jobs.splice(i, 1);
+    const keep = this.stopped && job.cancelled && (!job.target || job.target.isWritable);
+    if (i >= 0 && !keep) this.jobs.splice(i, 1);
     if (job.mode === 'Merge' && ok) this.mergePending = null;
     h.log.info(
       { event: ok ? `${kind}Completed` : `${kind}Stopped`, target: job.target?.id ?? null, bytes: job.bytesDone, seconds: (Date.now() - job.started) / 1000, reason: why },

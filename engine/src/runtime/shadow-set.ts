@@ -152,7 +152,8 @@ export class ShadowSet {
       size: this.size,
       chunkSize: this.chunkSize,
       members: [
-        ...this.members.map((x) => ({ id: x.id, path: x.location, state: x.state, since: this.generation })),
+        // A merging member is a full member: the merge still owed is recorded by `clean` and the intent log.
+        ...this.members.map((x) => ({ id: x.id, path: x.location, state: x.state === 'Merging' ? 'InSync' as const : x.state, since: this.generation })),
         ...this.absent,
       ].slice(0, 6),
       dataValid: m.isFull,
