@@ -207,6 +207,8 @@ test('deleting a pod stops its process, then the pod object is removed', async (
     }
   });
   assert.equal(alive(pid), false, 'process is gone');
+  // Its last output may still be in the pipe when the pod object goes: wait for it, bounded.
+  await waitFor('SIGTERM handler output', async () => /terminating/.test(sim.logs(NS, 'doomed', 'probe')), { timeoutMs: 5000 }).catch(() => undefined);
   assert.match(sim.logs(NS, 'doomed', 'probe'), /terminating/, 'it was asked to stop with SIGTERM');
 });
 
