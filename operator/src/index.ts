@@ -1,1 +1,3 @@
-export {};
+export * from './api/index.js';
+export { Operator, type OperatorOptions } from './operator.js';
+export { plan } from './reconcile/planner.js';

@@ -1,0 +1,193 @@
+/**
+ * ShadowSet reconciler: get → finalize → gather → plan → act → status. Level-triggered: whatever woke
+ * it, it looks at the world and moves it one step.
+ */
+import type { Logger } from 'pino';
+import { API_VERSION, FIELD_MANAGER, FINALIZER, SET_LABEL } from '../api/group.js';
+import { EventReason, Reason } from '../api/conditions.js';
+import type { ShadowSetSpec } from '../api/shadowset.js';
+import { refusalCode, type EngineClient } from '../engine-client.js';
+import { R, type Kube, type Obj } from '../kube/client.js';
+import { isOperatorError } from '../kube/errors.js';
+import { engineBase } from '../reconcile/pods.js';
+import { plan } from '../reconcile/planner.js';
+import type { Action, Observed } from '../reconcile/types.js';
+import { gather } from './gather.js';
+import { BITMAP_FINALIZER } from './writebitmap-controller.js';
+import type { Hooks } from './hooks.js';
+import type { Metrics } from '../runtime/metrics.js';
+
+export interface ControllerDeps {
+  kube: Kube;
+  engine: EngineClient;
+  log: Logger;
+  engineImage: string;
+  hooks: Hooks;
+  metrics: Metrics;
+}
+
+export class ShadowSetController {
+  private readonly lastReturn = new Map<string, Record<string, number>>();
+
+  constructor(private readonly d: ControllerDeps) {}
+
+  async reconcile(key: string): Promise<{ requeueAfterMs?: number } | void> {
+    const [ns, name] = key.split('/') as [string, string];
+    const ss = await this.d.kube.get(R.shadowsets, ns, name);
+    if (!ss) return; // gone: nothing to do
+    if (ss.metadata.deletionTimestamp) return this.dissolve(ss);
+    if (!ss.metadata.finalizers?.includes(FINALIZER)) {
+      await this.d.kube.mergePatch(R.shadowsets, ns, name, { metadata: { finalizers: [...(ss.metadata.finalizers ?? []), FINALIZER], resourceVersion: ss.metadata.resourceVersion } });
+      return { requeueAfterMs: 0 };
+    }
+    const returns = this.lastReturn.get(key) ?? {};
+    this.lastReturn.set(key, returns);
+    const o = await gather(this.d.kube, this.d.engine, ss, this.d.engineImage, returns);
+    const p = plan(o);
+    const problem = await this.act(ss, o, p.actions);
+    let status = p.status;
+    if (problem) {
+      const ready = status.conditions?.find((c) => c.type === 'Ready');
+      if (ready && (ready.status !== 'False' || ready.reason !== problem.reason)) {
+        Object.assign(ready, { status: 'False', reason: problem.reason, message: problem.message, lastTransitionTime: o.now });
+      }
+    }
+    if (JSON.stringify(status) !== JSON.stringify(ss.status ?? {})) {
+      await this.d.kube.mergePatch(R.shadowsets, ns, name, { status }, 'status');
+    }
+    status = p.status;
+    this.d.metrics.observe(key, status);
+    return p.requeueAfterMs >= 0 ? { requeueAfterMs: problem ? Math.max(p.requeueAfterMs, 5000) : p.requeueAfterMs } : undefined;
+  }
+
+  /** Carry out the plan. Returns an engine refusal to show in the Ready condition, if any. */
+  private async act(ss: Obj, o: Observed, actions: Action[]): Promise<{ reason: string; message: string } | null> {
+    const k = this.d.kube;
+    const ns = o.namespace;
+    const base = o.enginePod?.podIP ? engineBase(o.enginePod.podIP) : '';
+    let problem: { reason: string; message: string } | null = null;
+    const event = (type: 'Normal' | 'Warning', reason: string, message: string) => this.event(ss, type, reason, message);
+    for (const a of actions) {
+      try {
+        switch (a.kind) {
+          case 'createEnginePod':
+          case 'createMemberServer':
+            await k.create(R.pods, ns, a.pod).catch((e: unknown) => {
+              if (!isOperatorError(e, 'OP_CONFLICT')) throw e;
+            });
+            break;
+          case 'deleteEnginePod':
+            await k.delete(R.pods, ns, `${o.name}-engine`);
+            break;
+          case 'deleteMemberServer':
+            await k.delete(R.pods, ns, a.name);
+            break;
+          case 'applyService': {
+            const svc = a.service as { metadata: { name: string } };
+            await k.apply(R.services, ns, svc.metadata.name, a.service, FIELD_MANAGER);
+            break;
+          }
+          case 'engineAdd':
+            await this.d.engine.add(base, a.body);
+            await event('Normal', EventReason.MemberAdded, `member ${a.member} added from ${a.body.location}: full copy${a.body.noCopy ? ' skipped (noCopy)' : ''}`);
+            break;
+          case 'engineReturn':
+            (this.lastReturn.get(`${ns}/${o.name}`) ?? {})[a.member] = o.nowMs;
+            await this.d.engine.return(base, { member: a.engineId, ...(a.location ? { location: a.location } : {}), minicopy: 'Optional' });
+            await event('Normal', EventReason.MemberReturned, `member ${a.member} returned to the set`);
+            break;
+          case 'engineRemove': {
+            const spec = o.spec as ShadowSetSpec;
+            if (a.detach && spec.hooks?.freeze) await this.d.hooks.run(ns, spec.hooks.freeze, 'freeze');
+            try {
+              const r = (await this.d.engine.remove(base, { member: a.engineId, minicopy: a.policy, reason: a.detach ? 'detached for backup' : 'removed from spec' })) as { bitmap?: string | null };
+              await event('Normal', a.detach ? EventReason.MemberDetached : EventReason.MemberRemoved,
+                `member ${a.member} ${a.detach ? 'detached for backup' : 'removed'}${r.bitmap ? ` with write bitmap ${r.bitmap}` : ' without a write bitmap'}`);
+              if (r.bitmap) await event('Normal', EventReason.BitmapCreated, `write bitmap ${r.bitmap} records writes for member ${a.member}`);
+            } finally {
+              if (a.detach && spec.hooks?.thaw) await this.d.hooks.run(ns, spec.hooks.thaw, 'thaw');
+            }
+            break;
+          }
+          case 'engineSettings':
+            await this.d.engine.settings(base, a.body);
+            break;
+          case 'applyBitmapCr':
+            await this.applyBitmap(ss, a);
+            break;
+          case 'deleteBitmapCr':
+            await k.delete(R.writebitmaps, ns, a.name);
+            break;
+          case 'event':
+            await event(a.type, a.reason, a.message);
+            break;
+        }
+      } catch (e) {
+        const code = refusalCode(e);
+        if (!code) throw e;
+        const reason = code === 'ENG_FOREIGN_DATA' || code === 'ENG_OTHER_SET' ? Reason.ForeignData
+          : code === 'ENG_MERGE_ACTIVE' || code === 'ENG_LAST_FULL_MEMBER' ? Reason.DetachRefused : Reason.ImpossibleChange;
+        problem = { reason, message: `${'member' in a ? `member ${a.member}: ` : ''}${(e as Error).message}` };
+        this.d.log.warn({ event: 'EngineRefused', set: o.name, action: a.kind, code, err: (e as Error).message }, 'engine refused a change');
+        await event('Warning', EventReason.Refused, problem.message);
+      }
+    }
+    return problem;
+  }
+
+  private async applyBitmap(ss: Obj, a: Extract<Action, { kind: 'applyBitmapCr' }>): Promise<void> {
+    const ns = ss.metadata.namespace!;
+    const existing = await this.d.kube.get(R.writebitmaps, ns, a.name);
+    if (!existing) {
+      await this.d.kube.create(R.writebitmaps, ns, {
+        apiVersion: API_VERSION, kind: 'WriteBitmap',
+        metadata: {
+          name: a.name, namespace: ns, labels: { [SET_LABEL]: ss.metadata.name }, finalizers: [BITMAP_FINALIZER],
+          ownerReferences: [{ apiVersion: API_VERSION, kind: 'ShadowSet', name: ss.metadata.name, uid: ss.metadata.uid!, controller: true }],
+        },
+        spec: a.spec,
+      });
+    } else if (existing.metadata.deletionTimestamp) {
+      return;
+    }
+    if (JSON.stringify(existing?.status ?? {}) !== JSON.stringify(a.status)) {
+      await this.d.kube.mergePatch(R.writebitmaps, ns, a.name, { status: a.status }, 'status');
+    }
+  }
+
+  async event(obj: Obj, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    const now = new Date().toISOString();
+    this.d.log.info({ event: `K8sEvent${reason}`, object: `${obj.kind ?? 'ShadowSet'}/${obj.metadata.name}`, type, reason, message }, message);
+    await this.d.kube.create(R.events, obj.metadata.namespace, {
+      apiVersion: 'v1', kind: 'Event',
+      metadata: { generateName: `${obj.metadata.name}.`, namespace: obj.metadata.namespace },
+      involvedObject: { apiVersion: obj.apiVersion ?? API_VERSION, kind: obj.kind ?? 'ShadowSet', name: obj.metadata.name, namespace: obj.metadata.namespace, uid: obj.metadata.uid },
+      reason, message, type, source: { component: FIELD_MANAGER }, firstTimestamp: now, lastTimestamp: now, count: 1,
+      reportingComponent: FIELD_MANAGER, reportingInstance: FIELD_MANAGER,
+    }).catch((e: unknown) => this.d.log.warn({ err: (e as Error).message }, 'could not record an event'));
+  }
+
+  /** Deleting a ShadowSet dissolves it: the engine stops cleanly (members keep data and clean metadata). */
+  private async dissolve(ss: Obj): Promise<{ requeueAfterMs?: number } | void> {
+    const k = this.d.kube;
+    const ns = ss.metadata.namespace!;
+    const name = ss.metadata.name;
+    if (!ss.metadata.finalizers?.includes(FINALIZER)) return;
+    const pods = (await k.list(R.pods, ns, `${SET_LABEL}=${name}`)).items;
+    const engine = pods.find((p) => p.metadata.name === `${name}-engine`);
+    if (engine) {
+      // The engine first (SIGTERM → clean stop), member servers after it.
+      if (!engine.metadata.deletionTimestamp) await k.delete(R.pods, ns, engine.metadata.name);
+      return { requeueAfterMs: 500 };
+    }
+    for (const p of pods) if (!p.metadata.deletionTimestamp) await k.delete(R.pods, ns, p.metadata.name);
+    if (pods.length > 0) return { requeueAfterMs: 500 };
+    await k.delete(R.services, ns, name);
+    for (const b of (await k.list(R.writebitmaps, ns, `${SET_LABEL}=${name}`)).items) {
+      if (b.metadata.finalizers?.length) await k.mergePatch(R.writebitmaps, ns, b.metadata.name, { metadata: { finalizers: null } });
+      await k.delete(R.writebitmaps, ns, b.metadata.name);
+    }
+    await this.event(ss, 'Normal', EventReason.Dissolved, 'shadow set dissolved: members keep their data and clean metadata');
+    await k.mergePatch(R.shadowsets, ns, name, { metadata: { finalizers: (ss.metadata.finalizers ?? []).filter((f) => f !== FINALIZER), resourceVersion: ss.metadata.resourceVersion } });
+  }
+}

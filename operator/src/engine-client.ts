@@ -1,0 +1,69 @@
+/** The operator's client of an engine's control/status API (schemas owned by the engine). */
+import { statusSchema, type EngineStatus } from '@shadowset/engine/api';
+import { OperatorError } from './kube/errors.js';
+
+export type EngineAnswer = { ok: true; status: EngineStatus } | { ok: false; code: string; message: string; unreachable: boolean };
+
+export class EngineClient {
+  constructor(private readonly timeoutMs = 5000) {}
+
+  private async call(base: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+    let res: Response;
+    try {
+      res = await fetch(`${base}${path}`, {
+        method,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (e) {
+      throw new OperatorError('OP_TRANSIENT', `engine at ${base} unreachable: ${(e as Error).message}`, 0, { cause: e });
+    }
+    const text = await res.text();
+    let json: unknown = undefined;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = { code: 'ENG_INTERNAL', message: text };
+    }
+    if (!res.ok) {
+      const b = (json ?? {}) as { code?: string; message?: string };
+      throw new OperatorError(res.status >= 500 ? 'OP_ENGINE' : 'OP_REFUSED', `${b.code ?? res.status}: ${b.message ?? text}`, res.status, { cause: b });
+    }
+    return json;
+  }
+
+  async status(base: string): Promise<EngineAnswer> {
+    try {
+      return { ok: true, status: statusSchema.parse(await this.call(base, 'GET', '/v1/status')) };
+    } catch (e) {
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      if (e instanceof OperatorError && e.status > 0) {
+        return { ok: false, code: cause?.code ?? 'ENG_INTERNAL', message: cause?.message ?? e.message, unreachable: false };
+      }
+      return { ok: false, code: 'UNREACHABLE', message: (e as Error).message, unreachable: true };
+    }
+  }
+
+  add(base: string, body: { location: string; noCopy?: boolean; confirmOverwrite?: boolean; readCost?: number; site?: string }): Promise<unknown> {
+    return this.call(base, 'POST', '/v1/members/add', body);
+  }
+  remove(base: string, body: { member: string; minicopy: string; force?: boolean; reason?: string }): Promise<unknown> {
+    return this.call(base, 'POST', '/v1/members/remove', body);
+  }
+  return(base: string, body: { member: string; location?: string; minicopy?: string }): Promise<unknown> {
+    return this.call(base, 'POST', '/v1/members/return', body);
+  }
+  deleteBitmap(base: string, id: string): Promise<unknown> {
+    return this.call(base, 'POST', '/v1/bitmaps/delete', { id });
+  }
+  settings(base: string, body: Record<string, unknown>): Promise<unknown> {
+    return this.call(base, 'POST', '/v1/settings', body);
+  }
+}
+
+/** The code of an engine refusal (e.g. ENG_FOREIGN_DATA), if the error is one. */
+export function refusalCode(e: unknown): string | null {
+  if (!(e instanceof OperatorError) || e.code !== 'OP_REFUSED') return null;
+  return (e.cause as { code?: string } | undefined)?.code ?? null;
+}

@@ -1,0 +1,125 @@
+/**
+ * The operator: informers feed keyed work queues; the ShadowSet and WriteBitmap reconcilers run only
+ * while this replica holds the lease; /healthz and /metrics on a small HTTP listener.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import { SET_LABEL } from './api/group.js';
+import { ShadowSetController } from './controller/shadowset-controller.js';
+import { WriteBitmapController } from './controller/writebitmap-controller.js';
+import { ExecHooks, type Hooks } from './controller/hooks.js';
+import { EngineClient } from './engine-client.js';
+import { Kube, R, type KubeConfig, type Obj } from './kube/client.js';
+import { LeaderElector } from './runtime/leader.js';
+import { Metrics } from './runtime/metrics.js';
+import { WorkQueue } from './runtime/work-queue.js';
+
+export interface OperatorOptions {
+  kubeConfig: KubeConfig;
+  log: Logger;
+  engineImage: string;
+  /** Empty: every namespace. */
+  watchNamespace?: string;
+  leaderElection?: { namespace: string; name?: string; identity?: string } | false;
+  /** host:port listeners, each serving /healthz and /metrics. */
+  httpAddresses?: string[];
+  hooks?: Hooks;
+}
+
+export class Operator {
+  readonly metrics = new Metrics();
+  private readonly kube: Kube;
+  private readonly stops: (() => void)[] = [];
+  private readonly servers: http.Server[] = [];
+  private leader: LeaderElector | null = null;
+  ssQueue!: WorkQueue;
+  wbQueue!: WorkQueue;
+  httpAddress: string | null = null;
+
+  constructor(private readonly o: OperatorOptions) {
+    this.kube = new Kube(o.kubeConfig);
+  }
+
+  get leading(): boolean {
+    return this.leader ? this.leader.leading : true;
+  }
+
+  async start(): Promise<void> {
+    const { log } = this.o;
+    for (const a of new Set(this.o.httpAddresses ?? [])) await this.listen(a);
+    if (this.o.leaderElection) {
+      const le = this.o.leaderElection;
+      this.leader = new LeaderElector(this.kube, { namespace: le.namespace, name: le.name ?? 'shadowset-operator', identity: le.identity ?? `${hostname()}-${process.pid}` }, log);
+      await this.leader.acquire(() => {
+        log.fatal({ event: 'LeaderLost' }, 'stopping: another replica leads now');
+        void this.stop();
+      });
+    }
+    const engine = new EngineClient();
+    const ss = new ShadowSetController({ kube: this.kube, engine, log, engineImage: this.o.engineImage, hooks: this.o.hooks ?? new ExecHooks(this.o.kubeConfig), metrics: this.metrics });
+    const wb = new WriteBitmapController(this.kube, engine, log, (obj, type, reason, message) => ss.event(obj, type, reason, message));
+    const onError = (kind: string) => (key: string, err: unknown, attempt: number) => {
+      this.metrics.errors++;
+      log.warn({ event: 'ReconcileFailed', kind, key, attempt, err: (err as Error).message }, 'reconcile failed; backing off');
+    };
+    this.ssQueue = new WorkQueue(async (key) => {
+      this.metrics.reconciles++;
+      return ss.reconcile(key);
+    }, { onError: onError('ShadowSet') });
+    this.wbQueue = new WorkQueue((key) => wb.reconcile(key), { onError: onError('WriteBitmap') });
+
+    const ns = this.o.watchNamespace || undefined;
+    const keyOf = (x: Obj) => `${x.metadata.namespace}/${x.metadata.name}`;
+    const informErr = (what: string) => (e: unknown) => log.warn({ event: 'WatchError', resource: what, err: (e as Error).message }, 'watch failed; relisting');
+    this.stops.push(this.kube.inform(R.shadowsets, ns, (_t, x) => this.ssQueue.add(keyOf(x)), informErr('shadowsets')).stop);
+    this.stops.push(this.kube.inform(R.writebitmaps, ns, (_t, x) => {
+      this.wbQueue.add(keyOf(x));
+      const set = (x.spec as { shadowSet?: string } | undefined)?.shadowSet;
+      if (set) this.ssQueue.add(`${x.metadata.namespace}/${set}`);
+    }, informErr('writebitmaps')).stop);
+    this.stops.push(this.kube.inform(R.pods, ns, (_t, x) => {
+      const set = x.metadata.labels?.[SET_LABEL];
+      if (set) this.ssQueue.add(`${x.metadata.namespace}/${set}`);
+    }, informErr('pods')).stop);
+    this.stops.push(this.kube.inform(R.pvcs, ns, (_t, x) => {
+      // A claim appearing or changing may unblock any set of its namespace.
+      void this.kube.list(R.shadowsets, x.metadata.namespace).then(
+        (l) => l.items.filter((s) => ((s.spec as { members?: { claimName?: string }[] })?.members ?? []).some((m) => m.claimName === x.metadata.name)).forEach((s) => this.ssQueue.add(keyOf(s))),
+        () => undefined,
+      );
+    }, informErr('pvcs')).stop);
+    log.info({ event: 'OperatorStarted', watchNamespace: ns ?? '*', engineImage: this.o.engineImage }, 'operator started');
+  }
+
+  private async listen(addr: string): Promise<void> {
+    const i = addr.lastIndexOf(':');
+    const host = addr.slice(0, i) || '0.0.0.0';
+    const port = Number(addr.slice(i + 1));
+    const server = http.createServer((req, res) => {
+      if (req.url === '/healthz') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, leading: this.leading }));
+      } else if (req.url === '/metrics') {
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics.render(this.leading));
+      } else {
+        res.writeHead(404).end();
+      }
+    });
+    await new Promise<void>((r) => server.listen(port, host, () => r()));
+    this.servers.push(server);
+    const a = server.address() as AddressInfo;
+    this.httpAddress ??= `${a.address}:${a.port}`;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.stops) s();
+    this.ssQueue?.stop();
+    this.wbQueue?.stop();
+    this.leader?.stop();
+    for (const s of this.servers) {
+      s.closeAllConnections();
+      await new Promise<void>((r) => s.close(() => r()));
+    }
+  }
+}

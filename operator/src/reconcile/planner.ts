@@ -1,0 +1,181 @@
+/**
+ * The ShadowSet planner: (observed world, spec) → actions, status and when to look again. Pure and
+ * deterministic; the controller gathers and acts.
+ */
+import type { EngineStatus } from '@shadowset/engine/api';
+import { EventReason, Reason } from '../api/conditions.js';
+import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
+import { enginePod, exportService, memberServerPod, memberServerUri, DEVICE_DIR } from './pods.js';
+import { buildStatus } from './status.js';
+import type { Action, Observed, Plan } from './types.js';
+
+type EngineMember = EngineStatus['members'][number];
+
+const FAULT_RETURN_PACE_MS = 30_000;
+const writable = (s: string) => s === 'InSync' || s === 'FullCopy' || s === 'Minicopy' || s === 'Merging';
+
+/** Why the spec cannot be put in place now (terminal until something changes), or null. */
+export function refusal(o: Observed, spec: ShadowSetSpec, members: MemberSpec[]): { reason: string; message: string } | null {
+  for (const m of members) {
+    if (!m.claimName) continue;
+    const c = o.claims[m.claimName];
+    if (!c || !c.exists) return { reason: Reason.ClaimNotFound, message: `member ${m.name}: PersistentVolumeClaim ${m.claimName} does not exist` };
+    if (c.ownedBy) return { reason: Reason.ClaimInOtherSet, message: `member ${m.name}: claim ${m.claimName} already belongs to ShadowSet ${c.ownedBy}` };
+    if (c.volumeMode !== 'Block') {
+      return { reason: Reason.ClaimNotBlock, message: `member ${m.name}: claim ${m.claimName} has volumeMode ${c.volumeMode ?? 'Filesystem'}; members must be block-mode claims` };
+    }
+    if (!c.bound) return { reason: Reason.ClaimNotBound, message: `member ${m.name}: claim ${m.claimName} is not bound to a volume yet` };
+  }
+  void spec;
+  return null;
+}
+
+/** Find the engine's record of a spec member: by the id status remembers, else by where it is attached. */
+export function engineMemberFor(m: MemberSpec, o: Observed, eng: EngineStatus): EngineMember | undefined {
+  const id = o.previous.members?.find((x) => x.name === m.name)?.id;
+  if (id) {
+    const byId = eng.members.find((e) => e.id === id);
+    if (byId) return byId;
+  }
+  if (m.nbd) return eng.members.find((e) => e.path === m.nbd);
+  const ms = o.memberServers[m.name];
+  return eng.members.find((e) => e.path.endsWith(`${DEVICE_DIR}/${m.name}`) || (ms?.podIP !== undefined && e.path === memberServerUri(ms.podIP)));
+}
+
+export function plan(o: Observed): Plan {
+  const actions: Action[] = [];
+  if ('invalid' in o.spec) {
+    return { actions, status: buildStatus(o, null, { reason: Reason.InvalidSpec, message: o.spec.invalid }, actions), requeueAfterMs: -1 };
+  }
+  const spec = o.spec;
+  const owner = { name: o.name, namespace: o.namespace, uid: o.uid };
+  const active = spec.members.filter((m) => m.state === 'Active');
+
+  // The engine's node: pinned, or where the first node-bound claim lives.
+  const claimNode = (m: MemberSpec) => (m.claimName ? (o.claims[m.claimName]?.node ?? null) : null);
+  const engineNode = spec.engine.nodeName ?? active.map(claimNode).find((n) => n !== null) ?? null;
+  const local = (m: MemberSpec) => !!m.claimName && (claimNode(m) === null || engineNode === null || claimNode(m) === engineNode);
+
+  if (!o.enginePod) {
+    const why = refusal(o, spec, active);
+    if (why) {
+      if (o.previous.conditions?.find((c) => c.type === 'Ready')?.reason !== why.reason) {
+        actions.push({ kind: 'event', type: 'Warning', reason: EventReason.Refused, message: why.message });
+      }
+      return { actions, status: buildStatus(o, null, why, actions), requeueAfterMs: -1 };
+    }
+    // Members on other nodes are served by member servers; start the engine with those already running.
+    const remote = active.filter((m) => m.claimName && !local(m));
+    const extra = [
+      ...remote.map((m) => o.memberServers[m.name]).filter((p) => p?.ready && p.podIP).map((p) => memberServerUri(p!.podIP!)),
+      ...active.filter((m) => m.nbd).map((m) => m.nbd!),
+    ];
+    for (const m of remote) if (!o.memberServers[m.name]) actions.push({ kind: 'createMemberServer', member: m.name, pod: memberServerPod(owner, m, o.engineImage, claimNode(m)) });
+    actions.push({ kind: 'createEnginePod', pod: enginePod(owner, spec, o.engineImage, engineNode, active.filter(local), extra) });
+    actions.push({ kind: 'applyService', service: exportService(owner, spec) });
+    actions.push({ kind: 'event', type: 'Normal', reason: EventReason.EngineCreated, message: `engine pod created with ${active.length} member(s)` });
+    return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: 'engine pod created' }, actions), requeueAfterMs: 2000 };
+  }
+
+  if (o.engine.kind !== 'ok') {
+    const why = o.engine.kind === 'refused'
+      ? { reason: o.engine.code === 'ENG_FOREIGN_DATA' || o.engine.code === 'ENG_SET_MISMATCH' || o.engine.code === 'ENG_OTHER_SET' ? Reason.ForeignData : Reason.EngineUnreachable, message: `engine refused to start: ${o.engine.message}` }
+      : o.engine.kind === 'unreachable'
+        ? { reason: Reason.EngineUnreachable, message: o.engine.message }
+        : { reason: Reason.EnginePending, message: `engine pod ${o.enginePod.name} is ${o.enginePod.phase}` };
+    if (o.engine.kind === 'refused' && o.previous.conditions?.find((c) => c.type === 'Ready')?.reason !== why.reason) {
+      actions.push({ kind: 'event', type: 'Warning', reason: EventReason.Refused, message: why.message });
+    }
+    return { actions, status: buildStatus(o, null, why, actions), requeueAfterMs: o.engine.kind === 'refused' ? 30_000 : 2000 };
+  }
+
+  const eng = o.engine.status;
+  const attached = new Set(o.enginePod.attached);
+  const merging = eng.recovery.mode === 'Merge';
+  let problem: { reason: string; message: string } | null = null;
+  const known = new Set<string>();
+
+  for (const m of spec.members) {
+    const e = engineMemberFor(m, o, eng);
+    if (e) known.add(e.id);
+    const viaServer = !!m.claimName && !attached.has(m.name);
+    const server = o.memberServers[m.name];
+    if (m.state === 'Detached') {
+      if (e && writable(e.state)) {
+        const others = eng.members.filter((x) => x.id !== e.id && x.state === 'InSync').length;
+        if (merging) problem = { reason: Reason.DetachRefused, message: `member ${m.name} not detached: a merge is running` };
+        else if (others < 2) problem = { reason: Reason.DetachRefused, message: `member ${m.name} not detached: fewer than two full members would remain` };
+        else actions.push({ kind: 'engineRemove', member: m.name, engineId: e.id, policy: spec.minicopyPolicy, detach: true });
+      }
+      continue;
+    }
+    // Active.
+    if (e && writable(e.state)) continue;
+    if (m.claimName) {
+      const why = refusal(o, spec, [m]);
+      if (why) {
+        problem = why;
+        continue;
+      }
+    }
+    if (viaServer && (!server || !server.ready || !server.podIP)) {
+      if (!server) actions.push({ kind: 'createMemberServer', member: m.name, pod: memberServerPod(owner, m, o.engineImage, claimNode(m)) });
+      continue; // wait for the member server
+    }
+    const location = m.nbd ?? (viaServer ? memberServerUri(server!.podIP!) : undefined);
+    if (e) {
+      // A former member: return it (a faulted one at a measured pace, so a bad device does not flap).
+      if (e.state === 'Faulted' && o.nowMs - (o.lastReturnAttempt[m.name] ?? 0) < FAULT_RETURN_PACE_MS) continue;
+      actions.push({ kind: 'engineReturn', member: m.name, engineId: e.id, ...(location && location !== e.path ? { location } : {}) });
+    } else if (location) {
+      actions.push({ kind: 'engineAdd', member: m.name, body: { location, noCopy: m.noCopy, confirmOverwrite: m.confirmOverwrite, readCost: m.readCost, ...(m.site ? { site: m.site } : {}) } });
+    }
+  }
+
+  // Members taken out of the spec leave the set (with a bitmap per policy).
+  for (const e of eng.members) {
+    if (known.has(e.id) || !writable(e.state)) continue;
+    const name = o.previous.members?.find((x) => x.id === e.id)?.name ?? e.id;
+    actions.push({ kind: 'engineRemove', member: name, engineId: e.id, policy: spec.minicopyPolicy, detach: false });
+  }
+  // Member servers no longer needed.
+  for (const [name, p] of Object.entries(o.memberServers)) {
+    const m = spec.members.find((x) => x.name === name);
+    if (!m || !m.claimName || attached.has(name)) actions.push({ kind: 'deleteMemberServer', member: name, name: p.name });
+  }
+
+  // Settings the engine should have.
+  const source = spec.copySource === 'Alternate' ? null : spec.copySource === 'Master' ? 'master'
+    : (engineMemberFor(spec.members.find((m) => m.name === spec.copySource)!, o, eng)?.id ?? null);
+  const want = {
+    copySource: source, copyBytesPerSecond: spec.throttle.copyBytesPerSecond,
+    mergeBytesPerSecond: spec.throttle.mergeBytesPerSecond, maxCopies: spec.throttle.maxCopies,
+  };
+  const have = eng.settings;
+  if (have.copySource !== want.copySource || have.copyBytesPerSecond !== want.copyBytesPerSecond
+    || have.mergeBytesPerSecond !== want.mergeBytesPerSecond || have.maxCopies !== want.maxCopies
+    || eng.memberTimeoutSeconds !== spec.memberTimeoutSeconds) {
+    actions.push({ kind: 'engineSettings', body: { ...want, memberTimeoutSeconds: spec.memberTimeoutSeconds } });
+  }
+
+  // WriteBitmap resources mirror the engine's bitmaps.
+  const nameOfId = (id: string) => o.previous.members?.find((x) => x.id === id)?.name ?? spec.members.find((m) => engineMemberFor(m, o, eng)?.id === id)?.name ?? id.slice(0, 8);
+  const crName = (memberName: string, bitmapId: string) => `${o.name}-${memberName}-${bitmapId.slice(0, 8)}`.toLowerCase().replace(/[^a-z0-9-]/g, '-');
+  for (const b of eng.bitmaps) {
+    const member = nameOfId(b.member);
+    actions.push({
+      kind: 'applyBitmapCr', name: crName(member, b.id), spec: { shadowSet: o.name, bitmapId: b.id, member },
+      status: {
+        id: b.id, member, chunkSize: b.chunkSize, coveredBytes: b.coveredBytes, dirtyBytes: b.dirtyBytes,
+        percentPopulated: `${b.percentPopulated}%`, masterNode: b.masterNode, created: b.createdAt,
+      },
+    });
+  }
+  for (const cr of o.bitmapCrs) {
+    if (!eng.bitmaps.some((b) => b.id === cr.bitmapId) && !cr.deleting) actions.push({ kind: 'deleteBitmapCr', name: cr.name });
+  }
+
+  const status = buildStatus(o, eng, problem, actions);
+  const transient = eng.state !== 'Steady' || actions.some((a) => a.kind.startsWith('engine') || a.kind === 'createMemberServer');
+  return { actions, status, requeueAfterMs: transient ? 1000 : 10_000 };
+}

@@ -1,0 +1,131 @@
+/** Desired engine and member-server pods and the export Service (plain objects). */
+import { API_VERSION, ROLE_LABEL, SET_LABEL } from '../api/group.js';
+import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
+
+export const DEVICE_DIR = '/dev/shadow';
+export const HTTP_PORT = 8080;
+export const MEMBER_PORT = 10810;
+export const ATTACHED_ANNOTATION = 'shadowset.dev/attached';
+export const MEMBER_ANNOTATION = 'shadowset.dev/member';
+
+export const engineName = (set: string) => `${set}-engine`;
+export const memberServerName = (set: string, member: string) => `${set}-member-${member}`;
+export const memberServerUri = (podIP: string) => `nbd://${podIP}:${MEMBER_PORT}/member`;
+export const engineBase = (podIP: string) => `http://${podIP}:${HTTP_PORT}`;
+
+interface Owner {
+  name: string;
+  namespace: string;
+  uid: string;
+}
+
+function ownerRef(o: Owner) {
+  return [{ apiVersion: API_VERSION, kind: 'ShadowSet', name: o.name, uid: o.uid, controller: true, blockOwnerDeletion: true }];
+}
+
+const podIpEnv = [
+  { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+  { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+];
+
+export function memberArg(m: MemberSpec): string {
+  const opts = [m.readCost !== 1 ? `readCost=${m.readCost}` : '', m.site ? `site=${m.site}` : ''].filter(Boolean).join(',');
+  return opts ? `${DEVICE_DIR}/${m.name}#${opts}` : `${DEVICE_DIR}/${m.name}`;
+}
+
+export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: string | null, attached: MemberSpec[], extraLocations: string[]): Record<string, unknown> {
+  const args = ['serve'];
+  for (const m of attached) args.push('--member', memberArg(m));
+  for (const loc of extraLocations) args.push('--member', loc);
+  args.push(
+    '--socket', '/run/shadow/nbd.sock',
+    '--listen', `$(POD_IP):${spec.export.port}`,
+    '--http', `$(POD_IP):${HTTP_PORT}`,
+    '--member-timeout', String(spec.memberTimeoutSeconds),
+    '--hold-on-failure',
+  );
+  if (attached.some((m) => m.confirmOverwrite)) args.push('--overwrite');
+  const resources = spec.engine.resources ? { resources: spec.engine.resources } : {};
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: engineName(o.name),
+      namespace: o.namespace,
+      labels: { [SET_LABEL]: o.name, [ROLE_LABEL]: 'engine' },
+      annotations: { [ATTACHED_ANNOTATION]: attached.map((m) => m.name).join(',') },
+      ownerReferences: ownerRef(o),
+    },
+    spec: {
+      restartPolicy: 'Always',
+      ...(node ? { nodeName: node } : {}),
+      ...(spec.engine.nodeSelector ? { nodeSelector: spec.engine.nodeSelector } : {}),
+      terminationGracePeriodSeconds: 60,
+      containers: [
+        {
+          name: 'engine',
+          image: spec.engine.image ?? image,
+          command: ['shadow-engine'],
+          args,
+          env: podIpEnv,
+          ports: [{ name: 'nbd', containerPort: spec.export.port }, { name: 'http', containerPort: HTTP_PORT }],
+          readinessProbe: { httpGet: { path: '/healthz', port: HTTP_PORT }, periodSeconds: 2, failureThreshold: 3 },
+          // Block devices need device access: the engine is the one privileged part of the system.
+          securityContext: { privileged: true },
+          volumeDevices: attached.map((m) => ({ name: `m-${m.name}`, devicePath: `${DEVICE_DIR}/${m.name}` })),
+          volumeMounts: [{ name: 'run', mountPath: '/run/shadow' }],
+          ...resources,
+        },
+      ],
+      volumes: [
+        ...attached.map((m) => ({ name: `m-${m.name}`, persistentVolumeClaim: { claimName: m.claimName } })),
+        { name: 'run', emptyDir: {} },
+      ],
+    },
+  };
+}
+
+export function memberServerPod(o: Owner, m: MemberSpec, image: string, node: string | null): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: memberServerName(o.name, m.name),
+      namespace: o.namespace,
+      labels: { [SET_LABEL]: o.name, [ROLE_LABEL]: 'member-server' },
+      annotations: { [MEMBER_ANNOTATION]: m.name },
+      ownerReferences: ownerRef(o),
+    },
+    spec: {
+      restartPolicy: 'Always',
+      ...(node ? { nodeName: node } : {}),
+      containers: [
+        {
+          name: 'member',
+          image,
+          command: ['shadow-engine'],
+          args: ['serve-device', '--device', `${DEVICE_DIR}/${m.name}`, '--listen', `$(POD_IP):${MEMBER_PORT}`],
+          env: podIpEnv,
+          ports: [{ name: 'nbd', containerPort: MEMBER_PORT }],
+          readinessProbe: { tcpSocket: { port: MEMBER_PORT }, periodSeconds: 2 },
+          securityContext: { privileged: true },
+          volumeDevices: [{ name: 'member', devicePath: `${DEVICE_DIR}/${m.name}` }],
+        },
+      ],
+      volumes: [{ name: 'member', persistentVolumeClaim: { claimName: m.claimName } }],
+    },
+  };
+}
+
+export function exportService(o: Owner, spec: ShadowSetSpec): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: o.name, namespace: o.namespace, labels: { [SET_LABEL]: o.name }, ownerReferences: ownerRef(o) },
+    spec: {
+      type: spec.export.serviceType,
+      selector: { [SET_LABEL]: o.name, [ROLE_LABEL]: 'engine' },
+      ports: [{ name: 'nbd', port: spec.export.port, targetPort: spec.export.port, protocol: 'TCP' }],
+    },
+  };
+}

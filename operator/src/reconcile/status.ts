@@ -1,0 +1,97 @@
+/** ShadowSet status from what was observed: conditions, members, recovery; events for what changed. */
+import type { EngineStatus } from '@shadowset/engine/api';
+import { ConditionType, EventReason, Reason } from '../api/conditions.js';
+import type { Condition, ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
+import { engineMemberFor } from './planner.js';
+import type { Action, Observed } from './types.js';
+
+function condition(o: Observed, type: string, ok: boolean, reason: string, message: string): Condition {
+  const prev = o.previous.conditions?.find((c) => c.type === type);
+  const status = ok ? 'True' : 'False';
+  const same = prev && prev.status === status && prev.reason === reason;
+  return {
+    type, status, reason, message,
+    lastTransitionTime: same ? prev.lastTransitionTime : o.now,
+    observedGeneration: o.generation,
+  };
+}
+
+const pct = (done: number, total: number) => (total > 0 ? `${Math.floor((100 * done) / total)}%` : '');
+
+export function buildStatus(o: Observed, eng: EngineStatus | null, problem: { reason: string; message: string } | null, actions: Action[]): ShadowSetStatus {
+  const spec = 'invalid' in o.spec ? null : (o.spec as ShadowSetSpec);
+  const members = (spec?.members ?? []).map((m) => {
+    const e = eng ? engineMemberFor(m, o, eng) : undefined;
+    const prev = o.previous.members?.find((x) => x.name === m.name);
+    let state = e?.state ?? (prev?.id ? prev.state : 'Pending');
+    if (m.state === 'Detached' && e && (e.state === 'Removed' || e.state === 'Faulted')) state = 'Detached';
+    const claimNode = m.claimName ? (o.claims[m.claimName]?.node ?? undefined) : undefined;
+    return {
+      name: m.name,
+      ...(e?.id ?? prev?.id ? { id: e?.id ?? prev?.id } : {}),
+      state,
+      ...(e?.reason ? { reason: e.reason } : {}),
+      ...(claimNode ? { node: claimNode } : {}),
+      ...(e?.progress ? { progress: pct(e.progress.bytesDone, e.progress.bytesTotal), bytesDone: e.progress.bytesDone, bytesTotal: e.progress.bytesTotal } : {}),
+    };
+  });
+  const active = (spec?.members ?? []).filter((m) => m.state === 'Active').length;
+  const inSync = members.filter((m) => m.state === 'InSync').length;
+  const rec = eng?.recovery;
+  const ready = !!eng && !problem;
+  const readyReason = problem?.reason ?? (eng ? Reason.EngineRunning : Reason.EnginePending);
+  const conditions: Condition[] = [
+    condition(o, ConditionType.Ready, ready, readyReason, problem?.message ?? (eng ? `virtual unit served, generation ${eng.generation}` : 'engine not running')),
+    condition(o, ConditionType.Degraded, !!eng && inSync < active, inSync < active ? Reason.MembersNotInSync : Reason.AllMembersInSync,
+      `${inSync} of ${active} members in sync`),
+    condition(o, ConditionType.Resyncing, !!rec?.mode, rec?.mode ?? Reason.Steady,
+      rec?.mode ? `${rec.mode}: ${rec.bytesDone} of ${rec.bytesTotal} bytes` : 'no copy or merge running'),
+  ];
+  const state = !eng ? (problem ? 'Failed' : 'Pending') : rec?.mode ? 'Transient' : inSync < active ? 'Degraded' : 'Steady';
+  const status: ShadowSetStatus = {
+    observedGeneration: o.generation,
+    conditions,
+    state,
+    membersInSync: `${inSync}/${active}`,
+    progress: rec?.mode ? pct(rec.bytesDone, rec.bytesTotal) : '',
+    members,
+    ...(eng ? {
+      shadowGeneration: eng.generation,
+      size: eng.size,
+      endpoint: `nbd://${o.name}.${o.namespace}.svc:${spec?.export.port ?? 10809}/${eng.export.name}`,
+      recovery: {
+        ...(rec?.mode ? { mode: rec.mode } : {}),
+        ...(rec?.source ? { source: rec.source } : {}),
+        targets: rec?.targets ?? [],
+        bytesDone: rec?.bytesDone ?? 0,
+        bytesTotal: rec?.bytesTotal ?? 0,
+        bytesPerSecond: rec?.bytesPerSecond ?? 0,
+        ...(rec?.etaSeconds != null ? { etaSeconds: rec.etaSeconds } : {}),
+      },
+    } : {}),
+    ...(o.enginePod?.node ? { engineNode: o.enginePod.node } : {}),
+  };
+  events(o, status, actions);
+  return status;
+}
+
+/** Events for every member state change and every copy or merge start and end. */
+function events(o: Observed, next: ShadowSetStatus, actions: Action[]): void {
+  const ev = (type: 'Normal' | 'Warning', reason: string, message: string) => actions.push({ kind: 'event', type, reason, message });
+  for (const m of next.members ?? []) {
+    const before = o.previous.members?.find((x) => x.name === m.name)?.state;
+    if (!before || before === m.state) continue;
+    const msg = `member ${m.name}: ${before} → ${m.state}${m.reason ? ` (${m.reason})` : ''}`;
+    if (m.state === 'FullCopy') ev('Normal', EventReason.CopyStarted, msg);
+    else if (m.state === 'Minicopy') ev('Normal', EventReason.MinicopyStarted, msg);
+    else if (m.state === 'InSync' && before === 'FullCopy') ev('Normal', EventReason.CopyCompleted, msg);
+    else if (m.state === 'InSync' && before === 'Minicopy') ev('Normal', EventReason.MinicopyCompleted, msg);
+    else if (m.state === 'Faulted') ev('Warning', EventReason.MemberFaulted, msg);
+    else if (m.state === 'Detached') ev('Normal', EventReason.MemberDetached, msg);
+    else if (m.state === 'Removed') ev('Normal', EventReason.MemberRemoved, msg);
+  }
+  const was = o.previous.recovery?.mode;
+  const now = next.recovery?.mode;
+  if (now === 'Merge' && was !== 'Merge') ev('Normal', EventReason.MergeStarted, `merge of ${next.recovery?.bytesTotal ?? 0} bytes`);
+  if (was === 'Merge' && now !== 'Merge') ev('Normal', EventReason.MergeCompleted, 'merge completed');
+}

@@ -1,0 +1,80 @@
+/** What a reconcile observed, and what it decided: the planners' inputs and outputs (plain data). */
+import type { EngineStatus } from '@shadowset/engine/api';
+import type { ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
+
+export interface ClaimInfo {
+  name: string;
+  exists: boolean;
+  volumeMode?: string;
+  bound: boolean;
+  pvName?: string;
+  /** Node the PV is bound to by node affinity (null: reachable from any node). */
+  node: string | null;
+  /** Another ShadowSet (older) that already uses this claim. */
+  ownedBy?: string;
+}
+
+export interface PodInfo {
+  name: string;
+  phase: string;
+  ready: boolean;
+  podIP?: string;
+  node?: string;
+  deleting: boolean;
+  /** Members attached to this engine pod as devices (annotation), or the member a member server serves. */
+  attached: string[];
+  restarts: number;
+}
+
+export type EngineView =
+  | { kind: 'none' } // no pod, or not running yet
+  | { kind: 'ok'; status: EngineStatus }
+  | { kind: 'refused'; code: string; message: string } // the engine refused to start
+  | { kind: 'unreachable'; message: string };
+
+export interface BitmapCr {
+  name: string;
+  bitmapId: string;
+  member: string;
+  deleting: boolean;
+}
+
+export interface Observed {
+  name: string;
+  namespace: string;
+  uid: string;
+  generation: number;
+  deleting: boolean;
+  spec: ShadowSetSpec | { invalid: string };
+  claims: Record<string, ClaimInfo>;
+  enginePod: PodInfo | null;
+  memberServers: Record<string, PodInfo>;
+  engine: EngineView;
+  bitmapCrs: BitmapCr[];
+  previous: ShadowSetStatus;
+  engineImage: string;
+  now: string;
+  /** Last time a faulted member was offered back (by member name), for pacing. */
+  lastReturnAttempt: Record<string, number>;
+  nowMs: number;
+}
+
+export type Action =
+  | { kind: 'createEnginePod'; pod: Record<string, unknown> }
+  | { kind: 'deleteEnginePod'; reason: string }
+  | { kind: 'createMemberServer'; member: string; pod: Record<string, unknown> }
+  | { kind: 'deleteMemberServer'; member: string; name: string }
+  | { kind: 'applyService'; service: Record<string, unknown> }
+  | { kind: 'engineAdd'; member: string; body: { location: string; noCopy: boolean; confirmOverwrite: boolean; readCost: number; site?: string } }
+  | { kind: 'engineRemove'; member: string; engineId: string; policy: string; detach: boolean }
+  | { kind: 'engineReturn'; member: string; engineId: string; location?: string }
+  | { kind: 'engineSettings'; body: Record<string, unknown> }
+  | { kind: 'applyBitmapCr'; name: string; spec: { shadowSet: string; bitmapId: string; member: string }; status: Record<string, unknown> }
+  | { kind: 'deleteBitmapCr'; name: string }
+  | { kind: 'event'; type: 'Normal' | 'Warning'; reason: string; message: string };
+
+export interface Plan {
+  actions: Action[];
+  status: ShadowSetStatus;
+  requeueAfterMs: number;
+}
