@@ -47,14 +47,15 @@ const NAMESPACED = [
   ...grant('shadowset.dev', ['shadowsets/status', 'writebitmaps/status'], ['get', 'update', 'patch']),
   ...grant('shadowset.dev', ['shadowsets/finalizers', 'writebitmaps/finalizers'], ['update']),
   ...grant('core', ['pods'], ['get', 'list', 'watch', 'create', 'delete']),
-  ...grant('core', ['pods/exec'], ['create']),
+  // Exec runs over a WebSocket: a GET, which newer API servers also authorize as create.
+  ...grant('core', ['pods/exec'], ['get', 'create']),
   ...grant('core', ['persistentvolumeclaims'], read),
   ...grant('core', ['services'], crud),
   ...grant('core', ['events'], ['create', 'patch']),
   ...grant('events.k8s.io', ['events'], ['create', 'patch']),
 ].sort();
 const CLUSTER = grant('core', ['persistentvolumes', 'nodes'], read).sort();
-const LEASES = grant('coordination.k8s.io', ['leases'], ['get', 'create', 'update']).sort();
+const LEASES = grant('coordination.k8s.io', ['leases'], ['get', 'create', 'update', 'patch']).sort();
 
 test('helm lint passes (strict) with the defaults and with watchNamespace and replicas set', () => {
   for (const set of [[], ['--set', 'watchNamespace=apps,replicas=2']]) {
