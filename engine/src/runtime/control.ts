@@ -48,14 +48,17 @@ export class Control {
       try {
         const probe = await probeMember(backend);
         const d = probe.decoded;
-        if (d.kind === 'ok' && d.scb.setId === s.setId) {
+        const ownSet = d.kind === 'ok' && d.scb.setId === s.setId;
+        if (ownSet) {
           const known = s.members.find((m) => m.id === d.scb.memberId);
-          if (known && !known.isWritable) {
+          if (known?.isWritable) throw new EngineError('ENG_CONFLICT', `${req.location} is member ${known.id}, already in the set at ${known.location}`);
+          if (known || s.formerMember(d.scb.memberId)) {
             await backend.close();
-            return this.returnLocked({ member: known.id, location: req.location, minicopy: 'Optional' });
+            return this.returnLocked({ member: d.scb.memberId, location: req.location, minicopy: 'Optional' });
           }
         }
-        if (!req.confirmOverwrite) {
+        // A device of this very set that the record no longer knows is stale data of ours: a full copy, no confirmation needed.
+        if (!req.confirmOverwrite && !ownSet) {
           if (d.kind === 'ok') {
             throw new EngineError('ENG_OTHER_SET', `${req.location} belongs to shadow set ${d.scb.setId}; refusing to overwrite it without confirmOverwrite`);
           }

@@ -1,9 +1,9 @@
-/** Runs the real helm binary (see tools.ts) on the chart, for tests. */
-import { spawnSync } from 'node:child_process';
+/** Runs the real helm (and kubectl) binaries of tools.ts, for the chart's tests. */
+import { execFile, spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import yaml from 'js-yaml';
-import { ensureTools, repoRoot } from './tools.js';
+import { ensureTools, repoRoot, type Tools } from './tools.js';
 
 export const chartDir = join(repoRoot, 'charts', 'shadowset');
 
@@ -21,19 +21,27 @@ export interface KubeObject {
   [key: string]: unknown;
 }
 
-/** helm with its cache, config and data kept in .cache/helm, not in the user's home. */
-export function helm(args: string[], input?: string): HelmResult {
+/** helm's cache, config and data go to .cache/helm, not to the user's home. */
+function helmEnv(): NodeJS.ProcessEnv {
   const home = join(repoRoot, '.cache', 'helm');
   mkdirSync(home, { recursive: true });
-  const env = {
-    ...process.env,
-    HELM_CACHE_HOME: join(home, 'cache'),
-    HELM_CONFIG_HOME: join(home, 'config'),
-    HELM_DATA_HOME: join(home, 'data'),
-  };
-  const res = spawnSync(ensureTools().helm, args, { input, encoding: 'utf8', env, timeout: 60_000 });
+  return { ...process.env, HELM_CACHE_HOME: join(home, 'cache'), HELM_CONFIG_HOME: join(home, 'config'), HELM_DATA_HOME: join(home, 'data') };
+}
+
+export function helm(args: string[], input?: string): HelmResult {
+  const res = spawnSync(ensureTools().helm, args, { input, encoding: 'utf8', env: helmEnv(), timeout: 60_000 });
   if (res.error) throw res.error;
   return { status: res.status, stdout: res.stdout, stderr: res.stderr };
+}
+
+/** Runs a tool (helm or kubectl) without blocking the event loop; rejects with its output if it fails. */
+export function runTool(tool: keyof Tools, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(ensureTools()[tool], args, { env: helmEnv(), timeout: 120_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${tool} ${args.join(' ')}: ${err.message}\n${stdout}${stderr}`));
+      else resolve(stdout);
+    });
+  });
 }
 
 /** `helm template` with the given values (passed as JSON on stdin); throws with helm's message if it fails. */

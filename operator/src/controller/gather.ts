@@ -19,6 +19,7 @@ function podInfo(p: Obj, attachedFrom: string): PodInfo {
     deleting: !!p.metadata.deletionTimestamp,
     attached: ann ? ann.split(',') : [],
     restarts: st.containerStatuses?.reduce((a, c) => a + (c.restartCount ?? 0), 0) ?? 0,
+    createdMs: Date.parse(p.metadata.creationTimestamp ?? '') || 0,
   };
 }
 

@@ -88,13 +88,19 @@ export class ShadowSetController {
             break;
           }
           case 'engineAdd':
-            await this.d.engine.add(base, a.body);
-            await event('Normal', EventReason.MemberAdded, `member ${a.member} added from ${a.body.location}: full copy${a.body.noCopy ? ' skipped (noCopy)' : ''}`);
+            {
+              const r = (await this.d.engine.add(base, a.body)) as { state?: string };
+              await event('Normal', EventReason.MemberAdded, `member ${a.member} added from ${a.body.location}${a.body.noCopy ? ' without copy (noCopy)' : ''}`);
+              await this.copyStarted(ss, a.member, r.state);
+            }
             break;
           case 'engineReturn':
             (this.lastReturn.get(`${ns}/${o.name}`) ?? {})[a.member] = o.nowMs;
-            await this.d.engine.return(base, { member: a.engineId, ...(a.location ? { location: a.location } : {}), minicopy: 'Optional' });
-            await event('Normal', EventReason.MemberReturned, `member ${a.member} returned to the set`);
+            {
+              const r = (await this.d.engine.return(base, { member: a.engineId, ...(a.location ? { location: a.location } : {}), minicopy: 'Optional' })) as { state?: string };
+              await event('Normal', EventReason.MemberReturned, `member ${a.member} returned to the set`);
+              await this.copyStarted(ss, a.member, r.state);
+            }
             break;
           case 'engineRemove': {
             const spec = o.spec as ShadowSetSpec;
@@ -133,6 +139,11 @@ export class ShadowSetController {
       }
     }
     return problem;
+  }
+
+  private async copyStarted(ss: Obj, member: string, state: string | undefined): Promise<void> {
+    if (state === 'Minicopy') await this.event(ss, 'Normal', EventReason.MinicopyStarted, `minicopy of member ${member} started (write bitmap)`);
+    else if (state === 'FullCopy') await this.event(ss, 'Normal', EventReason.CopyStarted, `full copy of member ${member} started`);
   }
 
   private async applyBitmap(ss: Obj, a: Extract<Action, { kind: 'applyBitmapCr' }>): Promise<void> {

@@ -12,6 +12,7 @@ import type { Action, Observed, Plan } from './types.js';
 type EngineMember = EngineStatus['members'][number];
 
 const FAULT_RETURN_PACE_MS = 30_000;
+const MEMBER_SERVER_WAIT_MS = 60_000;
 const writable = (s: string) => s === 'InSync' || s === 'FullCopy' || s === 'Minicopy' || s === 'Merging';
 
 /** Why the spec cannot be put in place now (terminal until something changes), or null. */
@@ -71,6 +72,12 @@ export function plan(o: Observed): Plan {
       ...active.filter((m) => m.nbd).map((m) => m.nbd!),
     ];
     for (const m of remote) if (!o.memberServers[m.name]) actions.push({ kind: 'createMemberServer', member: m.name, pod: memberServerPod(owner, m, o.engineImage, claimNode(m)) });
+    // Start with every member that can be had: wait (a bounded time) for member servers to come up.
+    const waiting = remote.filter((m) => !o.memberServers[m.name]?.ready);
+    const waitedMs = Math.max(0, ...remote.map((m) => o.nowMs - (o.memberServers[m.name]?.createdMs ?? o.nowMs)));
+    if (waiting.length > 0 && waitedMs < MEMBER_SERVER_WAIT_MS) {
+      return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: `waiting for member servers of ${waiting.map((m) => m.name).join(', ')}` }, actions), requeueAfterMs: 1000 };
+    }
     actions.push({ kind: 'createEnginePod', pod: enginePod(owner, spec, o.engineImage, engineNode, active.filter(local), extra) });
     actions.push({ kind: 'applyService', service: exportService(owner, spec) });
     actions.push({ kind: 'event', type: 'Normal', reason: EventReason.EngineCreated, message: `engine pod created with ${active.length} member(s)` });

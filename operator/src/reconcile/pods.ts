@@ -43,6 +43,8 @@ export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: st
     '--http', `$(POD_IP):${HTTP_PORT}`,
     '--member-timeout', String(spec.memberTimeoutSeconds),
     '--hold-on-failure',
+    // After a restart, members added since the pod was created are found again from the set's own record.
+    '--include',
   );
   if (attached.some((m) => m.confirmOverwrite)) args.push('--overwrite');
   const resources = spec.engine.resources ? { resources: spec.engine.resources } : {};

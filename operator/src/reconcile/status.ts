@@ -82,10 +82,10 @@ function events(o: Observed, next: ShadowSetStatus, actions: Action[]): void {
     const before = o.previous.members?.find((x) => x.name === m.name)?.state;
     if (!before || before === m.state) continue;
     const msg = `member ${m.name}: ${before} → ${m.state}${m.reason ? ` (${m.reason})` : ''}`;
-    if (m.state === 'FullCopy') ev('Normal', EventReason.CopyStarted, msg);
-    else if (m.state === 'Minicopy') ev('Normal', EventReason.MinicopyStarted, msg);
-    else if (m.state === 'InSync' && before === 'FullCopy') ev('Normal', EventReason.CopyCompleted, msg);
-    else if (m.state === 'InSync' && before === 'Minicopy') ev('Normal', EventReason.MinicopyCompleted, msg);
+    // Copy starts are announced when the copy is asked for; ends are seen here, however short the copy.
+    if (m.state === 'InSync' && /copy complete/.test(m.reason ?? '')) {
+      ev('Normal', /minicopy/i.test(m.reason ?? '') ? EventReason.MinicopyCompleted : EventReason.CopyCompleted, msg);
+    }
     else if (m.state === 'Faulted') ev('Warning', EventReason.MemberFaulted, msg);
     else if (m.state === 'Detached') ev('Normal', EventReason.MemberDetached, msg);
     else if (m.state === 'Removed') ev('Normal', EventReason.MemberRemoved, msg);

@@ -24,6 +24,8 @@ export interface PodInfo {
   /** Members attached to this engine pod as devices (annotation), or the member a member server serves. */
   attached: string[];
   restarts: number;
+  /** When the pod was created (ms since the epoch). */
+  createdMs: number;
 }
 
 export type EngineView =

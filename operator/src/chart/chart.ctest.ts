@@ -1,0 +1,109 @@
+// The chart against a real kube-apiserver (RBAC authorizer on): helm installs it, CRDs included; the API
+// server's own access reviews show the operator's ServiceAccount can do what the operator does and no more,
+// for every namespace and for one watched namespace; and the examples pass the CRDs' validation.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { startControlPlane, waitFor, type ControlPlane } from '@shadowset/e2e';
+import { rawRequest } from '../kube/raw.js';
+import { chartDir, runTool } from './helm.js';
+import { repoRoot } from './tools.js';
+
+const NS = 'shadowset-system';
+const SA = `system:serviceaccount:${NS}:shadowset`;
+let cp: ControlPlane;
+
+before(async () => {
+  cp = await startControlPlane();
+});
+after(async () => {
+  await cp?.stop();
+});
+
+const kubeconfig = () => ['--kubeconfig', cp.kubeconfigPath];
+
+/** What the API server's authorizer says about the operator's ServiceAccount. */
+async function can(verb: string, resource: string, namespace = '', group = ''): Promise<boolean> {
+  const [res, sub] = resource.split('/');
+  const review = await rawRequest<{ status: { allowed: boolean } }>(cp.kubeConfig, {
+    method: 'POST', path: '/apis/authorization.k8s.io/v1/subjectaccessreviews',
+    body: {
+      apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview',
+      spec: {
+        user: SA, groups: ['system:serviceaccounts', `system:serviceaccounts:${NS}`, 'system:authenticated'],
+        resourceAttributes: { verb, group, resource: res, ...(sub ? { subresource: sub } : {}), ...(namespace ? { namespace } : {}) },
+      },
+    },
+  });
+  return review.status.allowed;
+}
+
+/** The operator's needs in one namespace (group, resource, verbs). */
+const needs: [string, string, string[]][] = [
+  ['shadowset.dev', 'shadowsets', ['get', 'list', 'watch', 'patch']],
+  ['shadowset.dev', 'shadowsets/status', ['patch']],
+  ['shadowset.dev', 'shadowsets/finalizers', ['update']],
+  ['shadowset.dev', 'writebitmaps', ['get', 'list', 'watch', 'create', 'patch', 'delete']],
+  ['shadowset.dev', 'writebitmaps/status', ['patch']],
+  ['', 'pods', ['get', 'list', 'watch', 'create', 'delete']],
+  ['', 'pods/exec', ['get', 'create']],
+  ['', 'persistentvolumeclaims', ['get', 'list', 'watch']],
+  ['', 'services', ['get', 'create', 'patch', 'delete']],
+  ['', 'events', ['create']],
+];
+/** Never granted: the operator must not read secrets, change claims or pods in place, or touch RBAC. */
+const never: [string, string, string][] = [
+  ['', 'secrets', 'get'], ['', 'secrets', 'list'], ['', 'persistentvolumeclaims', 'delete'], ['', 'persistentvolumeclaims', 'update'],
+  ['', 'pods', 'update'], ['', 'pods', 'patch'], ['', 'configmaps', 'get'], ['rbac.authorization.k8s.io', 'roles', 'create'],
+  ['apps', 'deployments', 'create'], ['', 'pods/attach', 'create'],
+];
+
+async function assertAccess(namespace: string, expected: boolean): Promise<void> {
+  for (const [group, resource, verbs] of needs) {
+    for (const verb of verbs) assert.equal(await can(verb, resource, namespace, group), expected, `${verb} ${group}/${resource} in ${namespace}`);
+  }
+}
+
+test('helm installs the chart and its CRDs; the operator can do what it needs in every namespace, and no more', async () => {
+  await runTool('helm', ['install', 'shadowset', chartDir, '--namespace', NS, '--create-namespace', ...kubeconfig()]);
+  for (const crd of ['shadowsets.shadowset.dev', 'writebitmaps.shadowset.dev']) {
+    await waitFor(`CRD ${crd}`, () => rawRequest(cp.kubeConfig, { method: 'GET', path: `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd}` }));
+  }
+  const d = await rawRequest<{ spec: { replicas: number } }>(cp.kubeConfig, { method: 'GET', path: `/apis/apps/v1/namespaces/${NS}/deployments/shadowset` });
+  assert.equal(d.spec.replicas, 1);
+  await assertAccess('default', true);
+  await assertAccess('team-a', true);
+  for (const verb of ['get', 'list', 'watch']) {
+    assert.ok(await can(verb, 'persistentvolumes'), `${verb} persistentvolumes`);
+    assert.ok(await can(verb, 'nodes'), `${verb} nodes`);
+  }
+  for (const verb of ['create', 'update', 'delete']) assert.equal(await can(verb, 'persistentvolumes'), false, `${verb} persistentvolumes`);
+  for (const [group, resource, verb] of never) assert.equal(await can(verb, resource, 'default', group), false, `${verb} ${group}/${resource}`);
+  // The Lease: in the release namespace only.
+  for (const verb of ['get', 'create', 'update', 'patch']) assert.ok(await can(verb, 'leases', NS, 'coordination.k8s.io'), `${verb} leases`);
+  assert.equal(await can('get', 'leases', 'default', 'coordination.k8s.io'), false);
+});
+
+test('with watchNamespace, the operator reaches only that namespace (plus reading PVs and nodes)', async () => {
+  await runTool('helm', ['upgrade', 'shadowset', chartDir, '--namespace', NS, '--set', 'watchNamespace=team-a', ...kubeconfig()]);
+  await assertAccess('team-a', true);
+  await assertAccess('default', false);
+  assert.ok(await can('list', 'persistentvolumes'));
+  assert.ok(await can('watch', 'nodes'));
+  assert.equal(await can('list', 'shadowsets', '', 'shadowset.dev'), false, 'no cluster-wide list of ShadowSets');
+});
+
+test('every example passes the CRDs\' validation (server-side dry run, CEL rules included)', async () => {
+  const dir = join(repoRoot, 'examples');
+  for (const f of readdirSync(dir).filter((x) => x.endsWith('.yaml')).sort()) {
+    const out = await runTool('kubectl', ['apply', '--dry-run=server', '--namespace', 'default', '-f', join(dir, f), ...kubeconfig()]);
+    assert.match(out, /shadowset\.shadowset\.dev\/db (created|configured) \(server dry run\)/, `${f}: ${out}`);
+  }
+});
+
+test('helm uninstall removes the operator but keeps the CRDs (and so every ShadowSet)', async () => {
+  await runTool('helm', ['uninstall', 'shadowset', '--namespace', NS, ...kubeconfig()]);
+  await assert.rejects(rawRequest(cp.kubeConfig, { method: 'GET', path: `/apis/apps/v1/namespaces/${NS}/deployments/shadowset` }), /404/);
+  await rawRequest(cp.kubeConfig, { method: 'GET', path: '/apis/apiextensions.k8s.io/v1/customresourcedefinitions/shadowsets.shadowset.dev' });
+});

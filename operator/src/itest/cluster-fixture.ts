@@ -1,0 +1,142 @@
+/**
+ * A local cluster for operator tests: control plane, CRDs, simulated nodes, loop-device local PVs with
+ * pre-bound claims, and the operator running in this process.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { pino } from 'pino';
+import { startControlPlane, NodeSimulator, createBackingDevice, waitFor, PROJECT_IMAGE, type ControlPlane, type BackingDevice } from '@shadowset/e2e';
+import { buildCrds } from '../api/crd.js';
+import { Kube, R, type Obj } from '../kube/client.js';
+import { rawRequest } from '../kube/raw.js';
+import { Operator } from '../operator.js';
+import type { Hooks } from '../controller/hooks.js';
+import { API_VERSION } from '../api/group.js';
+
+export const run = promisify(execFile);
+
+export class RecordingHooks implements Hooks {
+  calls: string[] = [];
+  async run(namespace: string, hook: { pod: string; command: string[] }, what: 'freeze' | 'thaw'): Promise<void> {
+    this.calls.push(`${what}:${namespace}/${hook.pod}:${hook.command.join(' ')}`);
+  }
+}
+
+export class Cluster {
+  cp!: ControlPlane;
+  sim!: NodeSimulator;
+  kube!: Kube;
+  op!: Operator;
+  hooks = new RecordingHooks();
+  readonly disks = new Map<string, BackingDevice>();
+
+  async start(nodes: string[]): Promise<void> {
+    this.cp = await startControlPlane();
+    this.kube = new Kube(this.cp.kubeConfig);
+    for (const { object } of buildCrds()) {
+      await rawRequest(this.cp.kubeConfig, { method: 'POST', path: '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', body: object });
+    }
+    for (const { object } of buildCrds()) {
+      const name = (object as { metadata: { name: string } }).metadata.name;
+      await waitFor(`CRD ${name}`, async () => {
+        const c = await this.kube.get({ group: 'apiextensions.k8s.io', version: 'v1', plural: 'customresourcedefinitions', namespaced: false }, undefined, name);
+        return ((c?.status as { conditions?: { type: string; status: string }[] })?.conditions ?? []).some((x) => x.type === 'Established' && x.status === 'True');
+      });
+    }
+    this.sim = await NodeSimulator.start({ kubeConfig: this.cp.kubeConfig, nodes });
+    this.op = new Operator({
+      kubeConfig: this.cp.kubeConfig, log: pino({ level: process.env.OPERATOR_LOG ?? 'silent' }), engineImage: `${PROJECT_IMAGE}:dev`,
+      leaderElection: { namespace: 'default', identity: 'test' }, httpAddresses: ['127.0.0.1:0'], hooks: this.hooks,
+    });
+    await this.op.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.op?.stop();
+    await this.sim?.stop();
+    await this.cp?.stop();
+    for (const d of this.disks.values()) await d.release().catch(() => undefined);
+  }
+
+  async namespace(ns: string): Promise<void> {
+    await this.kube.create({ group: '', version: 'v1', plural: 'namespaces', namespaced: false }, undefined, { metadata: { name: ns } });
+  }
+
+  /** A local block PV on `node` (a loop device), pre-bound to a claim of the same name. */
+  async blockClaim(ns: string, name: string, node: string, mib = 48, mode: 'Block' | 'Filesystem' = 'Block'): Promise<BackingDevice> {
+    const disk = await createBackingDevice(mib * 1024 * 1024);
+    this.disks.set(`${ns}/${name}`, disk);
+    await this.kube.create(R.pvs, undefined, {
+      metadata: { name: `pv-${ns}-${name}` },
+      spec: {
+        capacity: { storage: `${mib}Mi` }, accessModes: ['ReadWriteOnce'], volumeMode: mode, storageClassName: 'local',
+        local: { path: disk.path },
+        nodeAffinity: { required: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: [node] }] }] } },
+        claimRef: { namespace: ns, name },
+      },
+    });
+    await this.kube.create(R.pvcs, ns, {
+      metadata: { name },
+      spec: { accessModes: ['ReadWriteOnce'], volumeMode: mode, storageClassName: 'local', volumeName: `pv-${ns}-${name}`, resources: { requests: { storage: `${mib}Mi` } } },
+    });
+    return disk;
+  }
+
+  async apply(ns: string, name: string, spec: unknown): Promise<void> {
+    await this.kube.apply(R.shadowsets, ns, name, { apiVersion: API_VERSION, kind: 'ShadowSet', metadata: { name, namespace: ns }, spec }, 'test-user');
+  }
+
+  get(ns: string, name: string): Promise<Obj | null> {
+    return this.kube.get(R.shadowsets, ns, name);
+  }
+
+  /** Wait until the set's status satisfies `ok` (returns it). */
+  async until(ns: string, name: string, what: string, ok: (s: Status) => boolean, timeoutMs = 60_000): Promise<Status> {
+    let last: Status = {};
+    try {
+      return await waitFor(what, async () => {
+        const o = await this.get(ns, name);
+        last = (o?.status ?? {}) as Status;
+        return ok(last) ? last : undefined;
+      }, { timeoutMs, intervalMs: 200 });
+    } catch (e) {
+      throw new Error(`${(e as Error).message}; last status: ${JSON.stringify(last)}`);
+    }
+  }
+
+  async events(ns: string, name: string): Promise<{ reason: string; message: string; type: string }[]> {
+    const l = await this.kube.list(R.events, ns);
+    return l.items
+      .filter((e) => (e.involvedObject as { name?: string })?.name === name)
+      .map((e) => ({ reason: String(e.reason), message: String(e.message), type: String(e.type) }));
+  }
+
+  async enginePodIP(ns: string, name: string): Promise<string> {
+    const p = await this.kube.get(R.pods, ns, `${name}-engine`);
+    const ip = (p?.status as { podIP?: string } | undefined)?.podIP;
+    if (!ip) throw new Error('engine pod has no IP');
+    return ip;
+  }
+
+  async qemuIo(ns: string, name: string, cmds: string[]): Promise<string> {
+    const ip = await this.enginePodIP(ns, name);
+    const args = ['-f', 'raw', ...cmds.flatMap((c) => ['-c', c]), `nbd://${ip}:10809/shadow`];
+    const r = await run('qemu-io', args);
+    const out = r.stdout + r.stderr;
+    if (/verification failed|failed:/i.test(out)) throw new Error(`qemu-io failed: ${out}`);
+    return out;
+  }
+}
+
+export interface Status {
+  state?: string;
+  membersInSync?: string;
+  shadowGeneration?: number;
+  conditions?: { type: string; status: string; reason: string; message: string }[];
+  members?: { name: string; id?: string; state: string; reason?: string }[];
+  recovery?: { mode?: string; bytesDone?: number; bytesTotal?: number };
+  endpoint?: string;
+}
+
+export const cond = (s: Status, type: string) => s.conditions?.find((c) => c.type === type);
+export const memberState = (s: Status, name: string) => s.members?.find((m) => m.name === name)?.state;
