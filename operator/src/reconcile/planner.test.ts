@@ -1,0 +1,155 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { EngineStatus } from '@shadowset/engine/api';
+import { shadowSetSpecSchema } from '../api/shadowset.js';
+import { plan } from './planner.js';
+import type { Action, Observed, PodInfo } from './types.js';
+
+const spec = (members: object[], extra: object = {}) => shadowSetSpecSchema.parse({ members, ...extra });
+const claim = (name: string, node: string | null = 'n1', extra = {}) => ({ name, exists: true, volumeMode: 'Block', bound: true, pvName: `pv-${name}`, node, ...extra });
+const pod = (name: string, attached: string[], ip = '127.11.0.2'): PodInfo => ({ name, phase: 'Running', ready: true, podIP: ip, node: 'n1', deleting: false, attached, restarts: 0, createdMs: 0 });
+
+function engine(members: { id: string; path: string; state: string; reason?: string }[], extra: Partial<EngineStatus> = {}): EngineStatus {
+  return {
+    setId: 's', size: 1 << 30, chunkSize: 65536, generation: 3, state: 'Steady', memberTimeoutSeconds: 120,
+    members: members.map((m) => ({ readCost: 1, site: '', queueDepth: 0, reason: '', progress: null,
+      counters: { reads: 0, writes: 0, readBytes: 0, writeBytes: 0, flushes: 0, errors: 0, repairs: 0, timeouts: 0 }, ...m })) as EngineStatus['members'],
+    recovery: { mode: null, source: null, targets: [], bytesTotal: 0, bytesDone: 0, bytesPerSecond: 0, etaSeconds: null },
+    bitmaps: [], intentLog: { dirtyChunks: 0, enabled: true },
+    settings: { copySource: null, copyBytesPerSecond: 0, mergeBytesPerSecond: 0, maxCopies: 4 },
+    export: { name: 'shadow', socket: null, tcp: null }, nbd: { connections: 0, connectionsTotal: 0, requests: {}, errors: 0, rejected: 0 },
+    ...extra,
+  };
+}
+
+function observed(o: Partial<Observed>): Observed {
+  return {
+    name: 'vol', namespace: 'ns', uid: 'u1', generation: 1, deleting: false,
+    spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }]),
+    claims: { ca: claim('ca'), cb: claim('cb') }, enginePod: null, memberServers: {}, engine: { kind: 'none' },
+    bitmapCrs: [], previous: {}, engineImage: 'img:1', now: '2026-01-01T00:00:00Z', nowMs: 1_000_000, lastReturnAttempt: {},
+    ...o,
+  };
+}
+const kinds = (a: Action[]) => a.filter((x) => x.kind !== 'event').map((x) => x.kind);
+
+test('a new set: engine pod with both local claims as devices, the export service, an event', () => {
+  const p = plan(observed({}));
+  assert.deepEqual(kinds(p.actions), ['createEnginePod', 'applyService']);
+  const podObj = (p.actions[0] as Extract<Action, { kind: 'createEnginePod' }>).pod as { spec: { nodeName: string; containers: { args: string[]; volumeDevices: unknown[] }[] } };
+  assert.equal(podObj.spec.nodeName, 'n1');
+  const args = podObj.spec.containers[0]!.args;
+  assert.deepEqual(args.slice(0, 5), ['serve', '--member', '/dev/shadow/a', '--member', '/dev/shadow/b']);
+  assert.ok(args.includes('--hold-on-failure') && args.includes('--include'));
+  assert.equal(podObj.spec.containers[0]!.volumeDevices.length, 2);
+  assert.ok(p.actions.some((a) => a.kind === 'event' && a.reason === 'EngineCreated'));
+  assert.equal(p.status.conditions?.find((c) => c.type === 'Ready')?.reason, 'EnginePending');
+});
+
+test('bad claims are refused before anything is created, with the reason in Ready', () => {
+  const cases: [Observed['claims'], string][] = [
+    [{ ca: { ...claim('ca'), exists: false }, cb: claim('cb') }, 'ClaimNotFound'],
+    [{ ca: claim('ca', 'n1', { volumeMode: 'Filesystem' }), cb: claim('cb') }, 'ClaimNotBlock'],
+    [{ ca: claim('ca', 'n1', { ownedBy: 'other' }), cb: claim('cb') }, 'ClaimInOtherSet'],
+    [{ ca: claim('ca', 'n1', { bound: false }), cb: claim('cb') }, 'ClaimNotBound'],
+  ];
+  for (const [claims, reason] of cases) {
+    const p = plan(observed({ claims }));
+    assert.deepEqual(kinds(p.actions), [], reason);
+    const ready = p.status.conditions?.find((c) => c.type === 'Ready');
+    assert.equal(ready?.status, 'False');
+    assert.equal(ready?.reason, reason);
+    assert.ok(p.actions.some((a) => a.kind === 'event' && a.type === 'Warning' && a.reason === 'Refused'));
+    assert.equal(p.requeueAfterMs, -1);
+  }
+});
+
+test('an invalid spec is terminal: InvalidSpec, no actions, no requeue', () => {
+  const p = plan(observed({ spec: { invalid: 'members: too small' } }));
+  assert.deepEqual(p.actions, []);
+  assert.equal(p.status.conditions?.find((c) => c.type === 'Ready')?.reason, 'InvalidSpec');
+  assert.equal(p.requeueAfterMs, -1);
+});
+
+test('a member on another node gets a member server, and the engine waits for it (bounded)', () => {
+  const o = observed({ claims: { ca: claim('ca', 'n1'), cb: claim('cb', 'n2') } });
+  const p = plan(o);
+  assert.deepEqual(kinds(p.actions), ['createMemberServer']);
+  const ms = (p.actions[0] as Extract<Action, { kind: 'createMemberServer' }>).pod as { spec: { nodeName: string; containers: { args: string[] }[] } };
+  assert.equal(ms.spec.nodeName, 'n2');
+  assert.equal(ms.spec.containers[0]!.args[0], 'serve-device');
+  const later = plan({ ...o, memberServers: { b: { ...pod('vol-member-b', ['b'], '127.12.0.2'), createdMs: 0 } } });
+  const engineArgs = ((later.actions.find((a) => a.kind === 'createEnginePod') as Extract<Action, { kind: 'createEnginePod' }>).pod as { spec: { containers: { args: string[] }[] } }).spec.containers[0]!.args;
+  assert.ok(engineArgs.includes('nbd://127.12.0.2:10810/member'));
+});
+
+test('steady: nothing to do but mirror status; a new spec member is added through its member server', () => {
+  const base = observed({
+    enginePod: pod('vol-engine', ['a', 'b']),
+    engine: { kind: 'ok', status: engine([{ id: 'ia', path: '/x/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/x/dev/shadow/b', state: 'InSync' }]) },
+  });
+  const p = plan(base);
+  assert.deepEqual(kinds(p.actions), []);
+  assert.equal(p.status.membersInSync, '2/2');
+  assert.equal(p.status.state, 'Steady');
+  const grown = { ...base, spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }, { name: 'c', claimName: 'cc' }]), claims: { ...base.claims, cc: claim('cc') } };
+  assert.deepEqual(kinds(plan(grown).actions), ['createMemberServer']);
+  const ready = plan({ ...grown, memberServers: { c: pod('vol-member-c', ['c'], '127.11.0.9') } });
+  const add = ready.actions.find((a) => a.kind === 'engineAdd') as Extract<Action, { kind: 'engineAdd' }>;
+  assert.deepEqual(add.body, { location: 'nbd://127.11.0.9:10810/member', noCopy: false, confirmOverwrite: false, readCost: 1 });
+});
+
+test('detach: removal with the set\'s minicopy policy; refused while merging or with fewer than two full members left', () => {
+  const eng3 = engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/dev/shadow/b', state: 'InSync' }, { id: 'ic', path: '/dev/shadow/c', state: 'InSync' }]);
+  const sp = spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb', state: 'Detached' }, { name: 'c', claimName: 'cc' }], { minicopyPolicy: 'Required' });
+  const o = observed({ spec: sp, claims: { ca: claim('ca'), cb: claim('cb'), cc: claim('cc') }, enginePod: pod('vol-engine', ['a', 'b', 'c']), engine: { kind: 'ok', status: eng3 } });
+  const p = plan(o);
+  const rm = p.actions.find((a) => a.kind === 'engineRemove') as Extract<Action, { kind: 'engineRemove' }>;
+  assert.deepEqual(rm, { kind: 'engineRemove', member: 'b', engineId: 'ib', policy: 'Required', detach: true });
+  const merging = plan({ ...o, engine: { kind: 'ok', status: { ...eng3, recovery: { ...eng3.recovery, mode: 'Merge' } } } });
+  assert.ok(!merging.actions.some((a) => a.kind === 'engineRemove'));
+  assert.equal(merging.status.conditions?.find((c) => c.type === 'Ready')?.reason, 'DetachRefused');
+  const twoOnly = plan({ ...o, spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb', state: 'Detached' }]), engine: { kind: 'ok', status: engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/dev/shadow/b', state: 'InSync' }]) } });
+  assert.ok(!twoOnly.actions.some((a) => a.kind === 'engineRemove'));
+  assert.match(twoOnly.status.conditions?.find((c) => c.type === 'Ready')?.message ?? '', /fewer than two/);
+});
+
+test('a detached member set Active again is returned; a member dropped from the spec is removed; bitmaps become resources', () => {
+  const eng = engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/dev/shadow/b', state: 'Removed' }, { id: 'ix', path: 'nbd://h/x', state: 'InSync' }], {
+    bitmaps: [{ id: 'bm-123456789', member: 'ib', chunkSize: 65536, coveredBytes: 1 << 30, dirtyBytes: 65536, percentPopulated: 0.01, createdAt: 't', masterNode: 'n1', generation: 3 }],
+  });
+  const o = observed({ enginePod: pod('vol-engine', ['a', 'b']), engine: { kind: 'ok', status: eng }, previous: { members: [{ name: 'a', id: 'ia', state: 'InSync' }, { name: 'b', id: 'ib', state: 'Detached' }] } });
+  const p = plan(o);
+  assert.deepEqual(p.actions.filter((a) => a.kind === 'engineReturn'), [{ kind: 'engineReturn', member: 'b', engineId: 'ib' }]);
+  assert.deepEqual(p.actions.filter((a) => a.kind === 'engineRemove'), [{ kind: 'engineRemove', member: 'ix', engineId: 'ix', policy: 'Optional', detach: false }]);
+  const bm = p.actions.find((a) => a.kind === 'applyBitmapCr') as Extract<Action, { kind: 'applyBitmapCr' }>;
+  assert.equal(bm.name, 'vol-b-bm-12345');
+  assert.deepEqual(bm.spec, { shadowSet: 'vol', bitmapId: 'bm-123456789', member: 'b' });
+  const gone = plan({ ...o, bitmapCrs: [{ name: 'vol-b-old', bitmapId: 'old', member: 'b', deleting: false }] });
+  assert.ok(gone.actions.some((a) => a.kind === 'deleteBitmapCr' && a.name === 'vol-b-old'));
+});
+
+test('resync shows in conditions and status; settings are pushed when they differ', () => {
+  const eng = engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/dev/shadow/b', state: 'FullCopy' }], {
+    state: 'Transient', recovery: { mode: 'FullCopy', source: 'ia', targets: ['ib'], bytesTotal: 1000, bytesDone: 250, bytesPerSecond: 100, etaSeconds: 8 },
+  });
+  const o = observed({ spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }], { throttle: { copyBytesPerSecond: 5000 } }), enginePod: pod('vol-engine', ['a', 'b']), engine: { kind: 'ok', status: eng } });
+  const p = plan(o);
+  const resync = p.status.conditions?.find((c) => c.type === 'Resyncing');
+  assert.equal(resync?.status, 'True');
+  assert.equal(resync?.reason, 'FullCopy');
+  assert.equal(p.status.progress, '25%');
+  assert.equal(p.status.membersInSync, '1/2');
+  assert.equal(p.status.conditions?.find((c) => c.type === 'Degraded')?.status, 'True');
+  const set = p.actions.find((a) => a.kind === 'engineSettings') as Extract<Action, { kind: 'engineSettings' }>;
+  assert.equal(set.body.copyBytesPerSecond, 5000);
+  assert.equal(p.requeueAfterMs, 1000);
+});
+
+test('an engine that refused to start (foreign data) shows ForeignData, not a crash', () => {
+  const p = plan(observed({ enginePod: pod('vol-engine', ['a', 'b']), engine: { kind: 'refused', code: 'ENG_FOREIGN_DATA', message: 'member /dev/shadow/b holds data' } }));
+  const ready = p.status.conditions?.find((c) => c.type === 'Ready');
+  assert.equal(ready?.reason, 'ForeignData');
+  assert.match(ready?.message ?? '', /holds data/);
+  assert.deepEqual(kinds(p.actions), []);
+});
