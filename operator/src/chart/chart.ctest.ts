@@ -86,6 +86,8 @@ test('helm installs the chart and its CRDs; the operator can do what it needs in
 });
 
 test('with watchNamespace, the operator reaches only that namespace (plus reading PVs and nodes)', async () => {
+  // The watched namespace must exist: the chart puts a Role in it.
+  await rawRequest(cp.kubeConfig, { method: 'POST', path: '/api/v1/namespaces', body: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'team-a' } } });
   await runTool('helm', ['upgrade', 'shadowset', chartDir, '--namespace', NS, '--set', 'watchNamespace=team-a', ...kubeconfig()]);
   await assertAccess('team-a', true);
   await assertAccess('default', false);
