@@ -10,7 +10,9 @@ export default tseslint.config(
       globals: {
         process: 'readonly', console: 'readonly', Buffer: 'readonly', setTimeout: 'readonly',
         clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', setImmediate: 'readonly',
-        URL: 'readonly', SharedArrayBuffer: 'readonly', Atomics: 'readonly',
+        URL: 'readonly', SharedArrayBuffer: 'readonly', Atomics: 'readonly', fetch: 'readonly',
+        AbortController: 'readonly', AbortSignal: 'readonly', TextEncoder: 'readonly', TextDecoder: 'readonly',
+        performance: 'readonly', queueMicrotask: 'readonly',
       },
     },
     rules: {

@@ -47,6 +47,8 @@ export const settingsSchema = z.strictObject({
   mergeBytesPerSecond: z.number().int().nonnegative().optional(),
   maxCopies: z.number().int().min(1).max(64).optional(),
   memberTimeoutSeconds: z.number().positive().max(86400).optional(),
+  /** Whether a member that fails gets a write bitmap. */
+  minicopyPolicy: minicopyPolicySchema.optional(),
 });
 export type SettingsRequest = z.infer<typeof settingsSchema>;
 

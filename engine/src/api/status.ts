@@ -57,6 +57,8 @@ export const statusSchema = z.object({
     copyBytesPerSecond: z.number(),
     mergeBytesPerSecond: z.number(),
     maxCopies: z.number(),
+    /** Whether a failing member gets a write bitmap. */
+    minicopyPolicy: z.enum(['Required', 'Optional', 'Never']).default('Optional'),
   }),
   export: z.object({ name: z.string(), socket: z.string().nullable(), tcp: z.string().nullable() }),
   nbd: z.object({

@@ -15,11 +15,13 @@ export interface ServeArgs {
   intentLog: boolean;
   include: boolean;
   holdOnFailure: boolean;
+  faultPolicy: 'Required' | 'Optional' | 'Never';
 }
 
 export const USAGE = `usage: shadow-engine serve --member <file|device|nbd-uri> [--member ...] --socket <path>
                            [--listen <host:port>] [--http <host:port>] [--export-name <name>]
-                           [--member-timeout <seconds>] [--overwrite] [--include] [--hold-on-failure] [--log-level <level>]
+                           [--member-timeout <seconds>] [--overwrite] [--include] [--hold-on-failure]
+                           [--minicopy-policy Required|Optional|Never] [--log-level <level>]
        shadow-engine serve-device --device <file|block-device> --listen <host:port>
 
 A member may carry options after a '#': --member /dev/loop3#readCost=2,site=east
@@ -60,6 +62,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
       overwrite: { type: 'boolean', default: false },
       include: { type: 'boolean', default: false },
       'hold-on-failure': { type: 'boolean', default: false },
+      'minicopy-policy': { type: 'string', default: 'Optional' },
       'log-level': { type: 'string', default: 'info' },
       // Hidden, not in USAGE: for bench/resync-bench.mjs, which measures what the intent log costs.
       'no-intent-log': { type: 'boolean', default: false },
@@ -70,6 +73,10 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   const members = (values.member ?? []).map(parseMember);
   if (members.length === 0) throw new EngineError('ENG_INVALID_ARGUMENT', 'at least one --member is required');
   if (!values.socket) throw new EngineError('ENG_INVALID_ARGUMENT', '--socket is required');
+  const policy = values['minicopy-policy'];
+  if (policy !== 'Required' && policy !== 'Optional' && policy !== 'Never') {
+    throw new EngineError('ENG_INVALID_ARGUMENT', `--minicopy-policy must be Required, Optional or Never, got '${policy}'`);
+  }
   const tmo = Number(values['member-timeout']);
   if (!Number.isFinite(tmo) || tmo <= 0) {
     throw new EngineError('ENG_INVALID_ARGUMENT', `--member-timeout must be a positive number of seconds`);
@@ -86,5 +93,6 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     intentLog: !values['no-intent-log'],
     include: values.include!,
     holdOnFailure: values['hold-on-failure']!,
+    faultPolicy: policy,
   };
 }

@@ -270,6 +270,7 @@ export class Control {
     if (req.maxCopies !== undefined) st.maxCopies = req.maxCopies;
     for (const j of this.set.resync.jobs) j.throttle.bytesPerSecond = j.mode === 'Merge' ? st.mergeBytesPerSecond : st.copyBytesPerSecond;
     if (req.memberTimeoutSeconds !== undefined) this.set.setMemberTimeout(Math.round(req.memberTimeoutSeconds * 1000));
+    if (req.minicopyPolicy !== undefined) this.set.faultPolicy = req.minicopyPolicy;
   }
 
   // ---------------- resync completions ----------------

@@ -28,6 +28,7 @@ export interface DaemonOptions {
   /** false: writes do not mark the write-intent log (benchmarks only). */
   intentLog?: boolean;
   include?: boolean;
+  faultPolicy?: 'Required' | 'Optional' | 'Never';
 }
 
 export interface RunningEngine {
@@ -77,7 +78,7 @@ export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
     recovery: set.resync.recovery(),
     bitmaps: control.bitmaps(),
     intentLog: { dirtyChunks: set.tracker.wil.count, enabled: set.tracker.intentEnabled },
-    settings: { ...set.resync.settings },
+    settings: { ...set.resync.settings, minicopyPolicy: set.faultPolicy },
     export: { name: o.exportName, socket: o.socket, tcp },
     nbd: { ...nbd.stats, requests: { ...nbd.stats.requests } },
   });

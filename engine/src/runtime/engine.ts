@@ -30,6 +30,8 @@ export interface StartOptions {
   open: (location: string) => Promise<BlockBackend>;
   resync?: Partial<ResyncSettings>;
   intentClearMs?: number;
+  /** Write bitmap for members that fail (default Optional). */
+  faultPolicy?: 'Required' | 'Optional' | 'Never';
   /** Reconstruct (the manual's /INCLUDE): also attach the members the newest record lists. */
   include?: boolean;
   /** false: writes do not mark the write-intent log (benchmarks only); a crash then needs a full merge. */
@@ -74,6 +76,7 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
       clock: o.clock,
       resync: o.resync,
       intentClearMs: o.intentClearMs,
+      ...(o.faultPolicy ? { faultPolicy: o.faultPolicy } : {}),
     });
     if (o.intentLog === false) set.tracker.intentEnabled = false;
     const control = new Control(set, o.open);

@@ -31,6 +31,8 @@ export class Member {
   };
   /** Sequence of the last SCB written to this member (slots alternate on it). */
   scbSeq = 0;
+  /** Generation last recorded in this member's own SCB (null: never written by this engine). */
+  scbGeneration: number | null = null;
   /** Why the member left the set, when it did. */
   reason = '';
   private readonly inflight = new Map<number, InFlight>();

@@ -9,6 +9,9 @@ import { EngineError, errorMessage, isEngineError } from '../core/errors.js';
 import { HEADER_BYTES } from '../core/geometry.js';
 import type { MemberState, Scb } from '../core/scb.js';
 import type { Clock } from '../ports/clock.js';
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { ChunkBitmap } from '../core/chunk-bitmap.js';
 import { ChunkTracker } from './chunk-tracker.js';
 import type { Member } from './member.js';
 import { writeScb } from './metadata.js';
@@ -29,6 +32,8 @@ export interface ShadowSetOptions {
   resync?: Partial<ResyncSettings>;
   /** How often idle intent-log bits are cleared (ms). */
   intentClearMs?: number;
+  /** Whether a member that fails gets a write bitmap (Required behaves as Optional here: a fault cannot be refused). */
+  faultPolicy?: 'Required' | 'Optional' | 'Never';
   log: Logger;
   clock: Clock;
 }
@@ -44,6 +49,7 @@ export class ShadowSet {
   readonly tracker: ChunkTracker;
   readonly resync: Resync;
   private readonly intentClearMs: number;
+  faultPolicy: 'Required' | 'Optional' | 'Never';
   private intentTimer: NodeJS.Timeout | null = null;
   private clearing = false;
   /** Called when a resync job ends (the control layer turns it into member state and bitmap changes). */
@@ -73,6 +79,7 @@ export class ShadowSet {
     this.log = o.log;
     this.clock = o.clock;
     this.intentClearMs = o.intentClearMs ?? 1000;
+    this.faultPolicy = o.faultPolicy ?? 'Optional';
     this.tracker = new ChunkTracker(o.size, o.chunkSize, {
       metadataMembers: () => this.members.filter((m) => m.isWritable),
       memberFailed: (m, why) => this.removeMember(m, 'Faulted', why),
@@ -171,7 +178,11 @@ export class ShadowSet {
     const run = async () => {
       const targets = this.members.filter((m) => m.isWritable);
       const results = await Promise.allSettled(
-        targets.map((m) => m.io(() => writeScb(m.backend, this.scbFor(m, clean), ++m.scbSeq))),
+        targets.map((m) => m.io(async () => {
+          const scb = this.scbFor(m, clean);
+          await writeScb(m.backend, scb, ++m.scbSeq);
+          m.scbGeneration = scb.generation;
+        })),
       );
       results.forEach((r, i) => {
         if (r.status === 'rejected') {
@@ -193,6 +204,7 @@ export class ShadowSet {
 
   private markGone(m: Member, state: 'Faulted' | 'Removed', why: string): boolean {
     if (!m.isWritable) return false;
+    if (state === 'Faulted') this.faultBitmap(m);
     const was = m.state;
     m.state = state;
     m.reason = why;
@@ -203,6 +215,34 @@ export class ShadowSet {
       `member ${m.location} removed from the shadow set: ${why}`,
     );
     return true;
+  }
+
+  /**
+   * A full member that fails gets a write bitmap too (policy permitting), so that when it comes back a
+   * minicopy suffices. It starts from the write-intent log: every write that may not have reached the
+   * member was in flight, so its chunk is marked there. Its generation is the last one recorded on the
+   * member itself, which is what the member will show when it returns.
+   */
+  private faultBitmap(m: Member): void {
+    if (this.faultPolicy === 'Never' || !m.isFull || this.resync.merging || m.scbGeneration === null) return;
+    if ([...this.tracker.bitmaps.values()].some((b) => b.desc.member === m.id)) return;
+    const slot = this.tracker.freeSlot();
+    if (slot === null) {
+      this.log.warn({ event: 'BitmapNotCreated', member: m.id, reason: 'all write-bitmap slots are in use' }, 'no write bitmap for the faulted member');
+      return;
+    }
+    const map = new ChunkBitmap(this.tracker.chunks);
+    for (const c of this.tracker.wil.list()) map.set(c);
+    map.touchAll();
+    const id = randomUUID();
+    this.tracker.bitmaps.set(id, {
+      desc: {
+        id, member: m.id, slot, chunkSize: this.chunkSize, coveredBytes: this.size, createdAt: this.clock.iso(),
+        generation: m.scbGeneration, masterNode: process.env.NODE_NAME ?? hostname(),
+      },
+      map,
+    });
+    this.log.info({ event: 'BitmapCreated', bitmap: id, member: m.id, reason: 'member faulted', seededChunks: map.count }, 'write bitmap created for the faulted member');
   }
 
   /** Take a member out of the set and record it on the members that stay. */

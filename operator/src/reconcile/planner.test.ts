@@ -16,7 +16,7 @@ function engine(members: { id: string; path: string; state: string; reason?: str
       counters: { reads: 0, writes: 0, readBytes: 0, writeBytes: 0, flushes: 0, errors: 0, repairs: 0, timeouts: 0 }, ...m })) as EngineStatus['members'],
     recovery: { mode: null, source: null, targets: [], bytesTotal: 0, bytesDone: 0, bytesPerSecond: 0, etaSeconds: null },
     bitmaps: [], intentLog: { dirtyChunks: 0, enabled: true },
-    settings: { copySource: null, copyBytesPerSecond: 0, mergeBytesPerSecond: 0, maxCopies: 4 },
+    settings: { copySource: null, copyBytesPerSecond: 0, mergeBytesPerSecond: 0, maxCopies: 4, minicopyPolicy: 'Optional' },
     export: { name: 'shadow', socket: null, tcp: null }, nbd: { connections: 0, connectionsTotal: 0, requests: {}, errors: 0, rejected: 0 },
     ...extra,
   };

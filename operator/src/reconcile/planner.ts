@@ -156,11 +156,11 @@ export function plan(o: Observed): Plan {
     : (engineMemberFor(spec.members.find((m) => m.name === spec.copySource)!, o, eng)?.id ?? null);
   const want = {
     copySource: source, copyBytesPerSecond: spec.throttle.copyBytesPerSecond,
-    mergeBytesPerSecond: spec.throttle.mergeBytesPerSecond, maxCopies: spec.throttle.maxCopies,
+    mergeBytesPerSecond: spec.throttle.mergeBytesPerSecond, maxCopies: spec.throttle.maxCopies, minicopyPolicy: spec.minicopyPolicy,
   };
   const have = eng.settings;
   if (have.copySource !== want.copySource || have.copyBytesPerSecond !== want.copyBytesPerSecond
-    || have.mergeBytesPerSecond !== want.mergeBytesPerSecond || have.maxCopies !== want.maxCopies
+    || have.mergeBytesPerSecond !== want.mergeBytesPerSecond || have.maxCopies !== want.maxCopies || have.minicopyPolicy !== want.minicopyPolicy
     || eng.memberTimeoutSeconds !== spec.memberTimeoutSeconds) {
     actions.push({ kind: 'engineSettings', body: { ...want, memberTimeoutSeconds: spec.memberTimeoutSeconds } });
   }

@@ -42,6 +42,7 @@ export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: st
     '--listen', `$(POD_IP):${spec.export.port}`,
     '--http', `$(POD_IP):${HTTP_PORT}`,
     '--member-timeout', String(spec.memberTimeoutSeconds),
+    '--minicopy-policy', spec.minicopyPolicy,
     '--hold-on-failure',
     // After a restart, members added since the pod was created are found again from the set's own record.
     '--include',

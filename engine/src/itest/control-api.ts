@@ -1,0 +1,114 @@
+/**
+ * The engine's control API as the resync tests drive it: POST with JSON bodies, the error body checked
+ * against the API's schema, waiting for a state by polling /v1/status with a deadline, the SCB as it is
+ * recorded on a member file (to see a copy checkpoint or a generation without the engine), and the data
+ * checks every scenario ends with.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { errorBodySchema, type EngineStatus } from '../api/status.js';
+import { decodeScb, pickScb, type Scb } from '../core/scb.js';
+import { SCB_SLOT_BYTES, SCB_SLOT_OFFSETS } from '../core/geometry.js';
+import { nbdcopy } from './clients.js';
+import type { EngineProcess } from './engine-process.js';
+import { memberDataDifference, randomFile, readAt, until } from './support.js';
+
+export interface ApiAnswer {
+  status: number;
+  body: unknown;
+}
+
+export async function post(e: EngineProcess, path: string, body: unknown): Promise<ApiAnswer> {
+  const res = await fetch(`http://${e.httpAddress}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // left as text: the assertions below show it
+  }
+  return { status: res.status, body: parsed };
+}
+
+/** POST that must succeed (2xx); returns the JSON answer. */
+export async function postOk<T = Record<string, unknown>>(e: EngineProcess, path: string, body: unknown): Promise<T> {
+  const r = await post(e, path, body);
+  assert.ok(r.status >= 200 && r.status < 300, `${path} ${JSON.stringify(body)} answered ${r.status}: ${JSON.stringify(r.body)}`);
+  return r.body as T;
+}
+
+/** POST that must be refused with this HTTP status and error code; returns the message. */
+export async function postRefused(e: EngineProcess, path: string, body: unknown, httpStatus: number, code: string): Promise<string> {
+  const r = await post(e, path, body);
+  const err = errorBodySchema.safeParse(r.body);
+  assert.ok(err.success, `${path} answered ${r.status} without an error body: ${JSON.stringify(r.body)}`);
+  assert.equal(r.status, httpStatus, `${path} ${JSON.stringify(body)}: ${JSON.stringify(r.body)}`);
+  assert.equal(err.data.code, code, `${path} ${JSON.stringify(body)}: ${err.data.message}`);
+  return err.data.message;
+}
+
+export function member(st: EngineStatus, path: string): EngineStatus['members'][number] {
+  const m = st.members.find((x) => x.path === path);
+  assert.ok(m, `no member ${path} in ${JSON.stringify(st.members.map((x) => x.path))}`);
+  return m;
+}
+
+/** Poll the status until `pred` holds; returns that status. */
+export function waitStatus(e: EngineProcess, what: string, pred: (s: EngineStatus) => boolean, timeoutMs = 30_000, everyMs = 25): Promise<EngineStatus> {
+  return until(what, async () => {
+    const s = await e.status();
+    return pred(s) ? s : undefined;
+  }, timeoutMs, everyMs);
+}
+
+/** Steady state: no copy or merge running or queued, every member in the set InSync. */
+export function waitSteady(e: EngineProcess, timeoutMs = 30_000, everyMs = 25): Promise<EngineStatus> {
+  return waitStatus(e, 'the steady state', (s) => s.state === 'Steady' && s.recovery.mode === null, timeoutMs, everyMs);
+}
+
+/** The SCB a member file carries now (the valid slot with the highest sequence). */
+export async function readScb(path: string): Promise<Scb> {
+  const a = decodeScb(await readAt(path, SCB_SLOT_OFFSETS[0], SCB_SLOT_BYTES));
+  const b = decodeScb(await readAt(path, SCB_SLOT_OFFSETS[1], SCB_SLOT_BYTES));
+  const d = pickScb(a, b);
+  assert.equal(d.kind, 'ok', `${path} holds no valid SCB`);
+  return (d as { kind: 'ok'; scb: Scb }).scb;
+}
+
+/** A small seeded PRNG (mulberry32): the same seed gives the same run. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** SIGTERM; the engine must exit 0 having recorded a clean stop. */
+export async function stopCleanly(e: EngineProcess): Promise<void> {
+  assert.deepEqual(await e.stop(), { code: 0, signal: null }, e.tail());
+  assert.equal(e.events('ShadowSetStopped').length, 1, e.tail());
+}
+
+/** Every member's data area is byte-identical to the first one's over `size` bytes. */
+export async function assertMembersIdentical(members: string[], size: number): Promise<void> {
+  for (const m of members.slice(1)) {
+    const d = await memberDataDifference(members[0]!, m, size);
+    assert.equal(d, null, `${m} differs from ${members[0]} at unit offset ${d}`);
+  }
+}
+
+/** Fill the whole unit with random bytes through NBD (nbdcopy); returns what was written. */
+export async function fillUnit(e: EngineProcess, dir: string, size: number): Promise<Buffer> {
+  const src = join(dir, 'fill.img');
+  const data = await randomFile(src, size);
+  await nbdcopy(src, e.uri);
+  return data;
+}
