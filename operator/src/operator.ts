@@ -15,6 +15,7 @@ import { Kube, R, type KubeConfig, type Obj } from './kube/client.js';
 import { LeaderElector } from './runtime/leader.js';
 import { Metrics } from './runtime/metrics.js';
 import { WorkQueue } from './runtime/work-queue.js';
+import { DEFAULTS, type EngineDefaults } from './reconcile/types.js';
 
 export interface OperatorOptions {
   kubeConfig: KubeConfig;
@@ -26,6 +27,8 @@ export interface OperatorOptions {
   /** host:port listeners, each serving /healthz and /metrics. */
   httpAddresses?: string[];
   hooks?: Hooks;
+  /** Defaults for what ShadowSet specs leave unset. */
+  defaults?: EngineDefaults;
 }
 
 export class Operator {
@@ -58,7 +61,7 @@ export class Operator {
       });
     }
     const engine = new EngineClient();
-    const ss = new ShadowSetController({ kube: this.kube, engine, log, engineImage: this.o.engineImage, hooks: this.o.hooks ?? new ExecHooks(this.o.kubeConfig), metrics: this.metrics });
+    const ss = new ShadowSetController({ kube: this.kube, engine, log, engineImage: this.o.engineImage, hooks: this.o.hooks ?? new ExecHooks(this.o.kubeConfig), metrics: this.metrics, defaults: this.o.defaults ?? DEFAULTS });
     const wb = new WriteBitmapController(this.kube, engine, log, (obj, type, reason, message) => ss.event(obj, type, reason, message));
     const onError = (kind: string) => (key: string, err: unknown, attempt: number) => {
       this.metrics.errors++;

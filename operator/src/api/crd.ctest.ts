@@ -48,7 +48,7 @@ async function refused(name: string, spec: unknown, message: RegExp): Promise<vo
 test('a valid two-member ShadowSet is accepted with defaults filled in', async () => {
   const o = await create('two', { members: [{ name: 'a', claimName: 'pvc-a' }, { name: 'b', claimName: 'pvc-b' }] });
   assert.equal(o.spec.minicopyPolicy, 'Optional');
-  assert.equal(o.spec.memberTimeoutSeconds, 120);
+  assert.equal(o.spec.memberTimeoutSeconds, undefined, 'left to the operator\'s default');
   assert.equal((o.spec.members as { state: string }[])[0]!.state, 'Active');
 });
 

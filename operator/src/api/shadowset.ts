@@ -48,11 +48,12 @@ export const shadowSetSpecSchema = z
     copySource: z.string().default('Alternate').describe('Alternate (between full members), Master (the first full member) or a member name.'),
     minicopyPolicy: z.enum(['Required', 'Optional', 'Never']).default('Optional')
       .describe('Whether a removed or detached member gets a write bitmap (Required: fail without one).'),
-    memberTimeoutSeconds: z.number().int().min(1).max(86400).default(120).describe('How long a failing member is retried before removal.'),
+    memberTimeoutSeconds: z.number().int().min(1).max(86400).optional()
+      .describe('How long a failing member is retried before removal (SHADOW_MBR_TMO). Unset: the operator\'s default, 120 s unless configured.'),
     throttle: z.object({
       copyBytesPerSecond: z.number().int().min(0).default(0).describe('0 = unlimited.'),
       mergeBytesPerSecond: z.number().int().min(0).default(0).describe('0 = unlimited.'),
-      maxCopies: z.number().int().min(1).max(64).default(4).describe('Copies running at once (SHADOW_MAX_COPY).'),
+      maxCopies: z.number().int().min(1).max(64).optional().describe('Copies running at once (SHADOW_MAX_COPY). Unset: the operator\'s default, 4 unless configured.'),
     }).prefault({}),
     export: z.object({
       port: z.number().int().min(1).max(65535).default(10809),

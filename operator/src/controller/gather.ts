@@ -4,7 +4,7 @@ import { ROLE_LABEL, SET_LABEL } from '../api/group.js';
 import type { EngineClient } from '../engine-client.js';
 import { R, type Kube, type Obj } from '../kube/client.js';
 import { ATTACHED_ANNOTATION, MEMBER_ANNOTATION, engineBase, engineName } from '../reconcile/pods.js';
-import type { ClaimInfo, EngineView, Observed, PodInfo } from '../reconcile/types.js';
+import type { ClaimInfo, EngineDefaults, EngineView, Observed, PodInfo } from '../reconcile/types.js';
 
 function podInfo(p: Obj, attachedFrom: string): PodInfo {
   const st = (p.status ?? {}) as { phase?: string; podIP?: string; conditions?: { type: string; status: string }[]; containerStatuses?: { restartCount?: number }[] };
@@ -34,7 +34,7 @@ function pvNode(pv: Obj | null): string | null {
   return null;
 }
 
-export async function gather(kube: Kube, engine: EngineClient, ss: Obj, engineImage: string, lastReturnAttempt: Record<string, number>): Promise<Observed> {
+export async function gather(kube: Kube, engine: EngineClient, ss: Obj, engineImage: string, lastReturnAttempt: Record<string, number>, defaults: EngineDefaults): Promise<Observed> {
   const ns = ss.metadata.namespace!;
   const name = ss.metadata.name;
   const parsed = shadowSetSpecSchema.safeParse(ss.spec ?? {});
@@ -90,6 +90,6 @@ export async function gather(kube: Kube, engine: EngineClient, ss: Obj, engineIm
   return {
     name, namespace: ns, uid: ss.metadata.uid!, generation: ss.metadata.generation ?? 0,
     deleting: !!ss.metadata.deletionTimestamp, spec, claims, enginePod, memberServers, engine: engineView, bitmapCrs,
-    previous: (ss.status ?? {}) as ShadowSetStatus, engineImage, now: now.toISOString(), nowMs: now.getTime(), lastReturnAttempt,
+    previous: (ss.status ?? {}) as ShadowSetStatus, engineImage, defaults, now: now.toISOString(), nowMs: now.getTime(), lastReturnAttempt,
   };
 }

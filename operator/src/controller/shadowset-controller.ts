@@ -11,7 +11,7 @@ import { R, type Kube, type Obj } from '../kube/client.js';
 import { isOperatorError } from '../kube/errors.js';
 import { engineBase } from '../reconcile/pods.js';
 import { plan } from '../reconcile/planner.js';
-import type { Action, Observed } from '../reconcile/types.js';
+import { DEFAULTS, type Action, type EngineDefaults, type Observed } from '../reconcile/types.js';
 import { gather } from './gather.js';
 import { BITMAP_FINALIZER } from './writebitmap-controller.js';
 import type { Hooks } from './hooks.js';
@@ -24,6 +24,7 @@ export interface ControllerDeps {
   engineImage: string;
   hooks: Hooks;
   metrics: Metrics;
+  defaults?: EngineDefaults;
 }
 
 export class ShadowSetController {
@@ -42,7 +43,7 @@ export class ShadowSetController {
     }
     const returns = this.lastReturn.get(key) ?? {};
     this.lastReturn.set(key, returns);
-    const o = await gather(this.d.kube, this.d.engine, ss, this.d.engineImage, returns);
+    const o = await gather(this.d.kube, this.d.engine, ss, this.d.engineImage, returns, this.d.defaults ?? DEFAULTS);
     const p = plan(o);
     const problem = await this.act(ss, o, p.actions);
     let status = p.status;

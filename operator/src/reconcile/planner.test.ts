@@ -27,7 +27,7 @@ function observed(o: Partial<Observed>): Observed {
     name: 'vol', namespace: 'ns', uid: 'u1', generation: 1, deleting: false,
     spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }]),
     claims: { ca: claim('ca'), cb: claim('cb') }, enginePod: null, memberServers: {}, engine: { kind: 'none' },
-    bitmapCrs: [], previous: {}, engineImage: 'img:1', now: '2026-01-01T00:00:00Z', nowMs: 1_000_000, lastReturnAttempt: {},
+    bitmapCrs: [], previous: {}, engineImage: 'img:1', defaults: { memberTimeoutSeconds: 120, maxCopies: 4 }, now: '2026-01-01T00:00:00Z', nowMs: 1_000_000, lastReturnAttempt: {},
     ...o,
   };
 }
@@ -152,4 +152,22 @@ test('an engine that refused to start (foreign data) shows ForeignData, not a cr
   assert.equal(ready?.reason, 'ForeignData');
   assert.match(ready?.message ?? '', /holds data/);
   assert.deepEqual(kinds(p.actions), []);
+});
+
+test('member timeout and max copies: the spec wins, else the operator\'s site-wide defaults', () => {
+  const argsOf = (p: ReturnType<typeof plan>) =>
+    ((p.actions.find((a) => a.kind === 'createEnginePod') as Extract<Action, { kind: 'createEnginePod' }>).pod as { spec: { containers: { args: string[] }[] } }).spec.containers[0]!.args;
+  const site = plan(observed({ defaults: { memberTimeoutSeconds: 45, maxCopies: 2 } }));
+  const a = argsOf(site);
+  assert.equal(a[a.indexOf('--member-timeout') + 1], '45');
+  const own = plan(observed({ spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }], { memberTimeoutSeconds: 7 }) }));
+  const b = argsOf(own);
+  assert.equal(b[b.indexOf('--member-timeout') + 1], '7');
+  const running = plan(observed({
+    defaults: { memberTimeoutSeconds: 45, maxCopies: 2 }, enginePod: pod('vol-engine', ['a', 'b']),
+    engine: { kind: 'ok', status: engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/dev/shadow/b', state: 'InSync' }]) },
+  }));
+  const st = running.actions.find((x) => x.kind === 'engineSettings') as Extract<Action, { kind: 'engineSettings' }>;
+  assert.equal(st.body.maxCopies, 2);
+  assert.equal(st.body.memberTimeoutSeconds, 45);
 });

@@ -49,6 +49,7 @@ export function plan(o: Observed): Plan {
     return { actions, status: buildStatus(o, null, { reason: Reason.InvalidSpec, message: o.spec.invalid }, actions), requeueAfterMs: -1 };
   }
   const spec = o.spec;
+  const memberTimeout = spec.memberTimeoutSeconds ?? o.defaults.memberTimeoutSeconds;
   const owner = { name: o.name, namespace: o.namespace, uid: o.uid };
   const active = spec.members.filter((m) => m.state === 'Active');
 
@@ -78,7 +79,7 @@ export function plan(o: Observed): Plan {
     if (waiting.length > 0 && waitedMs < MEMBER_SERVER_WAIT_MS) {
       return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: `waiting for member servers of ${waiting.map((m) => m.name).join(', ')}` }, actions), requeueAfterMs: 1000 };
     }
-    actions.push({ kind: 'createEnginePod', pod: enginePod(owner, spec, o.engineImage, engineNode, active.filter(local), extra) });
+    actions.push({ kind: 'createEnginePod', pod: enginePod(owner, spec, o.engineImage, engineNode, active.filter(local), extra, memberTimeout) });
     actions.push({ kind: 'applyService', service: exportService(owner, spec) });
     actions.push({ kind: 'event', type: 'Normal', reason: EventReason.EngineCreated, message: `engine pod created with ${active.length} member(s)` });
     return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: 'engine pod created' }, actions), requeueAfterMs: 2000 };
@@ -156,13 +157,13 @@ export function plan(o: Observed): Plan {
     : (engineMemberFor(spec.members.find((m) => m.name === spec.copySource)!, o, eng)?.id ?? null);
   const want = {
     copySource: source, copyBytesPerSecond: spec.throttle.copyBytesPerSecond,
-    mergeBytesPerSecond: spec.throttle.mergeBytesPerSecond, maxCopies: spec.throttle.maxCopies, minicopyPolicy: spec.minicopyPolicy,
+    mergeBytesPerSecond: spec.throttle.mergeBytesPerSecond, maxCopies: spec.throttle.maxCopies ?? o.defaults.maxCopies, minicopyPolicy: spec.minicopyPolicy,
   };
   const have = eng.settings;
   if (have.copySource !== want.copySource || have.copyBytesPerSecond !== want.copyBytesPerSecond
     || have.mergeBytesPerSecond !== want.mergeBytesPerSecond || have.maxCopies !== want.maxCopies || have.minicopyPolicy !== want.minicopyPolicy
-    || eng.memberTimeoutSeconds !== spec.memberTimeoutSeconds) {
-    actions.push({ kind: 'engineSettings', body: { ...want, memberTimeoutSeconds: spec.memberTimeoutSeconds } });
+    || eng.memberTimeoutSeconds !== memberTimeout) {
+    actions.push({ kind: 'engineSettings', body: { ...want, memberTimeoutSeconds: memberTimeout } });
   }
 
   // WriteBitmap resources mirror the engine's bitmaps.

@@ -33,7 +33,7 @@ export function memberArg(m: MemberSpec): string {
   return opts ? `${DEVICE_DIR}/${m.name}#${opts}` : `${DEVICE_DIR}/${m.name}`;
 }
 
-export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: string | null, attached: MemberSpec[], extraLocations: string[]): Record<string, unknown> {
+export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: string | null, attached: MemberSpec[], extraLocations: string[], memberTimeoutSeconds: number): Record<string, unknown> {
   const args = ['serve'];
   for (const m of attached) args.push('--member', memberArg(m));
   for (const loc of extraLocations) args.push('--member', loc);
@@ -41,7 +41,7 @@ export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: st
     '--socket', '/run/shadow/nbd.sock',
     '--listen', `$(POD_IP):${spec.export.port}`,
     '--http', `$(POD_IP):${HTTP_PORT}`,
-    '--member-timeout', String(spec.memberTimeoutSeconds),
+    '--member-timeout', String(memberTimeoutSeconds),
     '--minicopy-policy', spec.minicopyPolicy,
     '--hold-on-failure',
     // After a restart, members added since the pod was created are found again from the set's own record.

@@ -2,6 +2,13 @@
 import type { EngineStatus } from '@shadowset/engine/api';
 import type { ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
 
+export interface EngineDefaults {
+  memberTimeoutSeconds: number;
+  maxCopies: number;
+}
+
+export const DEFAULTS: EngineDefaults = { memberTimeoutSeconds: 120, maxCopies: 4 };
+
 export interface ClaimInfo {
   name: string;
   exists: boolean;
@@ -55,6 +62,8 @@ export interface Observed {
   bitmapCrs: BitmapCr[];
   previous: ShadowSetStatus;
   engineImage: string;
+  /** Site-wide defaults for what a spec leaves unset. */
+  defaults: EngineDefaults;
   now: string;
   /** Last time a faulted member was offered back (by member name), for pacing. */
   lastReturnAttempt: Record<string, number>;
