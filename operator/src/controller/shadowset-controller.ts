@@ -9,6 +9,7 @@ import type { ShadowSetSpec } from '../api/shadowset.js';
 import { refusalCode, type EngineClient } from '../engine-client.js';
 import { R, type Kube, type Obj } from '../kube/client.js';
 import { isOperatorError } from '../kube/errors.js';
+import { mergePatchFrom } from '../kube/merge-patch.js';
 import { engineBase } from '../reconcile/pods.js';
 import { plan } from '../reconcile/planner.js';
 import { DEFAULTS, type Action, type EngineDefaults, type Observed } from '../reconcile/types.js';
@@ -54,7 +55,7 @@ export class ShadowSetController {
       }
     }
     if (JSON.stringify(status) !== JSON.stringify(ss.status ?? {})) {
-      await this.d.kube.mergePatch(R.shadowsets, ns, name, { status }, 'status');
+      await this.d.kube.mergePatch(R.shadowsets, ns, name, { status: mergePatchFrom(ss.status ?? {}, status) }, 'status');
     }
     status = p.status;
     this.d.metrics.observe(key, status);
