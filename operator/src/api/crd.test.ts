@@ -16,6 +16,12 @@ test('crds/ and the chart\'s copy match the zod schemas (run `npm run gen` after
   }
 });
 
+test('no category is also a resource name (kubectl would expand `kubectl delete shadowset NAME` to every kind)', () => {
+  const names = buildCrds().map(({ object }) => (object as { spec: { names: { plural: string; singular: string; shortNames: string[]; categories: string[] } } }).spec.names);
+  const resourceNames = new Set(names.flatMap((n) => [n.plural, n.singular, ...n.shortNames]));
+  for (const n of names) for (const c of n.categories) assert.ok(!resourceNames.has(c), `category ${c} is a resource name`);
+});
+
 test('the CRD schema is structural: every object has a type, no $schema, CEL rules attached', () => {
   const spec = (buildCrds()[0]!.object as { spec: { versions: { schema: { openAPIV3Schema: Record<string, unknown> } }[] } })
     .spec.versions[0]!.schema.openAPIV3Schema;

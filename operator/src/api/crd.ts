@@ -35,7 +35,9 @@ function crd(kind: string, plural: string, shortNames: string[], spec: z.ZodType
     metadata: { name: `${plural}.${GROUP}` },
     spec: {
       group: GROUP,
-      names: { kind, listKind: `${kind}List`, plural, singular: kind.toLowerCase(), shortNames, categories: ['shadowset'] },
+      // The category must not be a resource's name: `kubectl delete shadowset NAME` would expand it to
+      // every kind of the category and refuse ("you must specify only one resource").
+      names: { kind, listKind: `${kind}List`, plural, singular: kind.toLowerCase(), shortNames, categories: ['shadowing'] },
       scope: 'Namespaced',
       versions: [
         {
