@@ -11,12 +11,17 @@ test('serve arguments parse, with loopback as the default host', () => {
   assert.equal(a.overwrite, false);
   assert.equal(a.intentLog, true);
   assert.equal(parseServeArgs(['--member', 'a.img', '--socket', 's', '--no-intent-log']).intentLog, false);
+  assert.deepEqual(a.resync, {});
+  const throttled = parseServeArgs(['--member', 'a.img', '--socket', 's', '--copy-bytes-per-second', '1048576', '--merge-bytes-per-second', '0', '--max-copies', '2']);
+  assert.deepEqual(throttled.resync, { copyBytesPerSecond: 1048576, mergeBytesPerSecond: 0, maxCopies: 2 });
 });
 
 test('missing or bad arguments are refused', () => {
   assert.throws(() => parseServeArgs(['--socket', 's']), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
   assert.throws(() => parseServeArgs(['--member', 'a']), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
   assert.throws(() => parseServeArgs(['--member', 'a', '--socket', 's', '--member-timeout', '0']));
+  assert.throws(() => parseServeArgs(['--member', 'a', '--socket', 's', '--merge-bytes-per-second', '1.5']), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
+  assert.throws(() => parseServeArgs(['--member', 'a', '--socket', 's', '--max-copies', '0']), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
   assert.throws(() => parseHostPort('host:99999', '--listen'));
 });
 

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { EngineError } from '../core/errors.js';
 import type { MemberSpec } from '../runtime/engine.js';
+import type { ResyncSettings } from '../runtime/resync.js';
 
 export interface ServeArgs {
   members: MemberSpec[];
@@ -16,12 +17,15 @@ export interface ServeArgs {
   include: boolean;
   holdOnFailure: boolean;
   faultPolicy: 'Required' | 'Optional' | 'Never';
+  /** Throttles in force from the start (a merge after a crash runs before anyone can ask by API). */
+  resync: Partial<ResyncSettings>;
 }
 
 export const USAGE = `usage: shadow-engine serve --member <file|device|nbd-uri> [--member ...] --socket <path>
                            [--listen <host:port>] [--http <host:port>] [--export-name <name>]
                            [--member-timeout <seconds>] [--overwrite] [--include] [--hold-on-failure]
                            [--minicopy-policy Required|Optional|Never] [--log-level <level>]
+                           [--copy-bytes-per-second <n>] [--merge-bytes-per-second <n>] [--max-copies <n>]
        shadow-engine serve-device --device <file|block-device> --listen <host:port>
 
 A member may carry options after a '#': --member /dev/loop3#readCost=2,site=east
@@ -64,6 +68,9 @@ export function parseServeArgs(argv: string[]): ServeArgs {
       'hold-on-failure': { type: 'boolean', default: false },
       'minicopy-policy': { type: 'string', default: 'Optional' },
       'log-level': { type: 'string', default: 'info' },
+      'copy-bytes-per-second': { type: 'string' },
+      'merge-bytes-per-second': { type: 'string' },
+      'max-copies': { type: 'string' },
       // Hidden, not in USAGE: for bench/resync-bench.mjs, which measures what the intent log costs.
       'no-intent-log': { type: 'boolean', default: false },
     },
@@ -81,6 +88,19 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   if (!Number.isFinite(tmo) || tmo <= 0) {
     throw new EngineError('ENG_INVALID_ARGUMENT', `--member-timeout must be a positive number of seconds`);
   }
+  const count = (name: 'copy-bytes-per-second' | 'merge-bytes-per-second' | 'max-copies', min: number, max: number): number | undefined => {
+    const v = values[name];
+    if (v === undefined) return undefined;
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new EngineError('ENG_INVALID_ARGUMENT', `--${name} must be an integer from ${min} to ${max}, got '${v}'`);
+    return Number(v);
+  };
+  const resync: Partial<ResyncSettings> = {};
+  const copyRate = count('copy-bytes-per-second', 0, Number.MAX_SAFE_INTEGER);
+  const mergeRate = count('merge-bytes-per-second', 0, Number.MAX_SAFE_INTEGER);
+  const maxCopies = count('max-copies', 1, 64);
+  if (copyRate !== undefined) resync.copyBytesPerSecond = copyRate;
+  if (mergeRate !== undefined) resync.mergeBytesPerSecond = mergeRate;
+  if (maxCopies !== undefined) resync.maxCopies = maxCopies;
   return {
     members,
     socket: values.socket,
@@ -94,5 +114,6 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     include: values.include!,
     holdOnFailure: values['hold-on-failure']!,
     faultPolicy: policy,
+    resync,
   };
 }

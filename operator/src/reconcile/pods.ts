@@ -47,6 +47,10 @@ export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: st
     // After a restart, members added since the pod was created are found again from the set's own record.
     '--include',
   );
+  // Throttles hold from the engine's first moment: a merge after a crash starts before the operator can
+  // reach the engine's API.
+  if (spec.throttle.copyBytesPerSecond > 0) args.push('--copy-bytes-per-second', String(spec.throttle.copyBytesPerSecond));
+  if (spec.throttle.mergeBytesPerSecond > 0) args.push('--merge-bytes-per-second', String(spec.throttle.mergeBytesPerSecond));
   if (attached.some((m) => m.confirmOverwrite)) args.push('--overwrite');
   const resources = spec.engine.resources ? { resources: spec.engine.resources } : {};
   return {
