@@ -51,7 +51,15 @@ export const statusSchema = z.object({
   members: z.array(memberStatusSchema),
   recovery: recoverySchema,
   bitmaps: z.array(z.lazy(() => bitmapStatusSchema)),
-  intentLog: z.object({ dirtyChunks: z.number(), enabled: z.boolean() }),
+  intentLog: z.object({
+    dirtyChunks: z.number(),
+    enabled: z.boolean(),
+    /** Metadata writes made to mark chunks (each forced to media), pages written, time spent, bits cleared. */
+    persists: z.number().default(0),
+    pages: z.number().default(0),
+    persistMs: z.number().default(0),
+    cleared: z.number().default(0),
+  }),
   settings: z.object({
     copySource: z.string().nullable(),
     copyBytesPerSecond: z.number(),

@@ -115,8 +115,9 @@ export class EngineProcess {
 
   /** Wait until the full copy onto `memberId` completed; rejects if it stopped instead. */
   async copied(memberId: string, timeoutMs = 30_000): Promise<LogLine> {
-    const l = await this.waitForEvent(['CopyCompleted', 'CopyStopped'], (x) => x.target === memberId, timeoutMs);
-    if (l.event !== 'CopyCompleted') throw new Error(`copy onto ${memberId} stopped: ${String(l.reason)}\n${this.tail()}`);
+    // A returning member may come back by a minicopy (a faulted member gets a write bitmap too).
+    const l = await this.waitForEvent(['CopyCompleted', 'CopyStopped', 'MinicopyCompleted', 'MinicopyStopped'], (x) => x.target === memberId, timeoutMs);
+    if (l.event !== 'CopyCompleted' && l.event !== 'MinicopyCompleted') throw new Error(`copy onto ${memberId} stopped: ${String(l.reason)}\n${this.tail()}`);
     return l;
   }
 

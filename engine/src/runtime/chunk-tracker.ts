@@ -38,7 +38,15 @@ export class ChunkTracker {
   private nextBatch: Promise<void> | null = null;
   private current: Promise<void> | null = null;
 
-  constructor(readonly size: number, readonly chunkSize: number, private readonly host: TrackerHost) {
+  /**
+   * Chunks marked together in the intent log. A write marks its chunk's whole group, so a workload
+   * spread over the unit costs one metadata write per group, not per chunk; a merge after a crash covers
+   * whole groups (1 MiB with 64 KiB chunks).
+   */
+  readonly intentGroup: number;
+
+  constructor(readonly size: number, readonly chunkSize: number, private readonly host: TrackerHost, intentGroupBytes = 1024 * 1024) {
+    this.intentGroup = Math.max(1, Math.floor(intentGroupBytes / chunkSize));
     this.chunks = chunkCount(size, chunkSize);
     this.wil = new ChunkBitmap(this.chunks);
     this.lastWrite = new Uint32Array(this.chunks);
@@ -54,7 +62,12 @@ export class ChunkTracker {
     for (let c = first; c <= last; c++) {
       this.inflight.set(c, (this.inflight.get(c) ?? 0) + 1);
       this.lastWrite[c] = this.epoch;
-      if (this.intentEnabled && this.wil.set(c)) fresh = true;
+      if (this.intentEnabled && !this.wil.has(c)) {
+        // Mark the chunk's whole group: neighbours written next need no metadata write of their own.
+        const g0 = c - (c % this.intentGroup);
+        const g1 = Math.min(g0 + this.intentGroup, this.chunks);
+        for (let g = g0; g < g1; g++) if (this.wil.set(g)) fresh = true;
+      }
       for (const b of this.bitmaps.values()) if (c < b.map.chunks && b.map.set(c)) fresh = true;
     }
     if (fresh) return this.schedule();
@@ -106,10 +119,17 @@ export class ChunkTracker {
     return out;
   }
 
+  /** Metadata writes made for the log and bitmaps, and the time spent in them. */
+  readonly stats = { persists: 0, pages: 0, persistMs: 0, cleared: 0 };
+
   private async writeDirty(): Promise<void> {
     const pages = this.pagesToWrite(false);
     if (pages.length === 0) return;
+    const t0 = Date.now();
     await this.writePages(this.host.metadataMembers(), pages);
+    this.stats.persists++;
+    this.stats.pages += pages.length;
+    this.stats.persistMs += Date.now() - t0;
   }
 
   /** Write every page of the log and of the bitmaps to the given members (a member joining the set). */
@@ -134,7 +154,8 @@ export class ChunkTracker {
         m.io(async () => {
           for (let i = 0; i < pages.length; i++) {
             const p = pages[i]!;
-            await m.backend.write(Buffer.from(p.bytes.buffer, p.bytes.byteOffset, p.bytes.length), p.offset, i === pages.length - 1);
+            // Each page with FUA: it must be on stable storage before the writes that depend on it.
+            await m.backend.write(Buffer.from(p.bytes.buffer, p.bytes.byteOffset, p.bytes.length), p.offset, true);
           }
         }),
       ),
@@ -155,19 +176,30 @@ export class ChunkTracker {
   }
 
   /**
-   * Lazy clearing: drop intent bits of chunks with no write in flight and none since the last call,
-   * after `flush` made the members' data durable. Returns how many bits were cleared.
+   * Lazy clearing: drop intent bits of chunks with no write in flight and none in the last `idlePasses`
+   * calls, after `flush` made the members' data durable. A chunk cleared and written again costs a
+   * metadata write forced to media, so hot chunks are kept. Returns how many bits were cleared.
    */
-  async clearIdle(flush: () => Promise<void>): Promise<number> {
+  async clearIdle(flush: () => Promise<void>, idlePasses = 1): Promise<number> {
     const mark = this.epoch++;
-    const candidates = this.wil.list().filter((c) => !this.inflight.has(c) && this.lastWrite[c]! < mark && !this.pinned?.has(c));
+    // Written in one of the last `idlePasses` passes (or in flight): still hot, keep the bit.
+    const threshold = mark - idlePasses + 1;
+    const idle = (c: number) => !this.inflight.has(c) && this.lastWrite[c]! < threshold && !this.pinned?.has(c);
+    // Groups are cleared whole, or a hot neighbour would mark the group again at once.
+    const groupIdle = (c: number) => {
+      const g0 = c - (c % this.intentGroup);
+      for (let g = g0; g < Math.min(g0 + this.intentGroup, this.chunks); g++) if (this.wil.has(g) && !idle(g)) return false;
+      return true;
+    };
+    const candidates = this.wil.list().filter((c) => idle(c) && groupIdle(c));
     if (candidates.length === 0) return 0;
     await flush();
     let n = 0;
     for (const c of candidates) {
-      if (this.inflight.has(c) || this.lastWrite[c]! >= mark || this.pinned?.has(c)) continue;
+      if (this.inflight.has(c) || this.lastWrite[c]! >= threshold || this.pinned?.has(c)) continue;
       if (this.wil.clear(c)) n++;
     }
+    this.stats.cleared += n;
     if (n > 0) await this.schedule();
     return n;
   }

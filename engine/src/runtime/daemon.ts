@@ -11,6 +11,7 @@ import type { MemberSpec } from './engine.js';
 import { startShadowSet } from './engine.js';
 import { renderMetrics } from './metrics.js';
 import type { ShadowSet } from './shadow-set.js';
+import type { Control } from './control.js';
 import type { ResyncSettings } from './resync.js';
 
 export interface DaemonOptions {
@@ -41,7 +42,33 @@ export interface RunningEngine {
 }
 
 export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
-  const { set, control } = await startShadowSet(o);
+  // Bind the HTTP listener before touching any member: a bad address must change nothing.
+  let api: HttpApi | null = null;
+  let http: string | null = null;
+  if (o.http) {
+    api = new HttpApi(o.log);
+    const a = await api.listen(o.http.host, o.http.port);
+    http = `${a.address}:${a.port}`;
+  }
+  let started: Awaited<ReturnType<typeof startShadowSet>>;
+  try {
+    started = await startShadowSet(o);
+  } catch (e) {
+    await api?.close();
+    throw e;
+  }
+  const { set, control } = started;
+  try {
+    return await serve(o, set, control, api, http);
+  } catch (e) {
+    // A listener could not be had: stop the set cleanly so its record stays clean.
+    await set.stop().catch(() => undefined);
+    await api?.close();
+    throw e;
+  }
+}
+
+async function serve(o: DaemonOptions, set: ShadowSet, control: Control, api: HttpApi | null, http: string | null): Promise<RunningEngine> {
   const nbd = new NbdServer({
     exportName: o.exportName,
     description: `shadow set ${set.setId}`,
@@ -77,15 +104,12 @@ export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
     })),
     recovery: set.resync.recovery(),
     bitmaps: control.bitmaps(),
-    intentLog: { dirtyChunks: set.tracker.wil.count, enabled: set.tracker.intentEnabled },
+    intentLog: { dirtyChunks: set.tracker.wil.count, enabled: set.tracker.intentEnabled, ...set.tracker.stats },
     settings: { ...set.resync.settings, minicopyPolicy: set.faultPolicy },
     export: { name: o.exportName, socket: o.socket, tcp },
     nbd: { ...nbd.stats, requests: { ...nbd.stats.requests } },
   });
-  let api: HttpApi | null = null;
-  let http: string | null = null;
-  if (o.http) {
-    api = new HttpApi(o.log);
+  if (api) {
     api.route('GET', '/v1/status', async () => ({ json: status() }));
     api.route('GET', '/metrics', async () => ({ text: renderMetrics(status()), contentType: 'text/plain; version=0.0.4' }));
     api.route('GET', '/healthz', async () => ({ json: { ok: true } }));
@@ -107,8 +131,6 @@ export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
       control.settings(body(C.settingsSchema, b));
       return { json: status().settings };
     });
-    const a = await api.listen(o.http.host, o.http.port);
-    http = `${a.address}:${a.port}`;
   }
   o.log.info(
     { event: 'EngineReady', setId: set.setId, generation: set.generation, size: set.size, socket: o.socket, tcp, http, exportName: o.exportName },

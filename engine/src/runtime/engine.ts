@@ -30,6 +30,7 @@ export interface StartOptions {
   open: (location: string) => Promise<BlockBackend>;
   resync?: Partial<ResyncSettings>;
   intentClearMs?: number;
+  intentIdlePasses?: number;
   /** Write bitmap for members that fail (default Optional). */
   faultPolicy?: 'Required' | 'Optional' | 'Never';
   /** Reconstruct (the manual's /INCLUDE): also attach the members the newest record lists. */
@@ -76,6 +77,7 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
       clock: o.clock,
       resync: o.resync,
       intentClearMs: o.intentClearMs,
+      ...(o.intentIdlePasses !== undefined ? { intentIdlePasses: o.intentIdlePasses } : {}),
       ...(o.faultPolicy ? { faultPolicy: o.faultPolicy } : {}),
     });
     if (o.intentLog === false) set.tracker.intentEnabled = false;

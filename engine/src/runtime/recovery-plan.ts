@@ -67,7 +67,10 @@ export async function planRecovery(set: ShadowSet, plan: AssemblyPlan, records: 
     const m = r.member;
     if (m.state !== 'FullCopy') continue;
     const bm = bitmaps.find((b) => b.desc.member === m.id);
-    if (bm && r.scb && r.scb.setId === set.setId && r.scb.generation === bm.desc.generation) {
+    // Usable: the member is as it was when it left (its own record has that generation), or it was
+    // already in a minicopy from this bitmap when the engine stopped (every write since went to it too).
+    const wasMinicopy = ref?.members.some((x) => x.id === m.id && x.state === 'Minicopy') ?? false;
+    if (bm && r.scb && r.scb.setId === set.setId && r.scb.memberId === m.id && (r.scb.generation === bm.desc.generation || wasMinicopy)) {
       // Regions past what the bitmap covered need copying too.
       for (let c = bm.map.chunks; c < chunks; c++) bm.map.set(c);
       const job = new ResyncJob('Minicopy', m, bitmapList(bm.map), set.resync.hostRef, set.resync.settings.copyBytesPerSecond, bm.desc.id);

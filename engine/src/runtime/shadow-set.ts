@@ -34,6 +34,8 @@ export interface ShadowSetOptions {
   intentClearMs?: number;
   /** Whether a member that fails gets a write bitmap (Required behaves as Optional here: a fault cannot be refused). */
   faultPolicy?: 'Required' | 'Optional' | 'Never';
+  /** Passes of intentClearMs a chunk must stay unwritten before its intent bit is cleared (default 5). */
+  intentIdlePasses?: number;
   log: Logger;
   clock: Clock;
 }
@@ -50,6 +52,7 @@ export class ShadowSet {
   readonly resync: Resync;
   private readonly intentClearMs: number;
   faultPolicy: 'Required' | 'Optional' | 'Never';
+  private readonly intentIdlePasses: number;
   private intentTimer: NodeJS.Timeout | null = null;
   private clearing = false;
   /** Called when a resync job ends (the control layer turns it into member state and bitmap changes). */
@@ -80,6 +83,7 @@ export class ShadowSet {
     this.clock = o.clock;
     this.intentClearMs = o.intentClearMs ?? 1000;
     this.faultPolicy = o.faultPolicy ?? 'Optional';
+    this.intentIdlePasses = o.intentIdlePasses ?? 5;
     this.tracker = new ChunkTracker(o.size, o.chunkSize, {
       metadataMembers: () => this.members.filter((m) => m.isWritable),
       memberFailed: (m, why) => this.removeMember(m, 'Faulted', why),
@@ -120,7 +124,7 @@ export class ShadowSet {
     if (this.clearing || this.stopping) return;
     this.clearing = true;
     try {
-      await this.tracker.clearIdle(() => this.flushMembers());
+      await this.tracker.clearIdle(() => this.flushMembers(), this.intentIdlePasses);
     } catch (e) {
       this.log.warn({ event: 'IntentClearFailed', err: errorMessage(e) }, 'could not clear the write-intent log');
     } finally {
@@ -462,8 +466,7 @@ export class ShadowSet {
     await this.flushMembers().catch(() => undefined);
     // Nothing is in flight and everything is flushed: the intent log can be emptied (pending merge chunks stay).
     try {
-      await this.tracker.clearIdle(async () => undefined);
-      await this.tracker.clearIdle(async () => undefined);
+      await this.tracker.clearIdle(async () => undefined, 0);
     } catch {
       // the clean flag below is still correct; stale intent bits only cost a larger merge
     }

@@ -106,7 +106,7 @@ function blockData(block: number, version: number): Buffer {
 async function start(all: SimDisk[], attach: SimDisk[] = all): Promise<StartedSet> {
   return startShadowSet({
     members: attach.map((d) => ({ location: d.name })),
-    overwrite: false, memberTimeoutMs: 60_000, log, clock: systemClock, intentClearMs: 5,
+    overwrite: false, memberTimeoutMs: 60_000, log, clock: systemClock, intentClearMs: 5, intentIdlePasses: 1,
     open: async (loc) => {
       const d = all.find((x) => x.name === loc);
       if (!d) throw new EngineError('ENG_INVALID_ARGUMENT', `no disk ${loc}`);

@@ -9,7 +9,7 @@ import {
   type RingBuffers,
 } from './ring-protocol.js';
 
-const { ring, fd } = workerData as { ring: RingBuffers; fd: number };
+const { ring, fd, syncFd } = workerData as { ring: RingBuffers; fd: number; syncFd: number };
 const ctl = new Int32Array(ring.ctl);
 const desc = new Float64Array(ring.desc);
 const ops = new Int32Array(ring.ops);
@@ -38,8 +38,9 @@ function run(slot: number): number {
       }
     } else if (op === OP_WRITE || op === OP_WRITE_FUA) {
       let done = 0;
-      while (done < len) done += fs.writeSync(fd, data, base + done, len - done, off + done);
-      if (op === OP_WRITE_FUA) fs.fdatasyncSync(fd);
+      // FUA: through the O_DSYNC descriptor, so only this range is forced to stable storage.
+      const target = op === OP_WRITE_FUA ? syncFd : fd;
+      while (done < len) done += fs.writeSync(target, data, base + done, len - done, off + done);
     } else if (op === OP_FLUSH) {
       fs.fdatasyncSync(fd);
     }

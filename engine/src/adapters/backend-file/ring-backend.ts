@@ -43,7 +43,7 @@ export class RingBackend implements BlockBackend {
   static async open(path: string): Promise<RingBackend> {
     const file = await FileBackend.open(path);
     const ring = allocRing();
-    const worker = new Worker(new URL('./io-worker.js', import.meta.url), { workerData: { ring, fd: file.fd } });
+    const worker = new Worker(new URL('./io-worker.js', import.meta.url), { workerData: { ring, fd: file.fd, syncFd: file.syncFd } });
     worker.unref();
     return new RingBackend(file, worker, ring);
   }
