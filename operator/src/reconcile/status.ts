@@ -24,7 +24,8 @@ export function buildStatus(o: Observed, eng: EngineStatus | null, problem: { re
     const e = eng ? engineMemberFor(m, o, eng) : undefined;
     const prev = o.previous.members?.find((x) => x.name === m.name);
     let state = e?.state ?? (prev?.id ? prev.state : 'Pending');
-    if (m.state === 'Detached' && e && (e.state === 'Removed' || e.state === 'Faulted')) state = 'Detached';
+    // Detached until the engine takes it back: the spec says Active one reconcile before the return.
+    if ((m.state === 'Detached' || prev?.state === 'Detached') && e && (e.state === 'Removed' || e.state === 'Faulted')) state = 'Detached';
     const claimNode = m.claimName ? (o.claims[m.claimName]?.node ?? undefined) : undefined;
     return {
       name: m.name,
