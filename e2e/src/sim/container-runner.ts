@@ -54,6 +54,8 @@ export class ContainerRunner {
   private halted = false;
   /** last exit of a process we killed for a node failure, applied when the node returns */
   private lostExit: ExitInfo | undefined;
+  /** SIGSTOPped with its node (failNode with freeze) */
+  private frozen = false;
   private generation = 0;
 
   constructor(
@@ -156,9 +158,9 @@ export class ContainerRunner {
     let ok = 0;
     let bad = 0;
     const tick = async (): Promise<void> => {
-      if (this.halted || gen !== this.generation || !this.proc?.running) return;
+      if (this.halted || this.frozen || gen !== this.generation || !this.proc?.running) return;
       const pass = await probeOnce(probe, this.spec, this.host.podIP);
-      if (this.halted || gen !== this.generation || !this.proc?.running) return;
+      if (this.halted || this.frozen || gen !== this.generation || !this.proc?.running) return;
       if (pass) {
         ok++;
         bad = 0;
@@ -244,6 +246,26 @@ export class ContainerRunner {
       this.lostExit = await p.exited;
     }
     this.proc = undefined;
+  }
+
+  /** The node stops answering but does not die (a partition, a hung kernel): SIGSTOP; peers see silence. */
+  freeze(): void {
+    if (this.frozen) return;
+    this.frozen = true;
+    clearTimeout(this.probeTimer);
+    this.proc?.killGroup('SIGSTOP');
+  }
+
+  get isFrozen(): boolean {
+    return this.frozen;
+  }
+
+  /** The node answers again: the process goes on where it stopped, and is probed again. */
+  thaw(): void {
+    if (!this.frozen) return;
+    this.frozen = false;
+    this.proc?.killGroup('SIGCONT');
+    if (this.spec.readinessProbe && this.proc?.running) this.startProbing(this.generation);
   }
 
   /** The node is back: a container that was killed with it is restarted per restartPolicy, counted as a restart. */

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { CoreV1Api } from '@kubernetes/client-node';
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { fileURLToPath } from 'node:url';
+import { readFile } from 'node:fs/promises';
 import { startControlPlane } from '../cluster/control-plane.js';
 import type { ControlPlane } from '../cluster/control-plane.js';
 import { NodeSimulator } from './node-simulator.js';
@@ -259,4 +260,23 @@ test('a node failure kills its processes and marks it NotReady; its return resta
       return (err as { code?: number }).code === 404;
     }
   });
+});
+
+test('a frozen node (failNode with freeze) stops its processes without killing them; its return resumes them', async () => {
+  await createPod('frozen', { nodeName: 'node-b', containers: [probe(['--port', '8086'])] });
+  await waitReady('frozen');
+  const pid = sim.pids(NS, 'frozen').probe!;
+  const state = () => readFile(`/proc/${pid}/stat`, 'utf8').then((s) => s.slice(s.lastIndexOf(')') + 2)[0]);
+
+  await sim.failNode('node-b', { freeze: true });
+  assert.equal(await state(), 'T', 'stopped, not killed');
+  assert.equal(condition(await readPod('frozen'), 'Ready'), 'False');
+  const node = await core.readNode({ name: 'node-b' });
+  assert.equal(node.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'Unknown');
+
+  await sim.recoverNode('node-b');
+  const back = await waitReady('frozen');
+  assert.notEqual(await state(), 'T');
+  assert.equal(sim.pids(NS, 'frozen').probe, pid, 'the same process goes on');
+  assert.equal(back.status?.containerStatuses?.[0]?.restartCount, 0);
 });

@@ -320,11 +320,13 @@ export class NodeSimulator {
    * The node fails: its processes are SIGKILLed, its kubelet stops (no more status, no deletions acted
    * on), the Node's Ready condition becomes Unknown (lost) or False (`ready: 'False'`: kubelet up but not
    * ready), and its pods are marked not Ready — what the node lifecycle controller does. Pods stay.
+   * `freeze: true`: the processes are SIGSTOPped instead (a partition or a hung node: their peers see
+   * silence, not closed connections) and go on where they stopped when the node recovers.
    */
-  async failNode(name: string, opts: { ready?: 'Unknown' | 'False' } = {}): Promise<void> {
+  async failNode(name: string, opts: { ready?: 'Unknown' | 'False'; freeze?: boolean } = {}): Promise<void> {
     const node = this.must(name);
     node.up = false;
-    await Promise.all(this.runtimesOn(name).map((r) => r.nodeFailed()));
+    await Promise.all(this.runtimesOn(name).map((r) => r.nodeFailed(opts.freeze ?? false)));
     await this.reportNode(node, opts.ready ?? 'Unknown');
   }
 

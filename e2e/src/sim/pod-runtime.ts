@@ -197,10 +197,11 @@ export class PodRuntime implements ContainerHost {
   }
 
   /** The node failed: SIGKILL everything; report the pod not ready, as the node lifecycle controller would. */
-  async nodeFailed(): Promise<void> {
+  async nodeFailed(freeze = false): Promise<void> {
     this.frozen = true;
     await this.settled();
-    await Promise.all(this.runners.map((r) => r.kill()));
+    if (freeze) for (const r of this.runners) r.freeze();
+    else await Promise.all(this.runners.map((r) => r.kill()));
     if (this.gone) return;
     try {
       await this.deps.patchStatus(this.namespace, this.name, { conditions: this.status(true).conditions ?? [] });
@@ -209,11 +210,14 @@ export class PodRuntime implements ContainerHost {
     }
   }
 
-  /** The node is back: containers that died with it start again per restartPolicy. */
+  /** The node is back: frozen containers go on, those that died with it start again per restartPolicy. */
   async nodeReturned(): Promise<void> {
     this.frozen = false;
     this.lastSent = '';
-    for (const r of this.runners) await r.revive();
+    for (const r of this.runners) {
+      if (r.isFrozen) r.thaw();
+      else await r.revive();
+    }
     this.changed();
   }
 }
