@@ -296,7 +296,7 @@ export class Control {
     if (job.cancelled || !t.isWritable) return;
     // A minicopy that fails midway becomes a full copy; a full copy resumes where it stopped.
     if (job.mode === 'Minicopy' && job.bitmapId) s.tracker.bitmaps.delete(job.bitmapId);
-    const from = job.mode === 'FullCopy' ? job.chunks.cursor : 0;
+    const from = job.mode === 'FullCopy' ? job.safeCursor() : 0;
     t.state = 'FullCopy';
     t.reason = `${job.mode} failed (${why}); full copy`;
     s.log.warn({ event: 'CopyRetry', member: t.id, mode: job.mode, reason: why }, `${job.mode} failed; a full copy follows`);

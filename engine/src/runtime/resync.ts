@@ -98,6 +98,8 @@ export class ResyncJob {
   running = false;
   cancelled = false;
   lastSource: string | null = null;
+  /** First chunks of the runs in flight: a checkpoint must not pass the lowest. */
+  readonly inflightStarts = new Set<number>();
   readonly throttle: Throttle;
   constructor(
     readonly mode: ResyncMode,
@@ -110,10 +112,16 @@ export class ResyncJob {
     this.bytesTotal = Math.min(chunks.total * host.chunkSize, host.size);
     this.throttle = new Throttle(rate);
   }
+
+  /** Where a restart may resume: before every run still in flight. */
+  safeCursor(): number {
+    return this.inflightStarts.size > 0 ? Math.min(...this.inflightStarts) : this.chunks.cursor;
+  }
 }
 
-const RUN_CHUNKS = 16; // up to 1 MiB per step with 64 KiB chunks
-const PARALLEL_RUNS = 4;
+const RUN_CHUNKS = 256; // up to 16 MiB per step with 64 KiB chunks
+const MAX_RUNS_IN_FLIGHT = 16;
+const MAX_BYTES_IN_FLIGHT = 32 * 1024 * 1024;
 const CHECKPOINT_MS = 2000;
 
 export class Resync {
@@ -203,6 +211,9 @@ export class Resync {
     let ok = true;
     let why = 'completed';
     let lastCheckpoint = Date.now();
+    const inflight = new Set<Promise<void>>();
+    const failure: { e: unknown } = { e: null };
+    let bytesInFlight = 0;
     try {
       for (;;) {
         if (job.cancelled) {
@@ -215,15 +226,34 @@ export class Resync {
           why = `target ${job.target.location} left the set`;
           break;
         }
-        const runs: number[][] = [];
-        for (let i = 0; i < PARALLEL_RUNS; i++) {
+        // Keep a window of runs in flight: many small ones (a scattered minicopy) or a few large ones.
+        let more = true;
+        while (more && !failure.e && inflight.size < MAX_RUNS_IN_FLIGHT && bytesInFlight < MAX_BYTES_IN_FLIGHT) {
           const r = job.chunks.nextRun(RUN_CHUNKS);
-          if (r.length === 0) break;
-          runs.push(r);
+          if (r.length === 0) {
+            more = false;
+            break;
+          }
+          await this.yieldToApp();
+          const first = r[0]!;
+          const bytes = r.length * h.chunkSize;
+          bytesInFlight += bytes;
+          job.inflightStarts.add(first);
+          const p: Promise<void> = this.doRun(job, r)
+            .catch((e: unknown) => {
+              failure.e ??= e;
+            })
+            .finally(() => {
+              inflight.delete(p);
+              job.inflightStarts.delete(first);
+              bytesInFlight -= bytes;
+            });
+          inflight.add(p);
         }
-        if (runs.length === 0) break;
-        await this.yieldToApp();
-        await Promise.all(runs.map((r) => this.doRun(job, r)));
+        if (failure.e) throw failure.e;
+        if (inflight.size === 0) break;
+        await Promise.race(inflight);
+        if (failure.e) throw failure.e;
         if (Date.now() - lastCheckpoint > CHECKPOINT_MS) {
           lastCheckpoint = Date.now();
           await h.checkpoint().catch(() => undefined);
@@ -233,6 +263,7 @@ export class Resync {
       ok = false;
       why = errorMessage(e);
     }
+    await Promise.allSettled([...inflight]);
     // A job cancelled by stop() stays listed, so the clean-stop SCB records its copy checkpoint.
     const i = this.jobs.indexOf(job);
     const keep = this.stopped && job.cancelled && (!job.target || job.target.isWritable);

@@ -171,7 +171,7 @@ export class ShadowSet {
       intentLogValid: this.tracker.intentEnabled,
       copies: this.resync.jobs
         .filter((j) => j.mode === 'FullCopy' && j.target)
-        .map((j) => ({ mode: 'FullCopy' as const, target: j.target!.id, nextChunk: Math.min(j.chunks.cursor, this.tracker.chunks) })),
+        .map((j) => ({ mode: 'FullCopy' as const, target: j.target!.id, nextChunk: Math.min(j.safeCursor(), this.tracker.chunks) })),
       bitmaps: this.tracker.descriptors(),
       updatedAt: this.clock.iso(),
     };

@@ -30,6 +30,7 @@ export class RingBackend implements BlockBackend {
   private armed = false;
   private outstanding = 0;
   private closed = false;
+  private online = false;
 
   private constructor(private readonly file: FileBackend, private readonly worker: Worker, ring: ReturnType<typeof allocRing>) {
     this.ctl = new Int32Array(ring.ctl);
@@ -37,6 +38,7 @@ export class RingBackend implements BlockBackend {
     this.ops = new Int32Array(ring.ops);
     this.data = Buffer.from(ring.data);
     for (let i = SLOTS - 1; i >= 0; i--) this.free.push(i);
+    worker.once('online', () => (this.online = true));
     worker.on('error', (e) => this.failAll(new EngineError('ENG_IO', `I/O thread of ${this.location} failed: ${e.message}`)));
   }
 
@@ -57,6 +59,8 @@ export class RingBackend implements BlockBackend {
   }
 
   private submit(op: number, offset: number, length: number, payload: Buffer | null, readInto: Buffer | null): Promise<void> | null {
+    // Until the thread has started (tens of milliseconds), requests take the thread pool.
+    if (!this.online) return null;
     const slot = this.free.pop();
     if (slot === undefined) return null;
     this.desc[slot * 2] = offset;
