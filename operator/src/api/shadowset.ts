@@ -58,7 +58,6 @@ export const shadowSetSpecSchema = z
     export: z.object({
       port: z.number().int().min(1).max(65535).default(10809),
       serviceType: z.enum(['ClusterIP', 'NodePort', 'LoadBalancer']).default('ClusterIP'),
-      tlsSecretName: z.string().optional().describe('Serve NBD over TLS with this kubernetes.io/tls Secret.'),
     }).prefault({}),
     engine: z.object({
       image: z.string().optional().describe('Overrides the operator\'s engine image.'),
