@@ -38,7 +38,10 @@ export class EngineClient {
       return { ok: true, status: statusSchema.parse(await this.call(base, 'GET', '/v1/status')) };
     } catch (e) {
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      if (e instanceof OperatorError && e.status > 0) {
+      // Only an engine error code is the engine's answer. The engine listens before its routes exist (a
+      // bad address must change nothing), so a start-up answers 404 NOT_FOUND for a moment: not a refusal.
+      const engineCode = cause?.code?.startsWith('ENG_') && cause.code !== 'ENG_SHUTTING_DOWN';
+      if (e instanceof OperatorError && e.status > 0 && engineCode) {
         return { ok: false, code: cause?.code ?? 'ENG_INTERNAL', message: cause?.message ?? e.message, unreachable: false };
       }
       return { ok: false, code: 'UNREACHABLE', message: (e as Error).message, unreachable: true };
