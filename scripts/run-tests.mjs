@@ -5,6 +5,7 @@
 //   *.itest.js       integration tests (real engine, real NBD clients, loop devices)
 //   *.ctest.js       control-plane tests (real etcd + kube-apiserver built from Go modules)
 //   *.torture.js     crash torture (kill -9 under a verifying workload)
+//   *.e2e.js         end-to-end scenarios on a local cluster (or kind: E2E_CLUSTER=kind), e2e/scenarios
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -14,6 +15,7 @@ const tiers = {
   integration: /\.itest\.js$/,
   cluster: /\.ctest\.js$/,
   torture: /\.torture\.js$/,
+  e2e: /\.e2e\.js$/,
 };
 const wanted = process.argv[2] ?? 'all';
 const patterns = wanted === 'all' ? Object.values(tiers) : [tiers[wanted]];
@@ -31,7 +33,7 @@ function walk(dir, out) {
   return out;
 }
 const files = [];
-for (const ws of ['engine', 'operator', 'e2e']) {
+for (const ws of ['engine', 'operator', 'e2e', 'e2e/scenarios']) {
   try {
     files.push(...walk(join(ws, 'dist'), []).filter((f) => patterns.some((p) => p.test(f))));
   } catch {

@@ -1,0 +1,208 @@
+// kind mode (E2E_CLUSTER=kind): the same scenarios on a kind cluster with real kubelets, scheduler and
+// controller-manager. The project image is built and loaded into the nodes, the Helm chart installed,
+// and local PVs made on loop devices created inside the kind node containers (they share this
+// machine's kernel, so the test process reads the same devices through `docker exec`). Pod IPs are not
+// reachable from the host, so the engine's NBD and HTTP ports are reached through a small relay pod and
+// `kubectl port-forward`. A node failure is `docker pause` of the node container: its processes freeze
+// and its peers see silence, as when a node is lost. See e2e/README.md ("kind mode").
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ManagedProcess, waitFor, repoRoot } from '@shadowset/e2e';
+import { ensureTools } from '@shadowset/operator/tools';
+import { available, run, runBytes } from '../support/exec.js';
+import { BaseEnv, type Device } from './base-env.js';
+import type { EngineEndpoint } from './cluster-env.js';
+
+const CLUSTER = process.env.E2E_KIND_CLUSTER ?? 'shadowset-e2e';
+const IMAGE_REPO = 'ghcr.io/shadowset/shadowset';
+const IMAGE_TAG = 'e2e';
+const IMAGE = `${IMAGE_REPO}:${IMAGE_TAG}`;
+const RELEASE_NS = 'shadowset-system';
+const DEVICE_DIR = '/var/lib/shadowset-e2e';
+const HOST_TOOLS = ['losetup', 'mount', 'umount', 'mkfs.ext4', 'e2fsck', 'qemu-storage-daemon', 'fusermount3'];
+
+// Forwards the engine's NBD and HTTP ports from the relay pod (reached by port-forward) to the engine pod.
+const RELAY_JS = `const net=require('net');for(const p of [10809,8080]){net.createServer((c)=>{const u=net.connect(p,process.env.TARGET);c.pipe(u);u.pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy());c.on('close',()=>u.destroy());u.on('close',()=>c.destroy());}).listen(p,'127.0.0.1');}`;
+
+const sh = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+export class KindEnv extends BaseEnv {
+  readonly mode = 'kind' as const;
+  nodes: readonly [string, string] = ['', ''];
+  private controlPlaneNode = '';
+  private readonly namespaces: string[] = [];
+  private readonly paused = new Set<string>();
+
+  static async start(name: string): Promise<KindEnv> {
+    const missing: string[] = [];
+    if (!(await available('docker', ['version', '--format', '{{.Server.Version}}']))) missing.push('docker');
+    else if ((await run('docker', ['info', '--format', '{{.ServerVersion}}'], { allowFail: true })).code !== 0) missing.push('a running Docker engine (docker info fails)');
+    if (!(await available('kind', ['version']))) missing.push('kind (https://kind.sigs.k8s.io)');
+    if (process.getuid?.() !== 0) missing.push('root (the filesystem scenario attaches a loop device and mounts on this machine)');
+    for (const t of HOST_TOOLS) if (!(await available('sh', ['-c', `command -v ${t}`]))) missing.push(t);
+    if (missing.length > 0) throw new Error(`E2E_CLUSTER=kind needs: ${missing.join(', ')}. Without them run the local mode (unset E2E_CLUSTER).`);
+    const env = new KindEnv(await BaseEnv.makeWorkDir(name));
+    try {
+      await env.boot();
+    } catch (e) {
+      await env.stop().catch(() => undefined);
+      throw e;
+    }
+    return env;
+  }
+
+  private async boot(): Promise<void> {
+    const clusters = (await run('kind', ['get', 'clusters'])).stdout.split('\n').map((s) => s.trim());
+    if (!clusters.includes(CLUSTER)) {
+      const cfg = join(this.workDir, 'kind.yaml');
+      await writeFile(cfg, 'kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n  - role: control-plane\n  - role: worker\n  - role: worker\n');
+      const image = process.env.E2E_KIND_NODE_IMAGE ? ['--image', process.env.E2E_KIND_NODE_IMAGE] : [];
+      await run('kind', ['create', 'cluster', '--name', CLUSTER, '--config', cfg, '--wait', '180s', ...image], { timeoutMs: 900_000 });
+      if (process.env.E2E_KEEP_CLUSTER !== '1') {
+        this.cleanup.defer(`delete kind cluster ${CLUSTER}`, () => run('kind', ['delete', 'cluster', '--name', CLUSTER], { timeoutMs: 300_000 }));
+      }
+    }
+    const kubeconfig = join(this.workDir, 'kubeconfig');
+    await writeFile(kubeconfig, (await run('kind', ['get', 'kubeconfig', '--name', CLUSTER])).stdout);
+    this.connect(kubeconfig);
+
+    const nodes = JSON.parse((await this.kubectl(['get', 'nodes', '-o', 'json'])).stdout) as { items: { metadata: { name: string; labels?: Record<string, string> } }[] };
+    const isCp = (n: { metadata: { labels?: Record<string, string> } }) => 'node-role.kubernetes.io/control-plane' in (n.metadata.labels ?? {});
+    const workers = nodes.items.filter((n) => !isCp(n)).map((n) => n.metadata.name).sort();
+    this.controlPlaneNode = nodes.items.find(isCp)?.metadata.name ?? '';
+    if (workers.length < 2 || !this.controlPlaneNode) throw new Error(`kind cluster ${CLUSTER} needs a control-plane node and two workers; it has ${nodes.items.map((n) => n.metadata.name).join(', ')}`);
+    this.nodes = [workers[0]!, workers[1]!];
+
+    if (process.env.E2E_KIND_SKIP_BUILD !== '1') {
+      await run('docker', ['build', '-t', IMAGE, repoRoot], { timeoutMs: 1_800_000 });
+    }
+    await run('kind', ['load', 'docker-image', IMAGE, '--name', CLUSTER], { timeoutMs: 600_000 });
+
+    const helm = ensureTools().helm;
+    await run(helm, [
+      '--kubeconfig', this.kubeconfigPath, 'upgrade', '--install', 'shadowset', join(repoRoot, 'charts', 'shadowset'),
+      '-n', RELEASE_NS, '--create-namespace', '--set', `image.tag=${IMAGE_TAG}`, '--set', 'image.pullPolicy=Never',
+      '--wait', '--timeout', '300s',
+    ], { timeoutMs: 360_000 });
+    // Helm does not upgrade CRDs: apply the current ones (a reused cluster may hold older ones).
+    await this.kubectl(['apply', '--server-side', '--force-conflicts', '-f', join(repoRoot, 'charts', 'shadowset', 'crds')]);
+    await this.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/shadowsets.shadowset.dev', 'crd/writebitmaps.shadowset.dev']);
+    await this.forgetDiscovery();
+    this.cleanup.defer('helm uninstall shadowset', () => run(helm, ['--kubeconfig', this.kubeconfigPath, 'uninstall', 'shadowset', '-n', RELEASE_NS], { allowFail: true }));
+  }
+
+  private docker(node: string, script: string, input?: Buffer): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return run('docker', ['exec', ...(input ? ['-i'] : []), node, 'sh', '-c', script], input ? { input } : {});
+  }
+
+  override async createNamespace(ns: string): Promise<void> {
+    await super.createNamespace(ns);
+    this.namespaces.push(ns);
+  }
+
+  protected async allocateDevice(node: string, bytes: number, name: string): Promise<Device> {
+    const file = `${DEVICE_DIR}/${name}.img`;
+    // The node container's /dev is its own: make the loop device's node there if the kernel's is missing.
+    const script = [
+      'set -e', `mkdir -p ${DEVICE_DIR}`, `rm -f ${sh(file)}`, `truncate -s ${bytes} ${sh(file)}`,
+      'for i in 1 2 3 4 5; do',
+      '  dev=$(losetup -f)', '  [ -b "$dev" ] || mknod "$dev" b 7 "${dev#/dev/loop}"',
+      `  if losetup "$dev" ${sh(file)}; then echo "$dev"; exit 0; fi`,
+      'done', 'exit 1',
+    ].join('\n');
+    const dev = (await this.docker(node, script)).stdout.trim();
+    if (!/^\/dev\/loop\d+$/.test(dev)) throw new Error(`no loop device on ${node}: '${dev}'`);
+    return { path: dev, release: () => this.docker(node, `losetup -d ${dev}; rm -f ${sh(file)}`).then(() => undefined) };
+  }
+
+  protected readDevice(node: string, path: string, offset: number, length: number): Promise<Buffer> {
+    return runBytes('docker', ['exec', node, 'dd', `if=${path}`, 'bs=1M', 'iflag=skip_bytes,count_bytes', `skip=${offset}`, `count=${length}`, 'status=none'], { timeoutMs: 300_000 });
+  }
+
+  protected async writeDevice(node: string, path: string, offset: number, data: Buffer): Promise<void> {
+    await this.docker(node, `dd of=${path} bs=1M oflag=seek_bytes seek=${offset} conv=notrunc,fsync status=none`, data);
+  }
+
+  async engine(ns: string, set: string): Promise<EngineEndpoint> {
+    const ip = await waitFor(`engine pod of ${ns}/${set} to have an IP`, async () => {
+      const p = await this.get(ns, 'pods', `${set}-engine`);
+      return ((p?.status ?? {}) as { podIP?: string }).podIP;
+    }, { timeoutMs: 120_000, intervalMs: 500 });
+    const relay = `e2e-relay-${createHash('sha256').update(`${set}/${ip}`).digest('hex').slice(0, 10)}`;
+    if (!(await this.get(ns, 'pods', relay))) {
+      await this.core.createNamespacedPod({
+        namespace: ns,
+        body: {
+          metadata: { name: relay, labels: { 'shadowset.dev/e2e-relay': set } },
+          spec: {
+            nodeName: this.controlPlaneNode, // not on a worker that a scenario may pause
+            tolerations: [{ key: 'node-role.kubernetes.io/control-plane', operator: 'Exists', effect: 'NoSchedule' }],
+            restartPolicy: 'Always',
+            containers: [{ name: 'relay', image: IMAGE, imagePullPolicy: 'Never', command: ['node', '-e', RELAY_JS], env: [{ name: 'TARGET', value: ip }] }],
+          },
+        },
+      });
+      // Relays live as long as the environment: several endpoints may share one.
+      this.cleanup.defer(`delete relay ${relay}`, () => this.core.deleteNamespacedPod({ name: relay, namespace: ns, gracePeriodSeconds: 0 }).catch(() => undefined));
+    }
+    await this.kubectl(['wait', '-n', ns, '--for=condition=Ready', `pod/${relay}`, '--timeout=120s']);
+    let out = '';
+    const pf = await ManagedProcess.start({
+      command: ensureTools().kubectl,
+      args: ['--kubeconfig', this.kubeconfigPath, 'port-forward', '-n', ns, `pod/${relay}`, ':10809', ':8080'],
+      output: (chunk) => (out += chunk.toString('utf8')),
+    });
+    const ports = await waitFor('kubectl port-forward to listen', () => {
+      const nbd = /127\.0\.0\.1:(\d+) -> 10809/.exec(out)?.[1];
+      const http = /127\.0\.0\.1:(\d+) -> 8080/.exec(out)?.[1];
+      if (!pf.running) throw new Error(`kubectl port-forward exited: ${out}`);
+      return nbd && http ? { nbd: Number(nbd), http: Number(http) } : undefined;
+    }, { timeoutMs: 30_000 });
+    const release = this.cleanup.defer(`stop port-forward to ${relay}`, () => pf.stop());
+    return {
+      host: '127.0.0.1', port: ports.nbd, exportName: 'shadow', uri: `nbd://127.0.0.1:${ports.nbd}/shadow`,
+      http: `http://127.0.0.1:${ports.http}`, close: release,
+    };
+  }
+
+  async killEngine(ns: string, set: string): Promise<void> {
+    const p = (await this.get(ns, 'pods', `${set}-engine`)) as { spec?: { nodeName?: string }; status?: { containerStatuses?: { name: string; containerID?: string }[] } } | null;
+    const id = p?.status?.containerStatuses?.find((c) => c.name === 'engine')?.containerID?.replace(/^[a-z]+:\/\//, '');
+    const node = p?.spec?.nodeName;
+    if (!id || !node) throw new Error(`engine of ${ns}/${set} is not running`);
+    // The container's main process, by its id, as the node's runtime knows it.
+    const pid = (await this.docker(node, `crictl inspect --output go-template --template '{{.info.pid}}' ${id}`)).stdout.trim();
+    if (!/^\d+$/.test(pid)) throw new Error(`no pid for container ${id} on ${node}: '${pid}'`);
+    await this.docker(node, `kill -9 ${pid}`);
+  }
+
+  async failNode(node: string): Promise<void> {
+    await run('docker', ['pause', node]);
+    this.paused.add(node);
+  }
+
+  async recoverNode(node: string): Promise<void> {
+    await run('docker', ['unpause', node]);
+    this.paused.delete(node);
+  }
+
+  async logs(ns: string, pod: string, container: string): Promise<string> {
+    const prev = await this.kubectl(['logs', '-n', ns, pod, '-c', container, '--previous'], { allowFail: true });
+    const cur = await this.kubectl(['logs', '-n', ns, pod, '-c', container], { allowFail: true });
+    return (prev.code === 0 ? prev.stdout : '') + (cur.code === 0 ? cur.stdout : '');
+  }
+
+  protected async operatorLogTail(): Promise<string> {
+    return (await this.kubectl(['logs', '-n', RELEASE_NS, 'deployment/shadowset', '--tail=60'], { allowFail: true })).stdout;
+  }
+
+  override async stop(): Promise<void> {
+    for (const node of this.paused) await run('docker', ['unpause', node], { allowFail: true });
+    // Dissolve the scenarios' sets while the operator still runs, so their namespaces can go.
+    for (const ns of this.namespaces) {
+      await this.kubectl(['delete', 'shadowsets', '--all', '-n', ns, '--wait', '--timeout=180s'], { allowFail: true });
+    }
+    await super.stop();
+  }
+}
