@@ -16,6 +16,7 @@ export interface ServeArgs {
   intentLog: boolean;
   include: boolean;
   holdOnFailure: boolean;
+  intentIdlePasses: number;
   faultPolicy: 'Required' | 'Optional' | 'Never';
   /** Throttles in force from the start (a merge after a crash runs before anyone can ask by API). */
   resync: Partial<ResyncSettings>;
@@ -24,7 +25,7 @@ export interface ServeArgs {
 export const USAGE = `usage: shadow-engine serve --member <file|device|nbd-uri> [--member ...] --socket <path>
                            [--listen <host:port>] [--http <host:port>] [--export-name <name>]
                            [--member-timeout <seconds>] [--overwrite] [--include] [--hold-on-failure]
-                           [--minicopy-policy Required|Optional|Never] [--log-level <level>]
+                           [--minicopy-policy Required|Optional|Never] [--intent-idle-seconds 5] [--log-level <level>]
                            [--copy-bytes-per-second <n>] [--merge-bytes-per-second <n>] [--max-copies <n>]
        shadow-engine serve-device --device <file|block-device> --listen <host:port>
 
@@ -66,6 +67,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
       overwrite: { type: 'boolean', default: false },
       include: { type: 'boolean', default: false },
       'hold-on-failure': { type: 'boolean', default: false },
+      'intent-idle-seconds': { type: 'string', default: '5' },
       'minicopy-policy': { type: 'string', default: 'Optional' },
       'log-level': { type: 'string', default: 'info' },
       'copy-bytes-per-second': { type: 'string' },
@@ -83,6 +85,10 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   const policy = values['minicopy-policy'];
   if (policy !== 'Required' && policy !== 'Optional' && policy !== 'Never') {
     throw new EngineError('ENG_INVALID_ARGUMENT', `--minicopy-policy must be Required, Optional or Never, got '${policy}'`);
+  }
+  const idle = Number(values['intent-idle-seconds']);
+  if (!Number.isInteger(idle) || idle < 1 || idle > 3600) {
+    throw new EngineError('ENG_INVALID_ARGUMENT', '--intent-idle-seconds must be a whole number of seconds, 1..3600');
   }
   const tmo = Number(values['member-timeout']);
   if (!Number.isFinite(tmo) || tmo <= 0) {
@@ -113,6 +119,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     intentLog: !values['no-intent-log'],
     include: values.include!,
     holdOnFailure: values['hold-on-failure']!,
+    intentIdlePasses: idle,
     faultPolicy: policy,
     resync,
   };

@@ -29,6 +29,7 @@ export interface DaemonOptions {
   /** false: writes do not mark the write-intent log (benchmarks only). */
   intentLog?: boolean;
   include?: boolean;
+  intentIdlePasses?: number;
   faultPolicy?: 'Required' | 'Optional' | 'Never';
 }
 

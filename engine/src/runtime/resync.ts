@@ -98,8 +98,9 @@ export class ResyncJob {
   running = false;
   cancelled = false;
   lastSource: string | null = null;
-  /** First chunks of the runs in flight: a checkpoint must not pass the lowest. */
+  /** First chunks of the runs in flight, and of runs dropped by a cancel: a checkpoint must not pass them. */
   readonly inflightStarts = new Set<number>();
+  readonly unfinished = new Set<number>();
   readonly throttle: Throttle;
   constructor(
     readonly mode: ResyncMode,
@@ -115,7 +116,7 @@ export class ResyncJob {
 
   /** Where a restart may resume: before every run still in flight. */
   safeCursor(): number {
-    return this.inflightStarts.size > 0 ? Math.min(...this.inflightStarts) : this.chunks.cursor;
+    return Math.min(this.chunks.cursor, ...this.inflightStarts, ...this.unfinished);
   }
 }
 
@@ -228,8 +229,12 @@ export class Resync {
         }
         // Keep a window of runs in flight: many small ones (a scattered minicopy) or a few large ones.
         let more = true;
-        while (more && !failure.e && inflight.size < MAX_RUNS_IN_FLIGHT && bytesInFlight < MAX_BYTES_IN_FLIGHT) {
-          const r = job.chunks.nextRun(RUN_CHUNKS);
+        // A throttled job gains nothing from parallel runs: one at a time, about a quarter second of data each.
+        const throttled = job.throttle.bytesPerSecond > 0;
+        const maxRuns = throttled ? 1 : MAX_RUNS_IN_FLIGHT;
+        const runChunks = throttled ? Math.max(1, Math.min(RUN_CHUNKS, Math.floor(job.throttle.bytesPerSecond / 4 / h.chunkSize))) : RUN_CHUNKS;
+        while (more && !failure.e && inflight.size < maxRuns && bytesInFlight < MAX_BYTES_IN_FLIGHT) {
+          const r = job.chunks.nextRun(runChunks);
           if (r.length === 0) {
             more = false;
             break;
@@ -285,7 +290,11 @@ export class Resync {
     const cs = this.host.chunkSize;
     const off = run[0]! * cs;
     const len = Math.min(run.length * cs, this.host.size - off);
-    await job.throttle.take(len);
+    await job.throttle.take(len, () => job.cancelled);
+    if (job.cancelled) {
+      job.unfinished.add(run[0]!); // never started: a checkpoint must stay before it
+      return;
+    }
     if (job.mode === 'Merge') await this.mergeRange(off, len, job);
     else await this.copyRange(job, off, len);
     job.bytesDone += len;

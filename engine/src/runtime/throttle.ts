@@ -6,7 +6,8 @@ export class Throttle {
 
   constructor(public bytesPerSecond: number) {}
 
-  async take(bytes: number): Promise<void> {
+  /** Wait until `bytes` may go; stops waiting early (in steps of 100 ms) once `cancelled()` says so. */
+  async take(bytes: number, cancelled: () => boolean = () => false): Promise<void> {
     this.note(bytes);
     if (this.bytesPerSecond <= 0) return;
     const now = Date.now();
@@ -14,8 +15,8 @@ export class Throttle {
     this.last = now;
     this.tokens -= bytes;
     if (this.tokens < 0) {
-      const waitMs = (-this.tokens / this.bytesPerSecond) * 1000;
-      await new Promise((r) => setTimeout(r, waitMs));
+      const until = now + (-this.tokens / this.bytesPerSecond) * 1000;
+      while (Date.now() < until && !cancelled()) await new Promise((r) => setTimeout(r, Math.min(100, until - Date.now())));
     }
   }
 
