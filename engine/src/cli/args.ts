@@ -17,6 +17,7 @@ export interface ServeArgs {
   include: boolean;
   holdOnFailure: boolean;
   intentIdlePasses: number;
+  tls: { cert: string; key: string; required: boolean } | null;
   faultPolicy: 'Required' | 'Optional' | 'Never';
   /** Throttles in force from the start (a merge after a crash runs before anyone can ask by API). */
   resync: Partial<ResyncSettings>;
@@ -25,7 +26,8 @@ export interface ServeArgs {
 export const USAGE = `usage: shadow-engine serve --member <file|device|nbd-uri> [--member ...] --socket <path>
                            [--listen <host:port>] [--http <host:port>] [--export-name <name>]
                            [--member-timeout <seconds>] [--overwrite] [--include] [--hold-on-failure]
-                           [--minicopy-policy Required|Optional|Never] [--intent-idle-seconds 5] [--log-level <level>]
+                           [--minicopy-policy Required|Optional|Never] [--intent-idle-seconds 5]
+                           [--tls-cert <pem> --tls-key <pem> [--tls-optional]] [--log-level <level>]
                            [--copy-bytes-per-second <n>] [--merge-bytes-per-second <n>] [--max-copies <n>]
        shadow-engine serve-device --device <file|block-device> --listen <host:port>
 
@@ -68,6 +70,9 @@ export function parseServeArgs(argv: string[]): ServeArgs {
       include: { type: 'boolean', default: false },
       'hold-on-failure': { type: 'boolean', default: false },
       'intent-idle-seconds': { type: 'string', default: '5' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-optional': { type: 'boolean', default: false },
       'minicopy-policy': { type: 'string', default: 'Optional' },
       'log-level': { type: 'string', default: 'info' },
       'copy-bytes-per-second': { type: 'string' },
@@ -86,6 +91,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   if (policy !== 'Required' && policy !== 'Optional' && policy !== 'Never') {
     throw new EngineError('ENG_INVALID_ARGUMENT', `--minicopy-policy must be Required, Optional or Never, got '${policy}'`);
   }
+  if (!!values['tls-cert'] !== !!values['tls-key']) throw new EngineError('ENG_INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
   const idle = Number(values['intent-idle-seconds']);
   if (!Number.isInteger(idle) || idle < 1 || idle > 3600) {
     throw new EngineError('ENG_INVALID_ARGUMENT', '--intent-idle-seconds must be a whole number of seconds, 1..3600');
@@ -120,6 +126,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     include: values.include!,
     holdOnFailure: values['hold-on-failure']!,
     intentIdlePasses: idle,
+    tls: values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'], required: !values['tls-optional'] } : null,
     faultPolicy: policy,
     resync,
   };

@@ -1,4 +1,6 @@
 /** The running engine: shadow set + NBD listeners + HTTP API, stopped as one. */
+import { readFileSync } from 'node:fs';
+import tls from 'node:tls';
 import type { Logger } from 'pino';
 import { HttpApi } from '../adapters/http/http-server.js';
 import { NbdServer } from '../adapters/nbd/server.js';
@@ -30,6 +32,8 @@ export interface DaemonOptions {
   intentLog?: boolean;
   include?: boolean;
   intentIdlePasses?: number;
+  /** PEM files for NBD over TLS on the TCP listener; required unless `required` is false. */
+  tls?: { cert: string; key: string; required: boolean } | null;
   faultPolicy?: 'Required' | 'Optional' | 'Never';
 }
 
@@ -43,6 +47,15 @@ export interface RunningEngine {
 }
 
 export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
+  // Certificates are read before any member is touched: a bad path must change nothing.
+  let tlsContext: tls.SecureContext | null = null;
+  if (o.tls) {
+    try {
+      tlsContext = tls.createSecureContext({ cert: readFileSync(o.tls.cert), key: readFileSync(o.tls.key) });
+    } catch (e) {
+      throw new EngineError('ENG_INVALID_ARGUMENT', `TLS certificate or key unusable: ${(e as Error).message}`);
+    }
+  }
   // Bind the HTTP listener before touching any member: a bad address must change nothing.
   let api: HttpApi | null = null;
   let http: string | null = null;
@@ -60,7 +73,7 @@ export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
   }
   const { set, control } = started;
   try {
-    return await serve(o, set, control, api, http);
+    return await serve(o, set, control, api, http, tlsContext);
   } catch (e) {
     // A listener could not be had: stop the set cleanly so its record stays clean.
     await set.stop().catch(() => undefined);
@@ -69,7 +82,7 @@ export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
   }
 }
 
-async function serve(o: DaemonOptions, set: ShadowSet, control: Control, api: HttpApi | null, http: string | null): Promise<RunningEngine> {
+async function serve(o: DaemonOptions, set: ShadowSet, control: Control, api: HttpApi | null, http: string | null, tlsContext: tls.SecureContext | null): Promise<RunningEngine> {
   const nbd = new NbdServer({
     exportName: o.exportName,
     description: `shadow set ${set.setId}`,
@@ -84,6 +97,7 @@ async function serve(o: DaemonOptions, set: ShadowSet, control: Control, api: Ht
     log: o.log,
     // FLUSH reaches every member's device, so it covers writes completed on any connection.
     multiConn: true,
+    ...(tlsContext && o.tls ? { tls: { context: tlsContext, required: o.tls.required } } : {}),
   });
   await nbd.listenUnix(o.socket);
   let tcp: string | null = null;

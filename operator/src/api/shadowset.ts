@@ -58,6 +58,8 @@ export const shadowSetSpecSchema = z
     export: z.object({
       port: z.number().int().min(1).max(65535).default(10809),
       serviceType: z.enum(['ClusterIP', 'NodePort', 'LoadBalancer']).default('ClusterIP'),
+      tlsSecretName: z.string().min(1).max(253).optional()
+        .describe('Serve NBD over TLS (required on the Service port) with this kubernetes.io/tls Secret (tls.crt, tls.key).'),
     }).prefault({}),
     engine: z.object({
       image: z.string().optional().describe('Overrides the operator\'s engine image.'),

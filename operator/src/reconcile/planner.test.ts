@@ -171,3 +171,16 @@ test('member timeout and max copies: the spec wins, else the operator\'s site-wi
   assert.equal(st.body.maxCopies, 2);
   assert.equal(st.body.memberTimeoutSeconds, 45);
 });
+
+test('export over TLS: the Secret is mounted for the engine and the endpoint says nbds', () => {
+  const o = observed({ spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }], { export: { tlsSecretName: 'vol-tls' } }) });
+  const podObj = ((plan(o).actions.find((a) => a.kind === 'createEnginePod') as Extract<Action, { kind: 'createEnginePod' }>).pod) as {
+    spec: { containers: { args: string[]; volumeMounts: { name: string; mountPath: string }[] }[]; volumes: { name: string; secret?: { secretName: string } }[] };
+  };
+  const c = podObj.spec.containers[0]!;
+  assert.deepEqual(c.args.slice(c.args.indexOf('--tls-cert'), c.args.indexOf('--tls-cert') + 4), ['--tls-cert', '/etc/shadowset/tls/tls.crt', '--tls-key', '/etc/shadowset/tls/tls.key']);
+  assert.ok(c.volumeMounts.some((m) => m.name === 'tls' && m.mountPath === '/etc/shadowset/tls'));
+  assert.deepEqual(podObj.spec.volumes.find((v) => v.name === 'tls')?.secret, { secretName: 'vol-tls' });
+  const running = plan({ ...o, enginePod: pod('vol-engine', ['a', 'b']), engine: { kind: 'ok', status: engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/dev/shadow/b', state: 'InSync' }]) } });
+  assert.match(running.status.endpoint ?? '', /^nbds:\/\/vol\.ns\.svc:10809\/shadow$/);
+});

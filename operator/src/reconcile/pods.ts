@@ -3,6 +3,7 @@ import { API_VERSION, ROLE_LABEL, SET_LABEL } from '../api/group.js';
 import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
 
 export const DEVICE_DIR = '/dev/shadow';
+export const TLS_DIR = '/etc/shadowset/tls';
 export const HTTP_PORT = 8080;
 export const MEMBER_PORT = 10810;
 export const ATTACHED_ANNOTATION = 'shadowset.dev/attached';
@@ -52,6 +53,7 @@ export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: st
   if (spec.throttle.copyBytesPerSecond > 0) args.push('--copy-bytes-per-second', String(spec.throttle.copyBytesPerSecond));
   if (spec.throttle.mergeBytesPerSecond > 0) args.push('--merge-bytes-per-second', String(spec.throttle.mergeBytesPerSecond));
   if (attached.some((m) => m.confirmOverwrite)) args.push('--overwrite');
+  if (spec.export.tlsSecretName) args.push('--tls-cert', `${TLS_DIR}/tls.crt`, '--tls-key', `${TLS_DIR}/tls.key`);
   const resources = spec.engine.resources ? { resources: spec.engine.resources } : {};
   return {
     apiVersion: 'v1',
@@ -80,13 +82,18 @@ export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: st
           // Block devices need device access: the engine is the one privileged part of the system.
           securityContext: { privileged: true },
           volumeDevices: attached.map((m) => ({ name: `m-${m.name}`, devicePath: `${DEVICE_DIR}/${m.name}` })),
-          volumeMounts: [{ name: 'run', mountPath: '/run/shadow' }],
+          volumeMounts: [
+            { name: 'run', mountPath: '/run/shadow' },
+            ...(spec.export.tlsSecretName ? [{ name: 'tls', mountPath: TLS_DIR, readOnly: true }] : []),
+          ],
           ...resources,
         },
       ],
       volumes: [
         ...attached.map((m) => ({ name: `m-${m.name}`, persistentVolumeClaim: { claimName: m.claimName } })),
         { name: 'run', emptyDir: {} },
+        // The kubelet mounts the Secret: the operator itself needs no access to Secrets.
+        ...(spec.export.tlsSecretName ? [{ name: 'tls', secret: { secretName: spec.export.tlsSecretName } }] : []),
       ],
     },
   };

@@ -59,7 +59,7 @@ export function buildStatus(o: Observed, eng: EngineStatus | null, problem: { re
     ...(eng ? {
       shadowGeneration: eng.generation,
       size: eng.size,
-      endpoint: `nbd://${o.name}.${o.namespace}.svc:${spec?.export.port ?? 10809}/${eng.export.name}`,
+      endpoint: `${spec?.export.tlsSecretName ? 'nbds' : 'nbd'}://${o.name}.${o.namespace}.svc:${spec?.export.port ?? 10809}/${eng.export.name}`,
       recovery: {
         ...(rec?.mode ? { mode: rec.mode } : {}),
         ...(rec?.source ? { source: rec.source } : {}),

@@ -3,6 +3,7 @@
  * Requests are validated before anything runs, run concurrently, and answered as they complete.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { unlink } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { ByteQueue } from './byte-queue.js';
@@ -30,6 +31,8 @@ export interface NbdServerOptions {
   multiConn: boolean;
   /** Requests in flight per connection before the socket is paused. */
   maxInFlight?: number;
+  /** NBD over TLS on the TCP listener (OPT_STARTTLS); `required`: nothing else is negotiated before it. */
+  tls?: { context: tls.SecureContext; required: boolean };
 }
 
 export interface NbdServerStats {
@@ -55,7 +58,7 @@ export class NbdServer {
   }
 
   async listenTcp(host: string, port: number): Promise<net.AddressInfo> {
-    const srv = this.makeServer();
+    const srv = this.makeServer(true);
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject);
       srv.listen(port, host, () => resolve());
@@ -81,14 +84,14 @@ export class NbdServer {
     await listeners;
   }
 
-  private makeServer(): net.Server {
+  private makeServer(tcp = false): net.Server {
     const srv = net.createServer((sock) => {
       if (this.closing) {
         sock.destroy();
         return;
       }
       sock.setNoDelay(true);
-      const c = new Connection(this, sock);
+      const c = new Connection(this, sock, tcp ? this.opts.tls : undefined);
       this.conns.add(c);
       this.stats.connections++;
       this.stats.connectionsTotal++;
@@ -124,13 +127,21 @@ class Connection {
   private corked = false;
   private readonly log: Logger;
 
-  constructor(private readonly server: NbdServer, private readonly sock: net.Socket) {
+  private sock: net.Socket;
+  private secure = false;
+
+  constructor(private readonly server: NbdServer, sock: net.Socket, private readonly tls?: NbdServerOptions['tls']) {
+    this.sock = sock;
     this.log = server.opts.log.child({ peer: sock.remoteAddress ?? 'unix' });
     const hello = Buffer.alloc(18);
     hello.writeBigUInt64BE(P.NBDMAGIC, 0);
     hello.writeBigUInt64BE(P.IHAVEOPT, 8);
     hello.writeUInt16BE(P.FLAG_FIXED_NEWSTYLE | P.FLAG_NO_ZEROES, 16);
     sock.write(hello);
+    this.attach(sock);
+  }
+
+  private attach(sock: net.Socket): void {
     sock.on('data', (b: Buffer) => {
       this.q.push(b);
       try {
@@ -143,6 +154,21 @@ class Connection {
     sock.on('close', () => {
       this.phase = 'closed';
     });
+  }
+
+  /** OPT_STARTTLS: answer, then speak TLS on the same connection from the next byte on. */
+  private startTls(opt: number, data: Buffer): void {
+    if (!this.tls) return this.optError(opt, P.REP_ERR_UNSUP, 'TLS is not offered on this listener');
+    if (this.secure || data.length !== 0) return this.optError(opt, P.REP_ERR_INVALID, 'STARTTLS takes no data and is done once');
+    this.optReply(opt, P.REP_ACK);
+    if (this.q.length > 0) return this.fail('data sent before the TLS handshake');
+    const raw = this.sock;
+    raw.removeAllListeners('data');
+    const secured = new tls.TLSSocket(raw, { isServer: true, secureContext: this.tls.context });
+    secured.setNoDelay(true);
+    this.sock = secured;
+    this.secure = true;
+    this.attach(secured);
   }
 
   drainAndClose(): Promise<void> {
@@ -250,6 +276,10 @@ class Connection {
 
   private option(opt: number, data: Buffer): void {
     const { exportName } = this.server.opts;
+    if (this.tls?.required && !this.secure && opt !== P.OPT_STARTTLS && opt !== P.OPT_ABORT) {
+      if (opt === P.OPT_EXPORT_NAME) return this.fail('TLS is required before EXPORT_NAME');
+      return this.optError(opt, P.REP_ERR_TLS_REQD, 'this server requires TLS (OPT_STARTTLS) first');
+    }
     switch (opt) {
       case P.OPT_EXPORT_NAME: {
         const name = data.toString('utf8');
@@ -285,7 +315,7 @@ class Connection {
       case P.OPT_GO:
         return this.infoOrGo(opt, data);
       case P.OPT_STARTTLS:
-        return this.optError(opt, P.REP_ERR_UNSUP, 'TLS is not offered on this listener');
+        return this.startTls(opt, data);
       default:
         return this.optError(opt, P.REP_ERR_UNSUP, `option ${opt} is not supported`);
     }
