@@ -18,17 +18,16 @@
  * Exit status: 0 when the benchmark ran (whether or not the targets were met), 1 on errors,
  * 130/143 when interrupted.
  */
-import { execFile, spawn } from 'node:child_process';
-import fs from 'node:fs';
-import { mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const ENGINE_BIN = path.join(ROOT, 'engine', 'bin', 'shadow-engine.js');
-const MiB = 1024 * 1024;
+import {
+  ENGINE_BIN, MiB, ROOT, UsageError, checkTools, cpuSeconds, exec, fallocateFile, fioArgs, fmtNum, importEngine,
+  installSignalCleanup, loadavg, machineInfo, makeTempDir, median, parseFlags, printMachine, readClockTicks,
+  runBench, runFio, settle, sleep, spreadPct, table, track, warnIfBusy,
+} from './lib.mjs';
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -67,24 +66,8 @@ const HELP = `usage: node bench/nbd-bench.mjs [options]        (or: npm run benc
   -h, --help      this text`;
 
 function parseConfig(argv) {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      rounds: { type: 'string' },
-      runtime: { type: 'string' },
-      ramp: { type: 'string' },
-      warmup: { type: 'string' },
-      'file-mib': { type: 'string' },
-      dir: { type: 'string' },
-      jobs: { type: 'string' },
-      servers: { type: 'string' },
-      json: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-  if (values.help) return null;
+  const values = parseFlags(argv, ['rounds', 'runtime', 'ramp', 'warmup', 'file-mib', 'dir', 'jobs', 'servers', 'json']);
+  if (!values) return null;
   const env = process.env;
   const num = (flag, envName, dflt, min) => {
     const raw = values[flag] ?? env[envName] ?? String(dflt);
@@ -116,65 +99,10 @@ function parseConfig(argv) {
   return cfg;
 }
 
-class UsageError extends Error {}
-
 // ---------------------------------------------------------------------------------------------
-// Processes and cleanup
+// Servers
 
-/** Every child we started and have not seen exit. */
-const live = new Set();
-let tmpDir = null;
-let cleaning = null;
-
-function track(child) {
-  live.add(child);
-  child.once('exit', () => live.delete(child));
-  return child;
-}
-
-function exec(cmd, args, { timeoutMs = 30_000 } = {}) {
-  return new Promise((resolve) => {
-    track(execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 64 * MiB, cwd: ROOT }, (err, stdout, stderr) => {
-      resolve({ ok: !err, code: err ? (err.code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr), err });
-    }));
-  });
-}
-
-async function killChild(child, graceMs = 5000) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
-  await exited;
-  clearTimeout(t);
-}
-
-function cleanup() {
-  cleaning ??= (async () => {
-    await Promise.allSettled([...live].map((c) => killChild(c)));
-    if (tmpDir) await rm(tmpDir, { recursive: true, force: true }).catch(() => {});
-    tmpDir = null;
-  })();
-  return cleaning;
-}
-
-// Last resort (an exit we did not plan for): nothing async is possible any more.
-process.on('exit', () => {
-  for (const c of live) {
-    try { c.kill('SIGKILL'); } catch { /* already gone */ }
-  }
-  if (tmpDir) {
-    try { fs.rmSync(tmpDir, { recursive: true, force: true }); } catch { /* best effort */ }
-  }
-});
-
-for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) {
-  process.on(sig, () => {
-    if (cleaning) return;
-    process.stderr.write(`\n${sig}: stopping servers and removing temporary files...\n`);
-    cleanup().finally(() => process.exit(code));
-  });
-}
+installSignalCleanup('stopping servers and removing temporary files');
 
 class Server {
   constructor(key, cmd, args, socket) {
@@ -221,62 +149,8 @@ class Server {
   }
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
 // ---------------------------------------------------------------------------------------------
 // Measurements
-
-let clockTicks = 100;
-
-/** utime+stime of a process in seconds, or null where /proc is not available. */
-function cpuSeconds(pid) {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / clockTicks; // fields 14 and 15 of proc(5)
-  } catch {
-    return null;
-  }
-}
-
-/** fdatasync the member files so every run starts without another server's dirty pages. */
-async function settle(files) {
-  for (const f of files) {
-    const h = await open(f, 'r+');
-    try { await h.datasync(); } finally { await h.close(); }
-  }
-}
-
-function fioArgs(uri, job, extra) {
-  return [
-    `--name=${job.rw}-${job.bs}`,
-    '--ioengine=nbd',
-    `--uri=${uri}`,
-    `--rw=${job.rw}`,
-    `--bs=${job.bs}`,
-    `--iodepth=${job.iodepth}`,
-    '--numjobs=1',
-    '--norandommap',
-    '--randrepeat=1',
-    '--output-format=json',
-    ...extra,
-  ];
-}
-
-async function runFio(args, expectSeconds) {
-  const r = await exec('fio', args, { timeoutMs: (expectSeconds + 120) * 1000 });
-  const at = r.stdout.indexOf('{');
-  let doc = null;
-  if (at >= 0) {
-    try { doc = JSON.parse(r.stdout.slice(at)); } catch { /* reported below */ }
-  }
-  const job = doc?.jobs?.[0];
-  if (!r.ok || !job || job.error) {
-    const why = (r.stderr + r.stdout.slice(0, at < 0 ? undefined : at)).trim() || `exit ${r.code}`;
-    throw new Error(`fio ${args.join(' ')} failed: ${job?.error ? `job error ${job.error}: ` : ''}${why}`);
-  }
-  return job;
-}
 
 function summarizeFio(job, rw) {
   const side = rw.includes('read') ? job.read : job.write;
@@ -291,117 +165,51 @@ function summarizeFio(job, rw) {
   };
 }
 
-function median(xs) {
-  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
-  if (v.length === 0) return null;
-  const m = v.length >> 1;
-  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Output
-
-function fmtNum(x, digits = 0) {
-  if (x === null || x === undefined || !Number.isFinite(x)) return '-';
-  return x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
 
 function fmtLat(us) {
   if (us === null || us === undefined) return '-';
   return us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(0)} us`;
 }
 
-function table(header, rows, right) {
-  const all = [header, ...rows];
-  const w = header.map((_, i) => Math.max(...all.map((r) => String(r[i]).length)));
-  const line = (r) => '  ' + r.map((c, i) => (right[i] ? String(c).padStart(w[i]) : String(c).padEnd(w[i]))).join('  ');
-  return [line(header), '  ' + w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n');
-}
-
-async function versionOf(cmd, args, pick = (s) => s.split('\n')[0]) {
-  const r = await exec(cmd, args, { timeoutMs: 10_000 });
-  return r.ok ? pick((r.stdout || r.stderr).trim()) : null;
-}
-
-async function machineInfo() {
-  const git = await exec('git', ['-C', ROOT, 'describe', '--always', '--dirty'], { timeoutMs: 10_000 });
-  return {
-    nproc: typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length,
-    cpuModel: os.cpus()[0]?.model ?? null,
-    memGiB: +(os.totalmem() / 1024 ** 3).toFixed(1),
-    kernel: `${os.type()} ${os.release()}`,
-    node: process.version,
-    uvThreadpoolSize: process.env.UV_THREADPOOL_SIZE ?? null,
-    fio: await versionOf('fio', ['--version']),
-    qemuNbd: await versionOf('qemu-nbd', ['--version']),
-    nbdkit: await versionOf('nbdkit', ['--version']),
-    libnbd: await versionOf('nbdinfo', ['--version'], (s) => s.split('\n').find((l) => l.startsWith('libnbd')) ?? s.split('\n')[0]),
-    repo: git.ok ? git.stdout.trim() : null,
-    loadavgStart: os.loadavg().map((x) => +x.toFixed(2)),
-  };
-}
+/** Versions shown under `tools:` and kept in the JSON. */
+const TOOL_VERSIONS = {
+  fio: ['fio', ['--version']],
+  qemuNbd: ['qemu-nbd', ['--version']],
+  nbdkit: ['nbdkit', ['--version']],
+  libnbd: ['nbdinfo', ['--version'], (s) => s.split('\n').find((l) => l.startsWith('libnbd')) ?? s.split('\n')[0]],
+};
 
 // ---------------------------------------------------------------------------------------------
 // Main
 
-async function checkTools(cfg) {
+function neededTools(cfg) {
   const need = ['fio', 'nbdinfo', 'fallocate'];
   if (cfg.servers.includes('qemu')) need.push('qemu-nbd');
   if (cfg.servers.includes('nbdkit')) need.push('nbdkit');
-  const missing = [];
-  for (const t of need) {
-    const r = await exec(t, ['--version'], { timeoutMs: 10_000 });
-    if (!r.ok && r.err?.code === 'ENOENT') missing.push(t);
-  }
-  if (missing.length) throw new Error(`missing tools: ${missing.join(', ')} (Debian/Ubuntu: fio qemu-utils nbdkit libnbd-bin util-linux)`);
-  if (!(await exec('fio', ['--enghelp=nbd'])).ok) throw new Error('this fio has no nbd ioengine (needs fio built with libnbd)');
-  if (!fs.existsSync(path.join(ROOT, 'engine', 'dist', 'cli', 'main.js'))) {
-    throw new Error('engine is not built: run `npx tsc -b` (or use `npm run bench`)');
-  }
-}
-
-async function fallocateFile(file, bytes) {
-  const r = await exec('fallocate', ['-l', String(bytes), file]);
-  if (!r.ok) throw new Error(`fallocate ${file} failed (the bench needs preallocated files, not sparse ones): ${r.stderr.trim()}`);
-  const st = await stat(file);
-  if (st.size !== bytes || st.blocks * 512 < bytes) throw new Error(`${file} is not fully preallocated (size ${st.size}, ${st.blocks} blocks)`);
+  return need;
 }
 
 /** qemu --image-opts values escape ',' by doubling it. */
 const qemuEsc = (s) => s.replaceAll(',', ',,');
 
-async function main() {
-  let cfg;
-  try {
-    cfg = parseConfig(process.argv.slice(2));
-  } catch (e) {
-    process.stderr.write(`nbd-bench: ${e.message}\n${HELP}\n`);
-    return 2;
-  }
-  if (!cfg) {
-    process.stdout.write(HELP + '\n');
-    return 0;
-  }
-  await checkTools(cfg);
-  const clk = await exec('getconf', ['CLK_TCK']);
-  if (clk.ok && Number(clk.stdout) > 0) clockTicks = Number(clk.stdout);
-  const { HEADER_BYTES } = await import(path.join(ROOT, 'engine', 'dist', 'core', 'geometry.js'));
+async function main(cfg) {
+  await checkTools(neededTools(cfg), 'fio qemu-utils nbdkit libnbd-bin util-linux', 'bench');
+  await readClockTicks();
+  const { HEADER_BYTES } = await importEngine('core/geometry.js');
 
-  const machine = await machineInfo();
+  const machine = await machineInfo(TOOL_VERSIONS);
   const perRun = cfg.runtime + cfg.ramp;
   const estimate = cfg.rounds * cfg.jobs.length * cfg.servers.length * (perRun + 1) + cfg.servers.length * (cfg.warmup + 1) + 15;
   console.log('nbd-bench: shadow engine vs. qemu-nbd quorum vs. nbdkit file, fio through libnbd');
-  console.log(`machine: ${machine.nproc} CPUs (${machine.cpuModel}), ${machine.memGiB} GiB RAM, ${machine.kernel}, load ${machine.loadavgStart.join(' ')}`);
-  console.log(`tools:   node ${machine.node}, ${machine.fio}, ${machine.qemuNbd}, ${machine.nbdkit}, ${machine.libnbd}`);
-  console.log(`repo:    ${machine.repo ?? '?'}${machine.uvThreadpoolSize ? `, UV_THREADPOOL_SIZE=${machine.uvThreadpoolSize}` : ''}`);
+  printMachine(machine, `${machine.fio}, ${machine.qemuNbd}, ${machine.nbdkit}, ${machine.libnbd}`);
   console.log(`plan:    ${cfg.rounds} rounds x ${cfg.jobs.length} jobs x ${cfg.servers.length} servers, ${cfg.runtime}s (+${cfg.ramp}s ramp) per run, ` +
     `${cfg.fileMiB} MiB files; about ${Math.ceil(estimate / 60)} min`);
-  if (machine.loadavgStart[0] > machine.nproc * 0.5) {
-    console.log(`WARNING: the machine is busy (1-min load ${machine.loadavgStart[0]} on ${machine.nproc} CPUs): expect noisy figures.`);
-  }
+  warnIfBusy(machine);
 
   // Member files: the same two files for every server, fallocated, in a fresh directory.
-  tmpDir = await mkdtemp(path.join(cfg.dir, 'nbd-bench-'));
+  const tmpDir = await makeTempDir(cfg.dir, 'nbd-bench-');
   const fileBytes = cfg.fileMiB * MiB;
   const files = [path.join(tmpDir, 'member-a.img'), path.join(tmpDir, 'member-b.img')];
   for (const f of files) await fallocateFile(f, fileBytes);
@@ -509,7 +317,7 @@ async function main() {
         clatP99Us: median(mine.map((r) => r.clatP99Us)),
         serverCpuPct: median(mine.map((r) => r.serverCpuPct)),
         perRound: prim,
-        spreadPct: prim.length > 1 ? (100 * (Math.max(...prim) - Math.min(...prim))) / median(prim) : 0,
+        spreadPct: spreadPct(prim),
       };
     }
     const ratios = {};
@@ -541,7 +349,7 @@ async function main() {
   }
 
   const met = verdicts.filter((v) => v.pass).length;
-  machine.loadavgEnd = os.loadavg().map((x) => +x.toFixed(2));
+  machine.loadavgEnd = loadavg();
   console.log(`targets met: ${met}/${verdicts.length}`);
   for (const v of verdicts) {
     console.log(`  ${v.pass ? 'PASS' : 'FAIL'}  ${JOBS[v.job].title.padEnd(23)} engine/${SERVERS[v.against].short.padEnd(11)} ${v.ratio.toFixed(2)}x (>= ${v.target}x)`);
@@ -565,15 +373,4 @@ async function main() {
   return 0;
 }
 
-main().then(
-  async (code) => {
-    await cleanup();
-    process.exitCode = code;
-  },
-  async (err) => {
-    if (cleaning) return; // interrupted: the signal handler cleans up and sets the exit status
-    process.stderr.write(`nbd-bench: ${err instanceof UsageError ? '' : 'error: '}${err?.message ?? err}\n`);
-    await cleanup();
-    process.exitCode = 1;
-  },
-);
+runBench('nbd-bench', HELP, parseConfig, main);

@@ -20,20 +20,19 @@
  * Exit status: 0 when the benchmark ran (whether or not the targets were met), 1 on errors (including a
  * member that does not match its source after a copy or merge), 2 on usage errors, 130/143 when interrupted.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import { mkdir, mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const ENGINE_BIN = path.join(ROOT, 'engine', 'bin', 'shadow-engine.js');
-const KiB = 1024;
-const MiB = 1024 * KiB;
+import {
+  ENGINE_BIN, KiB, MiB, ROOT, UsageError, checkTools, cpuSeconds, exec, fallocateFile, fioArgs, fmtNum,
+  importEngine, installSignalCleanup, killChild, loadavg, machineInfo, makeTempDir, median, parseFlags,
+  printMachine, readClockTicks, runBench, runFio, settle, sleep, spreadPct, table, track, warnIfBusy,
+} from './lib.mjs';
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -75,32 +74,12 @@ const HELP = `usage: node bench/resync-bench.mjs [options]        (or: npm run b
   --render PATH     measure nothing: print the report (and --docs) from a JSON file written by --json
   -h, --help        this text`;
 
-class UsageError extends Error {}
-
 function parseConfig(argv) {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      rounds: { type: 'string' },
-      'set-mib': { type: 'string' },
-      percents: { type: 'string' },
-      'crash-after': { type: 'string' },
-      'hot-pct': { type: 'string' },
-      'iops-rounds': { type: 'string' },
-      runtime: { type: 'string' },
-      ramp: { type: 'string' },
-      seed: { type: 'string' },
-      dir: { type: 'string' },
-      phases: { type: 'string' },
-      json: { type: 'string' },
-      docs: { type: 'string' },
-      render: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-  if (values.help) return null;
+  const values = parseFlags(argv, [
+    'rounds', 'set-mib', 'percents', 'crash-after', 'hot-pct', 'iops-rounds', 'runtime',
+    'ramp', 'seed', 'dir', 'phases', 'json', 'docs', 'render',
+  ]);
+  if (!values) return null;
   const env = process.env;
   const envName = (flag) => `RESYNC_BENCH_${flag.toUpperCase().replaceAll('-', '_')}`;
   const raw = (flag) => values[flag] ?? env[envName(flag)];
@@ -136,65 +115,8 @@ function parseConfig(argv) {
   return cfg;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Processes and cleanup (as in nbd-bench.mjs)
+installSignalCleanup('stopping the engine and fio, removing temporary files');
 
-/** Every child we started and have not seen exit. */
-const live = new Set();
-let tmpDir = null;
-let cleaning = null;
-
-function track(child) {
-  live.add(child);
-  child.once('exit', () => live.delete(child));
-  return child;
-}
-
-function exec(cmd, args, { timeoutMs = 30_000 } = {}) {
-  return new Promise((resolve) => {
-    track(execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 64 * MiB, cwd: ROOT }, (err, stdout, stderr) => {
-      resolve({ ok: !err, code: err ? (err.code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr), err });
-    }));
-  });
-}
-
-async function killChild(child, graceMs = 5000, signal = 'SIGTERM') {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill(signal);
-  const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
-  await exited;
-  clearTimeout(t);
-}
-
-function cleanup() {
-  cleaning ??= (async () => {
-    await Promise.allSettled([...live].map((c) => killChild(c)));
-    if (tmpDir) await rm(tmpDir, { recursive: true, force: true }).catch(() => {});
-    tmpDir = null;
-  })();
-  return cleaning;
-}
-
-// Last resort (an exit we did not plan for): nothing async is possible any more.
-process.on('exit', () => {
-  for (const c of live) {
-    try { c.kill('SIGKILL'); } catch { /* already gone */ }
-  }
-  if (tmpDir) {
-    try { fs.rmSync(tmpDir, { recursive: true, force: true }); } catch { /* best effort */ }
-  }
-});
-
-for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) {
-  process.on(sig, () => {
-    if (cleaning) return;
-    process.stderr.write(`\n${sig}: stopping the engine and fio, removing temporary files...\n`);
-    cleanup().finally(() => process.exit(code));
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.now();
 
 // ---------------------------------------------------------------------------------------------
@@ -336,85 +258,10 @@ class Engine {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Measurements and helpers (fio, fdatasync, CPU, medians and tables as in nbd-bench.mjs)
-
-let clockTicks = 100;
-
-/** utime+stime of a process in seconds, or null where /proc is not available. */
-function cpuSeconds(pid) {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / clockTicks; // fields 14 and 15 of proc(5)
-  } catch {
-    return null;
-  }
-}
-
-/** fdatasync files so no measurement pays for an earlier step's writeback. */
-async function settle(files) {
-  for (const f of files) {
-    const h = await open(f, 'r+');
-    try { await h.datasync(); } finally { await h.close(); }
-  }
-}
-
-function fioArgs(uri, job, extra) {
-  return [
-    `--name=${job.rw}-${job.bs}`,
-    '--ioengine=nbd',
-    `--uri=${uri}`,
-    `--rw=${job.rw}`,
-    `--bs=${job.bs}`,
-    `--iodepth=${job.iodepth}`,
-    '--numjobs=1',
-    '--norandommap',
-    '--randrepeat=1',
-    '--output-format=json',
-    ...extra,
-  ];
-}
-
-async function runFio(args, expectSeconds) {
-  const r = await exec('fio', args, { timeoutMs: (expectSeconds + 120) * 1000 });
-  const at = r.stdout.indexOf('{');
-  let doc = null;
-  if (at >= 0) {
-    try { doc = JSON.parse(r.stdout.slice(at)); } catch { /* reported below */ }
-  }
-  const job = doc?.jobs?.[0];
-  if (!r.ok || !job || job.error) {
-    const why = (r.stderr + r.stdout.slice(0, at < 0 ? undefined : at)).trim() || `exit ${r.code}`;
-    throw new Error(`fio ${args.join(' ')} failed: ${job?.error ? `job error ${job.error}: ` : ''}${why}`);
-  }
-  return job;
-}
-
-function median(xs) {
-  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
-  if (v.length === 0) return null;
-  const m = v.length >> 1;
-  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-}
-
-function spreadPct(xs) {
-  return xs.length > 1 ? (100 * (Math.max(...xs) - Math.min(...xs))) / median(xs) : 0;
-}
-
-function fmtNum(x, digits = 0) {
-  if (x === null || x === undefined || !Number.isFinite(x)) return '-';
-  return x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
+// Helpers
 
 const fmtS = (s) => (s === null || s === undefined ? '-' : s < 1 ? s.toFixed(3) : s.toFixed(2));
 const fmtPct = (p) => (p === null || p === undefined ? '-' : `${p < 10 ? p.toFixed(2) : p.toFixed(1)} %`);
-
-function table(header, rows, right) {
-  const all = [header, ...rows];
-  const w = header.map((_, i) => Math.max(...all.map((r) => String(r[i]).length)));
-  const line = (r) => ('  ' + r.map((c, i) => (right[i] ? String(c).padStart(w[i]) : String(c).padEnd(w[i]))).join('  ')).trimEnd();
-  return [line(header), '  ' + w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n');
-}
 
 function mdTable(header, rows, right) {
   const esc = (c) => String(c).replaceAll('|', '\\|');
@@ -425,33 +272,13 @@ function mdTable(header, rows, right) {
   ].join('\n');
 }
 
-async function versionOf(cmd, args, pick = (s) => s.split('\n')[0]) {
-  const r = await exec(cmd, args, { timeoutMs: 10_000 });
-  return r.ok ? pick((r.stdout || r.stderr).trim()) : null;
-}
+/** Versions shown under `tools:` and kept in the JSON. */
+const TOOL_VERSIONS = { fio: ['fio', ['--version']], dd: ['dd', ['--version']] };
 
-async function machineInfo() {
-  const git = await exec('git', ['-C', ROOT, 'describe', '--always', '--dirty'], { timeoutMs: 10_000 });
-  return {
-    nproc: typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length,
-    cpuModel: os.cpus()[0]?.model ?? null,
-    memGiB: +(os.totalmem() / 1024 ** 3).toFixed(1),
-    kernel: `${os.type()} ${os.release()}`,
-    node: process.version,
-    uvThreadpoolSize: process.env.UV_THREADPOOL_SIZE ?? null,
-    fio: await versionOf('fio', ['--version']),
-    dd: await versionOf('dd', ['--version']),
-    repo: git.ok ? git.stdout.trim() : null,
-    loadavgStart: os.loadavg().map((x) => +x.toFixed(2)),
-  };
-}
-
-async function fallocateFile(file, bytes) {
+/** fallocateFile, replacing whatever is at `file`. */
+async function fallocateAfresh(file, bytes) {
   await rm(file, { force: true });
-  const r = await exec('fallocate', ['-l', String(bytes), file]);
-  if (!r.ok) throw new Error(`fallocate ${file} failed (the bench needs preallocated files, not sparse ones): ${r.stderr.trim()}`);
-  const st = await stat(file);
-  if (st.size !== bytes || st.blocks * 512 < bytes) throw new Error(`${file} is not fully preallocated (size ${st.size}, ${st.blocks} blocks)`);
+  await fallocateFile(file, bytes);
 }
 
 /** Deterministic PRNG (mulberry32), so a seed names the chunks written. */
@@ -488,31 +315,7 @@ async function sameData(a, b, header, bytes) {
 // ---------------------------------------------------------------------------------------------
 // Main
 
-async function checkTools() {
-  const missing = [];
-  for (const t of ['fio', 'fallocate', 'dd', 'cmp']) {
-    const r = await exec(t, ['--version'], { timeoutMs: 10_000 });
-    if (!r.ok && r.err?.code === 'ENOENT') missing.push(t);
-  }
-  if (missing.length) throw new Error(`missing tools: ${missing.join(', ')} (Debian/Ubuntu: fio coreutils diffutils util-linux)`);
-  if (!(await exec('fio', ['--enghelp=nbd'])).ok) throw new Error('this fio has no nbd ioengine (needs fio built with libnbd)');
-  if (!fs.existsSync(path.join(ROOT, 'engine', 'dist', 'cli', 'main.js'))) {
-    throw new Error('engine is not built: run `npx tsc -b` (or use `npm run bench:resync`)');
-  }
-}
-
-async function main() {
-  let cfg;
-  try {
-    cfg = parseConfig(process.argv.slice(2));
-  } catch (e) {
-    process.stderr.write(`resync-bench: ${e.message}\n${HELP}\n`);
-    return 2;
-  }
-  if (!cfg) {
-    process.stdout.write(HELP + '\n');
-    return 0;
-  }
+async function main(cfg) {
   if (cfg.render) {
     const saved = JSON.parse(fs.readFileSync(path.resolve(cfg.render), 'utf8'));
     saved.summary = summarize(saved, saved.config);
@@ -521,34 +324,28 @@ async function main() {
     return 0;
   }
   const started = Date.now();
-  await checkTools();
-  const clk = await exec('getconf', ['CLK_TCK']);
-  if (clk.ok && Number(clk.stdout) > 0) clockTicks = Number(clk.stdout);
-  const dist = (p) => pathToFileURL(path.join(ROOT, 'engine', 'dist', ...p.split('/'))).href;
-  const { HEADER_BYTES } = await import(dist('core/geometry.js'));
-  const { NbdClientBackend } = await import(dist('adapters/backend-nbd/nbd-client.js'));
+  await checkTools(['fio', 'fallocate', 'dd', 'cmp'], 'fio coreutils diffutils util-linux', 'bench:resync');
+  await readClockTicks();
+  const { HEADER_BYTES } = await importEngine('core/geometry.js');
+  const { NbdClientBackend } = await importEngine('adapters/backend-nbd/nbd-client.js');
 
-  const machine = await machineInfo();
+  const machine = await machineInfo(TOOL_VERSIONS);
   const setBytes = cfg.setMiB * MiB;
   const memberBytes = setBytes + HEADER_BYTES;
   const has = (p) => cfg.phases.includes(p);
   console.log('resync-bench: full copy vs. minicopy, minimerge vs. full merge, cost of the write-intent log');
-  console.log(`machine: ${machine.nproc} CPUs (${machine.cpuModel}), ${machine.memGiB} GiB RAM, ${machine.kernel}, load ${machine.loadavgStart.join(' ')}`);
-  console.log(`tools:   node ${machine.node}, ${machine.fio}, ${machine.dd}`);
-  console.log(`repo:    ${machine.repo ?? '?'}${machine.uvThreadpoolSize ? `, UV_THREADPOOL_SIZE=${machine.uvThreadpoolSize}` : ''}`);
+  printMachine(machine, `${machine.fio}, ${machine.dd}`);
   console.log(`plan:    ${cfg.setMiB} MiB set (members ${cfg.setMiB + HEADER_BYTES / MiB} MiB, fallocated); phases ${cfg.phases.join(', ')}; ` +
     `${cfg.rounds} rounds of copies/merges, ${cfg.iopsRounds} rounds of 4k randwrite with/without the intent log`);
-  if (machine.loadavgStart[0] > machine.nproc * 0.5) {
-    console.log(`WARNING: the machine is busy (1-min load ${machine.loadavgStart[0]} on ${machine.nproc} CPUs): expect noisy figures.`);
-  }
+  warnIfBusy(machine);
 
-  tmpDir = await mkdtemp(path.join(cfg.dir, 'resync-bench-'));
+  const tmpDir = await makeTempDir(cfg.dir, 'resync-bench-');
   const A = path.join(tmpDir, 'member-a.img');
   const B = path.join(tmpDir, 'member-b.img');
   const C = path.join(tmpDir, 'copy-target.img');
   const S = path.join(tmpDir, 'dd-target.img');
   const sock = path.join(tmpDir, 'engine.sock');
-  for (const f of [A, B]) await fallocateFile(f, memberBytes);
+  for (const f of [A, B]) await fallocateAfresh(f, memberBytes);
 
   // A 2-member set on the blank files (the engine lays out its metadata), prefilled with fio's
   // non-zero data through the engine, so both members hold real data everywhere.
@@ -588,7 +385,7 @@ async function main() {
    * just before, so whichever copy ran second in a round was several times faster (dd alone shows it).
    */
   const blank = async (file) => {
-    if (!fs.existsSync(file)) await fallocateFile(file, memberBytes);
+    if (!fs.existsSync(file)) await fallocateAfresh(file, memberBytes);
     const z = await exec('dd', ['if=/dev/zero', `of=${file}`, 'bs=1M', `count=${memberBytes}`, 'iflag=count_bytes', 'conv=notrunc,fdatasync'],
       { timeoutMs: 600_000 });
     if (!z.ok) throw new Error(`zeroing ${file} failed: ${z.stderr.trim()}`);
@@ -779,7 +576,7 @@ async function main() {
   if (engine) await engine.stop();
 
   // ------------------------------------------------------------------ report
-  machine.loadavgEnd = os.loadavg().map((x) => +x.toFixed(2));
+  machine.loadavgEnd = loadavg();
   result.durationSeconds = Math.round((Date.now() - started) / 1000);
   const sum = summarize(result, cfg);
   result.summary = sum;
@@ -1088,15 +885,4 @@ function svgChart(r) {
   return el.join('\n') + '\n';
 }
 
-main().then(
-  async (code) => {
-    await cleanup();
-    process.exitCode = code;
-  },
-  async (err) => {
-    if (cleaning) return; // interrupted: the signal handler cleans up and sets the exit status
-    process.stderr.write(`resync-bench: ${err instanceof UsageError ? '' : 'error: '}${err?.message ?? err}\n`);
-    await cleanup();
-    process.exitCode = 1;
-  },
-);
+runBench('resync-bench', HELP, parseConfig, main);
