@@ -103,6 +103,20 @@ export function plan(o: Observed): Plan {
   let problem: { reason: string; message: string } | null = null;
   const known = new Set<string>();
 
+  // Settings first, so a copy this reconcile starts already runs at the rate the spec asks for.
+  const source = spec.copySource === 'Alternate' ? null : spec.copySource === 'Master' ? 'master'
+    : (engineMemberFor(spec.members.find((m) => m.name === spec.copySource)!, o, eng)?.id ?? null);
+  const want = {
+    copySource: source, copyBytesPerSecond: spec.throttle.copyBytesPerSecond,
+    mergeBytesPerSecond: spec.throttle.mergeBytesPerSecond, maxCopies: spec.throttle.maxCopies ?? o.defaults.maxCopies, minicopyPolicy: spec.minicopyPolicy,
+  };
+  const have = eng.settings;
+  if (have.copySource !== want.copySource || have.copyBytesPerSecond !== want.copyBytesPerSecond
+    || have.mergeBytesPerSecond !== want.mergeBytesPerSecond || have.maxCopies !== want.maxCopies || have.minicopyPolicy !== want.minicopyPolicy
+    || eng.memberTimeoutSeconds !== memberTimeout) {
+    actions.push({ kind: 'engineSettings', body: { ...want, memberTimeoutSeconds: memberTimeout } });
+  }
+
   for (const m of spec.members) {
     const e = engineMemberFor(m, o, eng);
     if (e) known.add(e.id);
@@ -152,20 +166,6 @@ export function plan(o: Observed): Plan {
     if (!m || !m.claimName || attached.has(name)) actions.push({ kind: 'deleteMemberServer', member: name, name: p.name });
   }
 
-  // Settings the engine should have.
-  const source = spec.copySource === 'Alternate' ? null : spec.copySource === 'Master' ? 'master'
-    : (engineMemberFor(spec.members.find((m) => m.name === spec.copySource)!, o, eng)?.id ?? null);
-  const want = {
-    copySource: source, copyBytesPerSecond: spec.throttle.copyBytesPerSecond,
-    mergeBytesPerSecond: spec.throttle.mergeBytesPerSecond, maxCopies: spec.throttle.maxCopies ?? o.defaults.maxCopies, minicopyPolicy: spec.minicopyPolicy,
-  };
-  const have = eng.settings;
-  if (have.copySource !== want.copySource || have.copyBytesPerSecond !== want.copyBytesPerSecond
-    || have.mergeBytesPerSecond !== want.mergeBytesPerSecond || have.maxCopies !== want.maxCopies || have.minicopyPolicy !== want.minicopyPolicy
-    || eng.memberTimeoutSeconds !== memberTimeout) {
-    actions.push({ kind: 'engineSettings', body: { ...want, memberTimeoutSeconds: memberTimeout } });
-  }
-
   // WriteBitmap resources mirror the engine's bitmaps.
   const nameOfId = (id: string) => o.previous.members?.find((x) => x.id === id)?.name ?? spec.members.find((m) => engineMemberFor(m, o, eng)?.id === id)?.name ?? id.slice(0, 8);
   const crName = (memberName: string, bitmapId: string) => `${o.name}-${memberName}-${bitmapId.slice(0, 8)}`.toLowerCase().replace(/[^a-z0-9-]/g, '-');
@@ -185,5 +185,5 @@ export function plan(o: Observed): Plan {
 
   const status = buildStatus(o, eng, problem, actions);
   const transient = eng.state !== 'Steady' || actions.some((a) => a.kind.startsWith('engine') || a.kind === 'createMemberServer');
-  return { actions, status, requeueAfterMs: transient ? 1000 : 10_000 };
+  return { actions, status, requeueAfterMs: transient ? 1000 : 5000 };
 }

@@ -88,8 +88,7 @@ function events(o: Observed, next: ShadowSetStatus, actions: Action[]): void {
       ev('Normal', /minicopy/i.test(m.reason ?? '') ? EventReason.MinicopyCompleted : EventReason.CopyCompleted, msg);
     }
     else if (m.state === 'Faulted') ev('Warning', EventReason.MemberFaulted, msg);
-    else if (m.state === 'Detached') ev('Normal', EventReason.MemberDetached, msg);
-    else if (m.state === 'Removed') ev('Normal', EventReason.MemberRemoved, msg);
+    // Detached and Removed are announced by the action that caused them, not again here.
   }
   const was = o.previous.recovery?.mode;
   const now = next.recovery?.mode;
