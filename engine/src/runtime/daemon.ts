@@ -1,40 +1,24 @@
 /** The running engine: shadow set + NBD listeners + HTTP API, stopped as one. */
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
-import type { Logger } from 'pino';
 import { HttpApi } from '../adapters/http/http-server.js';
 import { NbdServer } from '../adapters/nbd/server.js';
 import type { EngineStatus } from '../api/status.js';
 import * as C from '../api/control.js';
 import { EngineError } from '../core/errors.js';
-import type { BlockBackend } from '../ports/block-backend.js';
-import type { Clock } from '../ports/clock.js';
-import type { MemberSpec } from './engine.js';
-import { startShadowSet } from './engine.js';
+import { startShadowSet, type StartOptions } from './engine.js';
 import { renderMetrics } from './metrics.js';
 import type { ShadowSet } from './shadow-set.js';
 import type { Control } from './control.js';
-import type { ResyncSettings } from './resync.js';
 
-export interface DaemonOptions {
-  members: MemberSpec[];
+/** What the engine process is started with: the set's own options plus its listeners. */
+export interface DaemonOptions extends StartOptions {
   socket: string;
   listen: { host: string; port: number } | null;
   http: { host: string; port: number } | null;
   exportName: string;
-  memberTimeoutMs: number;
-  overwrite: boolean;
-  log: Logger;
-  clock: Clock;
-  open: (location: string) => Promise<BlockBackend>;
-  resync?: Partial<ResyncSettings>;
-  /** false: writes do not mark the write-intent log (benchmarks only). */
-  intentLog?: boolean;
-  include?: boolean;
-  intentIdlePasses?: number;
   /** PEM files for NBD over TLS on the TCP listener; required unless `required` is false. */
   tls?: { cert: string; key: string; required: boolean } | null;
-  faultPolicy?: 'Required' | 'Optional' | 'Never';
 }
 
 export interface RunningEngine {

@@ -46,47 +46,50 @@ export interface ChunkList {
   readonly cursor: number;
 }
 
+/** A cursor over an ascending list of chunks that hands out runs of consecutive ones. */
+class SortedRuns {
+  i = 0;
+  constructor(readonly list: number[]) {}
+  take(max: number): number[] {
+    const out: number[] = [];
+    while (out.length < max && this.i < this.list.length) {
+      const c = this.list[this.i]!;
+      if (out.length > 0 && c !== out[out.length - 1]! + 1) break;
+      out.push(c);
+      this.i++;
+    }
+    return out;
+  }
+  get head(): number | undefined {
+    return this.list[this.i];
+  }
+}
+
+/** Chunks [from, to), preceded by `extra` chunks below `from` (chunks to redo after a crash). */
 export function rangeList(from: number, to: number, extra: number[] = []): ChunkList {
-  const pre = [...new Set(extra.filter((c) => c < from))].sort((a, b) => a - b);
-  let i = 0;
+  const pre = new SortedRuns([...new Set(extra.filter((c) => c < from))].sort((a, b) => a - b));
   let next = from;
   return {
-    total: pre.length + Math.max(0, to - from),
+    total: pre.list.length + Math.max(0, to - from),
     nextRun(max) {
-      const out: number[] = [];
-      while (out.length < max && i < pre.length) {
-        const c = pre[i]!;
-        if (out.length > 0 && c !== out[out.length - 1]! + 1) break;
-        out.push(c);
-        i++;
-      }
+      const out = pre.take(max);
       if (out.length > 0) return out;
       while (out.length < max && next < to) out.push(next++);
       return out;
     },
     get cursor() {
-      return i < pre.length ? pre[i]! : next;
+      return pre.head ?? next;
     },
   };
 }
 
 export function bitmapList(map: ChunkBitmap): ChunkList {
-  const list = map.list();
-  let i = 0;
+  const runs = new SortedRuns(map.list());
   return {
-    total: list.length,
-    nextRun(max) {
-      const out: number[] = [];
-      while (out.length < max && i < list.length) {
-        const c = list[i]!;
-        if (out.length > 0 && c !== out[out.length - 1]! + 1) break;
-        out.push(c);
-        i++;
-      }
-      return out;
-    },
+    total: runs.list.length,
+    nextRun: (max) => runs.take(max),
     get cursor() {
-      return i < list.length ? list[i]! : Number.MAX_SAFE_INTEGER;
+      return runs.head ?? Number.MAX_SAFE_INTEGER;
     },
   };
 }
