@@ -247,10 +247,9 @@ export class Control {
         s.tracker.wil.setAll();
         await s.tracker.persist();
       }
-      const list = full ? rangeList(0, s.tracker.chunks) : bitmapList(s.tracker.wil);
       for (const m of s.members) if (m.state === 'InSync') m.state = 'Merging';
-      s.resync.add(new ResyncJob('Merge', null, list, s.resync.hostRef, s.resync.settings.mergeBytesPerSecond));
-      s.tracker.pinned = s.resync.mergePending;
+      // With `full`, every chunk was just marked: the log's list is the whole unit.
+      s.startMerge(s.tracker.wil.list());
       await s.persistMembership();
       s.log.info({ event: 'MergeDemanded', full, chunks: s.resync.mergePending?.count ?? 0 }, 'merge demanded');
       return { started: true, chunks: s.resync.mergePending?.count ?? 0 };

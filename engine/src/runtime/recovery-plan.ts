@@ -19,6 +19,10 @@ async function readMap(m: Member, offset: number, chunks: number): Promise<Chunk
   return new ChunkBitmap(chunks, buf);
 }
 
+function* everyChunk(n: number): Generator<number> {
+  for (let c = 0; c < n; c++) yield c;
+}
+
 export interface MemberRecord {
   member: Member;
   /** The SCB found on this member at start (null for blank or foreign members). */
@@ -52,15 +56,12 @@ export async function planRecovery(set: ShadowSet, plan: AssemblyPlan, records: 
   const writable = records.filter((r) => r.member.isWritable);
   if (plan.unclean && writable.length > 1) {
     const all = !trusted || !wil;
-    const list = all ? rangeList(0, chunks) : bitmapList(wil!);
     for (const r of sources) r.member.state = 'Merging';
     set.log.info(
       { event: 'MergeRequired', full: all, chunks: all ? chunks : wil!.count, reason: all ? 'intent log not trusted' : 'unclean stop' },
       all ? 'unclean stop and no usable write-intent log: full merge' : `unclean stop: minimerge of ${wil!.count} chunks`,
     );
-    set.resync.add(new ResyncJob('Merge', null, list, set.resync.hostRef, set.resync.settings.mergeBytesPerSecond));
-    // Chunks the merge has not reached stay in the intent log, so a crash during the merge still finds them.
-    set.tracker.pinned = set.resync.mergePending;
+    set.startMerge(all ? everyChunk(chunks) : wil!.list());
   }
 
   for (const r of records) {

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import { ChunkBitmap } from '../core/chunk-bitmap.js';
 import { errorMessage } from '../core/errors.js';
-import { HEADER_BYTES } from '../core/geometry.js';
+import { chunkCount, HEADER_BYTES } from '../core/geometry.js';
 import type { Recovery } from '../api/status.js';
 import type { Member } from './member.js';
 import type { RangeLocks } from './range-locks.js';
@@ -143,20 +143,23 @@ export class Resync {
     this.zero = Buffer.alloc(Math.min(host.chunkSize * RUN_CHUNKS, 32 * 1024 * 1024));
   }
 
+  /** Queue a copy or minicopy. */
   add(job: ResyncJob): void {
-    if (job.mode === 'Merge') {
-      const pending = new ChunkBitmap(Math.ceil(this.host.size / this.host.chunkSize));
-      const all: number[] = [];
-      for (let run = job.chunks.nextRun(1 << 30); run.length > 0; run = job.chunks.nextRun(1 << 30)) all.push(...run);
-      for (const c of all) pending.set(c);
-      this.mergePending = pending;
-      // Re-create the list from the pending map (it was drained above).
-      const merge = new ResyncJob('Merge', null, bitmapList(pending), this.host, this.settings.mergeBytesPerSecond);
-      this.jobs.unshift(merge);
-    } else {
-      this.jobs.push(job);
-    }
+    this.jobs.push(job);
     this.kick();
+  }
+
+  /**
+   * Queue a merge of `chunks`; it runs before any copy. Returns the map of chunks still to merge, which
+   * reads consult and which shrinks as the merge goes.
+   */
+  addMerge(chunks: Iterable<number>): ChunkBitmap {
+    const pending = new ChunkBitmap(chunkCount(this.host.size, this.host.chunkSize));
+    for (const c of chunks) pending.set(c);
+    this.mergePending = pending;
+    this.jobs.unshift(new ResyncJob('Merge', null, bitmapList(pending), this.host, this.settings.mergeBytesPerSecond));
+    this.kick();
+    return pending;
   }
 
   get merging(): boolean {

@@ -437,6 +437,14 @@ export class ShadowSet {
     }
   }
 
+  /**
+   * Merge `chunks` (before any copy). Their intent bits stay set until merged, so a crash during the
+   * merge still knows what is owed.
+   */
+  startMerge(chunks: Iterable<number>): void {
+    this.tracker.pinned = this.resync.addMerge(chunks);
+  }
+
   /** A former member recorded in the metadata but not attached now (by id or last path). */
   formerMember(ref: string): { id: string; path: string } | undefined {
     return this.absent.find((a) => a.id === ref) ?? this.absent.find((a) => a.path === ref);
