@@ -347,20 +347,15 @@ class Connection {
     bs.writeUInt32BE(this.server.maxPayload, 10);
     this.optReply(opt, P.REP_INFO, bs);
 
-    if (wanted.has(P.INFO_NAME)) {
-      const n = Buffer.from(this.server.opts.exportName, 'utf8');
-      const b = Buffer.alloc(2 + n.length);
-      b.writeUInt16BE(P.INFO_NAME, 0);
-      n.copy(b, 2);
+    const textInfo = (type: number, text: string) => {
+      const t = Buffer.from(text, 'utf8');
+      const b = Buffer.alloc(2 + t.length);
+      b.writeUInt16BE(type, 0);
+      t.copy(b, 2);
       this.optReply(opt, P.REP_INFO, b);
-    }
-    if (wanted.has(P.INFO_DESCRIPTION)) {
-      const d = Buffer.from(this.server.opts.description, 'utf8');
-      const b = Buffer.alloc(2 + d.length);
-      b.writeUInt16BE(P.INFO_DESCRIPTION, 0);
-      d.copy(b, 2);
-      this.optReply(opt, P.REP_INFO, b);
-    }
+    };
+    if (wanted.has(P.INFO_NAME)) textInfo(P.INFO_NAME, this.server.opts.exportName);
+    if (wanted.has(P.INFO_DESCRIPTION)) textInfo(P.INFO_DESCRIPTION, this.server.opts.description);
     this.optReply(opt, P.REP_ACK);
     if (opt === P.OPT_GO) this.phase = 'transmission';
   }
