@@ -35,6 +35,19 @@ export abstract class BaseEnv implements ClusterEnv {
     return mkdtemp(join(tmpdir(), `shadowset-e2e-${name}-`));
   }
 
+  /** Boot `env`; if that fails, undo whatever it had started before passing the error on. */
+  protected static async booted<E extends BaseEnv>(env: E): Promise<E> {
+    try {
+      await env.boot();
+    } catch (e) {
+      await env.stop().catch(() => undefined);
+      throw e;
+    }
+    return env;
+  }
+
+  protected abstract boot(): Promise<void>;
+
   /** Start using the cluster of `kubeconfigPath`. */
   protected connect(kubeconfigPath: string): void {
     this.kubeconfigPath = kubeconfigPath;

@@ -42,17 +42,10 @@ export class KindEnv extends BaseEnv {
     if (process.getuid?.() !== 0) missing.push('root (the filesystem scenario attaches a loop device and mounts on this machine)');
     for (const t of HOST_TOOLS) if (!(await available('sh', ['-c', `command -v ${t}`]))) missing.push(t);
     if (missing.length > 0) throw new Error(`E2E_CLUSTER=kind needs: ${missing.join(', ')}. Without them run the local mode (unset E2E_CLUSTER).`);
-    const env = new KindEnv(await BaseEnv.makeWorkDir(name));
-    try {
-      await env.boot();
-    } catch (e) {
-      await env.stop().catch(() => undefined);
-      throw e;
-    }
-    return env;
+    return BaseEnv.booted(new KindEnv(await BaseEnv.makeWorkDir(name)));
   }
 
-  private async boot(): Promise<void> {
+  protected async boot(): Promise<void> {
     const clusters = (await run('kind', ['get', 'clusters'])).stdout.split('\n').map((s) => s.trim());
     if (!clusters.includes(CLUSTER)) {
       const cfg = join(this.workDir, 'kind.yaml');

@@ -30,17 +30,10 @@ export class LocalEnv extends BaseEnv {
     for (const t of HOST_TOOLS) {
       if (!(await available('sh', ['-c', `command -v ${t}`]))) throw new Error(`the e2e tier needs ${t} (Debian: qemu-system-common fuse3 e2fsprogs util-linux mount)`);
     }
-    const env = new LocalEnv(await BaseEnv.makeWorkDir(name));
-    try {
-      await env.boot();
-    } catch (e) {
-      await env.stop().catch(() => undefined);
-      throw e;
-    }
-    return env;
+    return BaseEnv.booted(new LocalEnv(await BaseEnv.makeWorkDir(name)));
   }
 
-  private async boot(): Promise<void> {
+  protected async boot(): Promise<void> {
     this.cp = await startControlPlane();
     this.connect(this.cp.kubeconfigPath);
     // The generated CRDs, as a user would install them.
