@@ -61,7 +61,14 @@ export async function planRecovery(set: ShadowSet, plan: AssemblyPlan, records: 
       { event: 'MergeRequired', full: all, chunks: all ? chunks : wil!.count, reason: all ? 'intent log not trusted' : 'unclean stop' },
       all ? 'unclean stop and no usable write-intent log: full merge' : `unclean stop: minimerge of ${wil!.count} chunks`,
     );
-    set.startMerge(all ? everyChunk(chunks) : wil!.list());
+    const merged = all ? [...everyChunk(chunks)] : wil!.list();
+    // A chunk the merge may change differs from what an absent member holds, even if it was written
+    // before the member left (a power loss can take back writes the staying members never flushed),
+    // so it joins every write bitmap: the member's minicopy then covers it.
+    let widened = 0;
+    for (const bm of bitmaps) for (const c of merged) if (c < bm.map.chunks && bm.map.set(c)) widened++;
+    if (widened > 0) await set.tracker.persist();
+    set.startMerge(merged);
   }
 
   for (const r of records) {

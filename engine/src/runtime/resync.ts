@@ -2,6 +2,11 @@
  * One scheduler for full copy, minicopy and merge: chunk runs in order, each under a range lock so an
  * application write is never overwritten by stale copy data, throttled, yielding to application I/O,
  * with progress checkpointed in the SCB so a restart resumes instead of starting over.
+ *
+ * Copied data reaches the target through its cache; the target is flushed every FLUSH_BYTES (so the
+ * device writes back while the copy goes on) and before a checkpoint may record progress or the job may
+ * call the member complete. Without that, a power loss right after a copy could leave a member whose
+ * metadata says InSync over data that never reached its disk.
  */
 import type { Logger } from 'pino';
 import { ChunkBitmap } from '../core/chunk-bitmap.js';
@@ -105,6 +110,12 @@ export class ResyncJob {
   readonly inflightStarts = new Set<number>();
   readonly unfinished = new Set<number>();
   readonly throttle: Throttle;
+  /** A restart point whose copied data is on the target's stable storage: what a checkpoint records. */
+  durableCursor: number;
+  /** Bytes written to the target since its last flush began. */
+  unflushed = 0;
+  /** The target flush in progress, if any. */
+  flushing: Promise<void> | null = null;
   constructor(
     readonly mode: ResyncMode,
     readonly target: Member | null,
@@ -115,6 +126,7 @@ export class ResyncJob {
   ) {
     this.bytesTotal = Math.min(chunks.total * host.chunkSize, host.size);
     this.throttle = new Throttle(rate);
+    this.durableCursor = chunks.cursor;
   }
 
   /** Where a restart may resume: before every run still in flight. */
@@ -123,10 +135,31 @@ export class ResyncJob {
   }
 }
 
-const RUN_CHUNKS = 256; // up to 16 MiB per step with 64 KiB chunks
+/**
+ * A run is at most RUN_BYTES (or one chunk, if chunks are larger). Runs of about 1 MiB, with buffers
+ * reused from a pool, kept the copy's working set in the CPU caches; 16 MiB runs in fresh buffers copied
+ * at about half the rate (page faults on every new buffer, and nothing stays cached).
+ */
+const RUN_BYTES = 1024 * 1024;
 const MAX_RUNS_IN_FLIGHT = 16;
-const MAX_BYTES_IN_FLIGHT = 32 * 1024 * 1024;
+const MAX_BYTES_IN_FLIGHT = 16 * 1024 * 1024;
 const CHECKPOINT_MS = 2000;
+/** Flush a copy target after this many bytes, so its write-back overlaps the rest of the copy. */
+const FLUSH_BYTES = 128 * 1024 * 1024;
+/** Spare buffers the pool keeps. */
+const POOL_KEEP = 32;
+
+/** Reusable copy buffers of one size. */
+class BufferPool {
+  private readonly free: Buffer[] = [];
+  constructor(readonly size: number) {}
+  take(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
+  }
+  give(buf: Buffer): void {
+    if (this.free.length < POOL_KEEP) this.free.push(buf);
+  }
+}
 
 export class Resync {
   readonly jobs: ResyncJob[] = [];
@@ -134,13 +167,18 @@ export class Resync {
   /** Chunks a merge has yet to reconcile (reads of them are merged first). */
   mergePending: ChunkBitmap | null = null;
   private zero: Buffer;
+  /** Buffers of one run (or one chunk, whichever is larger). */
+  private readonly pool: BufferPool;
+  private readonly runChunks: number;
   private wake: (() => void) | null = null;
   private loop: Promise<void> | null = null;
   private stopped = false;
 
   constructor(private readonly host: ResyncHost, readonly settings: ResyncSettings) {
     this.hostRef = host;
-    this.zero = Buffer.alloc(Math.min(host.chunkSize * RUN_CHUNKS, 32 * 1024 * 1024));
+    this.runChunks = Math.max(1, Math.floor(RUN_BYTES / host.chunkSize));
+    this.pool = new BufferPool(this.runChunks * host.chunkSize);
+    this.zero = Buffer.alloc(this.pool.size);
   }
 
   /** Queue a copy or minicopy. */
@@ -238,7 +276,7 @@ export class Resync {
         // A throttled job gains nothing from parallel runs: one at a time, about a quarter second of data each.
         const throttled = job.throttle.bytesPerSecond > 0;
         const maxRuns = throttled ? 1 : MAX_RUNS_IN_FLIGHT;
-        const runChunks = throttled ? Math.max(1, Math.min(RUN_CHUNKS, Math.floor(job.throttle.bytesPerSecond / 4 / h.chunkSize))) : RUN_CHUNKS;
+        const runChunks = throttled ? Math.max(1, Math.min(this.runChunks, Math.floor(job.throttle.bytesPerSecond / 4 / h.chunkSize))) : this.runChunks;
         while (more && !failure.e && inflight.size < maxRuns && bytesInFlight < MAX_BYTES_IN_FLIGHT) {
           const r = job.chunks.nextRun(runChunks);
           if (r.length === 0) {
@@ -265,16 +303,30 @@ export class Resync {
         if (inflight.size === 0) break;
         await Promise.race(inflight);
         if (failure.e) throw failure.e;
-        if (Date.now() - lastCheckpoint > CHECKPOINT_MS) {
+        const due = Date.now() - lastCheckpoint > CHECKPOINT_MS;
+        if (job.target && !job.flushing && (job.unflushed >= FLUSH_BYTES || (due && job.unflushed > 0))) {
+          job.flushing = this.flushTarget(job)
+            .catch((e: unknown) => {
+              failure.e ??= e;
+            })
+            .finally(() => (job.flushing = null));
+        }
+        if (due) {
+          // Records the cursor of the last completed flush (the data before it is on stable storage).
           lastCheckpoint = Date.now();
           await h.checkpoint().catch(() => undefined);
         }
       }
+      if (job.flushing) await job.flushing;
+      if (failure.e) throw failure.e;
+      // Complete means on stable storage: the host marks the member InSync once this returns.
+      if (job.target) await this.flushTarget(job);
     } catch (e) {
       ok = false;
       why = errorMessage(e);
     }
     await Promise.allSettled([...inflight]);
+    if (job.flushing) await job.flushing;
     // A job cancelled by stop() stays listed, so the clean-stop SCB records its copy checkpoint.
     const i = this.jobs.indexOf(job);
     const keep = this.stopped && job.cancelled && (!job.target || job.target.isWritable);
@@ -285,6 +337,27 @@ export class Resync {
       `${job.mode} ${ok ? 'completed' : `stopped: ${why}`}`,
     );
     await h.finished(job, ok, why);
+  }
+
+  /** Flush the job's target; afterwards a checkpoint may record the cursor from before the flush. */
+  private async flushTarget(job: ResyncJob): Promise<void> {
+    const target = job.target!;
+    const cursor = job.safeCursor();
+    job.unflushed = 0;
+    try {
+      await target.flush();
+    } catch (e) {
+      if (target.isWritable) await this.host.removeMember(target, 'Faulted', `flush of copied data failed: ${errorMessage(e)}`);
+      throw e;
+    }
+    job.durableCursor = cursor;
+  }
+
+  /**
+   * Every writable member was just flushed (a clean stop): what each copy wrote so far is durable.
+   */
+  markFlushed(): void {
+    for (const j of this.jobs) if (j.target?.isWritable) j.durableCursor = j.safeCursor();
   }
 
   private async yieldToApp(): Promise<void> {
@@ -320,8 +393,10 @@ export class Resync {
   private async copyRange(job: ResyncJob, off: number, len: number): Promise<void> {
     const target = job.target!;
     const release = await this.host.locks.acquire(off, len);
+    const slab = this.pool.take();
+    let slab2: Buffer | null = null;
     try {
-      const buf = Buffer.allocUnsafe(len);
+      const buf = slab.subarray(0, len);
       const tried = new Set<Member>();
       for (;;) {
         const src = this.pickSource(job, tried);
@@ -338,13 +413,15 @@ export class Resync {
       if (!target.isWritable) return;
       if (buf.equals(this.zero.subarray(0, len))) {
         // Zero on the source: write only if the target is not already zero.
-        const t = Buffer.allocUnsafe(len);
+        slab2 = this.pool.take();
+        const t = slab2.subarray(0, len);
         await target.read(t, HEADER_BYTES + off);
         if (t.equals(this.zero.subarray(0, len))) return;
         await target.writeZeroes(HEADER_BYTES + off, len, false);
       } else {
         await target.write(buf, HEADER_BYTES + off, false);
       }
+      job.unflushed += len;
     } catch (e) {
       if (target.isWritable && !/no full member/.test(errorMessage(e))) {
         await this.host.removeMember(target, 'Faulted', `copy write failed: ${errorMessage(e)}`);
@@ -352,6 +429,8 @@ export class Resync {
       throw e;
     } finally {
       release();
+      this.pool.give(slab);
+      if (slab2) this.pool.give(slab2);
     }
   }
 
@@ -384,25 +463,32 @@ export class Resync {
         ? (full.find((m) => m.id === this.settings.copySource) ?? full[0])
         : full[0];
       if (!master) throw new Error('no full member left to merge from');
-      const good = Buffer.allocUnsafe(len);
+      const slabs: Buffer[] = [this.pool.take()];
       try {
-        await master.read(good, HEADER_BYTES + off);
-      } catch (e) {
-        await this.host.removeMember(master, 'Faulted', `merge read failed: ${errorMessage(e)}`);
-        continue;
-      }
-      if (job) job.lastSource = master.id;
-      const others = this.host.members.filter((m) => m !== master && m.isWritable);
-      await Promise.all(others.map(async (m) => {
+        const good = slabs[0]!.subarray(0, len);
         try {
-          const mine = Buffer.allocUnsafe(len);
-          await m.read(mine, HEADER_BYTES + off);
-          if (!mine.equals(good)) await m.write(good, HEADER_BYTES + off, false);
+          await master.read(good, HEADER_BYTES + off);
         } catch (e) {
-          await this.host.removeMember(m, 'Faulted', `merge failed: ${errorMessage(e)}`);
+          await this.host.removeMember(master, 'Faulted', `merge read failed: ${errorMessage(e)}`);
+          continue;
         }
-      }));
-      return;
+        if (job) job.lastSource = master.id;
+        const others = this.host.members.filter((m) => m !== master && m.isWritable);
+        await Promise.all(others.map(async (m) => {
+          try {
+            const slab = this.pool.take();
+            slabs.push(slab);
+            const mine = slab.subarray(0, len);
+            await m.read(mine, HEADER_BYTES + off);
+            if (!mine.equals(good)) await m.write(good, HEADER_BYTES + off, false);
+          } catch (e) {
+            await this.host.removeMember(m, 'Faulted', `merge failed: ${errorMessage(e)}`);
+          }
+        }));
+        return;
+      } finally {
+        for (const b of slabs) this.pool.give(b);
+      }
     }
   }
 

@@ -171,7 +171,7 @@ export class ShadowSet {
       intentLogValid: this.tracker.intentEnabled,
       copies: this.resync.jobs
         .filter((j) => j.mode === 'FullCopy' && j.target)
-        .map((j) => ({ mode: 'FullCopy' as const, target: j.target!.id, nextChunk: Math.min(j.safeCursor(), this.tracker.chunks) })),
+        .map((j) => ({ mode: 'FullCopy' as const, target: j.target!.id, nextChunk: Math.min(j.durableCursor, this.tracker.chunks) })),
       bitmaps: this.tracker.descriptors(),
       updatedAt: this.clock.iso(),
     };
@@ -472,6 +472,7 @@ export class ShadowSet {
     if (this.intentTimer) clearInterval(this.intentTimer);
     if (this.watchdog) clearInterval(this.watchdog);
     await this.flushMembers().catch(() => undefined);
+    this.resync.markFlushed();
     // Nothing is in flight and everything is flushed: the intent log can be emptied (pending merge chunks stay).
     try {
       await this.tracker.clearIdle(async () => undefined, 0);

@@ -1,9 +1,11 @@
 /**
- * Seeded simulation of the engine: random concurrent writes, crashes that leave writes half-done on
- * members, member faults, removals with write bitmaps and returns, against in-memory members with
- * random latencies. Invariants checked throughout:
+ * Seeded simulation of the engine: random concurrent writes and flushes, crashes that leave writes
+ * half-done on members, power losses that also drop every write not yet flushed (or written with FUA),
+ * member faults, removals with write bitmaps and returns, against in-memory members with random
+ * latencies. Invariants checked throughout:
  *  - no acknowledged write is ever lost (a read returns the last acknowledged version of a block, or a
- *    version written after it);
+ *    version written after it); after a power loss, the last version made durable by FUA or by an
+ *    acknowledged flush;
  *  - after every resync, all full members are byte-identical;
  *  - while a member is away, every chunk written since it left is set in its bitmap.
  * The seed of a failing run is printed; SIM_SEEDS and SIM_STEPS widen the search.
@@ -33,13 +35,23 @@ function rng(seed: number): () => number {
   };
 }
 
-/** A member whose writes land after a random delay; a crash drops what has not landed yet. */
+/**
+ * A member whose writes land after a random delay; a crash drops what has not landed yet. `mem` is what
+ * reads see (the volatile cache); `durable` what survives a power loss: a flush copies the cache into
+ * it, a FUA write goes to both.
+ */
 class SimDisk {
   readonly mem: MemoryBackend;
+  readonly durable: Buffer;
   epoch = 0;
   failWrites = false;
   constructor(readonly name: string, readonly rand: () => number) {
     this.mem = new MemoryBackend(name, HEADER_BYTES + DATA);
+    this.durable = Buffer.alloc(this.mem.size);
+  }
+  /** Power loss: everything not on stable storage is gone. */
+  losePower(): void {
+    this.durable.copy(this.mem.bytes);
   }
   handle(): BlockBackend {
     return handleOf(this);
@@ -62,26 +74,29 @@ function handleOf(disk: SimDisk): BlockBackend {
         if (!live()) return dead();
         return disk.mem.read(buf, off);
       },
-      async write(buf, off) {
+      async write(buf, off, fua) {
         const copy = Buffer.from(buf);
         await later();
         if (!live()) return dead();
         if (disk.failWrites) throw new EngineError('ENG_IO', `injected write error on ${disk.name}`);
-        return disk.mem.write(copy, off);
+        await disk.mem.write(copy, off);
+        if (fua) copy.copy(disk.durable, off);
       },
       async flush() {
         await later();
         if (!live()) return dead();
+        disk.mem.bytes.copy(disk.durable);
       },
       async discard(off, len) {
         if (!live()) return dead();
         return disk.mem.discard(off, len);
       },
-      async writeZeroes(off, len) {
+      async writeZeroes(off, len, fua) {
         await later();
         if (!live()) return dead();
         if (disk.failWrites) throw new EngineError('ENG_IO', `injected write error on ${disk.name}`);
-        return disk.mem.writeZeroes(off, len);
+        await disk.mem.writeZeroes(off, len);
+        if (fua) disk.durable.fill(0, off, off + len);
       },
       async close() {},
     };
@@ -93,6 +108,8 @@ interface Model {
   acked: Uint32Array;
   /** Highest version ever issued per block. */
   issued: Uint32Array;
+  /** Highest version known to be on stable storage (FUA, or acknowledged before an acknowledged flush). */
+  durable: Uint32Array;
 }
 
 function blockData(block: number, version: number): Buffer {
@@ -147,7 +164,7 @@ async function simulate(seed: number, steps: number): Promise<void> {
   const rand = rng(seed);
   const pick = (n: number) => Math.floor(rand() * n);
   const disks = Array.from({ length: 3 }, (_, i) => new SimDisk(`d${i}`, rand));
-  const model: Model = { acked: new Uint32Array(BLOCKS), issued: new Uint32Array(BLOCKS) };
+  const model: Model = { acked: new Uint32Array(BLOCKS), issued: new Uint32Array(BLOCKS), durable: new Uint32Array(BLOCKS) };
   let s = await start(disks);
   let away: string | null = null; // member id removed with a bitmap
   let awayDisk: string | undefined;
@@ -163,16 +180,23 @@ async function simulate(seed: number, steps: number): Promise<void> {
           const blk = pick(BLOCKS);
           const v = ++model.issued[blk]!;
           const awayNow = away;
-          ops.push(s.set.write(blk * BLOCK, blockData(blk, v), rand() < 0.1).then(() => {
+          const fua = rand() < 0.1;
+          ops.push(s.set.write(blk * BLOCK, blockData(blk, v), fua).then(() => {
             if (v > model.acked[blk]!) model.acked[blk] = v;
+            if (fua && v > model.durable[blk]!) model.durable[blk] = v;
             if (awayNow && away === awayNow) writtenSinceAway.add(Math.floor((blk * BLOCK) / s.set.chunkSize));
           }));
         }
         if (rand() < 0.25) {
-          // Crash with these writes in flight: some members got them, some did not.
+          // Crash with these writes in flight: some members got them, some did not. Half the crashes
+          // are power losses: members also lose what was never flushed.
           await new Promise((r) => setImmediate(r));
           s.set.halt();
           for (const d of disks) d.epoch++;
+          if (rand() < 0.5) {
+            for (const d of disks) d.losePower();
+            model.acked.set(model.durable);
+          }
           s = await start(disks, disks.filter((d) => d.name !== awayDisk));
           await settle(s);
           checkIdentical(s, disks, seed, step);
@@ -180,6 +204,12 @@ async function simulate(seed: number, steps: number): Promise<void> {
           continue;
         }
         await Promise.all(ops);
+        if (rand() < 0.3) {
+          // An acknowledged flush makes every write acknowledged before it durable.
+          const before = model.acked.slice();
+          await s.set.flush();
+          for (let b = 0; b < BLOCKS; b++) if (before[b]! > model.durable[b]!) model.durable[b] = before[b]!;
+        }
       } else if (action < 0.7 && !away) {
         const full = s.set.members.filter((m) => m.isFull);
         if (full.length >= 2) {
