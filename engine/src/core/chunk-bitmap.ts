@@ -81,6 +81,11 @@ export class ChunkBitmap {
     return out;
   }
 
+  /** Every page with its bytes (copied), leaving the record of changed pages alone. */
+  allPages(): { page: number; bytes: Uint8Array }[] {
+    return Array.from({ length: this.pageCount }, (_, page) => ({ page, bytes: this.bits.slice(page * PAGE_BYTES, (page + 1) * PAGE_BYTES) }));
+  }
+
   /** Mark every page for writing (used when a bitmap is first placed in a slot). */
   touchAll(): void {
     for (let p = 0; p < this.pageCount; p++) this.dirtyPages.add(p);

@@ -134,16 +134,10 @@ export class ChunkTracker {
 
   /** Write every page of the log and of the bitmaps to the given members (a member joining the set). */
   async writeAllTo(members: Member[]): Promise<void> {
-    const wil = this.wil.list();
-    const tmp = new ChunkBitmap(this.chunks);
-    for (const c of wil) tmp.set(c);
     const pages: { offset: number; bytes: Uint8Array }[] = [];
-    tmp.touchAll();
-    for (const p of tmp.takeDirtyPages()) pages.push({ offset: INTENT_LOG_OFFSET + p.page * PAGE_BYTES, bytes: p.bytes });
+    for (const p of this.wil.allPages()) pages.push({ offset: INTENT_LOG_OFFSET + p.page * PAGE_BYTES, bytes: p.bytes });
     for (const b of this.bitmaps.values()) {
-      const copy = new ChunkBitmap(b.map.chunks, b.map.bits);
-      copy.touchAll();
-      for (const p of copy.takeDirtyPages()) pages.push({ offset: bitmapSlotOffset(b.desc.slot) + p.page * PAGE_BYTES, bytes: p.bytes });
+      for (const p of b.map.allPages()) pages.push({ offset: bitmapSlotOffset(b.desc.slot) + p.page * PAGE_BYTES, bytes: p.bytes });
     }
     await this.writePages(members, pages);
   }
@@ -151,13 +145,8 @@ export class ChunkTracker {
   private async writePages(members: Member[], pages: { offset: number; bytes: Uint8Array }[]): Promise<void> {
     const results = await Promise.allSettled(
       members.map((m) =>
-        m.io(async () => {
-          for (let i = 0; i < pages.length; i++) {
-            const p = pages[i]!;
-            // Each page with FUA: it must be on stable storage before the writes that depend on it.
-            await m.backend.write(Buffer.from(p.bytes.buffer, p.bytes.byteOffset, p.bytes.length), p.offset, true);
-          }
-        }),
+        // Each page with FUA: all are on stable storage before the writes that depend on them.
+        m.io(() => Promise.all(pages.map((p) => m.backend.write(Buffer.from(p.bytes.buffer, p.bytes.byteOffset, p.bytes.length), p.offset, true)))),
       ),
     );
     let okFull = 0;

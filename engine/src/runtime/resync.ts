@@ -259,6 +259,8 @@ export class Resync {
     const inflight = new Set<Promise<void>>();
     const failure: { e: unknown } = { e: null };
     let bytesInFlight = 0;
+    // Woken when a run ends (one waiter, not a Promise.race over every run in flight each time).
+    let runEnded: (() => void) | null = null;
     try {
       for (;;) {
         if (job.cancelled) {
@@ -283,7 +285,7 @@ export class Resync {
             more = false;
             break;
           }
-          await this.yieldToApp();
+          if (h.appInFlight() > 0) await this.yieldToApp();
           const first = r[0]!;
           const bytes = r.length * h.chunkSize;
           bytesInFlight += bytes;
@@ -296,15 +298,18 @@ export class Resync {
               inflight.delete(p);
               job.inflightStarts.delete(first);
               bytesInFlight -= bytes;
+              const w = runEnded;
+              runEnded = null;
+              w?.();
             });
           inflight.add(p);
         }
         if (failure.e) throw failure.e;
         if (inflight.size === 0) break;
-        await Promise.race(inflight);
+        await new Promise<void>((r) => (runEnded = r));
         if (failure.e) throw failure.e;
         const due = Date.now() - lastCheckpoint > CHECKPOINT_MS;
-        if (job.target && !job.flushing && (job.unflushed >= FLUSH_BYTES || (due && job.unflushed > 0))) {
+        if (job.target && !job.flushing && (job.unflushed >= Math.min(FLUSH_BYTES, Math.max(2 << 20, job.bytesTotal / 4)) || (due && job.unflushed > 0))) {
           job.flushing = this.flushTarget(job)
             .catch((e: unknown) => {
               failure.e ??= e;

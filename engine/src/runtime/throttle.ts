@@ -2,7 +2,8 @@
 export class Throttle {
   private tokens = 0;
   private last = Date.now();
-  private window: { t: number; bytes: number }[] = [];
+  /** What went through, in 100 ms slices (one entry per slice, so a busy copy keeps ~30, not thousands). */
+  private window: { slice: number; t: number; bytes: number; n: number }[] = [];
 
   constructor(public bytesPerSecond: number) {}
 
@@ -22,14 +23,25 @@ export class Throttle {
 
   private note(bytes: number): void {
     const now = Date.now();
-    this.window.push({ t: now, bytes });
+    const slice = Math.floor(now / 100);
+    const last = this.window[this.window.length - 1];
+    if (last?.slice === slice) {
+      last.bytes += bytes;
+      last.n++;
+    } else this.window.push({ slice, t: now, bytes, n: 1 });
+    this.prune(now);
+  }
+
+  private prune(now: number): void {
     while (this.window.length > 0 && now - this.window[0]!.t > 3000) this.window.shift();
   }
 
-  /** Bytes per second over the last few seconds. */
+  /** Bytes per second over the last few seconds (0 until two transfers were seen). */
   rate(): number {
-    if (this.window.length < 2) return 0;
-    const span = (Date.now() - this.window[0]!.t) / 1000;
+    const now = Date.now();
+    this.prune(now);
+    if (this.window.reduce((a, w) => a + w.n, 0) < 2) return 0;
+    const span = (now - this.window[0]!.t) / 1000;
     const bytes = this.window.reduce((a, w) => a + w.bytes, 0);
     return span > 0 ? Math.round(bytes / span) : 0;
   }

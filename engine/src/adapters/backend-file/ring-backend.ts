@@ -3,15 +3,55 @@
  * ring (see ring-protocol.ts). Requests larger than a slot, or arriving when every slot is busy, take
  * the thread-pool path of FileBackend: their size amortizes the round trip. Overlapping writes are
  * ordered above this layer (range locks), so the two paths never race on the same bytes.
+ *
+ * One idle I/O thread is kept as a spare: a new thread takes tens of milliseconds to start, during
+ * which a member that just joined (a returning member about to get its minicopy) would run every
+ * request through the thread pool while the starting thread competes with it for the CPU. A closed
+ * member's thread becomes the spare when none is kept; a thread with requests stuck on a hung device
+ * is never reused.
  */
 import { Worker } from 'node:worker_threads';
 import { EngineError } from '../../core/errors.js';
 import type { BlockBackend } from '../../ports/block-backend.js';
 import { FileBackend } from './file-backend.js';
 import {
-  allocRing, COMP_HEAD, CTL_INTS, OP_FLUSH, OP_READ, OP_WRITE, OP_WRITE_FUA, SLOT_BYTES, SLOTS, STOP, SUB_HEAD,
+  allocRing, COMP_HEAD, CTL_INTS, OP_READ, OP_WRITE, OP_WRITE_FUA, SLOT_BYTES, SLOTS, STOP, SUB_HEAD,
   WORKER_IDLE,
 } from './ring-protocol.js';
+
+let spare: Worker | null = null;
+let spareTimer: NodeJS.Timeout | null = null;
+/** A spare is started this long after the last one was taken (not while the member taking it starts). */
+const SPARE_DELAY_MS = 1000;
+
+function newWorker(): Worker {
+  const w = new Worker(new URL('./io-worker.js', import.meta.url));
+  w.unref();
+  // A spare that fails is dropped (the member using a thread listens for its errors itself).
+  w.on('error', () => {
+    if (spare === w) spare = null;
+  });
+  w.on('exit', () => {
+    if (spare === w) spare = null;
+  });
+  return w;
+}
+
+function keepSpare(w: Worker): void {
+  if (spare) void w.terminate();
+  else spare = w;
+}
+
+function scheduleSpare(): void {
+  if (spare || spareTimer) return;
+  spareTimer = setTimeout(() => {
+    spareTimer = null;
+    if (spare) return;
+    const w = newWorker();
+    w.once('online', () => keepSpare(w));
+  }, SPARE_DELAY_MS);
+  spareTimer.unref();
+}
 
 interface Waiter {
   resolve: () => void;
@@ -31,23 +71,44 @@ export class RingBackend implements BlockBackend {
   private outstanding = 0;
   private closed = false;
   private online = false;
+  private kickQueued = false;
+  /**
+   * Wakes the worker if it sleeps. Queued as a microtask, so every request submitted in the same turn
+   * of the event loop (a batch of NBD requests, a window of copy runs) costs one wake-up, not one each.
+   * No wake-up is lost: the worker marks itself idle and then looks at the ring again before it sleeps.
+   */
+  private readonly kick = (): void => {
+    this.kickQueued = false;
+    if (Atomics.load(this.ctl, WORKER_IDLE) === 1) Atomics.notify(this.ctl, SUB_HEAD);
+  };
 
-  private constructor(private readonly file: FileBackend, private readonly worker: Worker, ring: ReturnType<typeof allocRing>) {
+  private failed = false;
+  private readonly onError = (e: Error): void => {
+    this.failed = true;
+    this.failAll(new EngineError('ENG_IO', `I/O thread of ${this.location} failed: ${e.message}`));
+  };
+
+  private constructor(private readonly file: FileBackend, private readonly worker: Worker, ring: ReturnType<typeof allocRing>, online: boolean) {
     this.ctl = new Int32Array(ring.ctl);
     this.desc = new Float64Array(ring.desc);
     this.ops = new Int32Array(ring.ops);
     this.data = Buffer.from(ring.data);
     for (let i = SLOTS - 1; i >= 0; i--) this.free.push(i);
-    worker.once('online', () => (this.online = true));
-    worker.on('error', (e) => this.failAll(new EngineError('ENG_IO', `I/O thread of ${this.location} failed: ${e.message}`)));
+    this.online = online;
+    if (!online) worker.once('online', () => (this.online = true));
+    worker.on('error', this.onError);
   }
 
   static async open(path: string): Promise<RingBackend> {
     const file = await FileBackend.open(path);
     const ring = allocRing();
-    const worker = new Worker(new URL('./io-worker.js', import.meta.url), { workerData: { ring, fd: file.fd, syncFd: file.syncFd } });
-    worker.unref();
-    return new RingBackend(file, worker, ring);
+    const worker = spare ?? newWorker();
+    const online = worker === spare;
+    spare = null;
+    // Requests may be queued before the thread reads this; it finds them in the ring when it starts.
+    worker.postMessage({ ring, fd: file.fd, syncFd: file.syncFd });
+    scheduleSpare();
+    return new RingBackend(file, worker, ring, online);
   }
 
   get location(): string {
@@ -71,7 +132,10 @@ export class RingBackend implements BlockBackend {
     const h = this.ctl[SUB_HEAD]!;
     this.ctl[CTL_INTS + (h % SLOTS)] = slot;
     Atomics.store(this.ctl, SUB_HEAD, h + 1);
-    if (Atomics.load(this.ctl, WORKER_IDLE) === 1) Atomics.notify(this.ctl, SUB_HEAD);
+    if (!this.kickQueued) {
+      this.kickQueued = true;
+      queueMicrotask(this.kick);
+    }
     // A pending Atomics.waitAsync does not keep the event loop alive; the worker handle does.
     if (this.outstanding++ === 0) this.worker.ref();
     this.arm();
@@ -130,8 +194,13 @@ export class RingBackend implements BlockBackend {
     return this.file.write(buf, offset, fua);
   }
 
+  /**
+   * Through the thread pool, not the ring: an fdatasync can take milliseconds, and on the ring it would
+   * hold up every read and write queued behind it (a copy's periodic flush stalled the copy itself).
+   * It covers every write completed before it, as NBD asks.
+   */
   flush(): Promise<void> {
-    return this.submit(OP_FLUSH, 0, 0, null, null) ?? this.file.flush();
+    return this.file.flush();
   }
 
   discard(offset: number, length: number): Promise<void> {
@@ -147,8 +216,26 @@ export class RingBackend implements BlockBackend {
     this.closed = true;
     Atomics.store(this.ctl, STOP, 1);
     Atomics.notify(this.ctl, SUB_HEAD);
+    this.worker.off('error', this.onError);
     // A worker stuck in a system call on a hung device cannot be joined; it is unref'd and left behind.
-    if (this.outstanding === 0) await this.worker.terminate();
+    if (this.outstanding === 0) {
+      if (this.failed) await this.worker.terminate();
+      else {
+        // It leaves this ring and waits for its next member: the spare, unless there is one (or it
+        // does not say so within a second).
+        const w = this.worker;
+        const released = await new Promise<boolean>((r) => {
+          const timer = setTimeout(() => r(false), 1000);
+          w.once('message', () => {
+            clearTimeout(timer);
+            r(true);
+          });
+        });
+        w.unref();
+        if (released) keepSpare(w);
+        else await w.terminate();
+      }
+    }
     await this.file.close();
   }
 }

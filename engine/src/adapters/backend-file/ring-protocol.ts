@@ -17,7 +17,7 @@ export const CTL_INTS = 8;
 // Per-slot descriptor (Float64: device offset, length; Int32: opcode, result).
 export const OP_READ = 1;
 export const OP_WRITE = 2;
-export const OP_FLUSH = 3;
+// 3 was a flush; flushes take the thread pool (ring-backend.ts says why).
 export const OP_WRITE_FUA = 4;
 
 export interface RingBuffers {
