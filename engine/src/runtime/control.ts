@@ -90,8 +90,14 @@ export class Control {
     if (replace && s.members.includes(replace)) s.members[s.members.indexOf(replace)] = m;
     else s.members.push(m);
     s.generation++;
+    // A minicopy starts while the membership is being recorded: until the record lands, a crash finds
+    // the member as it left (still matching its bitmap, so it gets its minicopy again), and the job's
+    // own metadata updates queue behind this one. A full copy waits: a new member whose data area
+    // changed before its record did would look like a device with foreign data after a crash.
+    const early = job?.mode === 'Minicopy';
+    if (job && early) s.resync.add(job);
     await s.persistMembership();
-    if (job) s.resync.add(job);
+    if (job && !early) s.resync.add(job);
   }
 
   // ---------------- remove ----------------
