@@ -193,6 +193,18 @@ export class ChunkTracker {
     return n;
   }
 
+  /**
+   * Write the whole log and every bitmap to every metadata member. At start the log is the union of the
+   * members' logs and a bitmap is read from one member; a bit found on one member only (its write was in
+   * flight at a crash) would otherwise stay only there, since a later write to that chunk sees it set and
+   * marks nothing — and if that member then left, no log would remember the chunk.
+   */
+  rewriteAll(): Promise<void> {
+    this.wil.touchAll();
+    for (const b of this.bitmaps.values()) b.map.touchAll();
+    return this.schedule();
+  }
+
   freeSlot(): number | null {
     const used = new Set([...this.bitmaps.values()].map((b) => b.desc.slot));
     for (let s = 0; s < BITMAP_SLOTS; s++) if (!used.has(s)) return s;

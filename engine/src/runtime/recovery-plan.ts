@@ -65,11 +65,11 @@ export async function planRecovery(set: ShadowSet, plan: AssemblyPlan, records: 
     // A chunk the merge may change differs from what an absent member holds, even if it was written
     // before the member left (a power loss can take back writes the staying members never flushed),
     // so it joins every write bitmap: the member's minicopy then covers it.
-    let widened = 0;
-    for (const bm of bitmaps) for (const c of merged) if (c < bm.map.chunks && bm.map.set(c)) widened++;
-    if (widened > 0) await set.tracker.persist();
+    for (const bm of bitmaps) for (const c of merged) if (c < bm.map.chunks) bm.map.set(c);
     set.startMerge(merged);
   }
+  // Every member gets the whole log and bitmaps as loaded (see rewriteAll) before any I/O is accepted.
+  if (ref) await set.tracker.rewriteAll();
 
   for (const r of records) {
     const m = r.member;
