@@ -86,3 +86,16 @@ test('too many members, duplicates and too-small members are refused', () => {
   assert.throws(() => assemble([probe('a', null), probe('a', null)], opts), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
   assert.throws(() => assemble([{ ...probe('a', null), rawBytes: HEADER_BYTES }], opts), (e) => isEngineError(e, 'ENG_MEMBER_TOO_SMALL'));
 });
+
+test('a returned member listed twice in a record (attached, and again as former) is judged by its first entry', () => {
+  // Records written before the fix listed a returned member as InSync and again as Removed; the
+  // newest of them, found only on that member, must still make it a source.
+  const rec: [string, Scb['members'][number]['state']][] = [['b', 'InSync'], ['a', 'InSync'], ['a', 'Removed']];
+  const p = assemble([probe('a', scb('a', 7, rec)), probe('b', scb('b', 6, [['b', 'InSync'], ['a', 'Minicopy']]))], opts);
+  assert.equal(p.members.find((m) => m.id === 'a')!.role, 'source');
+});
+
+test('no source: the error names each member and why it is not current', () => {
+  assert.throws(() => assemble([probe('a', scb('a', 3, [['a', 'FullCopy']], { dataValid: false }))], opts),
+    (e) => isEngineError(e, 'ENG_NO_FULL_MEMBER') && /a was FullCopy/.test((e as Error).message));
+});

@@ -89,7 +89,10 @@ export function assemble(probes: MemberProbe[], opts: AssembleOptions): Assembly
   const ref = newest[0]!.scb.scb;
   const size = ref.size;
   const chunkSize = ref.chunkSize;
-  const byId = new Map(ref.members.map((m) => [m.id, m]));
+  // The first entry per id counts: records written before a fix could list a returned member twice,
+  // as attached and again as a former (Removed) member.
+  const byId = new Map<string, (typeof ref.members)[number]>();
+  for (const m of ref.members) if (!byId.has(m.id)) byId.set(m.id, m);
   const usedIds = new Set<string>();
 
   const members: PlannedMember[] = probes.map((p) => {
@@ -125,7 +128,8 @@ export function assemble(probes: MemberProbe[], opts: AssembleOptions): Assembly
   if (!members.some((m) => m.role === 'source')) {
     throw new EngineError(
       'ENG_NO_FULL_MEMBER',
-      `none of the given members holds current data of set ${setId} (newest generation ${maxGen}); add a full member`,
+      `none of the given members holds current data of set ${setId} (newest generation ${maxGen}: ` +
+        `${members.map((m) => `${m.path} ${m.reason}`).join('; ')}); add a full member`,
     );
   }
   const present = new Set(members.map((m) => m.id));

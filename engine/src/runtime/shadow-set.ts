@@ -165,7 +165,8 @@ export class ShadowSet {
       members: [
         // A merging member is a full member: the merge still owed is recorded by `clean` and the intent log.
         ...this.members.map((x) => ({ id: x.id, path: x.location, state: x.state === 'Merging' ? 'InSync' as const : x.state, since: this.generation })),
-        ...this.absent,
+        // A former member that is back is listed once, as what it is now.
+        ...this.absent.filter((a) => !this.members.some((x) => x.id === a.id)),
       ].slice(0, 6),
       dataValid: m.isFull,
       intentLogValid: this.tracker.intentEnabled,
@@ -180,14 +181,19 @@ export class ShadowSet {
   /** Write the current membership to every writable member, serialized with other metadata updates. */
   persistMembership(clean = false): Promise<void> {
     const run = async () => {
-      const targets = this.members.filter((m) => m.isWritable);
-      const results = await Promise.allSettled(
-        targets.map((m) => m.io(async () => {
-          const scb = this.scbFor(m, clean);
-          await writeScb(m.backend, scb, ++m.scbSeq);
-          m.scbGeneration = scb.generation;
-        })),
-      );
+      // Full members first, copy targets after: the newest generation then always reaches a member that
+      // holds current data before it reaches one that does not. Otherwise a crash between the two could
+      // leave the newest record only on copy targets, and the next start would find no member it may
+      // read from (a full member with an older generation counts as stale).
+      const full = this.members.filter((m) => m.isWritable && m.isFull);
+      const rest = this.members.filter((m) => m.isWritable && !m.isFull);
+      const targets = [...full, ...rest];
+      const write = (m: Member) => m.io(async () => {
+        const scb = this.scbFor(m, clean);
+        await writeScb(m.backend, scb, ++m.scbSeq);
+        m.scbGeneration = scb.generation;
+      });
+      const results = [...await Promise.allSettled(full.map(write)), ...await Promise.allSettled(rest.map(write))];
       results.forEach((r, i) => {
         if (r.status === 'rejected') {
           this.log.error({ event: 'MetadataWriteFailed', member: targets[i]!.id, err: errorMessage(r.reason) }, 'SCB write failed');
