@@ -400,6 +400,9 @@ export class Resync {
     const release = await this.host.locks.acquire(off, len);
     const slab = this.pool.take();
     let slab2: Buffer | null = null;
+    // A request that failed (a timeout, say) may still be running on its device and land in the buffer
+    // later: such buffers are never handed out again.
+    let poisoned = false;
     try {
       const buf = slab.subarray(0, len);
       const tried = new Set<Member>();
@@ -411,6 +414,7 @@ export class Resync {
           job.lastSource = src.id;
           break;
         } catch (e) {
+          poisoned = true;
           tried.add(src);
           this.host.log.warn({ event: 'CopySourceReadError', member: src.id, err: errorMessage(e) }, 'copy source read failed');
         }
@@ -428,71 +432,123 @@ export class Resync {
       }
       job.unflushed += len;
     } catch (e) {
+      poisoned = true;
       if (target.isWritable && !/no full member/.test(errorMessage(e))) {
         await this.host.removeMember(target, 'Faulted', `copy write failed: ${errorMessage(e)}`);
       }
       throw e;
     } finally {
       release();
-      this.pool.give(slab);
-      if (slab2) this.pool.give(slab2);
+      if (!poisoned) {
+        this.pool.give(slab);
+        if (slab2) this.pool.give(slab2);
+      }
     }
   }
 
-  /** Make [off, off+len) identical on every member, chunk by chunk, for chunks still pending. */
+  /**
+   * Make the chunks of [off, off+len) still pending identical on every member. The span from the first
+   * to the last pending chunk is locked once and read once from each member (in parallel); each pending
+   * chunk that differs from the master's is written. One I/O per member per span, not per chunk: a
+   * minimerge of a hot region right after a restart (cold code, I/O threads still starting) spent most
+   * of its time on the per-chunk round trips.
+   */
   async mergeRange(off: number, len: number, job?: ResyncJob): Promise<void> {
     const pending = this.mergePending;
     if (!pending) return;
     const cs = this.host.chunkSize;
     const first = Math.floor(off / cs);
     const last = Math.floor((off + Math.max(len, 1) - 1) / cs);
-    for (let c = first; c <= last; c++) {
-      if (!pending.has(c)) continue;
-      const coff = c * cs;
-      const clen = Math.min(cs, this.host.size - coff);
-      const release = await this.host.locks.acquire(coff, clen);
-      try {
-        if (!pending.has(c)) continue; // merged while we waited
-        await this.mergeChunk(coff, clen, job);
-        pending.clear(c);
-      } finally {
-        release();
-      }
+    const owed = () => {
+      const out: number[] = [];
+      for (let c = first; c <= last; c++) if (pending.has(c)) out.push(c);
+      return out;
+    };
+    let chunks = owed();
+    if (chunks.length === 0) return;
+    const spanOf = (cs0: number[]) => {
+      const from = cs0[0]! * cs;
+      return { from, length: Math.min((cs0[cs0.length - 1]! + 1) * cs, this.host.size) - from };
+    };
+    const span = spanOf(chunks);
+    const release = await this.host.locks.acquire(span.from, span.length);
+    try {
+      chunks = owed(); // some may have been merged while we waited
+      if (chunks.length === 0) return;
+      const now = spanOf(chunks);
+      await this.mergeSpan(now.from, now.length, chunks, job);
+      for (const c of chunks) pending.clear(c);
+    } finally {
+      release();
     }
   }
 
-  private async mergeChunk(off: number, len: number, job?: ResyncJob): Promise<void> {
+  private async mergeSpan(off: number, len: number, chunks: number[], job?: ResyncJob): Promise<void> {
+    const cs = this.host.chunkSize;
     for (;;) {
       const full = this.host.members.filter((m) => m.isFull);
       const master = this.settings.copySource && this.settings.copySource !== 'master'
         ? (full.find((m) => m.id === this.settings.copySource) ?? full[0])
         : full[0];
       if (!master) throw new Error('no full member left to merge from');
-      const slabs: Buffer[] = [this.pool.take()];
+      const others = this.host.members.filter((m) => m !== master && m.isWritable);
+      const slabs: Buffer[] = [];
+      let poisoned = false; // as in copyRange: a failed request may still land in its buffer
+      const take = (): Buffer => {
+        const b = len <= this.pool.size ? this.pool.take() : Buffer.allocUnsafe(len);
+        slabs.push(b);
+        return b.subarray(0, len);
+      };
       try {
-        const good = slabs[0]!.subarray(0, len);
-        try {
-          await master.read(good, HEADER_BYTES + off);
-        } catch (e) {
-          await this.host.removeMember(master, 'Faulted', `merge read failed: ${errorMessage(e)}`);
+        const good = take();
+        const theirs = others.map(() => take());
+        const failed = (p: Promise<void>): Promise<unknown> => p.then(() => null, (e: unknown) => {
+          poisoned = true;
+          return e ?? new Error('read failed');
+        });
+        const masterRead = failed(master.read(good, HEADER_BYTES + off));
+        const otherReads = others.map((m, i) => failed(m.read(theirs[i]!, HEADER_BYTES + off)));
+        const err = await masterRead;
+        if (err) {
+          await Promise.all(otherReads);
+          await this.host.removeMember(master, 'Faulted', `merge read failed: ${errorMessage(err)}`);
           continue;
         }
         if (job) job.lastSource = master.id;
-        const others = this.host.members.filter((m) => m !== master && m.isWritable);
-        await Promise.all(others.map(async (m) => {
+        await Promise.all(others.map(async (m, i) => {
           try {
-            const slab = this.pool.take();
-            slabs.push(slab);
-            const mine = slab.subarray(0, len);
-            await m.read(mine, HEADER_BYTES + off);
-            if (!mine.equals(good)) await m.write(good, HEADER_BYTES + off, false);
+            const readErr = await otherReads[i];
+            if (readErr) throw readErr;
+            const mine = theirs[i]!;
+            // Pending chunks that differ; adjacent ones go out as one write.
+            const writes: Promise<void>[] = [];
+            let runFrom = -1;
+            let runTo = -1;
+            const flush = () => {
+              if (runFrom >= 0) writes.push(m.write(good.subarray(runFrom, runTo), HEADER_BYTES + off + runFrom, false));
+              runFrom = -1;
+            };
+            for (const c of chunks) {
+              const a = c * cs - off;
+              const b = Math.min(a + cs, len);
+              if (good.compare(mine, a, b, a, b) === 0) continue;
+              if (runFrom >= 0 && a === runTo) runTo = b;
+              else {
+                flush();
+                runFrom = a;
+                runTo = b;
+              }
+            }
+            flush();
+            await Promise.all(writes);
           } catch (e) {
+            poisoned = true;
             await this.host.removeMember(m, 'Faulted', `merge failed: ${errorMessage(e)}`);
           }
         }));
         return;
       } finally {
-        for (const b of slabs) this.pool.give(b);
+        if (!poisoned) for (const b of slabs) if (b.length === this.pool.size) this.pool.give(b);
       }
     }
   }
