@@ -107,14 +107,13 @@ export class ChunkTracker {
     return batch;
   }
 
-  private pagesToWrite(all: boolean): { offset: number; bytes: Uint8Array }[] {
+  /** The log's and the bitmaps' pages that `pick` returns, with their places in the metadata header. */
+  private metadataPages(pick: (map: ChunkBitmap) => { page: number; bytes: Uint8Array }[]): { offset: number; bytes: Uint8Array }[] {
     const out: { offset: number; bytes: Uint8Array }[] = [];
-    if (all) this.wil.touchAll();
-    for (const p of this.wil.takeDirtyPages()) out.push({ offset: INTENT_LOG_OFFSET + p.page * PAGE_BYTES, bytes: p.bytes });
+    for (const p of pick(this.wil)) out.push({ offset: INTENT_LOG_OFFSET + p.page * PAGE_BYTES, bytes: p.bytes });
     for (const b of this.bitmaps.values()) {
-      if (all) b.map.touchAll();
       const base = bitmapSlotOffset(b.desc.slot);
-      for (const p of b.map.takeDirtyPages()) out.push({ offset: base + p.page * PAGE_BYTES, bytes: p.bytes });
+      for (const p of pick(b.map)) out.push({ offset: base + p.page * PAGE_BYTES, bytes: p.bytes });
     }
     return out;
   }
@@ -123,7 +122,7 @@ export class ChunkTracker {
   readonly stats = { persists: 0, pages: 0, persistMs: 0, cleared: 0 };
 
   private async writeDirty(): Promise<void> {
-    const pages = this.pagesToWrite(false);
+    const pages = this.metadataPages((m) => m.takeDirtyPages());
     if (pages.length === 0) return;
     const t0 = Date.now();
     await this.writePages(this.host.metadataMembers(), pages);
@@ -134,12 +133,7 @@ export class ChunkTracker {
 
   /** Write every page of the log and of the bitmaps to the given members (a member joining the set). */
   async writeAllTo(members: Member[]): Promise<void> {
-    const pages: { offset: number; bytes: Uint8Array }[] = [];
-    for (const p of this.wil.allPages()) pages.push({ offset: INTENT_LOG_OFFSET + p.page * PAGE_BYTES, bytes: p.bytes });
-    for (const b of this.bitmaps.values()) {
-      for (const p of b.map.allPages()) pages.push({ offset: bitmapSlotOffset(b.desc.slot) + p.page * PAGE_BYTES, bytes: p.bytes });
-    }
-    await this.writePages(members, pages);
+    await this.writePages(members, this.metadataPages((m) => m.allPages()));
   }
 
   private async writePages(members: Member[], pages: { offset: number; bytes: Uint8Array }[]): Promise<void> {

@@ -144,8 +144,12 @@ const RUN_BYTES = 1024 * 1024;
 const MAX_RUNS_IN_FLIGHT = 16;
 const MAX_BYTES_IN_FLIGHT = 16 * 1024 * 1024;
 const CHECKPOINT_MS = 2000;
-/** Flush a copy target after this many bytes, so its write-back overlaps the rest of the copy. */
+/**
+ * Flush a copy target after this many bytes, so its write-back overlaps the rest of the copy; a small job
+ * (a minicopy) after a quarter of its bytes, but not for less than MIN_FLUSH_BYTES.
+ */
 const FLUSH_BYTES = 128 * 1024 * 1024;
+const MIN_FLUSH_BYTES = 2 * 1024 * 1024;
 /** Spare buffers the pool keeps. */
 const POOL_KEEP = 32;
 
@@ -158,6 +162,30 @@ class BufferPool {
   }
   give(buf: Buffer): void {
     if (this.free.length < POOL_KEEP) this.free.push(buf);
+  }
+  lease(): Lease {
+    return new Lease(this);
+  }
+}
+
+/**
+ * The buffers one run uses, handed back together when it ends — unless a request on them failed: a
+ * request that failed (a timeout, say) may still be running on its device and land in its buffer later,
+ * so such buffers are never handed out again.
+ */
+class Lease {
+  private readonly taken: Buffer[] = [];
+  poisoned = false;
+  constructor(private readonly pool: BufferPool) {}
+  /** `len` bytes: from the pool when they fit a pooled buffer, else a buffer of their own. */
+  take(len: number): Buffer {
+    if (len > this.pool.size) return Buffer.allocUnsafe(len);
+    const b = this.pool.take();
+    this.taken.push(b);
+    return b.subarray(0, len);
+  }
+  end(): void {
+    if (!this.poisoned) for (const b of this.taken) this.pool.give(b);
   }
 }
 
@@ -261,6 +289,7 @@ export class Resync {
     let bytesInFlight = 0;
     // Woken when a run ends (one waiter, not a Promise.race over every run in flight each time).
     let runEnded: (() => void) | null = null;
+    const flushEvery = Math.min(FLUSH_BYTES, Math.max(MIN_FLUSH_BYTES, job.bytesTotal / 4));
     try {
       for (;;) {
         if (job.cancelled) {
@@ -309,7 +338,7 @@ export class Resync {
         await new Promise<void>((r) => (runEnded = r));
         if (failure.e) throw failure.e;
         const due = Date.now() - lastCheckpoint > CHECKPOINT_MS;
-        if (job.target && !job.flushing && (job.unflushed >= Math.min(FLUSH_BYTES, Math.max(2 << 20, job.bytesTotal / 4)) || (due && job.unflushed > 0))) {
+        if (job.target && !job.flushing && (job.unflushed >= flushEvery || (due && job.unflushed > 0))) {
           job.flushing = this.flushTarget(job)
             .catch((e: unknown) => {
               failure.e ??= e;
@@ -398,13 +427,9 @@ export class Resync {
   private async copyRange(job: ResyncJob, off: number, len: number): Promise<void> {
     const target = job.target!;
     const release = await this.host.locks.acquire(off, len);
-    const slab = this.pool.take();
-    let slab2: Buffer | null = null;
-    // A request that failed (a timeout, say) may still be running on its device and land in the buffer
-    // later: such buffers are never handed out again.
-    let poisoned = false;
+    const lease = this.pool.lease();
     try {
-      const buf = slab.subarray(0, len);
+      const buf = lease.take(len);
       const tried = new Set<Member>();
       for (;;) {
         const src = this.pickSource(job, tried);
@@ -414,7 +439,7 @@ export class Resync {
           job.lastSource = src.id;
           break;
         } catch (e) {
-          poisoned = true;
+          lease.poisoned = true;
           tried.add(src);
           this.host.log.warn({ event: 'CopySourceReadError', member: src.id, err: errorMessage(e) }, 'copy source read failed');
         }
@@ -422,8 +447,7 @@ export class Resync {
       if (!target.isWritable) return;
       if (buf.equals(this.zero.subarray(0, len))) {
         // Zero on the source: write only if the target is not already zero.
-        slab2 = this.pool.take();
-        const t = slab2.subarray(0, len);
+        const t = lease.take(len);
         await target.read(t, HEADER_BYTES + off);
         if (t.equals(this.zero.subarray(0, len))) return;
         await target.writeZeroes(HEADER_BYTES + off, len, false);
@@ -432,17 +456,14 @@ export class Resync {
       }
       job.unflushed += len;
     } catch (e) {
-      poisoned = true;
+      lease.poisoned = true;
       if (target.isWritable && !/no full member/.test(errorMessage(e))) {
         await this.host.removeMember(target, 'Faulted', `copy write failed: ${errorMessage(e)}`);
       }
       throw e;
     } finally {
       release();
-      if (!poisoned) {
-        this.pool.give(slab);
-        if (slab2) this.pool.give(slab2);
-      }
+      lease.end();
     }
   }
 
@@ -492,18 +513,12 @@ export class Resync {
         : full[0];
       if (!master) throw new Error('no full member left to merge from');
       const others = this.host.members.filter((m) => m !== master && m.isWritable);
-      const slabs: Buffer[] = [];
-      let poisoned = false; // as in copyRange: a failed request may still land in its buffer
-      const take = (): Buffer => {
-        const b = len <= this.pool.size ? this.pool.take() : Buffer.allocUnsafe(len);
-        slabs.push(b);
-        return b.subarray(0, len);
-      };
+      const lease = this.pool.lease();
       try {
-        const good = take();
-        const theirs = others.map(() => take());
+        const good = lease.take(len);
+        const theirs = others.map(() => lease.take(len));
         const failed = (p: Promise<void>): Promise<unknown> => p.then(() => null, (e: unknown) => {
-          poisoned = true;
+          lease.poisoned = true;
           return e ?? new Error('read failed');
         });
         const masterRead = failed(master.read(good, HEADER_BYTES + off));
@@ -524,7 +539,7 @@ export class Resync {
             const writes: Promise<void>[] = [];
             let runFrom = -1;
             let runTo = -1;
-            const flush = () => {
+            const emit = () => {
               if (runFrom >= 0) writes.push(m.write(good.subarray(runFrom, runTo), HEADER_BYTES + off + runFrom, false));
               runFrom = -1;
             };
@@ -534,21 +549,21 @@ export class Resync {
               if (good.compare(mine, a, b, a, b) === 0) continue;
               if (runFrom >= 0 && a === runTo) runTo = b;
               else {
-                flush();
+                emit();
                 runFrom = a;
                 runTo = b;
               }
             }
-            flush();
+            emit();
             await Promise.all(writes);
           } catch (e) {
-            poisoned = true;
+            lease.poisoned = true;
             await this.host.removeMember(m, 'Faulted', `merge failed: ${errorMessage(e)}`);
           }
         }));
         return;
       } finally {
-        if (!poisoned) for (const b of slabs) if (b.length === this.pool.size) this.pool.give(b);
+        lease.end();
       }
     }
   }

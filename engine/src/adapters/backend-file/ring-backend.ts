@@ -14,6 +14,7 @@ import { Worker } from 'node:worker_threads';
 import { EngineError } from '../../core/errors.js';
 import type { BlockBackend } from '../../ports/block-backend.js';
 import { FileBackend } from './file-backend.js';
+import type { Assignment } from './io-worker.js';
 import {
   allocRing, COMP_HEAD, CTL_INTS, OP_READ, OP_WRITE, OP_WRITE_FUA, SLOT_BYTES, SLOTS, STOP, SUB_HEAD,
   WORKER_IDLE,
@@ -106,7 +107,7 @@ export class RingBackend implements BlockBackend {
     const online = worker === spare;
     spare = null;
     // Requests may be queued before the thread reads this; it finds them in the ring when it starts.
-    worker.postMessage({ ring, fd: file.fd, syncFd: file.syncFd });
+    worker.postMessage({ ring, fd: file.fd, syncFd: file.syncFd } satisfies Assignment);
     scheduleSpare();
     return new RingBackend(file, worker, ring, online);
   }
