@@ -14,6 +14,11 @@ export interface BlockBackend {
   discard(offset: number, length: number): Promise<void>;
   writeZeroes(offset: number, length: number, fua: boolean): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Resolves once the backend runs at full speed (a file member's I/O thread has started); never
+   * rejects. Requests work before that, only slower. Backends without a warm-up leave it out.
+   */
+  ready?(): Promise<void>;
 }
 
 export interface BackendOpener {

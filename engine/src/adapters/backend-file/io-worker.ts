@@ -1,8 +1,9 @@
 /**
  * A member's I/O thread: runs requests from the shared ring with synchronous system calls, so a
  * request costs no thread-pool round trip, and a device that hangs blocks only this thread. It serves
- * one member at a time: each message assigns a ring and the member's descriptors; when the ring is
- * stopped it says `released` and waits for the next assignment (ring-backend.ts keeps it as a spare).
+ * one member at a time: each message assigns a ring and the member's descriptors; it answers `serving`,
+ * and when the ring is stopped it says `released` and waits for the next assignment (ring-backend.ts
+ * keeps it as a spare).
  */
 import fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
@@ -82,6 +83,9 @@ function serve({ ring, fd, syncFd }: Assignment): void {
 }
 
 parentPort!.on('message', (a: Assignment) => {
+  // Only now is this thread ready to serve (its modules are loaded): until it says so, the member's
+  // requests take the thread pool instead of waiting in the ring.
+  parentPort!.postMessage('serving');
   serve(a);
   parentPort!.postMessage('released');
 });

@@ -84,19 +84,37 @@ export class RingBackend implements BlockBackend {
   };
 
   private failed = false;
+  private readonly started: Promise<void>;
+  private onMessage: (m: unknown) => void = () => undefined;
+  private onExit: () => void = () => undefined;
   private readonly onError = (e: Error): void => {
     this.failed = true;
+    this.onExit();
     this.failAll(new EngineError('ENG_IO', `I/O thread of ${this.location} failed: ${e.message}`));
   };
 
-  private constructor(private readonly file: FileBackend, private readonly worker: Worker, ring: ReturnType<typeof allocRing>, online: boolean) {
+  private constructor(private readonly file: FileBackend, private readonly worker: Worker, ring: ReturnType<typeof allocRing>) {
     this.ctl = new Int32Array(ring.ctl);
     this.desc = new Float64Array(ring.desc);
     this.ops = new Int32Array(ring.ops);
     this.data = Buffer.from(ring.data);
     for (let i = SLOTS - 1; i >= 0; i--) this.free.push(i);
-    this.online = online;
-    if (!online) worker.once('online', () => (this.online = true));
+    this.started = new Promise<void>((resolve) => {
+      this.onMessage = (m: unknown) => {
+        if (m !== 'serving') return;
+        this.online = true;
+        resolve();
+      };
+      // A thread that fails or ends leaves the member on the thread pool; what it held fails.
+      this.onExit = () => {
+        resolve();
+        if (this.closed || this.failed) return;
+        this.failed = true;
+        this.failAll(new EngineError('ENG_IO', `I/O thread of ${this.location} ended unexpectedly`));
+      };
+      worker.on('message', this.onMessage);
+      worker.on('exit', this.onExit);
+    });
     worker.on('error', this.onError);
   }
 
@@ -104,12 +122,16 @@ export class RingBackend implements BlockBackend {
     const file = await FileBackend.open(path);
     const ring = allocRing();
     const worker = spare ?? newWorker();
-    const online = worker === spare;
     spare = null;
-    // Requests may be queued before the thread reads this; it finds them in the ring when it starts.
+    // Requests take the thread pool until the thread answers that it serves this ring.
     worker.postMessage({ ring, fd: file.fd, syncFd: file.syncFd } satisfies Assignment);
     scheduleSpare();
-    return new RingBackend(file, worker, ring, online);
+    return new RingBackend(file, worker, ring);
+  }
+
+  /** Resolves when the I/O thread runs (until then requests take the thread pool). */
+  ready(): Promise<void> {
+    return this.started;
   }
 
   get location(): string {
@@ -121,8 +143,9 @@ export class RingBackend implements BlockBackend {
   }
 
   private submit(op: number, offset: number, length: number, payload: Buffer | null, readInto: Buffer | null): Promise<void> | null {
-    // Until the thread has started (tens of milliseconds), requests take the thread pool.
-    if (!this.online) return null;
+    // Until the thread says it serves this ring (a new one takes tens of milliseconds), requests take
+    // the thread pool.
+    if (!this.online || this.failed) return null;
     const slot = this.free.pop();
     if (slot === undefined) return null;
     this.desc[slot * 2] = offset;
@@ -218,6 +241,8 @@ export class RingBackend implements BlockBackend {
     Atomics.store(this.ctl, STOP, 1);
     Atomics.notify(this.ctl, SUB_HEAD);
     this.worker.off('error', this.onError);
+    this.worker.off('message', this.onMessage);
+    this.worker.off('exit', this.onExit);
     // A worker stuck in a system call on a hung device cannot be joined; it is unref'd and left behind.
     if (this.outstanding === 0) {
       if (this.failed) await this.worker.terminate();
@@ -226,11 +251,17 @@ export class RingBackend implements BlockBackend {
         // does not say so within a second).
         const w = this.worker;
         const released = await new Promise<boolean>((r) => {
-          const timer = setTimeout(() => r(false), 1000);
-          w.once('message', () => {
+          const timer = setTimeout(() => {
+            w.off('message', onReleased);
+            r(false);
+          }, 1000);
+          const onReleased = (m: unknown) => {
+            if (m !== 'released') return;
             clearTimeout(timer);
+            w.off('message', onReleased);
             r(true);
-          });
+          };
+          w.on('message', onReleased);
         });
         w.unref();
         if (released) keepSpare(w);

@@ -47,6 +47,10 @@ export class FaultyBackend implements BlockBackend {
     if (this.plan.writeErrors) return Promise.reject(this.eio('write'));
     return this.gate() ?? this.inner.writeZeroes(offset, length, fua);
   }
+  ready(): Promise<void> {
+    return this.inner.ready?.() ?? Promise.resolve();
+  }
+
   close(): Promise<void> {
     return this.inner.close();
   }
