@@ -72,6 +72,8 @@ test('minimerge after kill -9 under load: only the dirty chunks, a half-done wri
   assert.ok(Number(required.chunks) >= 32 && Number(required.chunks) <= 40, `minimerge of ${required.chunks} chunks`);
   const done = await second.waitForEvent('MergeCompleted');
   assert.equal(done.bytes, Number(required.chunks) * CHUNK);
+  const order = second.logs.map((l) => l.event);
+  assert.ok(order.indexOf('EngineReady') >= 0 && order.indexOf('EngineReady') < order.indexOf('MergeStarted'), 'the merge starts once the engine serves');
   assert.ok(Number(done.bytes) <= UNIT_BYTES / 20, `the minimerge covered ${done.bytes} of ${UNIT_BYTES} bytes`);
   const st = await waitSteady(second);
   assert.deepEqual(st.members.map((m) => m.state), ['InSync', 'InSync', 'InSync']);

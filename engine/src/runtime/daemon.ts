@@ -50,7 +50,7 @@ export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
   }
   let started: Awaited<ReturnType<typeof startShadowSet>>;
   try {
-    started = await startShadowSet(o);
+    started = await startShadowSet({ ...o, holdRecovery: true });
   } catch (e) {
     await api?.close();
     throw e;
@@ -135,6 +135,7 @@ async function serve(o: DaemonOptions, set: ShadowSet, control: Control, api: Ht
     { event: 'EngineReady', setId: set.setId, generation: set.generation, size: set.size, socket: o.socket, tcp, http, exportName: o.exportName },
     'engine ready',
   );
+  set.startRecovery();
   let stopping: Promise<void> | null = null;
   return {
     set, nbd, tcp, http, status,

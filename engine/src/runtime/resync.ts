@@ -163,6 +163,10 @@ class BufferPool {
   give(buf: Buffer): void {
     if (this.free.length < POOL_KEEP) this.free.push(buf);
   }
+  /** Have `n` buffers (at most POOL_KEEP) ready, their pages already faulted in. */
+  warm(n: number): void {
+    while (this.free.length < Math.min(n, POOL_KEEP)) this.free.push(Buffer.allocUnsafeSlow(this.size).fill(0));
+  }
   lease(): Lease {
     return new Lease(this);
   }
@@ -207,6 +211,21 @@ export class Resync {
     this.runChunks = Math.max(1, Math.floor(RUN_BYTES / host.chunkSize));
     this.pool = new BufferPool(this.runChunks * host.chunkSize);
     this.zero = Buffer.alloc(this.pool.size);
+  }
+
+  /**
+   * Fault in the buffers the queued jobs' first window of runs will use. A fresh buffer costs a page
+   * fault per 4 KiB on its first read (reading 22 MiB from the page cache took 8 ms into new buffers,
+   * 1.5 ms into used ones), and a restart's minimerge runs all its runs at once. Done at start, while
+   * the members' I/O threads start.
+   */
+  warmUp(): void {
+    let n = 0;
+    for (const j of this.jobs) {
+      const runs = Math.min(MAX_RUNS_IN_FLIGHT, Math.ceil(j.bytesTotal / this.pool.size));
+      n += j.mode === 'Merge' ? runs * this.host.members.filter((m) => m.isWritable).length : runs;
+    }
+    this.pool.warm(n);
   }
 
   /** Queue a copy or minicopy. */

@@ -112,11 +112,17 @@ export class ShadowSet {
     );
   }
 
-  start(): void {
+  /** Timers, and (unless `recovery` is false: see startRecovery) the copies and merges. */
+  start({ recovery = true }: { recovery?: boolean } = {}): void {
     const tick = Math.max(50, Math.min(1000, Math.floor(this.memberTimeoutMs / 4)));
     this.watchdog = setInterval(() => this.sweep(), tick);
     this.intentTimer = setInterval(() => void this.clearIntents(), this.intentClearMs);
     this.intentTimer.unref();
+    if (recovery) this.startRecovery();
+  }
+
+  /** Run the queued copies and merges (reads of unmerged regions are merged on demand before that). */
+  startRecovery(): void {
     this.resync.start();
   }
 
