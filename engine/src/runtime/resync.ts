@@ -102,7 +102,8 @@ export function bitmapList(map: ChunkBitmap): ChunkList {
 export class ResyncJob {
   bytesDone = 0;
   readonly bytesTotal: number;
-  started = Date.now();
+  /** performance.now() when the job began to run (its Started event): its Completed event's `seconds`. */
+  startedAt = 0;
   running = false;
   cancelled = false;
   lastSource: string | null = null;
@@ -299,6 +300,7 @@ export class Resync {
   private async runJob(job: ResyncJob): Promise<void> {
     const h = this.host;
     const kind = job.mode === 'Merge' ? 'Merge' : job.mode === 'Minicopy' ? 'Minicopy' : 'Copy';
+    job.startedAt = performance.now();
     h.log.info({ event: `${kind}Started`, target: job.target?.id ?? null, bytes: job.bytesTotal }, `${job.mode} started`);
     let ok = true;
     let why = 'completed';
@@ -386,7 +388,7 @@ export class Resync {
     if (i >= 0 && !keep) this.jobs.splice(i, 1);
     if (job.mode === 'Merge' && ok) this.mergePending = null;
     h.log.info(
-      { event: ok ? `${kind}Completed` : `${kind}Stopped`, target: job.target?.id ?? null, bytes: job.bytesDone, seconds: (Date.now() - job.started) / 1000, reason: why },
+      { event: ok ? `${kind}Completed` : `${kind}Stopped`, target: job.target?.id ?? null, bytes: job.bytesDone, seconds: (performance.now() - job.startedAt) / 1000, reason: why },
       `${job.mode} ${ok ? 'completed' : `stopped: ${why}`}`,
     );
     await h.finished(job, ok, why);
