@@ -17,6 +17,8 @@ export const Reason = {
   // Degraded
   AllMembersInSync: 'AllMembersInSync',
   MembersNotInSync: 'MembersNotInSync',
+  /** Every active member is a full member, some being merged (identical once the merge completes). */
+  MembersMerging: 'MembersMerging',
   // Resyncing
   FullCopy: 'FullCopy',
   Merge: 'Merge',

@@ -146,6 +146,26 @@ test('resync shows in conditions and status; settings are pushed when they diffe
   assert.equal(p.requeueAfterMs, 1000);
 });
 
+test('a merge is not a degraded set: merging members are full members; a missing one still degrades it', () => {
+  const merge = { mode: 'Merge' as const, source: 'ia', targets: ['ia', 'ib'], bytesTotal: 4096, bytesDone: 0, bytesPerSecond: 0, etaSeconds: null };
+  const eng = engine([{ id: 'ia', path: '/dev/shadow/a', state: 'Merging' }, { id: 'ib', path: '/dev/shadow/b', state: 'Merging' }], { state: 'Transient', recovery: merge });
+  const p = plan(observed({ enginePod: pod('vol-engine', ['a', 'b']), engine: { kind: 'ok', status: eng } }));
+  const degraded = p.status.conditions?.find((c) => c.type === 'Degraded');
+  assert.equal(degraded?.status, 'False');
+  assert.equal(degraded?.reason, 'MembersMerging');
+  assert.equal(degraded?.message, '2 of 2 members full, 2 of them merging (identical once the merge completes)');
+  assert.equal(p.status.conditions?.find((c) => c.type === 'Resyncing')?.reason, 'Merge');
+  assert.equal(p.status.state, 'Transient');
+  assert.equal(p.status.membersInSync, '0/2');
+
+  const oneGone = engine([{ id: 'ia', path: '/dev/shadow/a', state: 'Merging' }, { id: 'ib', path: '/dev/shadow/b', state: 'Faulted' }], { state: 'Transient', recovery: merge });
+  const q = plan(observed({ enginePod: pod('vol-engine', ['a', 'b']), engine: { kind: 'ok', status: oneGone } }));
+  const d2 = q.status.conditions?.find((c) => c.type === 'Degraded');
+  assert.equal(d2?.status, 'True');
+  assert.equal(d2?.reason, 'MembersNotInSync');
+  assert.equal(d2?.message, '1 of 2 members full, 1 of them merging (identical once the merge completes)');
+});
+
 test('an engine that refused to start (foreign data) shows ForeignData, not a crash', () => {
   const p = plan(observed({ enginePod: pod('vol-engine', ['a', 'b']), engine: { kind: 'refused', code: 'ENG_FOREIGN_DATA', message: 'member /dev/shadow/b holds data' } }));
   const ready = p.status.conditions?.find((c) => c.type === 'Ready');

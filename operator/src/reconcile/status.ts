@@ -38,17 +38,24 @@ export function buildStatus(o: Observed, eng: EngineStatus | null, problem: { re
   });
   const active = (spec?.members ?? []).filter((m) => m.state === 'Active').length;
   const inSync = members.filter((m) => m.state === 'InSync').length;
+  // A member being merged is a full member: it serves reads (a read of an unmerged region is merged
+  // first) and holds every acknowledged write. Only a missing or copying member makes the set degraded.
+  const merging = members.filter((m) => m.state === 'Merging').length;
+  const full = inSync + merging;
   const rec = eng?.recovery;
   const ready = !!eng && !problem;
   const readyReason = problem?.reason ?? (eng ? Reason.EngineRunning : Reason.EnginePending);
   const conditions: Condition[] = [
     condition(o, ConditionType.Ready, ready, readyReason, problem?.message ?? (eng ? `virtual unit served, generation ${eng.generation}` : 'engine not running')),
-    condition(o, ConditionType.Degraded, !!eng && inSync < active, inSync < active ? Reason.MembersNotInSync : Reason.AllMembersInSync,
-      `${inSync} of ${active} members in sync`),
+    condition(o, ConditionType.Degraded, !!eng && full < active,
+      full < active ? Reason.MembersNotInSync : merging > 0 ? Reason.MembersMerging : Reason.AllMembersInSync,
+      merging > 0
+        ? `${full} of ${active} members full, ${merging} of them merging (identical once the merge completes)`
+        : `${inSync} of ${active} members in sync`),
     condition(o, ConditionType.Resyncing, !!rec?.mode, rec?.mode ?? Reason.Steady,
       rec?.mode ? `${rec.mode}: ${rec.bytesDone} of ${rec.bytesTotal} bytes` : 'no copy or merge running'),
   ];
-  const state = !eng ? (problem ? 'Failed' : 'Pending') : rec?.mode ? 'Transient' : inSync < active ? 'Degraded' : 'Steady';
+  const state = !eng ? (problem ? 'Failed' : 'Pending') : rec?.mode ? 'Transient' : full < active ? 'Degraded' : inSync < active ? 'Transient' : 'Steady';
   const status: ShadowSetStatus = {
     observedGeneration: o.generation,
     conditions,
