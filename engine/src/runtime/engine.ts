@@ -107,9 +107,11 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
     // The members' I/O threads start while the set is assembled (tens of milliseconds each). A merge or
     // copy starting before they run would compete with their start-up for the CPU and queue its reads
     // on the thread pool: a restart's minimerge took several times longer. Its buffers are made ready
-    // meanwhile.
-    set.resync.warmUp();
-    await settledWithin(backends.map((b) => b.ready?.()), READY_WAIT_MS);
+    // meanwhile. With nothing to recover, start does not wait (requests only run slower meanwhile).
+    if (set.resync.jobs.length > 0) {
+      set.resync.warmUp();
+      await settledWithin(backends.map((b) => b.ready?.()), READY_WAIT_MS);
+    }
     set.start({ recovery: !o.holdRecovery });
     o.log.info(
       {
