@@ -73,9 +73,10 @@ export class Control {
         const m = new Member(randomUUID(), backend, req.noCopy ? 'InSync' : 'FullCopy', req.readCost ?? 1, req.site ?? '');
         m.scbSeq = probe.seq;
         m.reason = req.noCopy ? 'added without copy (noCopy)' : 'new member';
+        const entered = m.state;
         await this.join(m, req.noCopy ? null : new ResyncJob('FullCopy', m, rangeList(0, s.tracker.chunks), s.resync.hostRef, s.resync.settings.copyBytesPerSecond));
         s.log.info({ event: 'MemberAdded', member: m.id, path: m.location, noCopy: req.noCopy, generation: s.generation }, `member ${m.location} added`);
-        return { id: m.id, state: m.state };
+        return { id: m.id, state: entered };
       } catch (e) {
         await backend.close().catch(() => undefined);
         throw e;
@@ -207,10 +208,13 @@ export class Control {
         m.reason = bm ? 'bitmap unusable: full copy' : 'no write bitmap: full copy';
         job = new ResyncJob('FullCopy', m, rangeList(0, s.tracker.chunks), s.resync.hostRef, s.resync.settings.copyBytesPerSecond);
       }
+      // The answer names the state the member came back in: a minicopy starts while the membership is
+      // recorded, and a small one can be over before the record lands (status shows the state now).
+      const entered = m.state;
       await this.join(m, job, attached);
       s.forgetFormer(m.id);
       s.log.info({ event: 'MemberReturned', member: m.id, path: location, mode: job.mode, bytes: job.bytesTotal, generation: s.generation }, `member ${location} returned: ${job.mode}`);
-      return { id: m.id, state: m.state };
+      return { id: m.id, state: entered };
     } catch (e) {
       await backend.close().catch(() => undefined);
       throw e;
