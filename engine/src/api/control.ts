@@ -1,5 +1,6 @@
 /** Request bodies of the engine's control API (HTTP + JSON). */
-import { z } from 'zod';
+// zod's v3 API, for the engine's start-up time: see the note in ../core/scb.ts.
+import { z } from 'zod/v3';
 
 export const minicopyPolicySchema = z.enum(['Required', 'Optional', 'Never']);
 export type MinicopyPolicy = z.infer<typeof minicopyPolicySchema>;

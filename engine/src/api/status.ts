@@ -1,5 +1,6 @@
 /** Schemas of the engine's control/status API: the only engine module the operator imports. */
-import { z } from 'zod';
+// zod's v3 API, for the engine's start-up time: see the note in ../core/scb.ts.
+import { z } from 'zod/v3';
 import { bitmapStatusSchema } from './control.js';
 
 export const memberStateSchema = z.enum(['InSync', 'FullCopy', 'Minicopy', 'Merging', 'Removed', 'Faulted']);
