@@ -305,6 +305,12 @@ function prng(seed) {
 }
 
 /** k distinct chunk numbers out of n, uniformly at random (partial Fisher-Yates), ascending. */
+/** k consecutive chunk numbers from a random start. */
+function pickRegion(n, k, rand) {
+  const first = Math.floor(rand() * (n - k + 1));
+  return Array.from({ length: k }, (_, i) => first + i);
+}
+
 function pickChunks(n, k, rand) {
   const idx = new Int32Array(n);
   for (let i = 0; i < n; i++) idx[i] = i;
@@ -485,11 +491,13 @@ async function main(cfg) {
 
       // Minicopies: B leaves with a write bitmap, p % of the chunks are written (one 4 KiB block at a
       // random 4 KiB offset in each of k distinct random chunks), B returns; time until it is back.
-      for (const pct of cfg.percents) {
+      // Then, for information, the smallest p once more with its k chunks in one contiguous region.
+      const minicopies = [...cfg.percents.map((pct) => ({ pct, clustered: false })), { pct: cfg.percents[0], clustered: true }];
+      for (const { pct, clustered } of minicopies) {
         const k = Math.max(1, Math.round((chunks * pct) / 100));
         await engine.waitIntentIdle();
         const removed = await engine.api('POST', '/v1/members/remove', { member: idB, minicopy: 'Required' });
-        const picked = pickChunks(chunks, k, rand);
+        const picked = clustered ? pickRegion(chunks, k, rand) : pickChunks(chunks, k, rand);
         const client = await NbdClientBackend.open(engine.uri);
         try {
           let next = 0;
@@ -524,12 +532,12 @@ async function main(cfg) {
         const bare = bareCopy(A, S, picked, chunkSize, HEADER_BYTES);
         const bareSeconds = bare.seconds;
         const r = {
-          round, pct, chunksWritten: k, bitmapPct: bm.percentPopulated, bitmapChunks: Math.round(bm.dirtyBytes / chunkSize),
+          round, pct, clustered, chunksWritten: k, bitmapPct: bm.percentPopulated, bitmapChunks: Math.round(bm.dirtyBytes / chunkSize),
           apiSeconds: (tb - ta) / 1000, setupSeconds: (began.at - ta) / 1000, copySeconds: (done.at - began.at) / 1000,
           flushSeconds: (tc - tb) / 1000, seconds: (tc - ta) / 1000, engineSeconds: done.seconds, bytes: done.bytes, bareSeconds, bareSyncSeconds: bare.syncSeconds,
         };
         result.minicopy.push(r);
-        console.log(`  round ${round} minicopy ${String(pct).padStart(3)} % ${fmtS(r.seconds)} s  (${fmtNum(k)} chunks written, bitmap ${bm.percentPopulated} %, ` +
+        console.log(`  round ${round} minicopy ${String(pct).padStart(3)} %${clustered ? ' in one region' : ''} ${fmtS(r.seconds)} s  (${fmtNum(k)} chunks written, bitmap ${bm.percentPopulated} %, ` +
           `${fmtNum(r.bytes / MiB, 1)} MiB copied; return -> MinicopyStarted ${fmtS(r.setupSeconds)} s, copying ${fmtS(r.copySeconds)} s; ` +
           `bare copy of the same chunks ${fmtS(bareSeconds)} s, of which fdatasync ${fmtS(bare.syncSeconds)} s)`);
       }
@@ -669,21 +677,26 @@ function summarize(r, cfg) {
     flushSeconds: median(r.fullCopy.map((x) => x.flushSeconds)), mibps: r.config.setBytes / MiB / copy, perRound: r.fullCopy.map((x) => x.seconds),
   };
   s.dd = dd === null ? null : { seconds: dd, ddSeconds: median(r.dd.map((x) => x.ddSeconds)), mibps: r.config.setBytes / MiB / dd, perRound: r.dd.map((x) => x.seconds) };
-  for (const pct of cfg.percents) {
-    const runs = r.minicopy.filter((x) => x.pct === pct);
-    if (runs.length === 0) continue;
+  const minicopyRow = (runs) => {
+    const pct = runs[0].pct;
     const sec = median(runs.map((x) => x.seconds));
-    s.minicopy.push({
+    const row = {
       pct, chunksWritten: runs[0].chunksWritten, bitmapPct: median(runs.map((x) => x.bitmapPct)), mib: median(runs.map((x) => x.bytes)) / MiB,
       seconds: sec, engineSeconds: median(runs.map((x) => x.engineSeconds)), pctOfFull: copy ? (100 * sec) / copy : null,
       setupSeconds: median(runs.map((x) => x.setupSeconds)), copySeconds: median(runs.map((x) => x.copySeconds)),
       manual: MANUAL.find((m) => m.pct === pct)?.ratio ?? null, perRound: runs.map((x) => x.seconds),
       bareSeconds: median(runs.map((x) => x.bareSeconds ?? null).filter((x) => x !== null)),
       bareSyncSeconds: median(runs.map((x) => x.bareSyncSeconds ?? null).filter((x) => x !== null)),
-    });
-    const last = s.minicopy[s.minicopy.length - 1];
-    last.barePctOfFull = copy && last.bareSeconds !== null ? (100 * last.bareSeconds) / copy : null;
+    };
+    row.barePctOfFull = copy && row.bareSeconds !== null ? (100 * row.bareSeconds) / copy : null;
+    return row;
+  };
+  for (const pct of cfg.percents) {
+    const runs = r.minicopy.filter((x) => x.pct === pct && !x.clustered);
+    if (runs.length > 0) s.minicopy.push(minicopyRow(runs));
   }
+  const clustered = r.minicopy.filter((x) => x.clustered);
+  s.minicopyClustered = clustered.length > 0 ? minicopyRow(clustered) : null;
   const mm = median(r.minimerge.map((x) => x.seconds));
   const fm = median(r.fullMerge.map((x) => x.seconds));
   const um = median(r.uniformMinimerge.map((x) => x.seconds));
@@ -729,6 +742,11 @@ function tables(r, cfg) {
     for (const m of s.minicopy) {
       rows.push([`${m.pct} %`, fmtNum(m.chunksWritten), fmtNum(m.mib, 1), fmtS(m.seconds), fmtPct(m.pctOfFull), m.manual === null ? '-' : `${m.manual} %`,
         fmtS(m.setupSeconds), fmtS(m.copySeconds), fmtS(m.bareSeconds), fmtPct(m.barePctOfFull), rounds(m.perRound)]);
+    }
+    const c = s.minicopyClustered;
+    if (c) {
+      rows.push([`${c.pct} % in one region (info)`, fmtNum(c.chunksWritten), fmtNum(c.mib, 1), fmtS(c.seconds), fmtPct(c.pctOfFull), '-',
+        fmtS(c.setupSeconds), fmtS(c.copySeconds), fmtS(c.bareSeconds), fmtPct(c.barePctOfFull), rounds(c.perRound)]);
     }
     out.push({
       title: `Minicopy vs. full copy (the manual's table 7-1): ${fmtNum(r.config.setBytes / MiB)} MiB set, ${r.config.chunkSize / KiB} KiB chunks, medians of ${cfg.rounds} round${cfg.rounds === 1 ? '' : 's'}`,
@@ -870,6 +888,11 @@ function observations(r) {
             `${fmtPct((100 * one.bareSyncSeconds) / fc.seconds)} of the full copy.`
           : ''));
     }
+  }
+  const cl = s.minicopyClustered;
+  if (fc && cl) {
+    out.push(`With the same ${fmtNum(cl.chunksWritten)} chunks in one contiguous region (info, no target) the minicopy took ${fmtS(cl.seconds)} s = ` +
+      `${fmtPct(cl.pctOfFull)} of the full copy (setup ${fmtS(cl.setupSeconds)} s), the bare copy of them ${fmtS(cl.bareSeconds)} s = ${fmtPct(cl.barePctOfFull)}.`);
   }
   const ten = s.minicopy.find((m) => m.pct === 10) ?? s.minicopy[Math.floor(s.minicopy.length / 2)];
   if (fc && ten && ten.copySeconds && fc.copySeconds) {
