@@ -355,25 +355,6 @@ function bareCopy(src, dst, chunks, chunkSize, header) {
   return { seconds: (t2 - t0) / 1000, syncSeconds: (t2 - t1) / 1000 };
 }
 
-/**
- * The device's own floor for k scattered chunk writes: fio writes k distinct random chunks of the data
- * area with O_DIRECT (no page cache, so nothing is left to write back) at queue depth 16, then fsyncs.
- * Writes only: no reads, no engine. fio's job_runtime, in whole milliseconds.
- */
-async function directFloor(file, k, chunkSize, header, bytes) {
-  const r = await exec('fio', ['--name=floor', `--filename=${file}`, '--rw=randwrite', `--bs=${chunkSize}`, `--offset=${header}`, `--size=${bytes}`,
-    `--io_size=${k * chunkSize}`, '--direct=1', '--ioengine=io_uring', '--iodepth=16', '--end_fsync=1', '--randrepeat=0', '--output-format=json'],
-  { timeoutMs: 120_000 });
-  if (!r.ok) return { seconds: null, error: (r.stderr || r.stdout).trim().split('\n').slice(-2).join(' ') };
-  try {
-    const job = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))).jobs[0];
-    if (job.write.total_ios !== k) return { seconds: null, error: `fio wrote ${job.write.total_ios} chunks, not ${k}` };
-    return { seconds: job.job_runtime / 1000, error: null };
-  } catch (e) {
-    return { seconds: null, error: `unreadable fio output: ${e.message}` };
-  }
-}
-
 /** Data area of two member files identical? (cmp skips the 8 MiB headers, which differ by design.) */
 async function sameData(a, b, header, bytes) {
   const r = await exec('cmp', ['-n', String(bytes), '-i', `${header}:${header}`, a, b], { timeoutMs: 300_000 });
@@ -550,20 +531,15 @@ async function main(cfg) {
         await settle([A, S]);
         const bare = bareCopy(A, S, picked, chunkSize, HEADER_BYTES);
         const bareSeconds = bare.seconds;
-        // The device's floor for as many scattered chunks (the smallest p only; S is dd's scratch target).
-        const floor = pct === cfg.percents[0] && !clustered ? await directFloor(S, k, chunkSize, HEADER_BYTES, setBytes) : null;
-        if (floor?.error) console.log(`  (fio O_DIRECT floor not measured: ${floor.error})`);
         const r = {
           round, pct, clustered, chunksWritten: k, bitmapPct: bm.percentPopulated, bitmapChunks: Math.round(bm.dirtyBytes / chunkSize),
           apiSeconds: (tb - ta) / 1000, setupSeconds: (began.at - ta) / 1000, copySeconds: (done.at - began.at) / 1000,
           flushSeconds: (tc - tb) / 1000, seconds: (tc - ta) / 1000, engineSeconds: done.seconds, bytes: done.bytes, bareSeconds, bareSyncSeconds: bare.syncSeconds,
-          directFloorSeconds: floor?.seconds ?? null,
         };
         result.minicopy.push(r);
         console.log(`  round ${round} minicopy ${String(pct).padStart(3)} %${clustered ? ' in one region' : ''} ${fmtS(r.seconds)} s  (${fmtNum(k)} chunks written, bitmap ${bm.percentPopulated} %, ` +
           `${fmtNum(r.bytes / MiB, 1)} MiB copied; return -> MinicopyStarted ${fmtS(r.setupSeconds)} s, copying ${fmtS(r.copySeconds)} s; ` +
-          `bare copy of the same chunks ${fmtS(bareSeconds)} s, of which fdatasync ${fmtS(bare.syncSeconds)} s` +
-          `${floor?.seconds != null ? `; fio O_DIRECT QD16 writes of ${fmtNum(k)} chunks ${fmtS(floor.seconds)} s` : ''})`);
+          `bare copy of the same chunks ${fmtS(bareSeconds)} s, of which fdatasync ${fmtS(bare.syncSeconds)} s)`);
       }
       await verify(`minicopies round ${round}`, A, B);
     }
@@ -711,7 +687,6 @@ function summarize(r, cfg) {
       manual: MANUAL.find((m) => m.pct === pct)?.ratio ?? null, perRound: runs.map((x) => x.seconds),
       bareSeconds: median(runs.map((x) => x.bareSeconds ?? null).filter((x) => x !== null)),
       bareSyncSeconds: median(runs.map((x) => x.bareSyncSeconds ?? null).filter((x) => x !== null)),
-      directFloorSeconds: median(runs.map((x) => x.directFloorSeconds ?? null).filter((x) => x !== null)),
     };
     row.barePctOfFull = copy && row.bareSeconds !== null ? (100 * row.bareSeconds) / copy : null;
     return row;
@@ -912,11 +887,6 @@ function observations(r) {
           ? ` The bare copy's fdatasync alone (writing back the scattered chunks) took ${fmtS(one.bareSyncSeconds)} s = ` +
             `${fmtPct((100 * one.bareSyncSeconds) / fc.seconds)} of the full copy.`
           : ''));
-    }
-    if (one.directFloorSeconds != null && fc.seconds) {
-      out.push(`Without the page cache the device is no faster at this: fio writing ${fmtNum(one.chunksWritten)} random chunks with O_DIRECT at ` +
-        `queue depth 16 (writes only, no reads, no engine) took ${fmtS(one.directFloorSeconds)} s = ` +
-        `${fmtPct((100 * one.directFloorSeconds) / fc.seconds)} of the full copy.`);
     }
   }
   const cl = s.minicopyClustered;
