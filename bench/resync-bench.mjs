@@ -304,13 +304,13 @@ function prng(seed) {
   };
 }
 
-/** k distinct chunk numbers out of n, uniformly at random (partial Fisher-Yates), ascending. */
 /** k consecutive chunk numbers from a random start. */
 function pickRegion(n, k, rand) {
   const first = Math.floor(rand() * (n - k + 1));
   return Array.from({ length: k }, (_, i) => first + i);
 }
 
+/** k distinct chunk numbers out of n, uniformly at random (partial Fisher-Yates), ascending. */
 function pickChunks(n, k, rand) {
   const idx = new Int32Array(n);
   for (let i = 0; i < n; i++) idx[i] = i;
@@ -325,9 +325,8 @@ function pickChunks(n, k, rand) {
  * The least this machine needs to copy `chunks` (ascending chunk numbers) from one file's data area to
  * another's and have them on disk: synchronous pread/pwrite of each chunk through one reused buffer,
  * then one fdatasync — what a minicopy does minus everything the engine adds (API, metadata, locks,
- * threads). Returns its seconds.
+ * threads). Returns { seconds, syncSeconds }, the latter the final fdatasync's share.
  */
-/** The chunks copied with no engine: { seconds, syncSeconds } (the share of the final fdatasync). */
 function bareCopy(src, dst, chunks, chunkSize, header) {
   const buf = Buffer.allocUnsafe(chunkSize);
   const t0 = now();
