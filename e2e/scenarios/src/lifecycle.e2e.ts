@@ -45,7 +45,7 @@ const apply = (file: string, s: Record<string, unknown>) => env!.apply(file, sha
 
 async function connect(): Promise<NbdClient> {
   const ep = await env!.engine(NS, SET);
-  return NbdClient.connect(ep.host, ep.port, ep.exportName);
+  return NbdClient.connect(ep.uri);
 }
 
 /** Mount the filesystem of the virtual unit read-only through a fresh FUSE export; files must match. */

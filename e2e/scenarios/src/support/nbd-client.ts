@@ -6,14 +6,9 @@ import { NbdClientBackend } from '@shadowset/engine/nbd-client';
 export class NbdClient {
   private constructor(private readonly nbd: NbdClientBackend) {}
 
-  /** Connect to host:port and open `exportName`. */
-  static async connect(host: string, port: number, exportName: string, timeoutMs = 10_000): Promise<NbdClient> {
-    const h = host.includes(':') ? `[${host}]` : host;
-    return new NbdClient(await NbdClientBackend.open(`nbd://${h}:${port}/${encodeURIComponent(exportName)}`, timeoutMs));
-  }
-
-  get size(): number {
-    return this.nbd.size;
+  /** Connect to an export given as an NBD URI (the endpoint's `uri`). */
+  static async connect(uri: string, timeoutMs = 10_000): Promise<NbdClient> {
+    return new NbdClient(await NbdClientBackend.open(uri, timeoutMs));
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
