@@ -9,7 +9,7 @@ import type { AddMemberRequest, BitmapStatus, RemoveMemberRequest, ReturnMemberR
 import { ChunkBitmap } from '../core/chunk-bitmap.js';
 import { EngineError, errorMessage } from '../core/errors.js';
 import { MAX_MEMBERS, usableBytes } from '../core/geometry.js';
-import type { Scb } from '../core/scb.js';
+import type { MemberState, Scb } from '../core/scb.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 import { Member } from './member.js';
 import { probeMember, writeScb } from './metadata.js';
@@ -73,8 +73,7 @@ export class Control {
         const m = new Member(randomUUID(), backend, req.noCopy ? 'InSync' : 'FullCopy', req.readCost ?? 1, req.site ?? '');
         m.scbSeq = probe.seq;
         m.reason = req.noCopy ? 'added without copy (noCopy)' : 'new member';
-        const entered = m.state;
-        await this.join(m, req.noCopy ? null : new ResyncJob('FullCopy', m, rangeList(0, s.tracker.chunks), s.resync.hostRef, s.resync.settings.copyBytesPerSecond));
+        const entered = await this.join(m, req.noCopy ? null : new ResyncJob('FullCopy', m, rangeList(0, s.tracker.chunks), s.resync.hostRef, s.resync.settings.copyBytesPerSecond));
         s.log.info({ event: 'MemberAdded', member: m.id, path: m.location, noCopy: req.noCopy, generation: s.generation }, `member ${m.location} added`);
         return { id: m.id, state: entered };
       } catch (e) {
@@ -84,9 +83,13 @@ export class Control {
     });
   }
 
-  /** Put a member into the set: metadata first, then the copy. */
-  private async join(m: Member, job: ResyncJob | null, replace?: Member): Promise<void> {
+  /**
+   * Put a member into the set: metadata first, then the copy. Returns the state the member entered in:
+   * a minicopy starts while the membership is recorded, and a small one can be over before that lands.
+   */
+  private async join(m: Member, job: ResyncJob | null, replace?: Member): Promise<MemberState> {
     const s = this.set;
+    const entered = m.state;
     await s.tracker.writeAllTo([m]);
     if (replace && s.members.includes(replace)) s.members[s.members.indexOf(replace)] = m;
     else s.members.push(m);
@@ -99,6 +102,7 @@ export class Control {
     if (job && early) s.resync.add(job);
     await s.persistMembership();
     if (job && !early) s.resync.add(job);
+    return entered;
   }
 
   // ---------------- remove ----------------
@@ -208,10 +212,8 @@ export class Control {
         m.reason = bm ? 'bitmap unusable: full copy' : 'no write bitmap: full copy';
         job = new ResyncJob('FullCopy', m, rangeList(0, s.tracker.chunks), s.resync.hostRef, s.resync.settings.copyBytesPerSecond);
       }
-      // The answer names the state the member came back in: a minicopy starts while the membership is
-      // recorded, and a small one can be over before the record lands (status shows the state now).
-      const entered = m.state;
-      await this.join(m, job, attached);
+      // The answer names the state the member came back in (status shows the state now).
+      const entered = await this.join(m, job, attached);
       s.forgetFormer(m.id);
       s.log.info({ event: 'MemberReturned', member: m.id, path: location, mode: job.mode, bytes: job.bytesTotal, generation: s.generation }, `member ${location} returned: ${job.mode}`);
       return { id: m.id, state: entered };
