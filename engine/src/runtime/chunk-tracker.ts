@@ -88,12 +88,14 @@ export class ChunkTracker {
     return this.schedule();
   }
 
+  /**
+   * Queue a batch (one at a time, in order): it writes the pages dirty when it starts to every metadata
+   * member. Bits set while a batch waits to start join it; bits set once it runs go to the next one.
+   */
   private schedule(): Promise<void> {
     if (this.nextBatch) return this.nextBatch;
-    const after = this.current ?? Promise.resolve();
     const holder: { p: Promise<void> | null } = { p: null };
-    const batch = (async () => {
-      await after.catch(() => undefined);
+    const batch = this.enqueue(async () => {
       this.nextBatch = null; // bits set from here on belong to a later batch
       this.current = holder.p;
       try {
@@ -101,10 +103,18 @@ export class ChunkTracker {
       } finally {
         if (this.current === holder.p) this.current = null;
       }
-    })();
+    });
     holder.p = batch;
     this.nextBatch = batch;
     return batch;
+  }
+
+  /** Metadata writes of the log and bitmaps run one after another, in the order they were asked for. */
+  private tail: Promise<void> = Promise.resolve();
+  private enqueue(step: () => Promise<void>): Promise<void> {
+    const p = this.tail.then(step, step);
+    this.tail = p.catch(() => undefined);
+    return p;
   }
 
   /** The log's and the bitmaps' pages that `pick` returns, with their places in the metadata header. */
@@ -131,9 +141,13 @@ export class ChunkTracker {
     this.stats.persistMs += Date.now() - t0;
   }
 
-  /** Write every page of the log and of the bitmaps to the given members (a member joining the set). */
-  async writeAllTo(members: Member[]): Promise<void> {
-    await this.writePages(members, this.metadataPages((m) => m.allPages()));
+  /**
+   * Write every page of the log and of the bitmaps to the given members (a member joining the set), in
+   * order with the batches: pages are taken when this runs, and bits set later reach the members through
+   * later batches once they are among the metadata members.
+   */
+  writeAllTo(members: Member[]): Promise<void> {
+    return this.enqueue(() => this.writePages(members, this.metadataPages((m) => m.allPages())));
   }
 
   private async writePages(members: Member[], pages: { offset: number; bytes: Uint8Array }[]): Promise<void> {

@@ -73,7 +73,7 @@ export class Control {
         const m = new Member(randomUUID(), backend, req.noCopy ? 'InSync' : 'FullCopy', req.readCost ?? 1, req.site ?? '');
         m.scbSeq = probe.seq;
         m.reason = req.noCopy ? 'added without copy (noCopy)' : 'new member';
-        const entered = await this.join(m, req.noCopy ? null : new ResyncJob('FullCopy', m, rangeList(0, s.tracker.chunks), s.resync.hostRef, s.resync.settings.copyBytesPerSecond));
+        const entered = await this.join(m, req.noCopy ? null : () => new ResyncJob('FullCopy', m, rangeList(0, s.tracker.chunks), s.resync.hostRef, s.resync.settings.copyBytesPerSecond), { ownRecordFirst: true });
         s.log.info({ event: 'MemberAdded', member: m.id, path: m.location, noCopy: req.noCopy, generation: s.generation }, `member ${m.location} added`);
         return { id: m.id, state: entered };
       } catch (e) {
@@ -84,35 +84,47 @@ export class Control {
   }
 
   /**
-   * Put a member into the set: metadata first, then the copy. Returns the state the member entered in:
-   * a minicopy starts while the membership is recorded, and a small one can be over before that lands.
+   * Put a member into the set. From the moment it is admitted every write reaches it, and the copy's
+   * chunks are taken at that same moment: a write made before it went only to the members that stay,
+   * but already marked its chunk in the bitmap a minicopy copies (or is covered by the full copy); a
+   * write made after reaches the member itself. Then its intent log and bitmaps, and the membership on
+   * every member. A minicopy starts at once: until the record lands a crash finds the member as it left
+   * (still matching its bitmap, so it gets its minicopy again), and the job's own metadata updates queue
+   * behind this one. A full copy starts once the membership is recorded.
+   *
+   * A device without this set's metadata (a new member) first gets a record of its own that names it a
+   * member of this set whose data is not complete: writes reach its data area before the membership is
+   * recorded elsewhere, and after a crash it must read as a copy target of this set, not as a device
+   * with foreign data.
+   *
+   * Returns the state the member entered in: a small minicopy can be over before the record lands.
    */
-  private async join(m: Member, job: ResyncJob | null, replace?: Member): Promise<MemberState> {
+  private async join(m: Member, makeJob: (() => ResyncJob) | null, o: { replace?: Member; ownRecordFirst?: boolean } = {}): Promise<MemberState> {
     const s = this.set;
     const entered = m.state;
+    if (o.ownRecordFirst) {
+      const own = s.scbFor(m, false);
+      own.members = [...own.members.filter((x) => x.id !== m.id), { id: m.id, path: m.location, state: m.state, since: s.generation }].slice(-6);
+      own.dataValid = m.isFull;
+      await m.io(() => writeScb(m.backend, own, ++m.scbSeq));
+    }
+    s.admit(m, o.replace);
+    const job = makeJob?.() ?? null;
+    if (job?.mode === 'Minicopy') s.resync.add(job);
     await s.tracker.writeAllTo([m]);
-    if (replace && s.members.includes(replace)) s.members[s.members.indexOf(replace)] = m;
-    else s.members.push(m);
-    s.generation++;
-    // A minicopy starts while the membership is being recorded: until the record lands, a crash finds
-    // the member as it left (still matching its bitmap, so it gets its minicopy again), and the job's
-    // own metadata updates queue behind this one. A full copy waits: a new member whose data area
-    // changed before its record did would look like a device with foreign data after a crash.
-    const early = job?.mode === 'Minicopy';
-    if (job && early) s.resync.add(job);
     await s.persistMembership();
-    if (job && !early) s.resync.add(job);
+    if (job && job.mode !== 'Minicopy') s.resync.add(job);
     return entered;
   }
 
   // ---------------- remove ----------------
 
-  removeMember(req: RemoveMemberRequest): Promise<{ id: string; bitmap: string | null }> {
+  removeMember(req: RemoveMemberRequest): Promise<{ id: string; bitmap: string | null; state: string }> {
     return this.serial(async () => {
       const s = this.set;
       const m = this.find(req.member);
       if (!m) throw new EngineError('ENG_NOT_FOUND', `no member ${req.member}`);
-      if (!m.isWritable) return { id: m.id, bitmap: s.tracker.descriptors().find((d) => d.member === m.id)?.id ?? null };
+      if (!m.isWritable) return { id: m.id, bitmap: s.tracker.descriptors().find((d) => d.member === m.id)?.id ?? null, state: m.state };
       if (m.isFull && s.members.filter((x) => x.isFull).length === 1) {
         throw new EngineError('ENG_LAST_FULL_MEMBER', `${m.location} is the last full member; removing it would lose the data`);
       }
@@ -149,21 +161,31 @@ export class Control {
             map,
           });
         }
-        // The leaving member keeps a record that its data is complete as of this generation.
-        await m.io(() => m.backend.flush()).catch(() => undefined);
-        const own: Scb = { ...s.scbFor(m, true), generation: leftAt, dataValid: m.isFull };
+        // The leaving member keeps a record that its data is complete as of this generation — if its
+        // flush worked. If not, what it holds may never have reached its disk: it leaves as Faulted, its
+        // record says its data is not complete, and no bitmap is kept (its return is a full copy).
+        let failure = '';
+        await m.io(() => m.backend.flush()).catch((e: unknown) => (failure = `flush failed while leaving: ${errorMessage(e)}`));
+        const own: Scb = { ...s.scbFor(m, true), generation: leftAt, dataValid: m.isFull && !failure };
         own.members = own.members.map((x) => (x.id === m.id ? { ...x, state: 'Removed' as const } : x));
-        await m.io(() => writeScb(m.backend, own, ++m.scbSeq)).catch((e: unknown) =>
-          s.log.warn({ event: 'MetadataWriteFailed', member: m.id, err: errorMessage(e) }, 'could not record the removal on the leaving member'),
-        );
-        await s.removeMember(m, 'Removed', req.reason ?? (wantBitmap ? `removed with write bitmap ${bitmapId}` : 'removed'));
-        if (wantBitmap) await s.tracker.persist();
+        await m.io(() => writeScb(m.backend, own, ++m.scbSeq)).catch((e: unknown) => {
+          s.log.warn({ event: 'MetadataWriteFailed', member: m.id, err: errorMessage(e) }, 'could not record the removal on the leaving member');
+          // Its old record still says it is current at this generation: a bitmap would match it on return.
+          failure ||= `its own record could not be written while leaving: ${errorMessage(e)}`;
+        });
+        if (failure && bitmapId) {
+          s.tracker.bitmaps.delete(bitmapId);
+          refusal = failure;
+          bitmapId = null;
+        }
+        await s.removeMember(m, failure ? 'Faulted' : 'Removed', failure || (req.reason ?? (wantBitmap ? `removed with write bitmap ${bitmapId}` : 'removed')));
+        if (bitmapId) await s.tracker.persist();
       } finally {
         release();
       }
       await m.backend.close().catch(() => undefined);
       s.log.info({ event: 'BitmapCreated', bitmap: bitmapId, member: m.id, policy: req.minicopy, reason: refusal || undefined }, bitmapId ? 'write bitmap created' : `no write bitmap${refusal ? `: ${refusal}` : ''}`);
-      return { id: m.id, bitmap: bitmapId };
+      return { id: m.id, bitmap: bitmapId, state: m.state };
     });
   }
 
@@ -196,26 +218,31 @@ export class Control {
         throw new EngineError('ENG_FOREIGN_DATA', `${location} no longer holds this set's metadata; add it with confirmOverwrite instead`);
       }
       if (usableBytes(backend.size) < s.size) throw new EngineError('ENG_MEMBER_TOO_SMALL', `${location} is too small for the set`);
-      const usable = bm && d.kind === 'ok' && d.scb.generation === bm.desc.generation && bm.desc.chunkSize === s.chunkSize;
+      // Usable only if the member is as it left: its own record has the bitmap's generation and says its
+      // data was complete then (a member whose flush failed while leaving says it was not).
+      const usable = bm && d.kind === 'ok' && d.scb.generation === bm.desc.generation && d.scb.dataValid && bm.desc.chunkSize === s.chunkSize;
       if (!usable && req.minicopy === 'Required') {
         throw new EngineError('ENG_BITMAP_REQUIRED', bm ? `write bitmap ${bm.desc.id} does not match ${location} (it changed after it left)` : `no write bitmap exists for ${old.id}; a full copy would be needed`);
       }
       const m = new Member(old.id, backend, usable ? 'Minicopy' : 'FullCopy', old.readCost, old.site);
       m.scbSeq = probe.seq;
-      let job: ResyncJob;
+      let makeJob: () => ResyncJob;
       if (usable) {
         for (let c = bm.map.chunks; c < s.tracker.chunks; c++) bm.map.set(c); // the set grew past the bitmap
         m.reason = `returning with write bitmap ${bm.desc.id}`;
-        job = new ResyncJob('Minicopy', m, bitmapList(bm.map), s.resync.hostRef, s.resync.settings.copyBytesPerSecond, bm.desc.id);
+        // The chunk list is taken when the member is admitted (see join), not now.
+        makeJob = () => new ResyncJob('Minicopy', m, bitmapList(bm.map), s.resync.hostRef, s.resync.settings.copyBytesPerSecond, bm.desc.id);
       } else {
         if (bm) s.tracker.bitmaps.delete(bm.desc.id);
         m.reason = bm ? 'bitmap unusable: full copy' : 'no write bitmap: full copy';
-        job = new ResyncJob('FullCopy', m, rangeList(0, s.tracker.chunks), s.resync.hostRef, s.resync.settings.copyBytesPerSecond);
+        makeJob = () => new ResyncJob('FullCopy', m, rangeList(0, s.tracker.chunks), s.resync.hostRef, s.resync.settings.copyBytesPerSecond);
       }
+      let job: ResyncJob | null = null;
       // The answer names the state the member came back in (status shows the state now).
-      const entered = await this.join(m, job, attached);
+      const entered = await this.join(m, () => (job = makeJob()), { ...(attached ? { replace: attached } : {}), ownRecordFirst: d.kind !== 'ok' });
       s.forgetFormer(m.id);
-      s.log.info({ event: 'MemberReturned', member: m.id, path: location, mode: job.mode, bytes: job.bytesTotal, generation: s.generation }, `member ${location} returned: ${job.mode}`);
+      const mode = usable ? 'Minicopy' : 'FullCopy';
+      s.log.info({ event: 'MemberReturned', member: m.id, path: location, mode, bytes: (job as ResyncJob | null)?.bytesTotal ?? 0, generation: s.generation }, `member ${location} returned: ${mode}`);
       return { id: m.id, state: entered };
     } catch (e) {
       await backend.close().catch(() => undefined);

@@ -6,6 +6,7 @@
 import { EngineError } from '../core/errors.js';
 import type { MemberState } from '../core/scb.js';
 import type { BlockBackend } from '../ports/block-backend.js';
+import { systemClock, type Clock } from '../ports/clock.js';
 
 export interface MemberCounters {
   reads: number;
@@ -44,6 +45,7 @@ export class Member {
     state: MemberState,
     public readCost: number,
     public site: string,
+    private readonly clock: Clock = systemClock,
   ) {
     this.state = state;
   }
@@ -64,7 +66,7 @@ export class Member {
         this.inflight.delete(id);
       };
       this.inflight.set(id, {
-        started: Date.now(),
+        started: this.clock.monotonic(),
         reject: (e) => {
           if (settled) return;
           finish();
@@ -87,7 +89,14 @@ export class Member {
     });
   }
 
-  /** Fail every operation older than `timeoutMs`. Returns how many were failed. */
+  /** Milliseconds the oldest operation in flight has waited (0 when idle), on the monotonic clock. */
+  oldestWait(now: number): number {
+    let oldest = 0;
+    for (const op of this.inflight.values()) oldest = Math.max(oldest, now - op.started);
+    return oldest;
+  }
+
+  /** Fail every operation older than `timeoutMs` (`now` from the monotonic clock). Returns how many were failed. */
   expire(now: number, timeoutMs: number): number {
     let n = 0;
     for (const op of this.inflight.values()) {

@@ -36,6 +36,8 @@ export interface ShadowSetOptions {
   faultPolicy?: 'Required' | 'Optional' | 'Never';
   /** Passes of intentClearMs a chunk must stay unwritten before its intent bit is cleared (default 5). */
   intentIdlePasses?: number;
+  /** The virtual unit's site: reads prefer full members at the same site. */
+  site?: string;
   log: Logger;
   clock: Clock;
 }
@@ -61,9 +63,16 @@ export class ShadowSet {
   private readonly clock: Clock;
   private memberTimeoutMs: number;
   private readonly writeRetries: number;
-  /** Pending membership persistence; acknowledgements wait for it. */
-  private barrier: Promise<void> | null = null;
+  /**
+   * The record of a member's departure, while it may not be on disk yet: acknowledgements wait for it,
+   * so no write is acknowledged while the on-disk membership still lists a member that lacks it. A
+   * record that failed stays here (the next acknowledgement tries again, and fails if that fails too).
+   */
+  private pendingRecord: Promise<void> | null = null;
   private metaChain: Promise<void> = Promise.resolve();
+  /** Members that stopped answering while they were the last full member (warned once each). */
+  private readonly stalled = new Set<Member>();
+  readonly site: string;
   private watchdog: NodeJS.Timeout | null = null;
   private stopping = false;
   private inFlight = 0;
@@ -84,6 +93,7 @@ export class ShadowSet {
     this.intentClearMs = o.intentClearMs ?? 1000;
     this.faultPolicy = o.faultPolicy ?? 'Optional';
     this.intentIdlePasses = o.intentIdlePasses ?? 5;
+    this.site = o.site ?? '';
     this.tracker = new ChunkTracker(o.size, o.chunkSize, {
       metadataMembers: () => this.members.filter((m) => m.isWritable),
       memberFailed: (m, why) => this.removeMember(m, 'Faulted', why),
@@ -146,14 +156,35 @@ export class ShadowSet {
     return this.memberTimeoutMs;
   }
 
+  /**
+   * The member timeout (on the monotonic clock): a member with an operation older than the timeout is
+   * removed and its operations fail. The last full member is never removed this way: its I/O waits for
+   * the device (the set would have nothing left to read from), with a warning.
+   */
   private sweep(): void {
-    const now = this.clock.now();
+    const now = this.clock.monotonic();
     for (const m of this.members) {
       if (!m.isWritable) continue;
-      if (m.expire(now, this.memberTimeoutMs) > 0) {
-        void this.removeMember(m, 'Faulted', `no answer within member timeout (${this.memberTimeoutMs} ms)`);
+      if (m.oldestWait(now) < this.memberTimeoutMs) {
+        this.stalled.delete(m);
+        continue;
       }
+      if (this.isLastFull(m)) {
+        if (!this.stalled.has(m)) {
+          this.stalled.add(m);
+          this.log.warn({ event: 'MemberUnresponsive', member: m.id, path: m.location, waitedMs: Math.round(m.oldestWait(now)) },
+            `member ${m.location} has not answered within the member timeout; it is the last full member, so its I/O waits`);
+        }
+        continue;
+      }
+      m.expire(now, this.memberTimeoutMs);
+      this.removeMember(m, 'Faulted', `no answer within member timeout (${this.memberTimeoutMs} ms)`).catch((e: unknown) =>
+        this.log.error({ event: 'MetadataWriteFailed', member: m.id, err: errorMessage(e) }, 'could not record the removal of a timed-out member'));
     }
+  }
+
+  private isLastFull(m: Member): boolean {
+    return m.isFull && !this.members.some((x) => x !== m && x.isFull);
   }
 
   // ---------- SCB ----------
@@ -184,7 +215,11 @@ export class ShadowSet {
     };
   }
 
-  /** Write the current membership to every writable member, serialized with other metadata updates. */
+  /**
+   * Write the current membership to every writable member, serialized with other metadata updates.
+   * Every member gets the same record (one generation, one membership), taken when the round starts;
+   * a member whose write fails is removed, and that change is recorded by a round of its own.
+   */
   persistMembership(clean = false): Promise<void> {
     const run = async () => {
       // Full members first, copy targets after: the newest generation then always reaches a member that
@@ -193,44 +228,89 @@ export class ShadowSet {
       // read from (a full member with an older generation counts as stale).
       const full = this.members.filter((m) => m.isWritable && m.isFull);
       const rest = this.members.filter((m) => m.isWritable && !m.isFull);
-      const targets = [...full, ...rest];
+      const records = new Map([...full, ...rest].map((m) => [m, this.scbFor(m, clean)]));
       const write = (m: Member) => m.io(async () => {
-        const scb = this.scbFor(m, clean);
+        const scb = records.get(m)!;
         await writeScb(m.backend, scb, ++m.scbSeq);
         m.scbGeneration = scb.generation;
       });
-      const results = [...await Promise.allSettled(full.map(write)), ...await Promise.allSettled(rest.map(write))];
-      results.forEach((r, i) => {
-        if (r.status === 'rejected') {
-          this.log.error({ event: 'MetadataWriteFailed', member: targets[i]!.id, err: errorMessage(r.reason) }, 'SCB write failed');
-        }
+      const failed: [Member, unknown][] = [];
+      const settle = async (ms: Member[]) => (await Promise.allSettled(ms.map(write))).forEach((r, i) => {
+        if (r.status === 'rejected') failed.push([ms[i]!, r.reason]);
       });
-      const okFull = targets.filter((m, i) => m.isFull && results[i]!.status === 'fulfilled');
-      if (okFull.length === 0) throw new EngineError('ENG_NO_FULL_MEMBER', 'membership could not be recorded on any full member');
-      for (let i = 0; i < targets.length; i++) {
-        if (results[i]!.status === 'rejected' && targets[i]!.isWritable) {
-          this.markGone(targets[i]!, 'Faulted', 'metadata write failed');
-        }
+      await settle(full);
+      const okFull = full.length - failed.length;
+      if (okFull > 0 || full.length === 0) await settle(rest);
+      for (const [m, err] of failed) {
+        this.log.error({ event: 'MetadataWriteFailed', member: m.id, err: errorMessage(err) }, 'SCB write failed');
+        this.markGone(m, 'Faulted', `metadata write failed: ${errorMessage(err)}`);
       }
+      if (okFull === 0 && full.length > 0) throw new EngineError('ENG_NO_FULL_MEMBER', 'membership could not be recorded on any full member');
     };
     const p = this.metaChain.then(run, run);
     this.metaChain = p.catch(() => undefined);
     return p;
   }
 
+  /**
+   * Take `m` out of the writable members (in memory) and schedule the record of it. Returns false if it
+   * was already gone, or if it is the last full member: that one is kept, and the request that failed on
+   * it fails (the set would have nothing left to read from).
+   */
   private markGone(m: Member, state: 'Faulted' | 'Removed', why: string): boolean {
     if (!m.isWritable) return false;
+    if (this.isLastFull(m)) {
+      this.log.error({ event: 'LastMemberKept', member: m.id, path: m.location, reason: why }, `member ${m.location} failed (${why}) but is the last full member; it stays, and the failed request fails`);
+      return false;
+    }
     if (state === 'Faulted') this.faultBitmap(m);
     const was = m.state;
     m.state = state;
     m.reason = why;
     this.generation++;
     m.abandon(`member ${m.location} left the set: ${why}`);
+    this.stalled.delete(m);
     this.log.warn(
       { event: state === 'Faulted' ? 'MemberFaulted' : 'MemberRemoved', member: m.id, path: m.location, was, reason: why, generation: this.generation },
       `member ${m.location} removed from the shadow set: ${why}`,
     );
+    this.recordDeparture();
+    // Its backend goes once what it still runs has settled (a returning member is opened anew).
+    m.backend.close().catch(() => undefined);
     return true;
+  }
+
+  /** Schedule the record of the membership as it is now; acknowledgements wait for it. */
+  private recordDeparture(): Promise<void> {
+    const p = this.persistMembership();
+    this.pendingRecord = p;
+    p.then(() => {
+      if (this.pendingRecord === p) this.pendingRecord = null;
+    }, () => undefined);
+    return p;
+  }
+
+  /**
+   * Resolves once every departure so far is on disk. If the record failed, it is tried again once for
+   * this caller, and a second failure rejects: nothing may be acknowledged on a membership that is not
+   * recorded.
+   */
+  private async departuresRecorded(): Promise<void> {
+    for (let retried = false; ;) {
+      const p = this.pendingRecord;
+      if (!p) return;
+      try {
+        await p;
+      } catch (e) {
+        if (this.pendingRecord === p) {
+          if (retried) throw e;
+          retried = true;
+          this.recordDeparture();
+        }
+        continue;
+      }
+      if (this.pendingRecord === p) this.pendingRecord = null;
+    }
   }
 
   /**
@@ -261,17 +341,24 @@ export class ShadowSet {
     this.log.info({ event: 'BitmapCreated', bitmap: id, member: m.id, reason: 'member faulted', seededChunks: map.count }, 'write bitmap created for the faulted member');
   }
 
-  /** Take a member out of the set and record it on the members that stay. */
+  /**
+   * Take a member out of the set and record it on the members that stay. The last full member is kept
+   * (see markGone); the caller sees it still writable.
+   */
   async removeMember(m: Member, state: 'Faulted' | 'Removed', why: string): Promise<void> {
-    if (!this.markGone(m, state, why)) {
-      if (this.barrier) await this.barrier;
-      return;
-    }
-    const p = this.persistMembership().finally(() => {
-      if (this.barrier === p) this.barrier = null;
-    });
-    this.barrier = p;
-    await p;
+    this.markGone(m, state, why);
+    await this.departuresRecorded();
+  }
+
+  /**
+   * Put `m` among the writable members (or in place of `replace`, the object of a member that left):
+   * from this moment every write reaches it. Bumps the generation; the caller records the membership.
+   */
+  admit(m: Member, replace?: Member): void {
+    const i = replace ? this.members.indexOf(replace) : -1;
+    if (i >= 0) this.members[i] = m;
+    else this.members.push(m);
+    this.generation++;
   }
 
   // ---------- I/O ----------
@@ -331,10 +418,15 @@ export class ShadowSet {
     }
   }
 
+  /**
+   * The full member with the lowest read cost + queue depth, among those at the unit's site when any
+   * is (the manual: members at the virtual unit's site are preferred).
+   */
   private pickReader(exclude: Set<Member>): Member | null {
     let best: Member | null = null;
+    const atSite = this.site !== '' && this.members.some((m) => m.isFull && !exclude.has(m) && m.site === this.site);
     for (const m of this.members) {
-      if (!m.isFull || exclude.has(m)) continue;
+      if (!m.isFull || exclude.has(m) || (atSite && m.site !== this.site)) continue;
       if (!best || m.readCost + m.queueDepth < best.readCost + best.queueDepth) best = m;
     }
     return best;
@@ -390,15 +482,13 @@ export class ShadowSet {
       if (marked) await marked;
       const targets = this.members.filter((m) => m.isWritable);
       const results = await Promise.allSettled(targets.map(op));
-      for (let i = 0; i < targets.length; i++) {
-        const r = results[i]!;
-        if (r.status === 'fulfilled') continue;
-        await this.retryOrRemove(targets[i]!, r.reason, op);
-      }
-      if (this.barrier) await this.barrier;
+      const landed = await Promise.all(targets.map(async (m, i) => results[i]!.status === 'fulfilled' || this.retryOrRemove(m, results[i]!.reason, op)));
+      // Nothing is acknowledged while the on-disk membership could still list a member that lacks it.
+      await this.departuresRecorded();
       // Acknowledge only if a full member has the data.
-      if (!targets.some((m) => m.isFull)) {
-        throw new EngineError('ENG_NO_FULL_MEMBER', 'no full member holds the write');
+      if (!targets.some((m, i) => landed[i] && m.isFull)) {
+        await this.undoOnTargets(offset, length, targets.filter((m, i) => landed[i] && m.isWritable && !m.isFull));
+        throw new EngineError('ENG_IO', `the write at ${offset}+${length} failed on every full member`);
       }
     } finally {
       if (tracked) this.tracker.end(offset, length);
@@ -407,46 +497,69 @@ export class ShadowSet {
     }
   }
 
-  private async retryOrRemove(m: Member, err: unknown, op: (m: Member) => Promise<void>): Promise<void> {
-    if (!m.isWritable) return;
+  /**
+   * A write that failed on every full member (the last one is kept, see markGone) but reached copy
+   * targets: put the full member's bytes back on them (the range is still locked), so the copy does
+   * not end with a target that differs from its source. A target that cannot be repaired leaves.
+   */
+  private async undoOnTargets(offset: number, length: number, targets: Member[]): Promise<void> {
+    if (targets.length === 0) return;
+    const buf = Buffer.allocUnsafe(length);
+    try {
+      await this.readInto(buf, offset, new Set());
+    } catch (e) {
+      for (const t of targets) this.markGone(t, 'Faulted', `could not undo a write that failed on every full member: ${errorMessage(e)}`);
+      return this.departuresRecorded();
+    }
+    await Promise.all(targets.map((t) => t.write(buf, HEADER_BYTES + offset, false).catch((e: unknown) =>
+      this.markGone(t, 'Faulted', `could not undo a write that failed on every full member: ${errorMessage(e)}`))));
+    await this.departuresRecorded();
+  }
+
+  /** Retry a failed write on `m`; if it keeps failing, remove `m`. Returns whether `m` has the data. */
+  private async retryOrRemove(m: Member, err: unknown, op: (m: Member) => Promise<void>): Promise<boolean> {
+    if (!m.isWritable) return false;
     let last = err;
     if (!isEngineError(err, 'ENG_TIMEOUT')) {
       for (let i = 0; i < this.writeRetries; i++) {
         try {
           await op(m);
-          return;
+          return true;
         } catch (e) {
           last = e;
           if (!m.isWritable || isEngineError(e, 'ENG_TIMEOUT')) break;
         }
       }
     }
-    if (m.isWritable) await this.removeMember(m, 'Faulted', `write failed: ${errorMessage(last)}`);
+    this.markGone(m, 'Faulted', `write failed: ${errorMessage(last)}`);
+    return false;
   }
 
   async flush(): Promise<void> {
     this.enter();
     try {
       await this.flushMembers();
-      if (!this.members.some((m) => m.isFull)) throw new EngineError('ENG_NO_FULL_MEMBER', 'no full member left');
     } finally {
       this.leave();
     }
   }
 
-  /** Flush every writable member; a member whose flush fails is removed. */
+  /**
+   * Flush every writable member; a member whose flush fails is removed. Rejects if a full member's flush
+   * failed and it could not be removed (the last one): the data is then not known to be durable.
+   */
   async flushMembers(): Promise<void> {
-    {
-      const targets = this.members.filter((m) => m.isWritable);
-      const results = await Promise.allSettled(targets.map((m) => m.flush()));
-      for (let i = 0; i < targets.length; i++) {
-        const r = results[i]!;
-        if (r.status === 'rejected' && targets[i]!.isWritable) {
-          await this.removeMember(targets[i]!, 'Faulted', `flush failed: ${errorMessage(r.reason)}`);
-        }
-      }
-      if (this.barrier) await this.barrier;
+    const targets = this.members.filter((m) => m.isWritable);
+    const results = await Promise.allSettled(targets.map((m) => m.flush()));
+    let kept: unknown = null;
+    for (let i = 0; i < targets.length; i++) {
+      const r = results[i]!;
+      if (r.status === 'fulfilled' || !targets[i]!.isWritable) continue;
+      if (!this.markGone(targets[i]!, 'Faulted', `flush failed: ${errorMessage(r.reason)}`) && targets[i]!.isWritable) kept = r.reason;
     }
+    await this.departuresRecorded();
+    if (kept !== null) throw new EngineError('ENG_IO', `flush failed on the last full member: ${errorMessage(kept)}`);
+    if (!this.members.some((m) => m.isFull)) throw new EngineError('ENG_NO_FULL_MEMBER', 'no full member left');
   }
 
   /**
@@ -483,15 +596,21 @@ export class ShadowSet {
     await this.resync.stop();
     if (this.intentTimer) clearInterval(this.intentTimer);
     if (this.watchdog) clearInterval(this.watchdog);
-    await this.flushMembers().catch(() => undefined);
-    this.resync.markFlushed();
-    // Nothing is in flight and everything is flushed: the intent log can be emptied (pending merge chunks stay).
-    try {
-      await this.tracker.clearIdle(async () => undefined, 0);
-    } catch {
-      // the clean flag below is still correct; stale intent bits only cost a larger merge
+    let flushed = true;
+    await this.flushMembers().catch((e: unknown) => {
+      flushed = false;
+      this.log.error({ event: 'StopFlushFailed', err: errorMessage(e) }, 'the final flush failed: the stop is recorded as unclean');
+    });
+    if (flushed) {
+      this.resync.markFlushed();
+      // Nothing is in flight and everything is flushed: the intent log can be emptied (pending merge chunks stay).
+      try {
+        await this.tracker.clearIdle(async () => undefined, 0);
+      } catch {
+        // the clean flag below is still correct; stale intent bits only cost a larger merge
+      }
     }
-    await this.persistMembership(!this.resync.mergePending).catch((e: unknown) =>
+    await this.persistMembership(flushed && !this.resync.mergePending).catch((e: unknown) =>
       this.log.error({ event: 'CleanStopFailed', err: errorMessage(e) }, 'could not record a clean stop'),
     );
     this.clean = true;
