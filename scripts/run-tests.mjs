@@ -4,7 +4,7 @@
 //   *.test.js        unit tests (pure, fast)
 //   *.itest.js       integration tests (real engine, real NBD clients, loop devices)
 //   *.ctest.js       control-plane tests (real etcd + kube-apiserver built from Go modules)
-//   *.torture.js     crash torture (kill -9 under a verifying workload)
+//   *.torture.js     crash and power-loss tortures (kill -9, or members losing unflushed writes, under a verifying workload)
 //   *.e2e.js         end-to-end scenarios on a local cluster (or kind: E2E_CLUSTER=kind), e2e/scenarios
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';

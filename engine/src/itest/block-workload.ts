@@ -9,11 +9,18 @@
  * possible versions pins the block to it, so a later read must see it again (never two answers), and a
  * block never goes back to a version older than its last acknowledged one. A block never written reads
  * as zeros. At most one request per block is in flight, so acknowledgement order is write order.
+ *
+ * That is the model of a kill -9: the members' page cache survives, so every acknowledged write does.
+ * Writes, acknowledgements and FLUSHes are also reported to protected hooks, which do nothing here; the
+ * power-loss model (power-model.ts) uses them to know which writes were durable.
  */
 import { open } from 'node:fs/promises';
 import { crc32 } from '../core/crc32.js';
 import { HEADER_BYTES } from '../core/geometry.js';
-import type { NbdClientBackend } from '../adapters/backend-nbd/nbd-client.js';
+import type { BlockBackend } from '../ports/block-backend.js';
+
+/** What the workload needs of an NBD client (the engine's own client is one). */
+export type BlockClient = Pick<BlockBackend, 'read' | 'write' | 'flush'>;
 
 export const BLOCK = 4096;
 const HEADER = 32;
@@ -74,7 +81,7 @@ export interface RunOptions {
 
 export class BlockWorkload {
   /** Possible versions per block; `undefined` means only zeros. */
-  private readonly allowed: (number[] | undefined)[];
+  protected readonly allowed: (number[] | undefined)[];
   private readonly busy: Uint8Array;
   private seq = 0;
   /** Errors that were not the engine going away (a failure of the test). */
@@ -122,7 +129,7 @@ export class BlockWorkload {
    * Run until `stop` resolves or a request fails. Resolves with what this run did; failures after
    * `engineGone` was set only make the in-flight writes' outcome unknown.
    */
-  async run(client: NbdClientBackend, o: RunOptions, stop: Promise<void>): Promise<WorkloadStats> {
+  async run(client: BlockClient, o: RunOptions, stop: Promise<void>): Promise<WorkloadStats> {
     const stats: WorkloadStats = { writesIssued: 0, writesAcked: 0, writesUnknown: 0, readsChecked: 0, flushes: 0 };
     let stopped = false;
     void stop.then(() => (stopped = true));
@@ -140,8 +147,10 @@ export class BlockWorkload {
         }
         const r = this.rand();
         if (o.flushEvery > 0 && r < 1 / o.flushEvery) {
+          const mark = this.flushIssued();
           try {
             await client.flush();
+            this.flushAcked(mark);
             stats.flushes++;
           } catch (e) {
             fail('FLUSH', e);
@@ -168,10 +177,13 @@ export class BlockWorkload {
           continue;
         }
         const seq = ++this.seq;
+        const fua = o.fuaEvery > 0 && seq % o.fuaEvery === 0;
         stats.writesIssued++;
+        this.writeIssued(b, seq);
         try {
-          await client.write(blockContent(b, seq, o.round), off, o.fuaEvery > 0 && seq % o.fuaEvery === 0);
+          await client.write(blockContent(b, seq, o.round), off, fua);
           this.allowed[b] = [seq];
+          this.writeAcked(b, seq, fua);
           stats.writesAcked++;
         } catch (e) {
           // Unacknowledged: it may or may not have landed.
@@ -188,8 +200,17 @@ export class BlockWorkload {
     return stats;
   }
 
+  /** Hooks for a model that tracks durability (none here: the page cache keeps every acknowledged write). */
+  protected writeIssued(_block: number, _seq: number): void {}
+  protected writeAcked(_block: number, _seq: number, _fua: boolean): void {}
+  /** Called as a FLUSH is issued; what it returns is passed to `flushAcked` when the FLUSH succeeds. */
+  protected flushIssued(): number {
+    return 0;
+  }
+  protected flushAcked(_mark: number): void {}
+
   /** Read every block through NBD (1 MiB requests, a few at once) and check it. */
-  async verifyAll(client: NbdClientBackend, where: string): Promise<void> {
+  async verifyAll(client: BlockClient, where: string): Promise<void> {
     const step = 256; // blocks per request
     let next = 0;
     const worker = async () => {
