@@ -79,7 +79,8 @@ export class NbdServer {
   private closing = false;
 
   constructor(readonly opts: NbdServerOptions) {
-    this.maxPayload = positive('maxPayload', opts.maxPayload ?? 32 * 1024 * 1024, 0xffffffff);
+    // At least the preferred block size it advertises, as the protocol asks of the maximum.
+    this.maxPayload = positive('maxPayload', opts.maxPayload ?? 32 * 1024 * 1024, 0xffffffff, PREFERRED_BLOCK);
     this.maxInFlight = positive('maxInFlight', opts.maxInFlight ?? 128);
     this.maxConnectionBytes = positive('maxConnectionBytes', opts.maxConnectionBytes ?? 64 * 1024 * 1024);
     this.maxTotalBytes = positive('maxTotalBytes', opts.maxTotalBytes ?? 256 * 1024 * 1024);
@@ -156,8 +157,8 @@ export class NbdServer {
   }
 }
 
-function positive(name: string, v: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (!Number.isSafeInteger(v) || v < 1 || v > max) throw new EngineError('ENG_INVALID_ARGUMENT', `NBD server option ${name} must be an integer from 1 to ${max}, not ${v}`);
+function positive(name: string, v: number, max = Number.MAX_SAFE_INTEGER, min = 1): number {
+  if (!Number.isSafeInteger(v) || v < min || v > max) throw new EngineError('ENG_INVALID_ARGUMENT', `NBD server option ${name} must be an integer from ${min} to ${max}, not ${v}`);
   return v;
 }
 
