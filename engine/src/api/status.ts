@@ -76,6 +76,10 @@ export const statusSchema = z.object({
     requests: z.record(z.string(), z.number()),
     errors: z.number(),
     rejected: z.number(),
+    /** Bytes the NBD connections hold (requests received, in flight, replies not yet sent). */
+    heldBytes: z.number().optional(),
+    /** Connections not taking requests until their client reads replies (backpressure). */
+    stalled: z.number().optional(),
   }),
 });
 export type EngineStatus = z.infer<typeof statusSchema>;

@@ -13,6 +13,18 @@ export interface BlockBackend {
   /** Deallocate; afterwards the range reads as zeros. */
   discard(offset: number, length: number): Promise<void>;
   writeZeroes(offset: number, length: number, fua: boolean): Promise<void>;
+  /**
+   * Safe to call at any time, also with requests in flight, and without awaiting it (the runtime
+   * drops a faulted member that way). Idempotent: every call returns the same promise.
+   * - Requests issued after close() reject with ENG_IO.
+   * - Requests issued before it settle as they would have (or fail with ENG_IO where the backend gives
+   *   up on them, as an NBD client does after its bounded wait); the promise resolves once all of them
+   *   have settled and the resources (descriptors, socket, I/O thread, ring) are released.
+   * - A descriptor is never closed while a system call may still use it: a request stuck on a hung
+   *   device keeps the descriptors (and its thread) open for good, leaked on purpose, and the promise
+   *   does not resolve. A closed number would be reused by the next file opened, and the stuck write
+   *   would land there.
+   */
   close(): Promise<void>;
   /**
    * Resolves once the backend runs at full speed (a file member's I/O thread has started); never

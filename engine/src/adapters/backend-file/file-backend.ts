@@ -1,5 +1,6 @@
 /**
- * A member on a regular file or a block device, through positioned reads and writes.
+ * A member on a regular file or a block device, through positioned reads and writes on the libuv
+ * thread pool. Its descriptors are closed only once no request may still use them (see close()).
  */
 import fs from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -21,6 +22,11 @@ async function blockDeviceBytes(rdev: number): Promise<number> {
 }
 
 export class FileBackend implements BlockBackend {
+  private inFlight = 0;
+  private closed: EngineError | null = null;
+  private closing: Promise<void> | null = null;
+  private idle: (() => void) | null = null;
+
   /**
    * `fd` for ordinary I/O; `syncFd` is the same file opened O_DSYNC: a write through it returns once that
    * range is on stable storage, without flushing every other dirty page of the member (which is what an
@@ -47,7 +53,52 @@ export class FileBackend implements BlockBackend {
     return new FileBackend(path, fd, syncFd, size);
   }
 
+  /** Run a request unless closed, counting it until it settles. */
+  private track(run: () => Promise<void>): Promise<void> {
+    if (this.closed) return Promise.reject(this.closed);
+    this.inFlight++;
+    return run().finally(() => {
+      if (--this.inFlight === 0) this.idle?.();
+    });
+  }
+
   read(buf: Buffer, offset: number): Promise<void> {
+    return this.track(() => this.readAt(buf, offset));
+  }
+
+  write(buf: Buffer, offset: number, fua: boolean): Promise<void> {
+    return this.track(() => this.writeAt(buf, offset, fua));
+  }
+
+  flush(): Promise<void> {
+    return this.track(() => this.sync());
+  }
+
+  // Node offers no hole punching; zeros are written, which keeps the contract (the range reads as zeros).
+  discard(offset: number, length: number): Promise<void> {
+    return this.writeZeroes(offset, length, false);
+  }
+
+  writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
+    return this.track(() => this.zero(offset, length, fua));
+  }
+
+  /**
+   * The BlockBackend contract: new requests fail, the descriptors are closed once every request issued
+   * before has settled. A request that never returns (a hung device) keeps them open for good, on
+   * purpose: closing a number a system call may still use would let it reach whatever file is opened next
+   * under that number.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = new EngineError('ENG_IO', `member ${this.location} is closed`);
+      if (this.inFlight > 0) await new Promise<void>((r) => (this.idle = r));
+      await new Promise<void>((resolve) => fs.close(this.fd, () => fs.close(this.syncFd, () => resolve())));
+    })();
+    return this.closing;
+  }
+
+  private readAt(buf: Buffer, offset: number): Promise<void> {
     return new Promise((resolve, reject) => {
       const step = (done: number) => {
         fs.read(this.fd, buf, done, buf.length - done, offset + done, (e, n) => {
@@ -64,7 +115,7 @@ export class FileBackend implements BlockBackend {
     });
   }
 
-  write(buf: Buffer, offset: number, fua: boolean): Promise<void> {
+  private writeAt(buf: Buffer, offset: number, fua: boolean): Promise<void> {
     return new Promise((resolve, reject) => {
       const fd = fua ? this.syncFd : this.fd;
       const step = (done: number) => {
@@ -78,27 +129,18 @@ export class FileBackend implements BlockBackend {
     });
   }
 
-  flush(): Promise<void> {
+  private sync(): Promise<void> {
     return new Promise((resolve, reject) =>
       fs.fdatasync(this.fd, (e) => (e ? reject(ioError('fdatasync', this.location, e)) : resolve())),
     );
   }
 
-  // Node offers no hole punching; zeros are written, which keeps the contract (the range reads as zeros).
-  discard(offset: number, length: number): Promise<void> {
-    return this.writeZeroes(offset, length, false);
-  }
-
-  async writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
+  private async zero(offset: number, length: number, fua: boolean): Promise<void> {
     const zero = Buffer.alloc(Math.min(length, ZERO_CHUNK));
     for (let done = 0; done < length; done += zero.length) {
       const n = Math.min(zero.length, length - done);
-      await this.write(n === zero.length ? zero : zero.subarray(0, n), offset + done, false);
+      await this.writeAt(n === zero.length ? zero : zero.subarray(0, n), offset + done, false);
     }
-    if (fua) await this.flush();
-  }
-
-  close(): Promise<void> {
-    return new Promise((resolve) => fs.close(this.fd, () => fs.close(this.syncFd, () => resolve())));
+    if (fua) await this.sync();
   }
 }

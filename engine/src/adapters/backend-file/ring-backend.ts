@@ -9,6 +9,9 @@
  * request through the thread pool while the starting thread competes with it for the CPU. A closed
  * member's thread becomes the spare when none is kept; a thread with requests stuck on a hung device
  * is never reused.
+ *
+ * close() keeps the descriptors open until no request may still use them: those on the ring have
+ * completed and the thread has left the ring (or ended), and those on the thread pool have settled.
  */
 import { Worker } from 'node:worker_threads';
 import { EngineError } from '../../core/errors.js';
@@ -70,7 +73,10 @@ export class RingBackend implements BlockBackend {
   private compTail = 0;
   private armed = false;
   private outstanding = 0;
-  private closed = false;
+  private closed: EngineError | null = null;
+  private closing: Promise<void> | null = null;
+  /** Called when the ring has no request left (or the thread failed and what it held was failed). */
+  private ringIdle: (() => void) | null = null;
   private online = false;
   private kickQueued = false;
   /**
@@ -190,7 +196,10 @@ export class RingBackend implements BlockBackend {
       if (result === 0) w.resolve();
       else w.reject(new EngineError('ENG_IO', `I/O on ${this.location} failed (errno ${result})`));
     }
-    if (this.outstanding === 0) this.worker.unref();
+    if (this.outstanding === 0) {
+      this.worker.unref();
+      this.ringIdle?.();
+    }
     this.arm();
   }
 
@@ -200,9 +209,11 @@ export class RingBackend implements BlockBackend {
       this.waiters[i] = null;
       w?.reject(e);
     }
+    this.ringIdle?.();
   }
 
   read(buf: Buffer, offset: number): Promise<void> {
+    if (this.closed) return Promise.reject(this.closed);
     if (buf.length <= SLOT_BYTES) {
       const p = this.submit(OP_READ, offset, buf.length, null, buf);
       if (p) return p;
@@ -211,6 +222,7 @@ export class RingBackend implements BlockBackend {
   }
 
   write(buf: Buffer, offset: number, fua: boolean): Promise<void> {
+    if (this.closed) return Promise.reject(this.closed);
     if (buf.length <= SLOT_BYTES) {
       const p = this.submit(fua ? OP_WRITE_FUA : OP_WRITE, offset, buf.length, buf, null);
       if (p) return p;
@@ -224,49 +236,64 @@ export class RingBackend implements BlockBackend {
    * It covers every write completed before it, as NBD asks.
    */
   flush(): Promise<void> {
+    if (this.closed) return Promise.reject(this.closed);
     return this.file.flush();
   }
 
   discard(offset: number, length: number): Promise<void> {
+    if (this.closed) return Promise.reject(this.closed);
     return this.file.discard(offset, length);
   }
 
   writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
+    if (this.closed) return Promise.reject(this.closed);
     return this.file.writeZeroes(offset, length, fua);
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    Atomics.store(this.ctl, STOP, 1);
-    Atomics.notify(this.ctl, SUB_HEAD);
+  /**
+   * The BlockBackend contract. In order: requests on the ring complete (the thread runs what it was
+   * given); the thread leaves the ring (it becomes the spare) or is terminated, and only once it has
+   * stopped touching the descriptors; the file backend then closes them after its own requests settle.
+   * A request stuck on a hung device stops this at the first step, leaving thread, ring and descriptors
+   * in place for good, on purpose (a closed number would be reused by the next member opened).
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.closed = new EngineError('ENG_IO', `member ${this.location} is closed`);
+    if (this.outstanding > 0 && !this.failed) await new Promise<void>((r) => (this.ringIdle = r));
+    this.ringIdle = null;
     this.worker.off('error', this.onError);
     this.worker.off('message', this.onMessage);
     this.worker.off('exit', this.onExit);
-    // A worker stuck in a system call on a hung device cannot be joined; it is unref'd and left behind.
-    if (this.outstanding === 0) {
-      if (this.failed) await this.worker.terminate();
-      else {
-        // It leaves this ring and waits for its next member: the spare, unless there is one (or it
-        // does not say so within a second).
-        const w = this.worker;
-        const released = await new Promise<boolean>((r) => {
-          const timer = setTimeout(() => {
-            w.off('message', onReleased);
-            r(false);
-          }, 1000);
-          const onReleased = (m: unknown) => {
-            if (m !== 'released') return;
-            clearTimeout(timer);
-            w.off('message', onReleased);
-            r(true);
-          };
-          w.on('message', onReleased);
-        });
-        w.unref();
-        if (released) keepSpare(w);
-        else await w.terminate();
-      }
+    Atomics.store(this.ctl, STOP, 1);
+    Atomics.notify(this.ctl, SUB_HEAD);
+    const w = this.worker;
+    if (this.failed) {
+      // Its requests were failed when it failed; terminate() resolves once the thread has stopped.
+      await w.terminate();
+    } else {
+      // It leaves this ring and waits for its next member: the spare, unless there is one (or it does
+      // not say so within a second), else it is terminated.
+      const released = await new Promise<boolean>((r) => {
+        const timer = setTimeout(() => {
+          w.off('message', onReleased);
+          r(false);
+        }, 1000);
+        const onReleased = (m: unknown) => {
+          if (m !== 'released') return;
+          clearTimeout(timer);
+          w.off('message', onReleased);
+          r(true);
+        };
+        w.on('message', onReleased);
+      });
+      w.unref();
+      if (released && !spare) spare = w;
+      else await w.terminate(); // a thread is released when it has stopped
     }
     await this.file.close();
   }

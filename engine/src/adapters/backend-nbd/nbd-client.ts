@@ -1,12 +1,17 @@
 /**
  * The engine's own NBD client: a member served by nbdkit, qemu-nbd or another engine.
  * Fixed newstyle with OPT_GO, simple replies, pipelined requests matched by handle.
+ *
+ * A member must take requests at any byte offset and length (the engine passes on what its own clients
+ * send) and must offer FLUSH (without it, writes the set acknowledged as durable might not be): a server
+ * that says otherwise, or whose block sizes break the protocol's rules, is refused at open.
  */
 import net from 'node:net';
 import { EngineError, errorMessage } from '../../core/errors.js';
 import type { BlockBackend } from '../../ports/block-backend.js';
 import { ByteQueue } from '../nbd/byte-queue.js';
 import * as P from '../nbd/protocol.js';
+import { maxBlockFrom } from './block-sizes.js';
 import { parseNbdUri } from './nbd-uri.js';
 
 interface Pending {
@@ -20,7 +25,13 @@ export class NbdClientBackend implements BlockBackend {
   private readonly pending = new Map<bigint, Pending>();
   private nextHandle = 1n;
   private dead: Error | null = null;
+  private closed: Error | null = null;
+  private closing: Promise<void> | null = null;
+  /** Called when nothing is pending any more (or the connection died). */
+  private idle: (() => void) | null = null;
   private waitingReply: { handle: bigint; error: number } | null = null;
+  /** How long close() waits for replies to requests in flight and for the server to hang up. */
+  closeTimeoutMs = 5000;
 
   private constructor(
     readonly location: string,
@@ -33,14 +44,17 @@ export class NbdClientBackend implements BlockBackend {
       this.q.push(b);
       this.pump();
     });
-    const die = (why: string) => {
-      if (this.dead) return;
-      this.dead = new EngineError('ENG_IO', `NBD member ${location}: ${why}`);
-      for (const p of this.pending.values()) p.reject(this.dead);
-      this.pending.clear();
-    };
-    sock.on('error', (e) => die(e.message));
-    sock.on('close', () => die('connection closed'));
+    sock.on('error', (e) => this.die(e.message));
+    sock.on('close', () => this.die('connection closed'));
+  }
+
+  /** The connection is unusable: everything pending fails with ENG_IO. */
+  private die(why: string): void {
+    if (this.dead) return;
+    this.dead = new EngineError('ENG_IO', `NBD member ${this.location}: ${why}`);
+    for (const p of this.pending.values()) p.reject(this.dead);
+    this.pending.clear();
+    this.idle?.();
   }
 
   static async open(uri: string, timeoutMs = 30_000): Promise<NbdClientBackend> {
@@ -92,7 +106,7 @@ export class NbdClientBackend implements BlockBackend {
       sock.write(Buffer.concat([cflags, opt, data]));
       let size = -1;
       let tflags = 0;
-      let maxBlock = 32 * 1024 * 1024;
+      let blockSizes: Buffer | null = null;
       for (;;) {
         const h = await need(20);
         if (h.readBigUInt64BE(0) !== P.OPTION_REPLY_MAGIC) throw new Error('bad option reply magic');
@@ -105,8 +119,8 @@ export class NbdClientBackend implements BlockBackend {
           if (info === P.INFO_EXPORT && body.length >= 12) {
             size = Number(body.readBigUInt64BE(2));
             tflags = body.readUInt16BE(10);
-          } else if (info === P.INFO_BLOCK_SIZE && body.length >= 14) {
-            maxBlock = Math.min(maxBlock, body.readUInt32BE(10));
+          } else if (info === P.INFO_BLOCK_SIZE) {
+            blockSizes = Buffer.from(body);
           }
           continue;
         }
@@ -114,6 +128,10 @@ export class NbdClientBackend implements BlockBackend {
       }
       if (size < 0) throw new Error('server sent no export size');
       if (tflags & P.TF_READ_ONLY) throw new Error('export is read-only');
+      if ((tflags & P.TF_HAS_FLAGS) === 0 || (tflags & P.TF_SEND_FLUSH) === 0) {
+        throw new Error('the server does not support FLUSH; writes acknowledged by the set could not be made durable on it');
+      }
+      const maxBlock = maxBlockFrom(blockSizes);
       sock.off('data', onData);
       sock.removeAllListeners('error');
       sock.removeAllListeners('close');
@@ -154,11 +172,13 @@ export class NbdClientBackend implements BlockBackend {
       this.pending.delete(handle);
       if (error === 0) p.resolve();
       else p.reject(new EngineError('ENG_IO', `NBD member ${this.location} answered error ${error}`));
+      if (this.pending.size === 0) this.idle?.();
     }
   }
 
   private send(type: number, flags: number, offset: number, length: number, payload: Buffer | null, readInto: Buffer | null): Promise<void> {
     if (this.dead) return Promise.reject(this.dead);
+    if (this.closed) return Promise.reject(this.closed);
     const handle = this.nextHandle++;
     const h = Buffer.allocUnsafe(28);
     h.writeUInt32BE(P.REQUEST_MAGIC, 0);
@@ -197,9 +217,7 @@ export class NbdClientBackend implements BlockBackend {
   }
 
   flush(): Promise<void> {
-    // A server that does not offer FLUSH has no volatile cache to flush.
-    if (!(this.flags & P.TF_SEND_FLUSH)) return Promise.resolve();
-    return this.send(P.CMD_FLUSH, 0, 0, 0, null, null);
+    return this.send(P.CMD_FLUSH, 0, 0, 0, null, null); // every member offers it (checked at open)
   }
 
   async discard(offset: number, length: number): Promise<void> {
@@ -224,15 +242,46 @@ export class NbdClientBackend implements BlockBackend {
     if (fua) await this.flush();
   }
 
-  async close(): Promise<void> {
-    if (this.dead) return;
-    const h = Buffer.alloc(28);
-    h.writeUInt32BE(P.REQUEST_MAGIC, 0);
-    h.writeUInt16BE(P.CMD_DISC, 6);
-    await new Promise<void>((resolve) => {
-      this.sock.end(h, () => resolve());
-      setTimeout(resolve, 1000).unref();
+  /**
+   * Requests issued from now on fail; those in flight get their replies, then DISC is sent and the
+   * server hangs up. A server that takes longer than closeTimeoutMs for all of that is cut off: what is
+   * still pending fails with ENG_IO. Idempotent.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.closed = new EngineError('ENG_IO', `NBD member ${this.location} is closed`);
+    const deadline = Date.now() + this.closeTimeoutMs;
+    if (!this.dead && this.pending.size > 0) {
+      await this.within(deadline, (done) => (this.idle = done));
+      this.idle = null;
+    }
+    if (!this.dead && this.pending.size === 0) {
+      const h = Buffer.alloc(28);
+      h.writeUInt32BE(P.REQUEST_MAGIC, 0);
+      h.writeUInt16BE(P.CMD_DISC, 6);
+      this.sock.end(h);
+      await this.within(deadline, (done) => this.sock.once('close', done));
+    }
+    this.die(`closed with ${this.pending.size} request(s) unanswered after ${this.closeTimeoutMs} ms`);
+    if (!this.sock.closed) {
+      const gone = new Promise<void>((r) => this.sock.once('close', () => r()));
+      this.sock.destroy();
+      await gone;
+    }
+  }
+
+  /** Wait for `arm`'s callback or the deadline, whichever comes first. */
+  private within(deadline: number, arm: (done: () => void) => void): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+      arm(() => {
+        clearTimeout(timer);
+        resolve();
+      });
     });
-    this.sock.destroy();
   }
 }

@@ -1,7 +1,9 @@
 /**
  * Property tests: malformed handshakes and requests thrown at a real NBD server on a unix socket.
  * The server must answer or hang up, never crash, never call the handler outside the export, and keep
- * serving well-behaved clients afterwards.
+ * serving well-behaved clients afterwards. In the transmission phase every request is checked against
+ * a model: exactly one reply with its handle, the errno engine/README.md promises, the data a READ must
+ * return, and the connection closed where the protocol says (bad magic, DISC).
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,8 +16,10 @@ import { pino } from 'pino';
 import { NbdClientBackend } from '../backend-nbd/nbd-client.js';
 import * as P from './protocol.js';
 import { NbdServer, type NbdHandler } from './server.js';
+import { handshake, requestHeader, ServerStream, type Reply } from './test-support.js';
 
 const SIZE = 1 << 20;
+const MAX_PAYLOAD = 65536;
 const disk = Buffer.alloc(SIZE);
 const violations: string[] = [];
 const check = (op: string, off: number, len: number) => {
@@ -32,7 +36,7 @@ const handler: NbdHandler = {
 
 const dir = mkdtempSync(join(tmpdir(), 'nbd-fuzz-'));
 const sock = join(dir, 's');
-const server = new NbdServer({ exportName: 'x', description: 'fuzz', handler, log: pino({ level: 'silent' }), multiConn: true, maxPayload: 65536 });
+const server = new NbdServer({ exportName: 'x', description: 'fuzz', handler, log: pino({ level: 'silent' }), multiConn: true, maxPayload: MAX_PAYLOAD });
 await server.listenUnix(sock);
 after(async () => {
   await server.close();
@@ -51,24 +55,6 @@ function exchange(bytes: Buffer): Promise<Buffer> {
   });
 }
 
-function goPrefix(structured: boolean): Buffer {
-  const parts: Buffer[] = [];
-  const flags = Buffer.alloc(4);
-  flags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | P.CLIENT_FLAG_NO_ZEROES);
-  parts.push(flags);
-  const opt = (o: number, data: Buffer) => {
-    const h = Buffer.alloc(16);
-    h.writeBigUInt64BE(P.IHAVEOPT, 0);
-    h.writeUInt32BE(o, 8);
-    h.writeUInt32BE(data.length, 12);
-    parts.push(h, data);
-  };
-  if (structured) opt(P.OPT_STRUCTURED_REPLY, Buffer.alloc(0));
-  const go = Buffer.alloc(6);
-  opt(P.OPT_GO, go); // empty name, no info requests
-  return Buffer.concat(parts);
-}
-
 async function stillServes(): Promise<void> {
   const c = await NbdClientBackend.open(`nbd+unix:///x?socket=${sock}`);
   const b = Buffer.alloc(4096, 0x77);
@@ -82,7 +68,7 @@ async function stillServes(): Promise<void> {
 test('garbage during negotiation is answered or hung up on, never crashes the server', async () => {
   await fc.assert(
     fc.asyncProperty(fc.uint8Array({ minLength: 0, maxLength: 600 }), fc.boolean(), async (junk, withFlags) => {
-      const pre = withFlags ? goPrefix(false).subarray(0, 4) : Buffer.alloc(0);
+      const pre = withFlags ? handshake(false).subarray(0, 4) : Buffer.alloc(0);
       await exchange(Buffer.concat([pre, Buffer.from(junk)]));
     }),
     { numRuns: 150 },
@@ -92,32 +78,136 @@ test('garbage during negotiation is answered or hung up on, never crashes the se
 });
 
 const requestArb = fc.record({
-  type: fc.oneof(fc.constantFrom(0, 1, 3, 4, 5, 6, 7), fc.integer({ min: 0, max: 0xffff })),
+  type: fc.oneof(fc.constantFrom(0, 1, 2, 3, 4, 5, 6, 7), fc.integer({ min: 0, max: 0xffff })),
   flags: fc.oneof(fc.constant(0), fc.constant(1), fc.integer({ min: 0, max: 0xffff })),
   offset: fc.oneof(fc.bigInt({ min: 0n, max: BigInt(SIZE) }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n })),
-  length: fc.oneof(fc.integer({ min: 0, max: 9000 }), fc.constantFrom(65536, 65537, 0xffffffff)),
+  length: fc.oneof(fc.integer({ min: 0, max: 9000 }), fc.constantFrom(MAX_PAYLOAD, MAX_PAYLOAD + 1, 0xffffffff)),
   payloadShort: fc.boolean(),
+  fill: fc.integer({ min: 0, max: 255 }),
+  badMagic: fc.integer({ min: 0, max: 15 }).map((n) => n === 0),
 });
 
-test('random requests get a reply per request (or a hang-up) and never touch bytes outside the export', async () => {
+/** What the server must answer to one request (data: what a successful READ returns). */
+interface Expected {
+  handle: bigint;
+  errno: number;
+  data: Buffer | null;
+}
+
+const ALLOWED_FLAGS: Record<number, number> = {
+  [P.CMD_READ]: 0,
+  [P.CMD_WRITE]: P.CMD_FLAG_FUA,
+  [P.CMD_DISC]: 0,
+  [P.CMD_FLUSH]: 0,
+  [P.CMD_TRIM]: P.CMD_FLAG_FUA,
+  [P.CMD_WRITE_ZEROES]: P.CMD_FLAG_FUA | P.CMD_FLAG_NO_HOLE,
+};
+
+/** The errno engine/README.md promises for a request (0: it runs), written apart from validate.ts. */
+function outcome(type: number, flags: number, offset: bigint, length: number): number {
+  const allowed = ALLOWED_FLAGS[type];
+  if (allowed === undefined || (flags & ~allowed) !== 0) return P.NBD_EINVAL;
+  if (type === P.CMD_DISC) return 0;
+  if (type === P.CMD_FLUSH) return offset === 0n && length === 0 ? 0 : P.NBD_EINVAL;
+  if (length === 0) return P.NBD_EINVAL;
+  if ((type === P.CMD_READ || type === P.CMD_WRITE) && length > MAX_PAYLOAD) return P.NBD_EINVAL;
+  if (offset + BigInt(length) > BigInt(SIZE)) return type === P.CMD_WRITE || type === P.CMD_WRITE_ZEROES ? P.NBD_ENOSPC : P.NBD_EINVAL;
+  return 0;
+}
+
+/**
+ * Walk the bytes sent after the handshake as the protocol defines them (a WRITE header is followed by
+ * its payload whatever the server thinks of it), keeping a model of the disk, and say what must come
+ * back: one reply per request, and how the connection ends.
+ */
+function expectFrom(tx: Buffer, model: Buffer): { replies: Expected[]; end: 'badMagic' | 'disc' | 'open' } {
+  const replies: Expected[] = [];
+  let pos = 0;
+  while (pos + 28 <= tx.length) {
+    if (tx.readUInt32BE(pos) !== P.REQUEST_MAGIC) return { replies, end: 'badMagic' };
+    const flags = tx.readUInt16BE(pos + 4);
+    const type = tx.readUInt16BE(pos + 6);
+    const handle = tx.readBigUInt64BE(pos + 8);
+    const offset = tx.readBigUInt64BE(pos + 16);
+    const length = tx.readUInt32BE(pos + 24);
+    pos += 28;
+    let payload: Buffer | null = null;
+    if (type === P.CMD_WRITE) {
+      if (pos + length > tx.length) break; // the server still waits for the rest of the payload
+      payload = tx.subarray(pos, pos + length);
+      pos += length;
+    }
+    const errno = outcome(type, flags, offset, length);
+    if (type === P.CMD_DISC && errno === 0) return { replies, end: 'disc' };
+    const off = Number(offset);
+    let data: Buffer | null = null;
+    if (errno === 0 && type === P.CMD_READ) data = Buffer.from(model.subarray(off, off + length));
+    if (errno === 0 && payload) payload.copy(model, off);
+    if (errno === 0 && type === P.CMD_WRITE_ZEROES) model.fill(0, off, off + length);
+    replies.push({ handle, errno, data });
+  }
+  return { replies, end: 'open' };
+}
+
+/**
+ * Send the bytes and collect replies. A connection the server should keep open is ended by the client
+ * once every expected reply is in (anything more would arrive before the close); otherwise the server
+ * must close it. Bounded: a missing reply or close fails after 5 s.
+ */
+function transmit(bytes: Buffer, exp: ReturnType<typeof expectFrom>): Promise<{ stream: ServerStream; replies: Reply[]; timedOut: boolean }> {
+  const reads = new Map(exp.replies.filter((e) => e.data).map((e) => [e.handle, e.data!.length]));
+  const stream = new ServerStream((h) => reads.get(h) ?? null);
+  const replies: Reply[] = [];
+  return new Promise((resolve) => {
+    const c = net.connect(sock);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      c.destroy();
+    }, 5000);
+    const enough = () => exp.end === 'open' && replies.length >= exp.replies.length;
+    c.on('data', (b: Buffer) => {
+      replies.push(...stream.push(b));
+      if (enough()) c.end();
+    });
+    c.on('error', () => undefined);
+    c.on('close', () => {
+      clearTimeout(timer);
+      resolve({ stream, replies, timedOut });
+    });
+    c.write(bytes, () => {
+      if (enough()) c.end();
+    });
+  });
+}
+
+test('every request gets exactly one reply with its handle and the expected outcome, or the connection closes as it must', async () => {
   await fc.assert(
-    fc.asyncProperty(fc.array(requestArb, { minLength: 1, maxLength: 6 }), fc.boolean(), async (reqs, structured) => {
-      const parts: Buffer[] = [goPrefix(structured)];
+    fc.asyncProperty(fc.array(requestArb, { minLength: 1, maxLength: 8 }), fc.boolean(), async (reqs, structured) => {
+      const parts: Buffer[] = [];
       for (const [i, r] of reqs.entries()) {
-        const h = Buffer.alloc(28);
-        h.writeUInt32BE(P.REQUEST_MAGIC, 0);
-        h.writeUInt16BE(r.flags, 4);
-        h.writeUInt16BE(r.type === P.CMD_DISC ? 0 : r.type, 6);
-        h.writeBigUInt64BE(BigInt(i + 1), 8);
-        h.writeBigUInt64BE(r.offset, 16);
-        h.writeUInt32BE(r.length, 24);
-        parts.push(h);
-        if (r.type === P.CMD_WRITE) parts.push(Buffer.alloc(r.payloadShort ? Math.min(r.length, 100) : Math.min(r.length, 70000), 0xab));
+        parts.push(requestHeader({ ...r, handle: BigInt(i + 1), magic: r.badMagic ? 0x25609514 : P.REQUEST_MAGIC }));
+        if (r.type === P.CMD_WRITE) parts.push(Buffer.alloc(r.payloadShort ? Math.min(r.length, 100) : Math.min(r.length, 70000), r.fill));
       }
-      const reply = await exchange(Buffer.concat(parts));
-      assert.ok(reply.length >= 18, 'server greeted');
+      const tx = Buffer.concat(parts);
+      const exp = expectFrom(tx, Buffer.from(disk));
+      const got = await transmit(Buffer.concat([handshake(structured), tx]), exp);
+      assert.equal(got.timedOut, false, `no ${exp.end === 'open' ? `${exp.replies.length} replies` : 'close by the server'} within 5 s (${got.replies.length} replies)`);
+      assert.equal(got.stream.garbage, null);
+      const seen = new Set<bigint>();
+      for (const r of got.replies) {
+        const e = exp.replies.find((x) => x.handle === r.handle);
+        assert.ok(e, `reply for handle ${r.handle}, which no request had`);
+        assert.ok(!seen.has(r.handle), `second reply for handle ${r.handle}`);
+        seen.add(r.handle);
+        assert.equal(r.error, e.errno, `handle ${r.handle}: errno`);
+        assert.equal(r.structured, structured && (r.error !== 0 || e.data !== null), `handle ${r.handle}: reply kind`);
+        if (e.data) assert.ok(r.data?.equals(e.data), `handle ${r.handle}: data read`);
+      }
+      // A bad magic closes the connection at once: replies still due may be lost, never wrong.
+      if (exp.end !== 'badMagic') assert.equal(seen.size, exp.replies.length, 'a reply for every request');
     }),
-    { numRuns: 200 },
+    { numRuns: 300, interruptAfterTimeLimit: 120_000, markInterruptAsFailure: true },
   );
   assert.deepEqual(violations, []);
   await stillServes();

@@ -1,11 +1,20 @@
 /**
  * NBD server: fixed newstyle negotiation and the transmission phase over TCP or a unix socket.
  * Requests are validated before anything runs, run concurrently, and answered as they complete.
+ *
+ * Memory is bounded per connection and in all: a connection holds the bytes it has received and not
+ * yet run, the write payloads and read buffers of its requests in flight, and reply bytes the socket has
+ * not yet sent. When a new request would take it over its budget (or the server over its total), the
+ * connection stops taking requests and its socket stops reading, so a client that pipelines without
+ * reading replies meets TCP backpressure instead of growing the engine; what was accepted still runs
+ * and is answered. A request on a connection that holds nothing else is always admitted, so a request up
+ * to the maximum payload never waits for other clients to read their replies.
  */
 import net from 'node:net';
 import tls from 'node:tls';
 import { unlink } from 'node:fs/promises';
 import type { Logger } from 'pino';
+import { EngineError } from '../../core/errors.js';
 import { ByteQueue } from './byte-queue.js';
 import { errnoFor } from './errno.js';
 import * as P from './protocol.js';
@@ -31,6 +40,10 @@ export interface NbdServerOptions {
   multiConn: boolean;
   /** Requests in flight per connection before the socket is paused. */
   maxInFlight?: number;
+  /** Bytes one connection may hold (received requests, buffers of requests in flight, unsent replies). */
+  maxConnectionBytes?: number;
+  /** Bytes all connections together may hold. */
+  maxTotalBytes?: number;
   /** NBD over TLS on the TCP listener (OPT_STARTTLS); `required`: nothing else is negotiated before it. */
   tls?: { context: tls.SecureContext; required: boolean };
 }
@@ -41,20 +54,36 @@ export interface NbdServerStats {
   requests: Record<string, number>;
   errors: number;
   rejected: number;
+  /** Bytes the connections hold now (gauge): received and not yet run, in flight, replies not yet sent. */
+  heldBytes: number;
+  /** Connections not taking requests now (gauge) until their replies are read or requests complete. */
+  stalled: number;
 }
 
 const MAX_OPTION_BYTES = 64 * 1024;
+/** Option replies a client may leave unread before the server stops reading its options. */
+const MAX_OPTION_REPLY_BYTES = 64 * 1024;
 const PREFERRED_BLOCK = 4096;
 
 export class NbdServer {
   private readonly servers: net.Server[] = [];
   private readonly conns = new Set<Connection>();
-  readonly stats: NbdServerStats = { connections: 0, connectionsTotal: 0, requests: {}, errors: 0, rejected: 0 };
+  readonly stats: NbdServerStats = { connections: 0, connectionsTotal: 0, requests: {}, errors: 0, rejected: 0, heldBytes: 0, stalled: 0 };
   readonly maxPayload: number;
+  readonly maxInFlight: number;
+  readonly maxConnectionBytes: number;
+  readonly maxTotalBytes: number;
+  /** Connections waiting for other connections to release memory. */
+  private readonly waiting = new Set<Connection>();
+  private wakeQueued = false;
   private closing = false;
 
   constructor(readonly opts: NbdServerOptions) {
-    this.maxPayload = opts.maxPayload ?? 32 * 1024 * 1024;
+    // At least the preferred block size it advertises, as the protocol asks of the maximum.
+    this.maxPayload = positive('maxPayload', opts.maxPayload ?? 32 * 1024 * 1024, 0xffffffff, PREFERRED_BLOCK);
+    this.maxInFlight = positive('maxInFlight', opts.maxInFlight ?? 128);
+    this.maxConnectionBytes = positive('maxConnectionBytes', opts.maxConnectionBytes ?? 64 * 1024 * 1024);
+    this.maxTotalBytes = positive('maxTotalBytes', opts.maxTotalBytes ?? 256 * 1024 * 1024);
   }
 
   async listenTcp(host: string, port: number): Promise<net.AddressInfo> {
@@ -108,6 +137,29 @@ export class NbdServer {
     const name = P.commandNames[type] ?? 'UNKNOWN';
     this.stats.requests[name] = (this.stats.requests[name] ?? 0) + 1;
   }
+
+  /** A connection's held bytes changed; memory released lets connections waiting on the total go on. */
+  adjustHeld(delta: number): void {
+    this.stats.heldBytes += delta;
+    if (delta >= 0 || this.waiting.size === 0 || this.wakeQueued) return;
+    this.wakeQueued = true;
+    setImmediate(() => {
+      this.wakeQueued = false;
+      const waiting = [...this.waiting];
+      this.waiting.clear();
+      for (const c of waiting) c.retry();
+    });
+  }
+
+  waitForMemory(c: Connection, wait: boolean): void {
+    if (wait) this.waiting.add(c);
+    else this.waiting.delete(c);
+  }
+}
+
+function positive(name: string, v: number, max = Number.MAX_SAFE_INTEGER, min = 1): number {
+  if (!Number.isSafeInteger(v) || v < min || v > max) throw new EngineError('ENG_INVALID_ARGUMENT', `NBD server option ${name} must be an integer from ${min} to ${max}, not ${v}`);
+  return v;
 }
 
 type Phase = 'clientFlags' | 'options' | 'transmission' | 'closed';
@@ -118,10 +170,16 @@ class Connection {
   private noZeroes = false;
   private structured = false;
   private inFlight = 0;
-  private paused = false;
   private skipping = 0; // payload bytes of a rejected WRITE still to drop
   private skipReply: { handle: bigint; errno: number } | null = null;
-  private pendingHeader: RequestHeader | null = null;
+  /** The next request: parsed, validated (null: valid, else the errno), and whether it was admitted. */
+  private pending: { req: RequestHeader; err: number | null; admitted: boolean } | null = null;
+  // Memory this connection holds (see the top of this file).
+  private active = 0; // write payloads and read buffers of requests in flight
+  private unsent = 0; // reply bytes given to the socket and not yet written
+  private reserved = 0; // length of an admitted WRITE whose payload is still arriving
+  private held = 0; // the sum last reported to the server
+  private stalled = false; // not taking requests until memory or requests in flight are released
   private disconnecting = false;
   private idle: (() => void) | null = null;
   private corked = false;
@@ -137,23 +195,27 @@ class Connection {
     hello.writeBigUInt64BE(P.NBDMAGIC, 0);
     hello.writeBigUInt64BE(P.IHAVEOPT, 8);
     hello.writeUInt16BE(P.FLAG_FIXED_NEWSTYLE | P.FLAG_NO_ZEROES, 16);
-    sock.write(hello);
+    this.send(hello);
     this.attach(sock);
   }
 
   private attach(sock: net.Socket): void {
     sock.on('data', (b: Buffer) => {
       this.q.push(b);
-      try {
-        this.pump();
-      } catch (e) {
-        this.fail(`protocol error: ${(e as Error).message}`);
-      }
+      this.pump();
     });
     sock.on('error', (e) => this.log.debug({ event: 'NbdConnectionError', err: e.message }, 'connection error'));
     sock.on('close', () => {
       this.phase = 'closed';
+      this.q.skip(this.q.length);
+      this.setStalled(false);
+      this.account();
     });
+  }
+
+  /** Another connection released memory: try the request this one waits with. */
+  retry(): void {
+    if (this.stalled) this.pump();
   }
 
   /** OPT_STARTTLS: answer, then speak TLS on the same connection from the next byte on. */
@@ -193,7 +255,55 @@ class Connection {
     this.sock.destroy();
   }
 
+  /** Take what can be taken from the received bytes; then account for memory and read on or pause. */
   private pump(): void {
+    this.setStalled(false);
+    try {
+      this.step();
+    } catch (e) {
+      this.fail(`protocol error: ${(e as Error).message}`);
+    }
+    this.account();
+    const reading = this.phase !== 'closed' && !this.stalled && !this.disconnecting;
+    if (reading && this.sock.isPaused()) this.sock.resume();
+    else if (!reading && !this.sock.isPaused()) this.sock.pause();
+  }
+
+  private setStalled(on: boolean): void {
+    if (on === this.stalled) return;
+    this.stalled = on;
+    this.server.stats.stalled += on ? 1 : -1;
+    if (!on) this.server.waitForMemory(this, false);
+  }
+
+  /** Report what this connection holds; once its socket is gone, only requests still running hold memory. */
+  private account(): void {
+    const open = !this.sock.destroyed;
+    const now = this.active + (open ? this.unsent + Math.max(this.q.length, this.reserved) : 0);
+    if (now === this.held) return;
+    this.server.adjustHeld(now - this.held);
+    this.held = now;
+  }
+
+  /** Whether a request may start now; if not, the connection stalls until something is released. */
+  private admit(req: RequestHeader, err: number | null): boolean {
+    const s = this.server;
+    if (this.inFlight >= s.maxInFlight) return false;
+    // Nothing else held: always admitted (a request is at most maxPayload), so nothing can deadlock.
+    if (this.active === 0 && this.unsent === 0) return true;
+    const payload = err === null && (req.type === P.CMD_READ || req.type === P.CMD_WRITE) ? req.length : 0;
+    // A WRITE's payload may already sit in the queue; a READ's buffer comes on top of it.
+    const queued = req.type === P.CMD_WRITE ? Math.max(this.q.length, payload) : this.q.length + payload;
+    const mine = this.active + this.unsent + queued;
+    if (mine > s.maxConnectionBytes) return false;
+    if (s.stats.heldBytes - this.held + mine > s.maxTotalBytes) {
+      s.waitForMemory(this, true);
+      return false;
+    }
+    return true;
+  }
+
+  private step(): void {
     for (;;) {
       if (this.phase === 'closed') return;
       if (this.phase === 'clientFlags') {
@@ -208,6 +318,10 @@ class Connection {
       }
       if (this.phase === 'options') {
         if (this.q.length < 16) return;
+        if (this.unsent > MAX_OPTION_REPLY_BYTES) {
+          this.setStalled(true); // the client reads no replies: read no more options until it does
+          return;
+        }
         const hdr = this.q.take(16);
         if (hdr.readBigUInt64BE(0) !== P.IHAVEOPT) return this.fail('bad option magic');
         const opt = hdr.readUInt32BE(8);
@@ -230,25 +344,33 @@ class Connection {
         this.replyError(r.handle, r.errno, 'request rejected');
         continue;
       }
-      if (this.paused || this.disconnecting) return;
-      let req = this.pendingHeader;
-      if (!req) {
+      if (this.disconnecting) return;
+      if (!this.pending) {
         if (this.q.length < 28) return;
         const h = this.q.take(28);
         if (h.readUInt32BE(0) !== P.REQUEST_MAGIC) return this.fail('bad request magic');
-        req = {
+        const req = {
           flags: h.readUInt16BE(4),
           type: h.readUInt16BE(6),
           handle: h.readBigUInt64BE(8),
           offset: h.readBigUInt64BE(16),
           length: h.readUInt32BE(24),
         };
+        const facts = { size: this.server.opts.handler.size(), maxPayload: this.server.maxPayload, readOnly: false };
+        this.pending = { req, err: validateRequest(req, facts), admitted: false };
       }
-      if (!this.request(req)) {
-        this.pendingHeader = req; // waiting for the write payload
-        return;
+      const p = this.pending;
+      if (!p.admitted) {
+        if (!this.admit(p.req, p.err)) {
+          this.setStalled(true);
+          return;
+        }
+        p.admitted = true;
+        // Until it has arrived, an admitted WRITE's payload counts whole (it is read without a further check).
+        if (p.err === null && p.req.type === P.CMD_WRITE) this.reserved = p.req.length;
       }
-      this.pendingHeader = null;
+      if (!this.request(p.req, p.err)) return; // waiting for the write payload
+      this.pending = null;
     }
   }
 
@@ -267,7 +389,26 @@ class Connection {
     h.writeUInt32BE(opt, 8);
     h.writeUInt32BE(type >>> 0, 12);
     h.writeUInt32BE(data.length, 16);
-    this.sock.write(data.length ? Buffer.concat([h, data]) : h);
+    this.send(data.length ? Buffer.concat([h, data]) : h);
+  }
+
+  /**
+   * Write to the socket, counting the bytes as held until the socket reports them written (the
+   * callback comes for every write, with an error if the socket is gone); that is when a stalled
+   * connection may take requests again.
+   */
+  private send(a: Buffer, b?: Buffer): void {
+    const n = a.length + (b?.length ?? 0);
+    this.unsent += n;
+    const written = () => {
+      this.unsent -= n;
+      if (this.stalled) this.pump();
+      else this.account();
+    };
+    if (b) {
+      this.sock.write(a);
+      this.sock.write(b, written);
+    } else this.sock.write(a, written);
   }
 
   private optError(opt: number, type: number, msg: string): void {
@@ -287,7 +428,7 @@ class Connection {
         const out = Buffer.alloc(10 + (this.noZeroes ? 0 : 124));
         out.writeBigUInt64BE(BigInt(this.server.opts.handler.size()), 0);
         out.writeUInt16BE(this.transmissionFlags(), 8);
-        this.sock.write(out);
+        this.send(out);
         this.phase = 'transmission';
         return;
       }
@@ -372,10 +513,8 @@ class Connection {
 
   // ---- transmission ----
 
-  /** Start one request. Returns false when a WRITE's payload has not fully arrived yet. */
-  private request(req: RequestHeader): boolean {
-    const facts = { size: this.server.opts.handler.size(), maxPayload: this.server.maxPayload, readOnly: false };
-    const err = validateRequest(req, facts);
+  /** Start one admitted request. Returns false when a WRITE's payload has not fully arrived yet. */
+  private request(req: RequestHeader, err: number | null): boolean {
     if (err === null && req.type === P.CMD_WRITE && this.q.length < req.length) return false;
     this.server.count(req.type);
     if (err !== null) {
@@ -401,28 +540,32 @@ class Connection {
     const h = this.server.opts.handler;
     const off = Number(req.offset);
     const fua = (req.flags & P.CMD_FLAG_FUA) !== 0;
-    let p: Promise<Buffer | void>;
-    switch (req.type) {
-      case P.CMD_READ:
-        p = h.read(off, req.length);
-        break;
-      case P.CMD_WRITE:
-        p = h.write(off, this.q.take(req.length), fua);
-        break;
-      case P.CMD_FLUSH:
-        p = h.flush();
-        break;
-      case P.CMD_TRIM:
-        p = h.trim(off, req.length, fua);
-        break;
-      default:
-        p = h.writeZeroes(off, req.length, fua);
-        break;
-    }
+    // The read buffer or write payload is held from here until the reply is handed to the socket.
+    const bytes = req.type === P.CMD_READ || req.type === P.CMD_WRITE ? req.length : 0;
+    this.active += bytes;
+    this.reserved = 0;
     this.inFlight++;
-    if (this.inFlight >= (this.server.opts.maxInFlight ?? 128) && !this.paused) {
-      this.paused = true;
-      this.sock.pause();
+    let p: Promise<Buffer | void>;
+    try {
+      switch (req.type) {
+        case P.CMD_READ:
+          p = h.read(off, req.length);
+          break;
+        case P.CMD_WRITE:
+          p = h.write(off, this.q.take(req.length), fua);
+          break;
+        case P.CMD_FLUSH:
+          p = h.flush();
+          break;
+        case P.CMD_TRIM:
+          p = h.trim(off, req.length, fua);
+          break;
+        default:
+          p = h.writeZeroes(off, req.length, fua);
+          break;
+      }
+    } catch (e) {
+      p = Promise.reject(e); // a handler that throws instead of rejecting fails the request, not the connection
     }
     p.then(
       (data) => this.replyOk(req, data ?? null),
@@ -431,17 +574,15 @@ class Connection {
         this.log.debug({ event: 'NbdRequestFailed', cmd: P.commandNames[req.type], err: (e as Error).message }, 'request failed');
         this.replyError(req.handle, errnoFor(e), (e as Error).message ?? 'error');
       },
-    ).finally(() => this.settled());
+    ).finally(() => this.settled(bytes));
     return true;
   }
 
-  private settled(): void {
+  private settled(bytes: number): void {
     this.inFlight--;
-    if (this.paused && this.inFlight < (this.server.opts.maxInFlight ?? 128) / 2) {
-      this.paused = false;
-      this.sock.resume();
-      this.pump();
-    }
+    this.active -= bytes;
+    if (this.stalled) this.pump();
+    else this.account();
     if (this.inFlight === 0 && this.idle) {
       const f = this.idle;
       this.idle = null;
@@ -472,16 +613,15 @@ class Connection {
       h.writeBigUInt64BE(req.handle, 8);
       h.writeUInt32BE(8 + req.length, 16);
       h.writeBigUInt64BE(req.offset, 20);
-      this.sock.write(h);
-      this.sock.write(data!);
+      this.send(h, data!);
       return;
     }
     const h = Buffer.allocUnsafe(16);
     h.writeUInt32BE(P.SIMPLE_REPLY_MAGIC, 0);
     h.writeUInt32BE(0, 4);
     h.writeBigUInt64BE(req.handle, 8);
-    this.sock.write(h);
-    if (req.type === P.CMD_READ) this.sock.write(data!);
+    if (req.type === P.CMD_READ) this.send(h, data!);
+    else this.send(h);
   }
 
   private replyError(handle: bigint, errno: number, message: string): void {
@@ -498,13 +638,13 @@ class Connection {
       h.writeUInt32BE(errno, 20);
       h.writeUInt16BE(msg.length, 24);
       msg.copy(h, 26);
-      this.sock.write(h);
+      this.send(h);
       return;
     }
     const h = Buffer.alloc(16);
     h.writeUInt32BE(P.SIMPLE_REPLY_MAGIC, 0);
     h.writeUInt32BE(errno, 4);
     h.writeBigUInt64BE(handle, 8);
-    this.sock.write(h);
+    this.send(h);
   }
 }
