@@ -21,7 +21,8 @@ async function holdFailure(http: { host: string; port: number }, token: string |
   api.route('GET', '/healthz', token ? async () => {
     throw new EngineError(code as EngineErrorCode, 'the engine did not start; GET /v1/status says why');
   } : fail);
-  await api.listen(http.host, http.port);
+  const a = await api.listen(http.host, http.port);
+  log.info({ event: 'HoldingFailure', http: `${a.address}:${a.port}`, code }, 'start failed; answering /v1/status with the reason');
   const bye = () => void api.close().then(() => process.exit(1));
   process.once('SIGTERM', bye);
   process.once('SIGINT', bye);

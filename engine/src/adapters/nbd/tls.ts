@@ -139,12 +139,13 @@ export function connectPsk(raw: net.Socket, psk: PskKey, timeoutMs = HANDSHAKE_M
       reject(e);
     };
     const closed = () => fail(new Error('connection closed during the TLS handshake (wrong key or identity?)'));
-    s.once('error', fail);
+    const failed = (e: Error) => fail(new Error(`TLS handshake failed (wrong key or identity?): ${e.message.trim()}`));
+    s.once('error', failed);
     s.once('close', closed);
     s.once('secureConnect', () => {
       clearTimeout(timer);
       s.removeListener('close', closed);
-      s.removeListener('error', fail);
+      s.removeListener('error', failed);
       if (Object.keys(s.getPeerCertificate()).length > 0) return fail(new Error('the server authenticated with a certificate, not the pre-shared key'));
       resolve(s);
     });
