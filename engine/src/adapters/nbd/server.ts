@@ -64,6 +64,11 @@ export class NbdServer {
     this.held = opts.held ? new Set() : null;
   }
 
+  /** Clients connected while held, not yet greeted. */
+  get waiting(): number {
+    return this.held?.size ?? 0;
+  }
+
   /** Greet the clients that waited (see `held`) and every later one. */
   release(): void {
     const waiting = this.held;
