@@ -87,7 +87,7 @@ test('member locations: host paths, escapes from the allowed prefix and other NB
   const hostile: [string, boolean][] = [
     ['/dev/sda', false], ['/etc/passwd', false], ['/dev/shadow/../sda', false], ['/dev/shadow/../../etc/shadow', false],
     [`${m}/../outside/decoy.img`, true], [`${m}//../outside/decoy.img`, true], [decoy, true], ['outside/decoy.img', true], [`${m}`, true],
-    [`nbd+unix:///x?socket=${trap.socket}`, true], [`nbd+unix:///?socket=${m}/../outside/trap.sock`, true],
+    ['nbd+unix:///x?socket=/run/shadow-itest-none.sock', true], [`nbd+unix:///x?socket=${trap.socket}`, true], [`nbd+unix:///?socket=${m}/../outside/trap.sock`, true],
     [`nbd://127.0.0.1:${trap.port}/x`, true], [`nbds://127.0.0.1:${trap.port}/x`, true], [`file://${decoy}`, true],
   ];
   for (const [location, confirmOverwrite] of hostile) {

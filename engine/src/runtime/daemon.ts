@@ -52,7 +52,7 @@ export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
   let started: Awaited<ReturnType<typeof startShadowSet>>;
   try {
     // Reconstruct (--include) and the control API open members through the same check.
-    started = await startShadowSet({ ...o, open: (loc) => o.open(policy.check(loc)), holdRecovery: true });
+    started = await startShadowSet({ ...o, open: async (loc) => o.open(policy.check(loc)), holdRecovery: true });
   } catch (e) {
     await l.close();
     throw e;

@@ -44,6 +44,9 @@ test('prefixes: absolute paths keep their trailing slash; relative ones are refu
   assert.equal(normalizePrefix('nbds://'), 'nbds://');
   assert.throws(() => normalizePrefix('dev/shadow/'), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
   assert.throws(() => normalizePrefix(''), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
+  const exactUri = new LocationPolicy([], ['nbd://h:1/x?opt=1']);
+  assert.equal(exactUri.check('nbd://h:1/x?opt=1'), 'nbd://h:1/x?opt=1', 'an allowed entry given exactly passes as given');
+  assert.throws(() => exactUri.check('nbd://h:1/x?opt=1&socket=/x'), (e) => isEngineError(e, 'ENG_LOCATION_NOT_ALLOWED'));
   const none = new LocationPolicy(['/a/b'], []);
   assert.equal(none.check('/a//b'), '/a/b', 'a start member in another spelling is that member');
   assert.throws(() => none.check('/a/c'), (e) => isEngineError(e, 'ENG_LOCATION_NOT_ALLOWED'));

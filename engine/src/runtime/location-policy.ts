@@ -64,9 +64,12 @@ export class LocationPolicy {
   private readonly exact = new Set<string>();
   private readonly prefixes: string[];
 
-  /** `members`: the locations given at start (allowed exactly); `prefixes`: --allow-location. */
+  /**
+   * `members`: the locations given at start; `prefixes`: --allow-location. Both also admit a location
+   * equal to them as given (an exact URI the operator named may carry what normal form refuses).
+   */
   constructor(members: string[], prefixes: string[]) {
-    for (const m of members) {
+    for (const m of [...members, ...prefixes]) {
       this.exact.add(m);
       try {
         this.exact.add(normalizeLocation(m));
