@@ -183,7 +183,7 @@ export class Control {
       } finally {
         release();
       }
-      await m.backend.close().catch(() => undefined);
+      // Its backend is closed by its departure (once its requests settle: not awaited, a hung device never does).
       s.log.info({ event: 'BitmapCreated', bitmap: bitmapId, member: m.id, policy: req.minicopy, reason: refusal || undefined }, bitmapId ? 'write bitmap created' : `no write bitmap${refusal ? `: ${refusal}` : ''}`);
       return { id: m.id, bitmap: bitmapId, state: m.state };
     });

@@ -97,12 +97,36 @@ test('a hung member is removed after the member timeout and I/O continues', asyn
   await set.stop();
 });
 
-test('when the last full member fails, the write is not acknowledged', async () => {
+test('when the last full member fails, the write is not acknowledged and the member stays', async () => {
   const { set, devs } = await setOf(1);
-  devs[0]!.plan = { writeErrors: true, flushErrors: true };
-  await assert.rejects(set.write(0, data(1), false));
-  await assert.rejects(set.read(0, 4096));
-  await set.stop();
+  try {
+    await set.write(0, data(1), false); // its chunk is now marked in the intent log: no metadata write next
+    devs[0]!.plan = { writeErrors: true, flushErrors: true };
+    await assert.rejects(set.write(0, data(2), false), /failed on every full member/);
+    await assert.rejects(set.flush(), /flush failed on the last full member/);
+    // The set keeps its last full member (it would have nothing left to read from): reads still answer,
+    // with the data as it was before the failed write.
+    assert.equal(set.members[0]!.state, 'InSync');
+    assert.deepEqual(await set.read(0, 4096), data(1));
+  } finally {
+    devs[0]!.plan = {};
+    await set.stop();
+  }
+});
+
+test('a write that fails on the last full member is taken back from copy targets that got it', async () => {
+  const { set, devs, mem } = await setOf(2);
+  try {
+    await set.write(0, data(0x41), false);
+    set.members[1]!.state = 'FullCopy'; // as if it were a copy target that already has this chunk
+    devs[0]!.plan = { writeErrors: true };
+    await assert.rejects(set.write(0, data(0x42), false));
+    assert.equal(set.members[0]!.state, 'InSync');
+    assert.deepEqual(region(mem[1]!, 0, 4096), data(0x41), 'the copy target kept a write no full member has');
+  } finally {
+    devs[0]!.plan = {};
+    await set.stop();
+  }
 });
 
 test('writes outside the virtual unit are refused before reaching members', async () => {

@@ -18,6 +18,19 @@ import { writeScb } from './metadata.js';
 import { RangeLocks } from './range-locks.js';
 import { Resync, type ResyncJob, type ResyncSettings } from './resync.js';
 
+/** How long a stop waits for the members' backends to close. */
+const CLOSE_WAIT_MS = 5000;
+
+async function settleWithin(ps: Promise<unknown>[], ms: number, late: () => void): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)));
+  try {
+    if (!(await Promise.race([Promise.allSettled(ps).then(() => true), limit]))) late();
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export interface ShadowSetOptions {
   setId: string;
   size: number;
@@ -614,7 +627,10 @@ export class ShadowSet {
       this.log.error({ event: 'CleanStopFailed', err: errorMessage(e) }, 'could not record a clean stop'),
     );
     this.clean = true;
-    await Promise.allSettled(this.members.map((m) => m.backend.close()));
+    // A member's backend closes once its requests settle; one stuck on a hung device never does, and must
+    // not hold up the stop (its descriptors stay open until the process ends).
+    await settleWithin(this.members.map((m) => m.backend.close()), CLOSE_WAIT_MS, () =>
+      this.log.warn({ event: 'MemberCloseSlow', members: this.members.filter((m) => m.queueDepth > 0).map((m) => m.id) }, 'a member did not finish its requests; stopping without it'));
     this.log.info({ event: 'ShadowSetStopped', setId: this.setId, generation: this.generation }, 'shadow set stopped cleanly');
   }
 }
