@@ -113,7 +113,7 @@ test('refusals: the last full member, Required without a usable bitmap, and copy
   await postRefused(engine, '/v1/members/remove', { member: idB, minicopy: 'Sometimes' }, 400, 'ENG_INVALID_ARGUMENT');
 
   // Never: no bitmap. Then a is the last full member and cannot go.
-  assert.deepEqual(await postOk(engine, '/v1/members/remove', { member: idB, minicopy: 'Never' }), { id: idB, bitmap: null });
+  assert.deepEqual(await postOk(engine, '/v1/members/remove', { member: idB, minicopy: 'Never' }), { id: idB, bitmap: null, state: 'Removed' });
   const gen = (await engine.status()).generation;
   const msg = await postRefused(engine, '/v1/members/remove', { member: a, minicopy: 'Never' }, 409, 'ENG_LAST_FULL_MEMBER');
   assert.ok(msg.includes(a), msg);
