@@ -2,6 +2,13 @@
 // zod's v3 API, for the engine's start-up time: see the note in ../core/scb.ts.
 import { z } from 'zod/v3';
 
+/** Bounds of the member timeout (the manual's SHADOW_MBR_TMO), in seconds. */
+export const MEMBER_TIMEOUT_MIN_S = 1;
+export const MEMBER_TIMEOUT_MAX_S = 86400;
+/** A throttle is 0 (unlimited) or at least this (one 64 KiB chunk a second). */
+export const MIN_THROTTLE_BYTES_PER_SECOND = 65536;
+const throttle = z.number().int().nonnegative().refine((v) => v === 0 || v >= MIN_THROTTLE_BYTES_PER_SECOND, `must be 0 (unlimited) or at least ${MIN_THROTTLE_BYTES_PER_SECOND}`);
+
 export const minicopyPolicySchema = z.enum(['Required', 'Optional', 'Never']);
 export type MinicopyPolicy = z.infer<typeof minicopyPolicySchema>;
 
@@ -12,8 +19,8 @@ export const addMemberSchema = z.strictObject({
   noCopy: z.boolean().default(false),
   /** Overwrite a member holding foreign data or another set's metadata. */
   confirmOverwrite: z.boolean().default(false),
-  readCost: z.number().int().nonnegative().optional(),
-  site: z.string().optional(),
+  readCost: z.number().int().min(0).max(1000).optional(),
+  site: z.string().regex(/^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/, 'must be a label value (letters, digits, -, _, .; at most 63)').optional(),
 });
 export type AddMemberRequest = z.infer<typeof addMemberSchema>;
 
@@ -44,10 +51,10 @@ export const mergeSchema = z.strictObject({ full: z.boolean().default(false) });
 export const settingsSchema = z.strictObject({
   /** null: alternate between full members; "master": the first full member; else a member id. */
   copySource: z.string().min(1).nullable().optional(),
-  copyBytesPerSecond: z.number().int().nonnegative().optional(),
-  mergeBytesPerSecond: z.number().int().nonnegative().optional(),
+  copyBytesPerSecond: throttle.optional(),
+  mergeBytesPerSecond: throttle.optional(),
   maxCopies: z.number().int().min(1).max(64).optional(),
-  memberTimeoutSeconds: z.number().positive().max(86400).optional(),
+  memberTimeoutSeconds: z.number().min(MEMBER_TIMEOUT_MIN_S).max(MEMBER_TIMEOUT_MAX_S).optional(),
   /** Whether a member that fails gets a write bitmap. */
   minicopyPolicy: minicopyPolicySchema.optional(),
 });

@@ -30,3 +30,22 @@ test('member options', () => {
   assert.throws(() => parseMember('/dev/loop3#speed=1'), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
   assert.deepEqual(parseHostPort('[::1]:80', 'x'), { host: '::1', port: 80 });
 });
+
+test('member options: overwrite per member, site a label value, readCost bounded', () => {
+  assert.deepEqual(parseMember('/dev/shadow/m1#overwrite'), { location: '/dev/shadow/m1', overwrite: true });
+  assert.deepEqual(parseMember('nbds://10.0.0.1:10810/member#readCost=2,overwrite'), { location: 'nbds://10.0.0.1:10810/member', readCost: 2, overwrite: true });
+  for (const bad of ['/d#overwrite=1', '/d#site=a b', '/d#site=', '/d#site=-x', '/d#readCost=1001', '/d#readCost=-1', '#readCost=1']) {
+    assert.throws(() => parseMember(bad), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'), bad);
+  }
+});
+
+test('settings have sane bounds: member timeout 1 s to a day, throttles 0 or at least 64 KiB/s', () => {
+  const base = ['--member', 'a', '--socket', 's'];
+  for (const t of ['0.001', '0.5', '86401', 'x']) assert.throws(() => parseServeArgs([...base, '--member-timeout', t]), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'), t);
+  assert.equal(parseServeArgs([...base, '--member-timeout', '1']).memberTimeoutMs, 1000);
+  assert.throws(() => parseServeArgs([...base, '--copy-bytes-per-second', '1']), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
+  assert.equal(parseServeArgs([...base, '--copy-bytes-per-second', '65536']).resync.copyBytesPerSecond, 65536);
+  const a = parseServeArgs([...base, '--site', 'zone-a', '--keep-removed', '--state-file', '/run/x', '--min-generation', '7']);
+  assert.deepEqual([a.site, a.keepRemoved, a.stateFile, a.minGeneration], ['zone-a', true, '/run/x', 7]);
+  assert.throws(() => parseServeArgs([...base, '--site', 'a,b']), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
+});

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { EngineError } from '../core/errors.js';
 import type { MemberSpec } from '../runtime/engine.js';
 import type { ResyncSettings } from '../runtime/resync.js';
+import { MEMBER_TIMEOUT_MAX_S, MEMBER_TIMEOUT_MIN_S, MIN_THROTTLE_BYTES_PER_SECOND } from '../api/control.js';
 import { parseSecurityArgs, SECURITY_OPTIONS, type SecurityArgs } from './security-args.js';
 
 export interface ServeArgs extends SecurityArgs {
@@ -21,20 +22,25 @@ export interface ServeArgs extends SecurityArgs {
   faultPolicy: 'Required' | 'Optional' | 'Never';
   /** Throttles in force from the start (a merge after a crash runs before anyone can ask by API). */
   resync: Partial<ResyncSettings>;
+  site?: string;
+  keepRemoved: boolean;
+  minGeneration?: number;
+  stateFile?: string;
 }
 
 export const USAGE = `usage: shadow-engine serve --member <file|device|nbd-uri> [--member ...] --socket <path>
                            [--listen <host:port>] [--http <host:port>] [--export-name <name>]
                            [--member-timeout <seconds>] [--overwrite] [--include] [--hold-on-failure]
                            [--minicopy-policy Required|Optional|Never] [--intent-idle-seconds 5]
-                           [--log-level <level>]
+                           [--log-level <level>] [--site <zone>] [--keep-removed] [--state-file <path>]
+                           [--min-generation <n>]
                            [--copy-bytes-per-second <n>] [--merge-bytes-per-second <n>] [--max-copies <n>]
                            [--control-token-file <path>] [--allow-location <prefix> ...]
                            [--member-psk-file <path>] [--export-psk-file <path>]
                            [--tls-cert <pem> --tls-key <pem> [--tls-ca <pem>] [--tls-optional]]
        shadow-engine serve-device --device <file|block-device> --listen <host:port> [--psk-file <path>]
 
-A member may carry options after a '#': --member /dev/loop3#readCost=2,site=east
+A member may carry options after a '#': --member /dev/loop3#readCost=2,site=east,overwrite
 TCP listeners bind to loopback unless a host is given. A listener on any other address must be
 authenticated: --http needs --control-token-file; --listen needs --export-psk-file, or --tls-cert and
 --tls-key with --tls-ca; serve-device --listen needs --psk-file. PSK files hold identity:hexkey lines.
@@ -48,16 +54,29 @@ export function parseHostPort(v: string, what: string): { host: string; port: nu
   return { host: m[1] || m[2] || '127.0.0.1', port };
 }
 
+/** A site names a zone: a Kubernetes label value (letters, digits, '-', '_', '.'), at most 63 characters. */
+const SITE = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+export function parseSite(v: string, what: string): string {
+  if (!SITE.test(v)) throw new EngineError('ENG_INVALID_ARGUMENT', `${what} must be a label value (letters, digits, '-', '_', '.'; at most 63), got '${v}'`);
+  return v;
+}
+
+/** `location[#option,...]`: options `readCost=N` (0..1000), `site=NAME`, `overwrite`. */
 export function parseMember(v: string): MemberSpec {
   const hash = v.lastIndexOf('#');
-  if (hash < 0 || v.startsWith('nbd') && v.indexOf('#') < 0) return { location: v };
+  if (hash < 0) return { location: v };
   const location = v.slice(0, hash);
+  if (location === '') throw new EngineError('ENG_INVALID_ARGUMENT', `member '${v}' has no location before its options`);
   const spec: MemberSpec = { location };
   for (const kv of v.slice(hash + 1).split(',').filter(Boolean)) {
-    const [k, val] = kv.split('=');
-    if (k === 'readCost' && val !== undefined && /^\d+$/.test(val)) spec.readCost = Number(val);
-    else if (k === 'site' && val) spec.site = val;
-    else throw new EngineError('ENG_INVALID_ARGUMENT', `unknown member option '${kv}' in '${v}' (readCost=N, site=NAME)`);
+    const eq = kv.indexOf('=');
+    const k = eq < 0 ? kv : kv.slice(0, eq);
+    const val = eq < 0 ? undefined : kv.slice(eq + 1);
+    if (k === 'readCost' && val !== undefined && /^\d{1,4}$/.test(val) && Number(val) <= 1000) spec.readCost = Number(val);
+    else if (k === 'site' && val !== undefined) spec.site = parseSite(val, `the site of member ${location}`);
+    else if (k === 'overwrite' && val === undefined) spec.overwrite = true;
+    else throw new EngineError('ENG_INVALID_ARGUMENT', `unknown or invalid member option '${kv}' in '${v}' (readCost=0..1000, site=NAME, overwrite)`);
   }
   return spec;
 }
@@ -73,6 +92,10 @@ export function parseServeArgs(argv: string[]): ServeArgs {
       'export-name': { type: 'string', default: 'shadow' },
       'member-timeout': { type: 'string', default: '120' },
       overwrite: { type: 'boolean', default: false },
+      site: { type: 'string' },
+      'keep-removed': { type: 'boolean', default: false },
+      'state-file': { type: 'string' },
+      'min-generation': { type: 'string' },
       include: { type: 'boolean', default: false },
       'hold-on-failure': { type: 'boolean', default: false },
       'intent-idle-seconds': { type: 'string', default: '5' },
@@ -100,18 +123,25 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     throw new EngineError('ENG_INVALID_ARGUMENT', '--intent-idle-seconds must be a whole number of seconds, 1..3600');
   }
   const tmo = Number(values['member-timeout']);
-  if (!Number.isFinite(tmo) || tmo <= 0) {
-    throw new EngineError('ENG_INVALID_ARGUMENT', `--member-timeout must be a positive number of seconds`);
+  if (!Number.isFinite(tmo) || tmo < MEMBER_TIMEOUT_MIN_S || tmo > MEMBER_TIMEOUT_MAX_S) {
+    throw new EngineError('ENG_INVALID_ARGUMENT', `--member-timeout must be ${MEMBER_TIMEOUT_MIN_S} to ${MEMBER_TIMEOUT_MAX_S} seconds, got '${values['member-timeout']}'`);
   }
-  const count = (name: 'copy-bytes-per-second' | 'merge-bytes-per-second' | 'max-copies', min: number, max: number): number | undefined => {
+  const count = (name: 'copy-bytes-per-second' | 'merge-bytes-per-second' | 'max-copies' | 'min-generation', min: number, max: number): number | undefined => {
     const v = values[name];
     if (v === undefined) return undefined;
     if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new EngineError('ENG_INVALID_ARGUMENT', `--${name} must be an integer from ${min} to ${max}, got '${v}'`);
     return Number(v);
   };
   const resync: Partial<ResyncSettings> = {};
-  const copyRate = count('copy-bytes-per-second', 0, Number.MAX_SAFE_INTEGER);
-  const mergeRate = count('merge-bytes-per-second', 0, Number.MAX_SAFE_INTEGER);
+  const rate = (name: 'copy-bytes-per-second' | 'merge-bytes-per-second') => {
+    const v = count(name, 0, Number.MAX_SAFE_INTEGER);
+    if (v !== undefined && v > 0 && v < MIN_THROTTLE_BYTES_PER_SECOND) {
+      throw new EngineError('ENG_INVALID_ARGUMENT', `--${name} must be 0 (unlimited) or at least ${MIN_THROTTLE_BYTES_PER_SECOND}, got '${v}'`);
+    }
+    return v;
+  };
+  const copyRate = rate('copy-bytes-per-second');
+  const mergeRate = rate('merge-bytes-per-second');
   const maxCopies = count('max-copies', 1, 64);
   if (copyRate !== undefined) resync.copyBytesPerSecond = copyRate;
   if (mergeRate !== undefined) resync.mergeBytesPerSecond = mergeRate;
@@ -134,5 +164,9 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     intentIdlePasses: idle,
     faultPolicy: policy,
     resync,
+    ...(values.site !== undefined ? { site: parseSite(values.site, '--site') } : {}),
+    keepRemoved: values['keep-removed']!,
+    ...(values['state-file'] ? { stateFile: values['state-file'] } : {}),
+    ...(values['min-generation'] !== undefined ? { minGeneration: count('min-generation', 0, Number.MAX_SAFE_INTEGER)! } : {}),
   };
 }

@@ -99,3 +99,27 @@ test('no source: the error names each member and why it is not current', () => {
   assert.throws(() => assemble([probe('a', scb('a', 3, [['a', 'FullCopy']], { dataValid: false }))], opts),
     (e) => isEngineError(e, 'ENG_NO_FULL_MEMBER') && /a was FullCopy/.test((e as Error).message));
 });
+
+test('overwrite is per member: a confirmed member of another set becomes a copy target, the others are still checked', () => {
+  const ours: [string, 'InSync'][] = [['a', 'InSync']];
+  const other = { ...scb('x', 3, [['x', 'InSync']]), setId: 'T' };
+  const p = assemble([probe('a', scb('a', 2, ours)), { ...probe('x', other), overwrite: true }], opts);
+  assert.equal(p.setId, 'S');
+  assert.deepEqual(p.members.map((m) => [m.path, m.role, m.state]), [['a', 'source', 'InSync'], ['x', 'target', 'FullCopy']]);
+  // Foreign data on a member without the confirmation is still refused, whatever another member says.
+  assert.throws(() => assemble([probe('a', scb('a', 2, ours)), { ...probe('x', other), overwrite: true }, probe('f', null, false)], opts),
+    (e) => isEngineError(e, 'ENG_FOREIGN_DATA') && /member f /.test((e as Error).message));
+  assert.throws(() => assemble([probe('a', scb('a', 2, ours)), probe('x', other)], opts), (e) => isEngineError(e, 'ENG_SET_MISMATCH'));
+});
+
+test('keepRemoved: a member the newest record lists as Removed stays out even when given', () => {
+  const rec: [string, 'InSync' | 'Removed'][] = [['a', 'InSync'], ['b', 'Removed']];
+  const probes = [probe('a', scb('a', 5, rec)), probe('b', scb('b', 4, [['a', 'InSync'], ['b', 'Removed']]))];
+  const kept = assemble(probes, { ...opts, keepRemoved: true });
+  assert.deepEqual(kept.members.map((m) => m.id), ['a']);
+  assert.deepEqual(kept.away.map((m) => [m.id, m.role]), [['b', 'away']]);
+  assert.deepEqual(kept.missing.map((m) => [m.id, m.state]), [['b', 'Removed']]);
+  // Without it (reconstruct), it joins as a copy target.
+  const joined = assemble(probes, opts);
+  assert.deepEqual(joined.members.map((m) => [m.id, m.role]), [['a', 'source'], ['b', 'target']]);
+});

@@ -15,21 +15,29 @@ export interface MemberProbe {
   scb: DecodedSlot;
   /** True when the probed region holds only zeros (header area and the start of the data area). */
   blank: boolean;
+  /** This member may be overwritten although it holds foreign data or another set's metadata. */
+  overwrite?: boolean;
 }
 
 export interface AssembleOptions {
-  /** Allow members holding another set's metadata or foreign data to be overwritten. */
+  /** Allow every member holding another set's metadata or foreign data to be overwritten (else per probe). */
   overwrite: boolean;
+  /**
+   * Members the newest record lists as Removed (they left by request: a split for backup, say) stay out
+   * even when given, recorded as former members, until they are returned by request. Without it they
+   * join as copy targets (reconstruct from former members).
+   */
+  keepRemoved?: boolean;
   newId: () => string;
   now: string;
 }
 
-export type PlannedRole = 'source' | 'target';
+export type PlannedRole = 'source' | 'target' | 'away';
 
 export interface PlannedMember {
   path: string;
   id: string;
-  /** `source` members hold the newest data; `target` members need a full copy. */
+  /** `source` members hold the newest data; `target` members need a full copy; `away` ones stay out (keepRemoved). */
   role: PlannedRole;
   state: MemberState;
   /** Why it is a target (for logs and status). */
@@ -43,7 +51,10 @@ export interface AssemblyPlan {
   chunkSize: number;
   /** Generation written to every present member when the set starts. */
   generation: number;
+  /** The members to attach, in the order given (`away` ones left out). */
   members: PlannedMember[];
+  /** Given members that stay out (keepRemoved): their backends are closed, their record kept. */
+  away: PlannedMember[];
   /** Members the newest record knew that are not present now; recorded as Removed. */
   missing: ScbMember[];
   /** The newest record says the set was not stopped cleanly. */
@@ -63,9 +74,10 @@ export function assemble(probes: MemberProbe[], opts: AssembleOptions): Assembly
     paths.add(p.path);
   }
 
+  const mayOverwrite = (p: MemberProbe) => opts.overwrite || p.overwrite === true;
   // Refuse foreign data first: nothing may be written before this check.
   for (const p of probes) {
-    if (p.scb.kind === 'ok' || p.blank || opts.overwrite) continue;
+    if (p.scb.kind === 'ok' || p.blank || mayOverwrite(p)) continue;
     const what = p.scb.kind === 'corrupt' ? `damaged shadow metadata (${p.scb.reason})` : 'data without shadow metadata';
     throw new EngineError(
       'ENG_FOREIGN_DATA',
@@ -74,12 +86,16 @@ export function assemble(probes: MemberProbe[], opts: AssembleOptions): Assembly
   }
 
   const ours = probes.filter((p): p is MemberProbe & { scb: { kind: 'ok'; scb: Scb } } => p.scb.kind === 'ok');
-  const setIds = [...new Set(ours.map((p) => p.scb.scb.setId))];
-  if (setIds.length > 1 && !opts.overwrite) {
-    const list = ours.map((p) => `${p.path}: set ${p.scb.scb.setId} generation ${p.scb.scb.generation}`).join('; ');
+  // The set is the one of the members that may not be overwritten; a member confirmed for overwriting
+  // that holds another set's metadata becomes a copy target of it. Only if every member may be
+  // overwritten does the first one's set count.
+  const kept = ours.filter((p) => !mayOverwrite(p));
+  const setIds = [...new Set(kept.map((p) => p.scb.scb.setId))];
+  if (setIds.length > 1) {
+    const list = kept.map((p) => `${p.path}: set ${p.scb.scb.setId} generation ${p.scb.scb.generation}`).join('; ');
     throw new EngineError('ENG_SET_MISMATCH', `members belong to different shadow sets (${list}); refusing to mix them`);
   }
-  const setId = setIds.length > 0 ? ours[0]!.scb.scb.setId : null;
+  const setId = setIds[0] ?? ours[0]?.scb.scb.setId ?? null;
 
   if (setId === null) return newSet(probes, opts);
 
@@ -113,6 +129,9 @@ export function assemble(probes: MemberProbe[], opts: AssembleOptions): Assembly
     usedIds.add(scb.memberId);
     const rec = byId.get(scb.memberId);
     if (!rec) return { path: p.path, id: scb.memberId, role: 'target', state: 'FullCopy', reason: 'not in the newest membership' };
+    if (rec.state === 'Removed' && opts.keepRemoved) {
+      return { path: p.path, id: scb.memberId, role: 'away', state: 'Removed', reason: 'removed by request; stays out until returned' };
+    }
     if (scb.generation < maxGen) {
       return {
         path: p.path, id: scb.memberId, role: 'target', state: 'FullCopy',
@@ -132,10 +151,11 @@ export function assemble(probes: MemberProbe[], opts: AssembleOptions): Assembly
         `${members.map((m) => `${m.path} ${m.reason}`).join('; ')}); add a full member`,
     );
   }
-  const present = new Set(members.map((m) => m.id));
+  const attached = members.filter((m) => m.role !== 'away');
+  const present = new Set(attached.map((m) => m.id));
   const missing = ref.members.filter((m) => !present.has(m.id));
   return {
-    created: false, setId, size, chunkSize, generation: maxGen + 1, members, missing,
+    created: false, setId, size, chunkSize, generation: maxGen + 1, members: attached, away: members.filter((m) => m.role === 'away'), missing,
     unclean: !ref.clean, reference: ref,
   };
 }
@@ -154,7 +174,7 @@ function newSet(probes: MemberProbe[], opts: AssembleOptions): AssemblyPlan {
       : { path: p.path, id: opts.newId(), role: 'target', state: 'FullCopy', reason: 'not blank' },
   );
   return {
-    created: true, setId: opts.newId(), size, chunkSize: chunkSizeFor(size), generation: 1, members,
+    created: true, setId: opts.newId(), size, chunkSize: chunkSizeFor(size), generation: 1, members, away: [],
     missing: [], unclean: false, reference: null,
   };
 }

@@ -129,7 +129,11 @@ function serve(o: DaemonOptions, set: ShadowSet, control: Control, l: Listeners)
       id: m.id, path: m.location, state: m.state, reason: m.reason, readCost: m.readCost, site: m.site,
       queueDepth: m.queueDepth, counters: { ...m.counters },
       progress: ((j) => (j ? { bytesDone: j.bytesDone, bytesTotal: j.bytesTotal } : null))(set.resync.jobFor(m)),
-    })),
+    })).concat(set.formerMembers().map((a) => ({
+      // Former members the record lists but that are not attached since the start (missing, or kept out).
+      id: a.id, path: a.path, state: a.state, reason: a.reason ?? 'not attached since the engine started', readCost: 0, site: '',
+      queueDepth: 0, counters: { reads: 0, writes: 0, readBytes: 0, writeBytes: 0, flushes: 0, errors: 0, repairs: 0, timeouts: 0 }, progress: null,
+    }))),
     recovery: set.resync.recovery(),
     bitmaps: control.bitmaps(),
     intentLog: { dirtyChunks: set.tracker.wil.count, enabled: set.tracker.intentEnabled, ...set.tracker.stats },

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { assemble, type AssemblyPlan, type MemberProbe } from '../core/assemble.js';
-import { errorMessage } from '../core/errors.js';
+import { EngineError, errorMessage } from '../core/errors.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 import type { Clock } from '../ports/clock.js';
 import { Member } from './member.js';
@@ -14,11 +14,14 @@ import { probeMember } from './metadata.js';
 import { ShadowSet } from './shadow-set.js';
 import { Control } from './control.js';
 import { planRecovery } from './recovery-plan.js';
+import { readWitness } from './witness.js';
 
 export interface MemberSpec {
   location: string;
   readCost?: number;
   site?: string;
+  /** This member may be overwritten although it holds foreign data or another set's metadata. */
+  overwrite?: boolean;
 }
 
 export interface StartOptions {
@@ -42,6 +45,18 @@ export interface StartOptions {
    * its own start-up (listeners, routes) does not compete with a restart's merge for the CPU.
    */
   holdRecovery?: boolean;
+  /** The virtual unit's site: reads prefer full members with the same site. */
+  site?: string;
+  /** Members the newest record lists as Removed stay out even when given (see AssembleOptions). */
+  keepRemoved?: boolean;
+  /**
+   * The newest generation known to have been recorded (the state file's, or one the operator saw). A
+   * start whose newest record among the members it can open is older refuses: the newest data is on a
+   * member it cannot open, and starting without it would go back in time.
+   */
+  minGeneration?: number;
+  /** Where the engine keeps the last generation it recorded (a witness across restarts of its container). */
+  stateFile?: string;
 }
 
 export interface StartedSet {
@@ -66,30 +81,68 @@ async function settledWithin(ps: (Promise<void> | undefined)[], ms: number): Pro
 export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
   const backends: BlockBackend[] = [];
   try {
-    const specs = [...o.members];
-    for (const m of specs) backends.push(await o.open(m.location));
+    const specs: MemberSpec[] = [];
     const probes: (MemberProbe & { seq: number })[] = [];
-    for (const b of backends) {
-      const p = await probeMember(b);
-      probes.push({ path: b.location, rawBytes: b.size, scb: p.decoded, blank: p.blank, seq: p.seq });
+    // Open and probe what can be; a member that cannot be (its server's node is down, its address
+    // changed) is left out below if the set's record knows it, and refused otherwise.
+    const unopened: { spec: MemberSpec; err: unknown }[] = [];
+    for (const spec of o.members) {
+      let b: BlockBackend | null = null;
+      try {
+        b = await o.open(spec.location);
+        const p = await probeMember(b);
+        backends.push(b);
+        specs.push(spec);
+        probes.push({ path: b.location, rawBytes: b.size, scb: p.decoded, blank: p.blank, seq: p.seq, ...(spec.overwrite ? { overwrite: true } : {}) });
+      } catch (e) {
+        await b?.close().catch(() => undefined);
+        unopened.push({ spec, err: e });
+      }
     }
+    if (probes.length === 0) throw unopened[0]!.err;
     if (o.include) await includeFormerMembers(o, specs, backends, probes);
     // Pure decision; throws (and nothing has been written) if any member must not be touched.
-    const plan = assemble(probes, { overwrite: o.overwrite, newId: randomUUID, now: o.clock.iso() });
-    const members = plan.members.map((pm, i) => {
+    const plan = assemble(probes, { overwrite: o.overwrite, keepRemoved: o.keepRemoved ?? false, newId: randomUUID, now: o.clock.iso() });
+    const newest = plan.reference?.generation ?? 0;
+    for (const u of unopened) {
+      // A new set needs every member; a location no record knows is a bad argument, not a member away.
+      if (!plan.reference || !plan.missing.some((m) => m.path === u.spec.location)) throw u.err;
+    }
+    const witness = Math.max(o.minGeneration ?? 0, plan.reference ? await readWitness(o.stateFile, plan.setId) : 0);
+    if (plan.reference && newest < witness) {
+      throw new EngineError('ENG_STALE_RECORD',
+        `the newest record among the members that could be opened is generation ${newest}, but generation ${witness} was recorded before: ` +
+        `the set's newest data is on a member that is missing${unopened.length ? ` (${unopened.map((u) => `${u.spec.location}: ${errorMessage(u.err)}`).join('; ')})` : ''}; refusing to start from older data`);
+    }
+    const indexOf = (path: string) => probes.findIndex((p) => p.path === path);
+    for (const a of plan.away) {
+      const i = indexOf(a.path);
+      await backends[i]!.close().catch(() => undefined);
+      o.log.info({ event: 'MemberKeptOut', member: a.id, path: a.path, reason: a.reason }, `member ${a.path} left the set by request: it stays out until returned`);
+    }
+    const members = plan.members.map((pm) => {
+      const i = indexOf(pm.path);
       const spec = specs[i]!;
-      const m = new Member(pm.id, backends[i]!, pm.state, spec.readCost ?? 1, spec.site ?? '');
+      const m = new Member(pm.id, backends[i]!, pm.state, spec.readCost ?? 1, spec.site ?? '', o.clock);
       m.scbSeq = probes[i]!.seq;
       m.reason = pm.reason;
       return m;
     });
+    const away = new Map(unopened.map((u) => [u.spec.location, `could not be opened at start: ${errorMessage(u.err)}`]));
+    for (const a of plan.away) away.set(a.path, a.reason);
+    for (const u of unopened) {
+      o.log.warn({ event: 'MemberMissing', path: u.spec.location, err: errorMessage(u.err) }, `member ${u.spec.location} could not be opened; the set starts without it`);
+    }
     const set = new ShadowSet({
       setId: plan.setId,
       size: plan.size,
       chunkSize: plan.chunkSize,
       generation: plan.generation,
       members,
-      absent: plan.missing.map((m) => (m.state === 'Removed' || m.state === 'Faulted' ? m : { ...m, state: 'Removed' as const, since: plan.generation })),
+      absent: plan.missing.map((m) => ({
+        ...(m.state === 'Removed' || m.state === 'Faulted' ? m : { ...m, state: 'Removed' as const, since: plan.generation }),
+        ...(away.has(m.path) ? { reason: away.get(m.path)! } : {}),
+      })),
       memberTimeoutMs: o.memberTimeoutMs,
       log: o.log,
       clock: o.clock,
@@ -97,10 +150,16 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
       intentClearMs: o.intentClearMs,
       ...(o.intentIdlePasses !== undefined ? { intentIdlePasses: o.intentIdlePasses } : {}),
       ...(o.faultPolicy ? { faultPolicy: o.faultPolicy } : {}),
+      ...(o.site ? { site: o.site } : {}),
+      ...(o.stateFile ? { stateFile: o.stateFile } : {}),
     });
     if (o.intentLog === false) set.tracker.intentEnabled = false;
     const control = new Control(set, o.open);
-    await planRecovery(set, plan, members.map((m, i) => ({ member: m, scb: probes[i]!.scb.kind === 'ok' ? probes[i]!.scb.scb : null })));
+    const scbOf = (m: Member) => {
+      const d = probes[indexOf(m.location)]!.scb;
+      return d.kind === 'ok' ? d.scb : null;
+    };
+    await planRecovery(set, plan, members.map((m) => ({ member: m, scb: scbOf(m) })), unopened.map((u) => u.spec.location));
     await set.persistMembership(false);
     const joining = members.filter((m) => m.isWritable && !m.isFull);
     if (joining.length > 0) await set.tracker.writeAllTo(joining);

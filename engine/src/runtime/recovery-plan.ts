@@ -3,9 +3,11 @@
  * queue a merge (unclean stop), minicopies (returning members with a usable bitmap) and full copies
  * (new or stale members, resuming from their checkpoint).
  */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { AssemblyPlan } from '../core/assemble.js';
 import { ChunkBitmap, PAGE_BYTES } from '../core/chunk-bitmap.js';
-import { bitmapSlotOffset, INTENT_LOG_OFFSET } from '../core/geometry.js';
+import { BITMAP_SLOTS, bitmapSlotOffset, INTENT_LOG_OFFSET } from '../core/geometry.js';
 import type { Scb } from '../core/scb.js';
 import type { WriteBitmap } from './chunk-tracker.js';
 import type { Member } from './member.js';
@@ -19,6 +21,11 @@ async function readMap(m: Member, offset: number, chunks: number): Promise<Chunk
   return new ChunkBitmap(chunks, buf);
 }
 
+function freeSlot(bitmaps: WriteBitmap[]): number | null {
+  for (let s = 0; s < BITMAP_SLOTS; s++) if (!bitmaps.some((b) => b.desc.slot === s)) return s;
+  return null;
+}
+
 function* everyChunk(n: number): Generator<number> {
   for (let c = 0; c < n; c++) yield c;
 }
@@ -29,7 +36,11 @@ export interface MemberRecord {
   scb: Scb | null;
 }
 
-export async function planRecovery(set: ShadowSet, plan: AssemblyPlan, records: MemberRecord[]): Promise<void> {
+/**
+ * `awayPaths`: members given at start that could not be opened. One that was a full member gets a write
+ * bitmap (policy permitting), as a member that faults does, so its return can be a minicopy.
+ */
+export async function planRecovery(set: ShadowSet, plan: AssemblyPlan, records: MemberRecord[], awayPaths: string[] = []): Promise<void> {
   const chunks = set.tracker.chunks;
   const sources = records.filter((r) => r.member.isFull);
   const ref = plan.reference;
@@ -50,6 +61,23 @@ export async function planRecovery(set: ShadowSet, plan: AssemblyPlan, records: 
     const bchunks = Math.ceil(d.coveredBytes / d.chunkSize);
     if (d.chunkSize !== set.chunkSize) continue; // another geometry: unusable, a full copy follows
     bitmaps.push({ desc: d, map: await readMap(sources[0]!.member, bitmapSlotOffset(d.slot), bchunks) });
+  }
+  for (const rec of plan.missing) {
+    if (!awayPaths.includes(rec.path) || rec.state !== 'InSync' || set.faultPolicy === 'Never') continue;
+    if (bitmaps.some((b) => b.desc.member === rec.id)) continue;
+    const slot = freeSlot(bitmaps);
+    if (slot === null) continue;
+    // Its own record was last written with the newest one (it was a full member in it); if it was not,
+    // the generations differ on its return and the bitmap is not used.
+    const map = new ChunkBitmap(chunks);
+    if (wil) for (const c of wil.list()) map.set(c);
+    map.touchAll();
+    const id = randomUUID();
+    bitmaps.push({
+      desc: { id, member: rec.id, slot, chunkSize: set.chunkSize, coveredBytes: set.size, createdAt: new Date().toISOString(), generation: ref!.generation, masterNode: process.env.NODE_NAME ?? hostname() },
+      map,
+    });
+    set.log.info({ event: 'BitmapCreated', bitmap: id, member: rec.id, reason: 'member could not be opened at start', seededChunks: map.count }, 'write bitmap created for a member missing at start');
   }
   set.tracker.load(wil, bitmaps);
 

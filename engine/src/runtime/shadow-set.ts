@@ -17,6 +17,7 @@ import type { Member } from './member.js';
 import { writeScb } from './metadata.js';
 import { RangeLocks } from './range-locks.js';
 import { Resync, type ResyncJob, type ResyncSettings } from './resync.js';
+import { writeWitness } from './witness.js';
 
 /** How long a stop waits for the members' backends to close. */
 const CLOSE_WAIT_MS = 5000;
@@ -31,14 +32,23 @@ async function settleWithin(ps: Promise<unknown>[], ms: number, late: () => void
   }
 }
 
+export interface FormerMember {
+  id: string;
+  path: string;
+  state: MemberState;
+  since: number;
+  /** Not recorded in the SCB: why it is not attached (status only). */
+  reason?: string;
+}
+
 export interface ShadowSetOptions {
   setId: string;
   size: number;
   chunkSize: number;
   generation: number;
   members: Member[];
-  /** Former members recorded as Removed in the SCB (not attached now). */
-  absent: { id: string; path: string; state: MemberState; since: number }[];
+  /** Former members recorded as Removed in the SCB (not attached now); `reason` says why, when known. */
+  absent: FormerMember[];
   memberTimeoutMs: number;
   /** Write errors retried on a member before it is removed. */
   writeRetries?: number;
@@ -51,6 +61,8 @@ export interface ShadowSetOptions {
   intentIdlePasses?: number;
   /** The virtual unit's site: reads prefer full members at the same site. */
   site?: string;
+  /** Where the last recorded generation is kept (see witness.ts). */
+  stateFile?: string;
   log: Logger;
   clock: Clock;
 }
@@ -86,6 +98,7 @@ export class ShadowSet {
   /** Members that stopped answering while they were the last full member (warned once each). */
   private readonly stalled = new Set<Member>();
   readonly site: string;
+  private readonly stateFile: string | null;
   private watchdog: NodeJS.Timeout | null = null;
   private stopping = false;
   private inFlight = 0;
@@ -107,6 +120,7 @@ export class ShadowSet {
     this.faultPolicy = o.faultPolicy ?? 'Optional';
     this.intentIdlePasses = o.intentIdlePasses ?? 5;
     this.site = o.site ?? '';
+    this.stateFile = o.stateFile ?? null;
     this.tracker = new ChunkTracker(o.size, o.chunkSize, {
       metadataMembers: () => this.members.filter((m) => m.isWritable),
       memberFailed: (m, why) => this.removeMember(m, 'Faulted', why),
@@ -216,7 +230,7 @@ export class ShadowSet {
         // A merging member is a full member: the merge still owed is recorded by `clean` and the intent log.
         ...this.members.map((x) => ({ id: x.id, path: x.location, state: x.state === 'Merging' ? 'InSync' as const : x.state, since: this.generation })),
         // A former member that is back is listed once, as what it is now.
-        ...this.absent.filter((a) => !this.members.some((x) => x.id === a.id)),
+        ...this.absent.filter((a) => !this.members.some((x) => x.id === a.id)).map(({ id, path, state, since }) => ({ id, path, state, since })),
       ].slice(0, 6),
       dataValid: m.isFull,
       intentLogValid: this.tracker.intentEnabled,
@@ -259,6 +273,12 @@ export class ShadowSet {
         this.markGone(m, 'Faulted', `metadata write failed: ${errorMessage(err)}`);
       }
       if (okFull === 0 && full.length > 0) throw new EngineError('ENG_NO_FULL_MEMBER', 'membership could not be recorded on any full member');
+      // The witness follows the members: a restart that finds only older records refuses (witness.ts).
+      const recorded = records.values().next().value?.generation;
+      if (this.stateFile && recorded !== undefined) {
+        await writeWitness(this.stateFile, this.setId, recorded).catch((e: unknown) =>
+          this.log.error({ event: 'WitnessWriteFailed', file: this.stateFile, err: errorMessage(e) }, 'could not record the generation in the state file'));
+      }
     };
     const p = this.metaChain.then(run, run);
     this.metaChain = p.catch(() => undefined);
@@ -581,6 +601,11 @@ export class ShadowSet {
    */
   startMerge(chunks: Iterable<number>): void {
     this.tracker.pinned = this.resync.addMerge(chunks);
+  }
+
+  /** Former members recorded in the metadata and not attached now. */
+  formerMembers(): readonly FormerMember[] {
+    return this.absent.filter((a) => !this.members.some((x) => x.id === a.id));
   }
 
   /** A former member recorded in the metadata but not attached now (by id or last path). */

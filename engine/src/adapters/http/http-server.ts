@@ -22,6 +22,7 @@ const statusFor: Partial<Record<EngineErrorCode, number>> = {
   ENG_FOREIGN_DATA: 409,
   ENG_OTHER_SET: 409,
   ENG_SET_MISMATCH: 409,
+  ENG_STALE_RECORD: 409,
   ENG_MEMBER_TOO_SMALL: 409,
   ENG_SHUTTING_DOWN: 503,
   ENG_NO_FULL_MEMBER: 503,
