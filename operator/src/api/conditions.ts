@@ -14,6 +14,10 @@ export const Reason = {
   ImpossibleChange: 'ImpossibleChange',
   DetachRefused: 'DetachRefused',
   EngineUnreachable: 'EngineUnreachable',
+  /** A freeze/thaw hook names a pod that is not a declared consumer of the set. */
+  HookRefused: 'HookRefused',
+  /** minicopyPolicy Required and no usable write bitmap: the member is not returned by a full copy. */
+  BitmapRequired: 'BitmapRequired',
   // Degraded
   AllMembersInSync: 'AllMembersInSync',
   MembersNotInSync: 'MembersNotInSync',
@@ -42,6 +46,8 @@ export const EventReason = {
   BitmapCreated: 'BitmapCreated',
   BitmapDeleted: 'BitmapDeleted',
   EngineCreated: 'EngineCreated',
+  EngineRestarted: 'EngineRestarted',
+  HookRefused: 'HookRefused',
   Dissolved: 'Dissolved',
   Refused: 'Refused',
 } as const;
