@@ -1,17 +1,23 @@
 /** Desired engine and member-server pods and the export Service (plain objects). */
 import { API_VERSION, ROLE_LABEL, SET_LABEL } from '../api/group.js';
-import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
+import { RESERVED_PORTS, type MemberSpec, type ShadowSetSpec } from '../api/shadowset.js';
+import { CONFIG_ANNOTATION, CONFIG_HASH_ANNOTATION, configHash, configText, engineConfig } from './engine-config.js';
 
 export const DEVICE_DIR = '/dev/shadow';
 export const TLS_DIR = '/etc/shadowset/tls';
-export const HTTP_PORT = 8080;
-export const MEMBER_PORT = 10810;
+export const HTTP_PORT = RESERVED_PORTS.http;
+export const MEMBER_PORT = RESERVED_PORTS.member;
 export const ATTACHED_ANNOTATION = 'shadowset.dev/attached';
 export const MEMBER_ANNOTATION = 'shadowset.dev/member';
 
 export const engineName = (set: string) => `${set}-engine`;
 export const memberServerName = (set: string, member: string) => `${set}-member-${member}`;
 export const memberServerUri = (podIP: string) => `nbd://${podIP}:${MEMBER_PORT}/member`;
+/** The pod IP in a member-server URI, or null if the location is not one. */
+export function memberServerIp(location: string): string | null {
+  const m = /^nbds?:\/\/([^/]+):(\d+)\/member$/.exec(location);
+  return m && Number(m[2]) === MEMBER_PORT ? m[1]!.replace(/^\[|\]$/g, '') : null;
+}
 export const engineBase = (podIP: string) => `http://${podIP}:${HTTP_PORT}`;
 
 interface Owner {
@@ -29,32 +35,56 @@ const podIpEnv = [
   { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
 ];
 
-export function memberArg(m: MemberSpec): string {
-  const opts = [m.readCost !== 1 ? `readCost=${m.readCost}` : '', m.site ? `site=${m.site}` : ''].filter(Boolean).join(',');
-  return opts ? `${DEVICE_DIR}/${m.name}#${opts}` : `${DEVICE_DIR}/${m.name}`;
+/**
+ * A `--member` argument: the location, then the member's options after a '#' (readCost, site, overwrite).
+ * `overwrite` is per member: confirmOverwrite on one member lets the engine overwrite that device only.
+ */
+export function memberArg(location: string, m: MemberSpec): string {
+  const opts = [m.readCost !== 1 ? `readCost=${m.readCost}` : '', m.site ? `site=${m.site}` : '', m.confirmOverwrite ? 'overwrite' : ''].filter(Boolean).join(',');
+  return opts ? `${location}#${opts}` : location;
 }
 
-export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: string | null, attached: MemberSpec[], extraLocations: string[], memberTimeoutSeconds: number): Record<string, unknown> {
+/** The location part of a `--member` argument. Spec URIs never hold a '#' (the CRD refuses them). */
+export const memberLocation = (arg: string): string => (arg.includes('#') ? arg.slice(0, arg.lastIndexOf('#')) : arg);
+
+export interface EnginePodInput {
+  owner: Owner;
+  spec: ShadowSetSpec;
+  image: string;
+  /** The engine's node, when it is known before scheduling (pinned, or where a member's volume is). */
+  node: string | null;
+  /** The zone of that node: reads prefer full members whose site is this zone. */
+  site: string | null;
+  /** Members whose volumes are attached to the pod as block devices. */
+  attached: MemberSpec[];
+  /** Members reached over NBD: member servers and spec NBD URIs. */
+  remote: { member: MemberSpec; location: string }[];
+  memberTimeoutSeconds: number;
+}
+
+export function enginePod(i: EnginePodInput): Record<string, unknown> {
+  const { owner: o, spec } = i;
   const args = ['serve'];
-  for (const m of attached) args.push('--member', memberArg(m));
-  for (const loc of extraLocations) args.push('--member', loc);
+  for (const m of i.attached) args.push('--member', memberArg(`${DEVICE_DIR}/${m.name}`, m));
+  for (const r of i.remote) args.push('--member', memberArg(r.location, r.member));
   args.push(
     '--socket', '/run/shadow/nbd.sock',
     '--listen', `$(POD_IP):${spec.export.port}`,
     '--http', `$(POD_IP):${HTTP_PORT}`,
-    '--member-timeout', String(memberTimeoutSeconds),
+    '--member-timeout', String(i.memberTimeoutSeconds),
     '--minicopy-policy', spec.minicopyPolicy,
     '--hold-on-failure',
     // After a restart, members added since the pod was created are found again from the set's own record.
     '--include',
   );
+  if (i.site) args.push('--site', i.site);
   // Throttles hold from the engine's first moment: a merge after a crash starts before the operator can
   // reach the engine's API.
   if (spec.throttle.copyBytesPerSecond > 0) args.push('--copy-bytes-per-second', String(spec.throttle.copyBytesPerSecond));
   if (spec.throttle.mergeBytesPerSecond > 0) args.push('--merge-bytes-per-second', String(spec.throttle.mergeBytesPerSecond));
-  if (attached.some((m) => m.confirmOverwrite)) args.push('--overwrite');
   if (spec.export.tlsSecretName) args.push('--tls-cert', `${TLS_DIR}/tls.crt`, '--tls-key', `${TLS_DIR}/tls.key`);
   const resources = spec.engine.resources ? { resources: spec.engine.resources } : {};
+  const config = engineConfig(spec, i.image);
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -62,18 +92,22 @@ export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: st
       name: engineName(o.name),
       namespace: o.namespace,
       labels: { [SET_LABEL]: o.name, [ROLE_LABEL]: 'engine' },
-      annotations: { [ATTACHED_ANNOTATION]: attached.map((m) => m.name).join(',') },
+      annotations: {
+        [ATTACHED_ANNOTATION]: i.attached.map((m) => m.name).join(','),
+        [CONFIG_HASH_ANNOTATION]: configHash(config),
+        [CONFIG_ANNOTATION]: configText(config),
+      },
       ownerReferences: ownerRef(o),
     },
     spec: {
       restartPolicy: 'Always',
-      ...(node ? { nodeName: node } : {}),
+      ...(i.node ? { nodeName: i.node } : {}),
       ...(spec.engine.nodeSelector ? { nodeSelector: spec.engine.nodeSelector } : {}),
       terminationGracePeriodSeconds: 60,
       containers: [
         {
           name: 'engine',
-          image: spec.engine.image ?? image,
+          image: i.image,
           command: ['shadow-engine'],
           args,
           env: podIpEnv,
@@ -81,7 +115,7 @@ export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: st
           readinessProbe: { httpGet: { path: '/healthz', port: HTTP_PORT }, periodSeconds: 2, failureThreshold: 3 },
           // Block devices need device access: the engine is the one privileged part of the system.
           securityContext: { privileged: true },
-          volumeDevices: attached.map((m) => ({ name: `m-${m.name}`, devicePath: `${DEVICE_DIR}/${m.name}` })),
+          volumeDevices: i.attached.map((m) => ({ name: `m-${m.name}`, devicePath: `${DEVICE_DIR}/${m.name}` })),
           volumeMounts: [
             { name: 'run', mountPath: '/run/shadow' },
             ...(spec.export.tlsSecretName ? [{ name: 'tls', mountPath: TLS_DIR, readOnly: true }] : []),
@@ -90,7 +124,7 @@ export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: st
         },
       ],
       volumes: [
-        ...attached.map((m) => ({ name: `m-${m.name}`, persistentVolumeClaim: { claimName: m.claimName } })),
+        ...i.attached.map((m) => ({ name: `m-${m.name}`, persistentVolumeClaim: { claimName: m.claimName } })),
         { name: 'run', emptyDir: {} },
         // The kubelet mounts the Secret: the operator itself needs no access to Secrets.
         ...(spec.export.tlsSecretName ? [{ name: 'tls', secret: { secretName: spec.export.tlsSecretName } }] : []),

@@ -33,6 +33,23 @@ export interface PodInfo {
   restarts: number;
   /** When the pod was created (ms since the epoch). */
   createdMs: number;
+  /** Engine pod: its configuration hash and record (annotations; absent on pods of older operators). */
+  configHash?: string;
+  config?: string;
+  /** Engine pod: the locations of its `--member` arguments, options stripped. */
+  memberLocations: string[];
+  /** Engine pod: the claim attached for each member name. */
+  claims: Record<string, string>;
+}
+
+/** A pod a freeze/thaw hook names: the sets it declares itself a consumer of (null: no such pod). */
+export type HookPod = { consumerOf: string[] } | null;
+
+/** An engine refusal remembered until the world changes (see planner `fingerprint`). */
+export interface HeldRefusal {
+  fingerprint: string;
+  reason: string;
+  message: string;
 }
 
 export type EngineView =
@@ -62,6 +79,16 @@ export interface Observed {
   bitmapCrs: BitmapCr[];
   previous: ShadowSetStatus;
   engineImage: string;
+  /** Pods named by the spec's hooks, by name. */
+  hookPods: Record<string, HookPod>;
+  /** topology.kubernetes.io/zone of the nodes an engine may run on (null: no zone label). */
+  nodeZones: Record<string, string | null>;
+  /** The export Service as it is (null: none). */
+  service: { type: string; port: number } | null;
+  /** Since when the engine pod has existed without serving (ms since the epoch), or null. */
+  engineDownSinceMs: number | null;
+  /** Engine refusals by action (`kind:member`), not retried while the world is unchanged. */
+  refusals: Record<string, HeldRefusal>;
   /** Site-wide defaults for what a spec leaves unset. */
   defaults: EngineDefaults;
   now: string;
@@ -78,7 +105,7 @@ export type Action =
   | { kind: 'applyService'; service: Record<string, unknown> }
   | { kind: 'engineAdd'; member: string; body: { location: string; noCopy: boolean; confirmOverwrite: boolean; readCost: number; site?: string } }
   | { kind: 'engineRemove'; member: string; engineId: string; policy: string; detach: boolean }
-  | { kind: 'engineReturn'; member: string; engineId: string; location?: string }
+  | { kind: 'engineReturn'; member: string; engineId: string; minicopy: 'Required' | 'Optional'; location?: string }
   | { kind: 'engineSettings'; body: Record<string, unknown> }
   | { kind: 'applyBitmapCr'; name: string; spec: { shadowSet: string; bitmapId: string; member: string }; status: Record<string, unknown> }
   | { kind: 'deleteBitmapCr'; name: string }
