@@ -5,7 +5,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
 import { startControlPlane, waitFor, type ControlPlane } from '@shadowset/e2e';
+import { ExecHooks } from '../controller/hooks.js';
 import { rawRequest } from '../kube/raw.js';
 import { chartDir, runTool } from './helm.js';
 import { repoRoot } from './tools.js';
@@ -83,6 +85,37 @@ test('helm installs the chart and its CRDs; the operator can do what it needs in
   // The Lease: in the release namespace only.
   for (const verb of ['get', 'create', 'update', 'patch']) assert.ok(await can(verb, 'leases', NS, 'coordination.k8s.io'), `${verb} leases`);
   assert.equal(await can('get', 'leases', 'default', 'coordination.k8s.io'), false);
+});
+
+/** The cluster's kubeconfig, acting as another user (impersonation by the cluster admin). */
+function as(user: string): KubeConfig {
+  const kc = new KubeConfig();
+  const base = cp.kubeConfig;
+  kc.loadFromOptions({
+    clusters: base.clusters, contexts: base.contexts, currentContext: base.currentContext,
+    users: base.users.map((u) => ({ ...u, impersonateUser: user })),
+  });
+  return kc;
+}
+
+test('the hooks\' exec client needs pods/exec get: its WebSocket handshake is a GET, and create alone is refused', async () => {
+  // Authorization comes before the pod is looked up: a pod that does not exist tells the two apart.
+  const hook = { pod: 'no-such-pod', command: ['true'], timeoutSeconds: 10 };
+  await assert.rejects(new ExecHooks(as(SA)).run('default', hook, 'freeze'), /Unexpected server response: 404/, 'the chart\'s grant passes authorization');
+  const rbac = (kind: string, body: object) => rawRequest(cp.kubeConfig, { method: 'POST', path: `/apis/rbac.authorization.k8s.io/v1/namespaces/default/${kind}`, body });
+  await rbac('roles', { metadata: { name: 'exec-create-only' }, rules: [{ apiGroups: [''], resources: ['pods/exec'], verbs: ['create'] }] });
+  await rbac('rolebindings', {
+    metadata: { name: 'exec-create-only' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'exec-create-only' },
+    subjects: [{ kind: 'User', name: 'exec-probe' }],
+  });
+  await waitFor('the binding in force', async () => {
+    const r = await rawRequest<{ status: { allowed: boolean } }>(cp.kubeConfig, {
+      method: 'POST', path: '/apis/authorization.k8s.io/v1/subjectaccessreviews',
+      body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview', spec: { user: 'exec-probe', resourceAttributes: { verb: 'create', resource: 'pods', subresource: 'exec', namespace: 'default' } } },
+    });
+    return r.status.allowed;
+  });
+  await assert.rejects(new ExecHooks(as('exec-probe')).run('default', hook, 'freeze'), /Unexpected server response: 403/);
 });
 
 test('with watchNamespace, the operator reaches only that namespace (plus reading PVs and nodes)', async () => {

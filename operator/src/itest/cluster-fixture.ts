@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
-import { startControlPlane, NodeSimulator, createBackingDevice, waitFor, PROJECT_IMAGE, type ControlPlane, type BackingDevice } from '@shadowset/e2e';
+import { startControlPlane, NodeSimulator, createBackingDevice, waitFor, PROJECT_IMAGE, type ControlPlane, type BackingDevice, type SimulatedNodeSpec } from '@shadowset/e2e';
 import { buildCrds } from '../api/crd.js';
 import { Kube, R, type Obj } from '../kube/client.js';
 import { rawRequest } from '../kube/raw.js';
@@ -30,7 +30,7 @@ export class Cluster {
   hooks = new RecordingHooks();
   readonly disks = new Map<string, BackingDevice>();
 
-  async start(nodes: string[]): Promise<void> {
+  async start(nodes: (string | SimulatedNodeSpec)[]): Promise<void> {
     this.cp = await startControlPlane();
     this.kube = new Kube(this.cp.kubeConfig);
     for (const { object } of buildCrds()) {
@@ -118,9 +118,20 @@ export class Cluster {
     return ip;
   }
 
-  async qemuIo(ns: string, name: string, cmds: string[]): Promise<string> {
+  /**
+   * A pod that declares itself a consumer of the given sets (so their hooks may exec in it). It names a node
+   * the simulator does not run, so it is an API object only: hooks are recorded here, not exec'd.
+   */
+  async consumerPod(ns: string, name: string, sets: string): Promise<void> {
+    await this.kube.create(R.pods, ns, {
+      metadata: { name, annotations: { 'shadowset.dev/consumer-of': sets } },
+      spec: { nodeName: 'not-simulated', containers: [{ name: 'app', image: 'app:1' }] },
+    });
+  }
+
+  async qemuIo(ns: string, name: string, cmds: string[], port = 10809): Promise<string> {
     const ip = await this.enginePodIP(ns, name);
-    const args = ['-f', 'raw', ...cmds.flatMap((c) => ['-c', c]), `nbd://${ip}:10809/shadow`];
+    const args = ['-f', 'raw', ...cmds.flatMap((c) => ['-c', c]), `nbd://${ip}:${port}/shadow`];
     const r = await run('qemu-io', args);
     const out = r.stdout + r.stderr;
     if (/verification failed|failed:/i.test(out)) throw new Error(`qemu-io failed: ${out}`);

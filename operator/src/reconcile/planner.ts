@@ -78,7 +78,7 @@ export function plan(o: Observed): Plan {
   const replace = replaceReason(o, spec, wanted, claimNode);
   if (replace) {
     actions.push({ kind: 'deleteEnginePod', reason: replace });
-    actions.push({ kind: 'event', type: 'Normal', reason: EventReason.EngineRestarted, message: `engine restarted (clean stop): ${replace}` });
+    actions.push({ kind: 'event', type: 'Normal', reason: EventReason.EngineRestarted, message: `engine pod replaced (SIGTERM: a clean stop): ${replace}` });
     return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: `engine restarting: ${replace}` }, actions), requeueAfterMs: 1000 };
   }
 
