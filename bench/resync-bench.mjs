@@ -148,8 +148,10 @@ class Engine {
   }
 
   async start() {
+    // The full-copy phase adds a member by API: the engine may open only members under this prefix.
     const args = [ENGINE_BIN, 'serve', ...this.files.flatMap((f) => ['--member', f]), '--socket', this.socket,
-      '--http', '127.0.0.1:0', '--log-level', 'info', ...(this.intentLog ? [] : ['--no-intent-log'])];
+      '--http', '127.0.0.1:0', '--allow-location', `${path.dirname(this.socket)}/`, '--log-level', 'info',
+      ...(this.intentLog ? [] : ['--no-intent-log'])];
     const child = track(spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
     this.child = child;
     let partial = '';

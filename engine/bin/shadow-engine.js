@@ -2,7 +2,9 @@
 import { main } from '../dist/cli/main.js';
 
 main(process.argv.slice(2)).then(
-  (code) => { if (typeof code === 'number') process.exitCode = code; },
+  // A number means main is done (help, bad arguments, a start that failed): end here even if some
+  // handle were left open, so a failed start never leaves a hung process.
+  (code) => { if (typeof code === 'number') process.exit(code); },
   (err) => {
     process.stderr.write(`shadow-engine: ${err && err.message ? err.message : String(err)}\n`);
     process.exitCode = 1;

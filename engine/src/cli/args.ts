@@ -2,8 +2,9 @@ import { parseArgs } from 'node:util';
 import { EngineError } from '../core/errors.js';
 import type { MemberSpec } from '../runtime/engine.js';
 import type { ResyncSettings } from '../runtime/resync.js';
+import { parseSecurityArgs, SECURITY_OPTIONS, type SecurityArgs } from './security-args.js';
 
-export interface ServeArgs {
+export interface ServeArgs extends SecurityArgs {
   members: MemberSpec[];
   socket: string;
   listen: { host: string; port: number } | null;
@@ -17,7 +18,6 @@ export interface ServeArgs {
   include: boolean;
   holdOnFailure: boolean;
   intentIdlePasses: number;
-  tls: { cert: string; key: string; required: boolean } | null;
   faultPolicy: 'Required' | 'Optional' | 'Never';
   /** Throttles in force from the start (a merge after a crash runs before anyone can ask by API). */
   resync: Partial<ResyncSettings>;
@@ -27,12 +27,18 @@ export const USAGE = `usage: shadow-engine serve --member <file|device|nbd-uri> 
                            [--listen <host:port>] [--http <host:port>] [--export-name <name>]
                            [--member-timeout <seconds>] [--overwrite] [--include] [--hold-on-failure]
                            [--minicopy-policy Required|Optional|Never] [--intent-idle-seconds 5]
-                           [--tls-cert <pem> --tls-key <pem> [--tls-optional]] [--log-level <level>]
+                           [--log-level <level>]
                            [--copy-bytes-per-second <n>] [--merge-bytes-per-second <n>] [--max-copies <n>]
-       shadow-engine serve-device --device <file|block-device> --listen <host:port>
+                           [--control-token-file <path>] [--allow-location <prefix> ...]
+                           [--member-psk-file <path>] [--export-psk-file <path>]
+                           [--tls-cert <pem> --tls-key <pem> [--tls-ca <pem>] [--tls-optional]]
+       shadow-engine serve-device --device <file|block-device> --listen <host:port> [--psk-file <path>]
 
 A member may carry options after a '#': --member /dev/loop3#readCost=2,site=east
-TCP listeners bind to loopback unless a host is given.`;
+TCP listeners bind to loopback unless a host is given. A listener on any other address must be
+authenticated: --http needs --control-token-file; --listen needs --export-psk-file, or --tls-cert and
+--tls-key with --tls-ca; serve-device --listen needs --psk-file. PSK files hold identity:hexkey lines.
+The control API may name only the --member locations and those under an --allow-location prefix.`;
 
 export function parseHostPort(v: string, what: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(v) ?? /^()()(\d+)$/.exec(v);
@@ -70,9 +76,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
       include: { type: 'boolean', default: false },
       'hold-on-failure': { type: 'boolean', default: false },
       'intent-idle-seconds': { type: 'string', default: '5' },
-      'tls-cert': { type: 'string' },
-      'tls-key': { type: 'string' },
-      'tls-optional': { type: 'boolean', default: false },
+      ...SECURITY_OPTIONS,
       'minicopy-policy': { type: 'string', default: 'Optional' },
       'log-level': { type: 'string', default: 'info' },
       'copy-bytes-per-second': { type: 'string' },
@@ -91,7 +95,6 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   if (policy !== 'Required' && policy !== 'Optional' && policy !== 'Never') {
     throw new EngineError('ENG_INVALID_ARGUMENT', `--minicopy-policy must be Required, Optional or Never, got '${policy}'`);
   }
-  if (!!values['tls-cert'] !== !!values['tls-key']) throw new EngineError('ENG_INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
   const idle = Number(values['intent-idle-seconds']);
   if (!Number.isInteger(idle) || idle < 1 || idle > 3600) {
     throw new EngineError('ENG_INVALID_ARGUMENT', '--intent-idle-seconds must be a whole number of seconds, 1..3600');
@@ -113,11 +116,14 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   if (copyRate !== undefined) resync.copyBytesPerSecond = copyRate;
   if (mergeRate !== undefined) resync.mergeBytesPerSecond = mergeRate;
   if (maxCopies !== undefined) resync.maxCopies = maxCopies;
+  const listen = values.listen ? parseHostPort(values.listen, '--listen') : null;
+  const http = values.http ? parseHostPort(values.http, '--http') : null;
   return {
+    ...parseSecurityArgs(values, listen, http),
     members,
     socket: values.socket,
-    listen: values.listen ? parseHostPort(values.listen, '--listen') : null,
-    http: values.http ? parseHostPort(values.http, '--http') : null,
+    listen,
+    http,
     exportName: values['export-name']!,
     memberTimeoutMs: Math.round(tmo * 1000),
     overwrite: values.overwrite!,
@@ -126,7 +132,6 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     include: values.include!,
     holdOnFailure: values['hold-on-failure']!,
     intentIdlePasses: idle,
-    tls: values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'], required: !values['tls-optional'] } : null,
     faultPolicy: policy,
     resync,
   };

@@ -19,7 +19,9 @@ export type EngineErrorCode =
   | 'ENG_CONFLICT'
   | 'ENG_LAST_FULL_MEMBER'
   | 'ENG_MERGE_ACTIVE'
-  | 'ENG_BITMAP_REQUIRED';
+  | 'ENG_BITMAP_REQUIRED'
+  | 'ENG_UNAUTHORIZED'
+  | 'ENG_LOCATION_NOT_ALLOWED';
 
 export class EngineError extends Error {
   readonly code: EngineErrorCode;

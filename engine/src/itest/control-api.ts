@@ -21,7 +21,7 @@ export interface ApiAnswer {
 export async function post(e: EngineProcess, path: string, body: unknown): Promise<ApiAnswer> {
   const res = await fetch(`http://${e.httpAddress}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...e.authHeaders },
     body: JSON.stringify(body),
   });
   const text = await res.text();

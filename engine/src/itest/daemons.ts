@@ -43,6 +43,14 @@ export async function nbdkitFile(scope: Scope, dir: string, name: string, file: 
   return { ...d, uri: `nbd+unix:///?socket=${sock}` };
 }
 
+/** nbdkit serving a file on a loopback TCP port, TLS required with a pre-shared key file (--tls-psk). */
+export async function nbdkitTlsPsk(scope: Scope, dir: string, name: string, file: string, pskFile: string, port: number): Promise<Daemon> {
+  const pid = join(dir, `${name}.nbdkit.pid`);
+  const args = ['--foreground', '--ip-addr', '127.0.0.1', '--port', String(port), '--pidfile', pid, '--tls=require', `--tls-psk=${pskFile}`, 'file', `file=${file}`];
+  const d = await startReady(scope, 'nbdkit', args, pid);
+  return { ...d, uri: `nbds://127.0.0.1:${port}/` };
+}
+
 /** qemu-nbd serving a raw file over a unix socket (persistent: survives the engine disconnecting). */
 export async function qemuNbd(scope: Scope, dir: string, name: string, file: string): Promise<Daemon> {
   const sock = join(dir, `${name}.qemu-nbd.sock`);

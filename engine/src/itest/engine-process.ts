@@ -4,6 +4,7 @@
  * awaited by event name.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { statusSchema, type EngineStatus } from '../api/status.js';
@@ -26,6 +27,10 @@ export interface EngineOptions {
   name?: string;
   memberTimeoutSeconds?: number;
   overwrite?: boolean;
+  /** --allow-location prefixes: where the test's API calls and --include may find members. */
+  allowLocations?: string[];
+  /** A control token: written to a file for --control-token-file, and sent by get() and post(). */
+  token?: string;
   extraArgs?: string[];
 }
 
@@ -35,6 +40,8 @@ export class EngineProcess {
   readonly logs: LogLine[] = [];
   stderr = '';
   httpAddress = '';
+  /** Headers every API call of the test sends (the bearer token, when the engine has one). */
+  authHeaders: Record<string, string> = {};
   readonly exited: Promise<Exit>;
   private readonly waiters = new Set<() => void>();
   private closed = false;
@@ -127,7 +134,7 @@ export class EngineProcess {
   }
 
   async get(path: string): Promise<{ status: number; contentType: string; body: string }> {
-    const res = await fetch(`http://${this.httpAddress}${path}`);
+    const res = await fetch(`http://${this.httpAddress}${path}`, { headers: this.authHeaders });
     return { status: res.status, contentType: res.headers.get('content-type') ?? '', body: await res.text() };
   }
 
@@ -158,16 +165,25 @@ export class EngineProcess {
 function serveArgs(o: EngineOptions, socket: string): string[] {
   const args = [ENGINE_BIN, 'serve', '--socket', socket, '--http', '127.0.0.1:0', '--log-level', 'info'];
   for (const m of o.members) args.push('--member', m);
+  for (const p of o.allowLocations ?? []) args.push('--allow-location', p);
+  if (o.token !== undefined) {
+    const file = join(o.dir, `${o.name ?? 'engine'}.token`);
+    writeFileSync(file, `${o.token}\n`, { mode: 0o600 });
+    args.push('--control-token-file', file);
+  }
   if (o.memberTimeoutSeconds !== undefined) args.push('--member-timeout', String(o.memberTimeoutSeconds));
   if (o.overwrite) args.push('--overwrite');
   args.push(...(o.extraArgs ?? []));
   return args;
 }
 
-function spawnEngine(o: EngineOptions): EngineProcess {
+/** Spawn the engine without waiting for anything (the caller registers its kill). */
+export function spawnEngine(o: EngineOptions): EngineProcess {
   const socket = join(o.dir, `${o.name ?? 'engine'}.sock`);
   const proc = spawn(process.execPath, serveArgs(o, socket), { stdio: ['ignore', 'pipe', 'pipe'] });
-  return new EngineProcess(proc, socket);
+  const e = new EngineProcess(proc, socket);
+  if (o.token !== undefined) e.authHeaders = { authorization: `Bearer ${o.token}` };
+  return e;
 }
 
 /** Start the engine and wait until it logged EngineReady and /healthz answers. Killed by the scope. */

@@ -89,7 +89,7 @@ test('a write bitmap survives kill -9 of the engine and goes on recording; the m
   assert.deepEqual(await first.kill(), { code: null, signal: 'SIGKILL' });
 
   // Only a: the bitmap comes back from a's metadata, and records the writes made now.
-  const second = await startEngine(scope, { dir, name: 'second', members: [a] });
+  const second = await startEngine(scope, { dir, name: 'second', members: [a], allowLocations: [`${dir}/`] });
   const [kept] = await listBitmaps(second);
   assert.ok(kept, `the bitmap was lost with the engine\n${second.tail()}`);
   assert.deepEqual([kept.id, kept.member, kept.dirtyBytes], [bitmap, idB, 2 * CHUNK]);

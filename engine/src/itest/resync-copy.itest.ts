@@ -21,7 +21,7 @@ test('full copy under load: the new member gets everything, serves no reads unti
   const { scope, dir } = await testScope(t);
   const a = await sparseFile(join(dir, 'a.img'), MEMBER_BYTES);
   const b = await sparseFile(join(dir, 'b.img'), MEMBER_BYTES);
-  const engine = await startEngine(scope, { dir, members: [a] });
+  const engine = await startEngine(scope, { dir, members: [a], allowLocations: [`${dir}/`] });
   // Random bytes everywhere: the copy never finds a zero run, so it never needs to read the target.
   const data = await fillUnit(engine, dir, UNIT_BYTES);
 
@@ -117,7 +117,7 @@ test('full copy under load: the new member gets everything, serves no reads unti
 test('copy source: alternating between full members, or forced to one; settings reach a running copy', async (t) => {
   const { scope, dir } = await testScope(t);
   const [a, b, c] = await Promise.all(['a', 'b', 'c'].map((n) => sparseFile(join(dir, `${n}.img`), MEMBER_BYTES)));
-  const engine = await startEngine(scope, { dir, members: [a!, b!] });
+  const engine = await startEngine(scope, { dir, members: [a!, b!], allowLocations: [`${dir}/`] });
   await fillUnit(engine, dir, UNIT_BYTES);
   const st0 = await engine.status();
   const idB = member(st0, b!).id;
@@ -159,7 +159,7 @@ for (const how of ['kill -9', 'SIGTERM'] as const) {
     const a = await sparseFile(join(dir, 'a.img'), MEMBER_BYTES);
     const b = await sparseFile(join(dir, 'b.img'), MEMBER_BYTES);
     // Intent bits of idle chunks clear after 1 s here, so the fill is out of the log before the copy starts.
-    const first = await startEngine(scope, { dir, name: 'first', members: [a], extraArgs: ['--intent-idle-seconds', '1'] });
+    const first = await startEngine(scope, { dir, name: 'first', members: [a], allowLocations: [`${dir}/`], extraArgs: ['--intent-idle-seconds', '1'] });
     const data = await fillUnit(first, dir, UNIT_BYTES);
     await until('the fill out of the intent log', async () => ((await first.status()).intentLog.dirtyChunks === 0 ? true : undefined), 20_000, 100);
     await postOk(first, '/v1/settings', { copyBytesPerSecond: 8 * MiB });

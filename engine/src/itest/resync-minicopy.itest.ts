@@ -104,7 +104,7 @@ test('refusals: the last full member, Required without a usable bitmap, and copy
   const a = await sparseFile(join(dir, 'a.img'), MEMBER_BYTES);
   const b = await sparseFile(join(dir, 'b.img'), MEMBER_BYTES);
   const spare = await sparseFile(join(dir, 'spare.img'), MEMBER_BYTES);
-  const engine = await startEngine(scope, { dir, members: [a, b] });
+  const engine = await startEngine(scope, { dir, members: [a, b], allowLocations: [`${dir}/`] });
   await fillUnit(engine, dir, UNIT_BYTES);
   const st0 = await engine.status();
   const [idA, idB] = [member(st0, a).id, member(st0, b).id];

@@ -29,7 +29,7 @@ test('reconstruct after a clean stop: one former member finds the others; no cop
   const st1 = await first.status();
   await stopCleanly(first);
 
-  const second = await startEngine(scope, { dir, name: 'second', members: [c], extraArgs: ['--include'] });
+  const second = await startEngine(scope, { dir, name: 'second', members: [c], allowLocations: [`${dir}/`], extraArgs: ['--include'] });
   const found = second.events('IncludeMemberFound').map((l) => l.path);
   assert.deepEqual(found.sort(), [a, b].sort(), second.tail());
   const mounted = await second.waitForEvent('ShadowSetMounted');
@@ -88,7 +88,7 @@ test('reconstruct after kill -9 from members that had left: merge first, minicop
   client = null;
 
   // Start from the two members that had left (the cheapest readers, if they were allowed to read).
-  const second = await startEngine(scope, { dir, name: 'second', members: [`${c}#readCost=0`, `${b}#readCost=0`], extraArgs: ['--include'] });
+  const second = await startEngine(scope, { dir, name: 'second', members: [`${c}#readCost=0`, `${b}#readCost=0`], allowLocations: [`${dir}/`], extraArgs: ['--include'] });
   await postOk(second, '/v1/settings', { copyBytesPerSecond: 8 * MiB });
   assert.deepEqual(second.events('IncludeMemberFound').map((l) => l.path).sort(), [a, d].sort(), second.tail());
   const st1 = await second.status();

@@ -1,12 +1,12 @@
 /** The running engine: shadow set + NBD listeners + HTTP API, stopped as one. */
-import { readFileSync } from 'node:fs';
-import tls from 'node:tls';
 import { HttpApi } from '../adapters/http/http-server.js';
 import { NbdServer } from '../adapters/nbd/server.js';
+import type { NbdServerTls } from '../adapters/nbd/tls.js';
 import type { EngineStatus } from '../api/status.js';
 import * as C from '../api/control.js';
 import { EngineError } from '../core/errors.js';
 import { startShadowSet, type StartOptions } from './engine.js';
+import { LocationPolicy } from './location-policy.js';
 import { renderMetrics } from './metrics.js';
 import type { ShadowSet } from './shadow-set.js';
 import type { Control } from './control.js';
@@ -17,8 +17,12 @@ export interface DaemonOptions extends StartOptions {
   listen: { host: string; port: number } | null;
   http: { host: string; port: number } | null;
   exportName: string;
-  /** PEM files for NBD over TLS on the TCP listener; required unless `required` is false. */
-  tls?: { cert: string; key: string; required: boolean } | null;
+  /** TLS on the export's TCP listener, made from files read before any member is touched. */
+  exportTls?: NbdServerTls | null;
+  /** Bearer token every HTTP route but GET /healthz requires. */
+  controlToken?: string | null;
+  /** Prefixes of the locations the control API and reconstruct may open, besides `members`. */
+  allowLocations?: string[];
 }
 
 export interface RunningEngine {
@@ -30,65 +34,90 @@ export interface RunningEngine {
   stop(): Promise<void>;
 }
 
+interface Listeners {
+  api: HttpApi | null;
+  nbd: NbdServer;
+  http: string | null;
+  tcp: string | null;
+  policy: LocationPolicy;
+  close(): Promise<void>;
+}
+
 export async function runEngine(o: DaemonOptions): Promise<RunningEngine> {
-  // Certificates are read before any member is touched: a bad path must change nothing.
-  let tlsContext: tls.SecureContext | null = null;
-  if (o.tls) {
-    try {
-      tlsContext = tls.createSecureContext({ cert: readFileSync(o.tls.cert), key: readFileSync(o.tls.key) });
-    } catch (e) {
-      throw new EngineError('ENG_INVALID_ARGUMENT', `TLS certificate or key unusable: ${(e as Error).message}`);
-    }
-  }
-  // Bind the HTTP listener before touching any member: a bad address must change nothing.
-  let api: HttpApi | null = null;
-  let http: string | null = null;
-  if (o.http) {
-    api = new HttpApi(o.log);
-    const a = await api.listen(o.http.host, o.http.port);
-    http = `${a.address}:${a.port}`;
-  }
+  const policy = new LocationPolicy(o.members.map((m) => m.location), o.allowLocations ?? []);
+  let set: ShadowSet | null = null;
+  // Every listener is bound before any member is opened: an address in use, or any other bad listener,
+  // must change nothing on the members. Clients that come meanwhile wait until the set serves.
+  const l = await bindListeners(o, policy, () => set);
   let started: Awaited<ReturnType<typeof startShadowSet>>;
   try {
-    started = await startShadowSet({ ...o, holdRecovery: true });
+    // Reconstruct (--include) and the control API open members through the same check.
+    started = await startShadowSet({ ...o, open: async (loc) => o.open(policy.check(loc)), holdRecovery: true });
   } catch (e) {
-    await api?.close();
+    await l.close();
     throw e;
   }
-  const { set, control } = started;
+  set = started.set;
   try {
-    return await serve(o, set, control, api, http, tlsContext);
+    return serve(o, started.set, started.control, l);
   } catch (e) {
-    // A listener could not be had: stop the set cleanly so its record stays clean.
-    await set.stop().catch(() => undefined);
-    await api?.close();
+    await started.set.stop().catch(() => undefined);
+    await l.close();
     throw e;
   }
 }
 
-async function serve(o: DaemonOptions, set: ShadowSet, control: Control, api: HttpApi | null, http: string | null, tlsContext: tls.SecureContext | null): Promise<RunningEngine> {
+async function bindListeners(o: DaemonOptions, policy: LocationPolicy, current: () => ShadowSet | null): Promise<Listeners> {
+  const unit = (): ShadowSet => {
+    const s = current();
+    if (!s) throw new EngineError('ENG_SHUTTING_DOWN', 'the shadow set is not started');
+    return s;
+  };
   const nbd = new NbdServer({
     exportName: o.exportName,
-    description: `shadow set ${set.setId}`,
+    get description() {
+      return `shadow set ${current()?.setId ?? ''}`;
+    },
     handler: {
-      size: () => set.size,
-      read: (off, len) => set.read(off, len),
-      write: (off, data, fua) => set.write(off, data, fua),
-      flush: () => set.flush(),
-      trim: (off, len, fua) => set.trim(off, len, fua),
-      writeZeroes: (off, len, fua) => set.writeZeroes(off, len, fua),
+      size: () => unit().size,
+      read: (off, len) => unit().read(off, len),
+      write: (off, data, fua) => unit().write(off, data, fua),
+      flush: () => unit().flush(),
+      trim: (off, len, fua) => unit().trim(off, len, fua),
+      writeZeroes: (off, len, fua) => unit().writeZeroes(off, len, fua),
     },
     log: o.log,
     // FLUSH reaches every member's device, so it covers writes completed on any connection.
     multiConn: true,
-    ...(tlsContext && o.tls ? { tls: { context: tlsContext, required: o.tls.required } } : {}),
+    held: true,
+    ...(o.exportTls ? { tls: o.exportTls } : {}),
   });
-  await nbd.listenUnix(o.socket);
-  let tcp: string | null = null;
-  if (o.listen) {
-    const a = await nbd.listenTcp(o.listen.host, o.listen.port);
-    tcp = `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`;
+  const api = o.http ? new HttpApi(o.log, { token: o.controlToken ?? null }) : null;
+  const close = async () => {
+    await nbd.close();
+    await api?.close();
+  };
+  try {
+    let http: string | null = null;
+    if (api && o.http) {
+      const a = await api.listen(o.http.host, o.http.port);
+      http = `${a.address}:${a.port}`;
+    }
+    await nbd.listenUnix(o.socket);
+    let tcp: string | null = null;
+    if (o.listen) {
+      const a = await nbd.listenTcp(o.listen.host, o.listen.port);
+      tcp = `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`;
+    }
+    return { api, nbd, http, tcp, policy, close };
+  } catch (e) {
+    await close();
+    throw new EngineError('ENG_INVALID_ARGUMENT', `cannot listen: ${(e as Error).message}`, { cause: e });
   }
+}
+
+function serve(o: DaemonOptions, set: ShadowSet, control: Control, l: Listeners): RunningEngine {
+  const { api, nbd, http, tcp, policy } = l;
   const status = (): EngineStatus => ({
     setId: set.setId,
     size: set.size,
@@ -120,9 +149,17 @@ async function serve(o: DaemonOptions, set: ShadowSet, control: Control, api: Ht
       }
       return r.data;
     };
-    api.route('POST', '/v1/members/add', async (b) => ({ json: await control.addMember(body(C.addMemberSchema, b)) }));
+    // A location is checked (and normalized) before the control operation sees it, so a refused one is
+    // never opened; the open the operations use checks once more.
+    api.route('POST', '/v1/members/add', async (b) => {
+      const req = body(C.addMemberSchema, b);
+      return { json: await control.addMember({ ...req, location: policy.check(req.location) }) };
+    });
     api.route('POST', '/v1/members/remove', async (b) => ({ json: await control.removeMember(body(C.removeMemberSchema, b)) }));
-    api.route('POST', '/v1/members/return', async (b) => ({ json: await control.returnMember(body(C.returnMemberSchema, b)) }));
+    api.route('POST', '/v1/members/return', async (b) => {
+      const req = body(C.returnMemberSchema, b);
+      return { json: await control.returnMember(req.location === undefined ? req : { ...req, location: policy.check(req.location) }) };
+    });
     api.route('GET', '/v1/bitmaps', async () => ({ json: control.bitmaps() }));
     api.route('POST', '/v1/bitmaps/delete', async (b) => ({ json: await control.deleteBitmap(body(C.deleteBitmapSchema, b).id) }));
     api.route('POST', '/v1/merge', async (b) => ({ json: await control.demandMerge(body(C.mergeSchema, b).full) }));
@@ -131,8 +168,12 @@ async function serve(o: DaemonOptions, set: ShadowSet, control: Control, api: Ht
       return { json: status().settings };
     });
   }
+  nbd.release();
   o.log.info(
-    { event: 'EngineReady', setId: set.setId, generation: set.generation, size: set.size, socket: o.socket, tcp, http, exportName: o.exportName },
+    {
+      event: 'EngineReady', setId: set.setId, generation: set.generation, size: set.size, socket: o.socket, tcp, http, exportName: o.exportName,
+      exportTls: o.exportTls?.mode ?? null, controlToken: !!o.controlToken, allowLocations: o.allowLocations ?? [],
+    },
     'engine ready',
   );
   set.startRecovery();

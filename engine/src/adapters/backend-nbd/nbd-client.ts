@@ -7,7 +7,9 @@ import { EngineError, errorMessage } from '../../core/errors.js';
 import type { BlockBackend } from '../../ports/block-backend.js';
 import { ByteQueue } from '../nbd/byte-queue.js';
 import * as P from '../nbd/protocol.js';
+import type { PskKey } from '../nbd/tls.js';
 import { parseNbdUri } from './nbd-uri.js';
+import { clientStartTls } from './starttls.js';
 
 interface Pending {
   resolve: (v: void) => void;
@@ -43,9 +45,12 @@ export class NbdClientBackend implements BlockBackend {
     sock.on('close', () => die('connection closed'));
   }
 
-  static async open(uri: string, timeoutMs = 30_000): Promise<NbdClientBackend> {
+  /** `o.psk`: the identity and key an nbds:// member must be reached with (TLS 1.3 PSK). */
+  static async open(uri: string, timeoutMs = 30_000, o: { psk?: PskKey } = {}): Promise<NbdClientBackend> {
     const t = parseNbdUri(uri);
-    const sock = t.kind === 'tcp' ? net.connect(t.port, t.host) : net.connect(t.socket);
+    const tlsKey = t.kind === 'tcp' && t.tls ? o.psk : undefined;
+    if (t.kind === 'tcp' && t.tls && !tlsKey) throw new EngineError('ENG_INVALID_ARGUMENT', `cannot attach NBD member ${uri}: nbds:// needs a pre-shared key (--member-psk-file)`);
+    let sock: net.Socket = t.kind === 'tcp' ? net.connect(t.port, t.host) : net.connect(t.socket);
     sock.setNoDelay(true);
     const q = new ByteQueue();
     let wake: (() => void) | null = null;
@@ -58,9 +63,10 @@ export class NbdClientBackend implements BlockBackend {
       failure = e;
       wake?.();
     };
+    const onClose = () => onErr(new Error('connection closed during negotiation'));
     sock.on('data', onData);
     sock.on('error', onErr);
-    sock.on('close', () => onErr(new Error('connection closed during negotiation')));
+    sock.on('close', onClose);
     const timer = setTimeout(() => onErr(new Error('negotiation timed out')), timeoutMs);
     const need = async (n: number): Promise<Buffer> => {
       while (q.length < n) {
@@ -77,8 +83,19 @@ export class NbdClientBackend implements BlockBackend {
       }
       const hflags = hello.readUInt16BE(16);
       if ((hflags & P.FLAG_FIXED_NEWSTYLE) === 0) throw new Error('server is not fixed newstyle');
-      const cflags = Buffer.alloc(4);
+      let cflags = Buffer.alloc(4);
       cflags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | (hflags & P.FLAG_NO_ZEROES ? P.CLIENT_FLAG_NO_ZEROES : 0));
+      if (tlsKey) {
+        sock.write(cflags);
+        cflags = Buffer.alloc(0);
+        const plain = sock;
+        sock = await clientStartTls(plain, need, tlsKey, () => {
+          if (q.length > 0) throw new Error('server sent data after accepting STARTTLS');
+          // From here the TLS socket reports the connection's errors; the plain one must not crash us.
+          plain.off('data', onData).off('error', onErr).off('close', onClose).on('error', () => undefined);
+        }, timeoutMs);
+        sock.on('data', onData).on('error', onErr).on('close', onClose);
+      }
       const name = Buffer.from(t.exportName, 'utf8');
       const data = Buffer.alloc(4 + name.length + 2 + 2);
       data.writeUInt32BE(name.length, 0);
@@ -114,9 +131,8 @@ export class NbdClientBackend implements BlockBackend {
       }
       if (size < 0) throw new Error('server sent no export size');
       if (tflags & P.TF_READ_ONLY) throw new Error('export is read-only');
-      sock.off('data', onData);
-      sock.removeAllListeners('error');
-      sock.removeAllListeners('close');
+      // Only our own listeners: a TLS socket has some of its own.
+      sock.off('data', onData).off('error', onErr).off('close', onClose);
       const b = new NbdClientBackend(uri, sock, size, tflags, maxBlock);
       if (q.length > 0) b.q.push(q.take(q.length));
       return b;

@@ -1,4 +1,8 @@
-/** The engine's HTTP listener: status, metrics and (later) control routes, JSON in and out. */
+/**
+ * The engine's HTTP listener: status, metrics and control routes, JSON in and out. With a control token,
+ * every route but GET /healthz needs `Authorization: Bearer <token>`; without one, nothing else is read.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -22,13 +26,31 @@ const statusFor: Partial<Record<EngineErrorCode, number>> = {
   ENG_SHUTTING_DOWN: 503,
   ENG_NO_FULL_MEMBER: 503,
   ENG_UNSUPPORTED: 501,
+  ENG_UNAUTHORIZED: 401,
+  ENG_LOCATION_NOT_ALLOWED: 403,
 };
+
+/** SHA-256 of a token: equal-length digests let timingSafeEqual compare tokens of any length. */
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}
 
 export class HttpApi {
   private readonly routes = new Map<string, Route>();
   private server: http.Server | null = null;
+  private readonly token: Buffer | null;
 
-  constructor(private readonly log: Logger) {}
+  /** `o.token`: the bearer token every route but GET /healthz requires (none: the listener is loopback). */
+  constructor(private readonly log: Logger, o: { token?: string | null } = {}) {
+    this.token = o.token ? digest(o.token) : null;
+  }
+
+  private authorized(req: http.IncomingMessage, path: string): boolean {
+    if (!this.token || (req.method === 'GET' && path === '/healthz')) return true;
+    const m = /^Bearer ([\x21-\x7e]+)$/.exec(req.headers.authorization ?? '');
+    // Compared in constant time, so the answer's timing says nothing about how much of a guess was right.
+    return m !== null && timingSafeEqual(digest(m[1]!), this.token);
+  }
 
   route(method: string, path: string, handler: Route): void {
     this.routes.set(`${method} ${path}`, handler);
@@ -54,10 +76,17 @@ export class HttpApi {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://engine');
     const route = this.routes.get(`${req.method} ${url.pathname}`);
-    const send = (status: number, body: string, type: string) => {
-      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
+    const send = (status: number, body: string, type: string, headers: Record<string, string> = {}) => {
+      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), ...headers });
       res.end(body);
     };
+    if (!this.authorized(req, url.pathname)) {
+      // Before the route is looked up or the body read: an unauthenticated caller learns nothing and runs nothing.
+      this.log.warn({ event: 'ApiUnauthorized', method: req.method, path: url.pathname.slice(0, 100), peer: req.socket.remoteAddress }, 'control API request without a valid token');
+      const body = JSON.stringify({ code: 'ENG_UNAUTHORIZED', message: 'a valid bearer token is required (Authorization: Bearer <token>)' });
+      send(401, body, 'application/json', { 'www-authenticate': 'Bearer', connection: 'close' });
+      return;
+    }
     if (!route) {
       const known = [...this.routes.keys()].some((k) => k.endsWith(` ${url.pathname}`));
       send(known ? 405 : 404, JSON.stringify({ code: known ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', message: `${req.method} ${url.pathname}` }), 'application/json');

@@ -3,12 +3,12 @@
  * Requests are validated before anything runs, run concurrently, and answered as they complete.
  */
 import net from 'node:net';
-import tls from 'node:tls';
 import { unlink } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { ByteQueue } from './byte-queue.js';
 import { errnoFor } from './errno.js';
 import * as P from './protocol.js';
+import { acceptTls, type NbdServerTls } from './tls.js';
 import { validateRequest, type RequestHeader } from './validate.js';
 
 export interface NbdHandler {
@@ -32,7 +32,12 @@ export interface NbdServerOptions {
   /** Requests in flight per connection before the socket is paused. */
   maxInFlight?: number;
   /** NBD over TLS on the TCP listener (OPT_STARTTLS); `required`: nothing else is negotiated before it. */
-  tls?: { context: tls.SecureContext; required: boolean };
+  tls?: NbdServerTls;
+  /**
+   * Listen, but greet no client until `release()`: the engine binds its listeners before it opens any
+   * member, and a client that comes early waits for the set instead of finding no listener.
+   */
+  held?: boolean;
 }
 
 export interface NbdServerStats {
@@ -52,9 +57,23 @@ export class NbdServer {
   readonly stats: NbdServerStats = { connections: 0, connectionsTotal: 0, requests: {}, errors: 0, rejected: 0 };
   readonly maxPayload: number;
   private closing = false;
+  private held: Set<{ sock: net.Socket; tcp: boolean }> | null;
 
   constructor(readonly opts: NbdServerOptions) {
     this.maxPayload = opts.maxPayload ?? 32 * 1024 * 1024;
+    this.held = opts.held ? new Set() : null;
+  }
+
+  /** Clients connected while held, not yet greeted. */
+  get waiting(): number {
+    return this.held?.size ?? 0;
+  }
+
+  /** Greet the clients that waited (see `held`) and every later one. */
+  release(): void {
+    const waiting = this.held;
+    this.held = null;
+    for (const w of waiting ?? []) if (!w.sock.destroyed) this.accept(w.sock, w.tcp);
   }
 
   async listenTcp(host: string, port: number): Promise<net.AddressInfo> {
@@ -78,6 +97,7 @@ export class NbdServer {
   /** Stop accepting, let in-flight requests finish, then close every connection. */
   async close(): Promise<void> {
     this.closing = true;
+    for (const w of this.held ?? []) w.sock.destroy();
     // net.Server.close() reports only once every connection has ended, so drain those at the same time.
     const listeners = Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
     await Promise.all([...this.conns].map((c) => c.drainAndClose()));
@@ -90,18 +110,29 @@ export class NbdServer {
         sock.destroy();
         return;
       }
-      sock.setNoDelay(true);
-      const c = new Connection(this, sock, tcp ? this.opts.tls : undefined);
-      this.conns.add(c);
-      this.stats.connections++;
-      this.stats.connectionsTotal++;
-      sock.once('close', () => {
-        this.conns.delete(c);
-        this.stats.connections--;
-      });
+      const held = this.held;
+      if (held) {
+        const w = { sock, tcp };
+        held.add(w);
+        sock.once('close', () => held.delete(w));
+        return;
+      }
+      this.accept(sock, tcp);
     });
     this.servers.push(srv);
     return srv;
+  }
+
+  private accept(sock: net.Socket, tcp: boolean): void {
+    sock.setNoDelay(true);
+    const c = new Connection(this, sock, tcp ? this.opts.tls : undefined);
+    this.conns.add(c);
+    this.stats.connections++;
+    this.stats.connectionsTotal++;
+    sock.once('close', () => {
+      this.conns.delete(c);
+      this.stats.connections--;
+    });
   }
 
   count(type: number): void {
@@ -129,6 +160,7 @@ class Connection {
 
   private sock: net.Socket;
   private secure = false;
+  private handshaking = false;
 
   constructor(private readonly server: NbdServer, sock: net.Socket, private readonly tls?: NbdServerOptions['tls']) {
     this.sock = sock;
@@ -156,19 +188,33 @@ class Connection {
     });
   }
 
-  /** OPT_STARTTLS: answer, then speak TLS on the same connection from the next byte on. */
+  /**
+   * OPT_STARTTLS: answer, then speak TLS on the same connection from the next byte on. Nothing is read
+   * until the handshake has authenticated the client as the listener's mode requires.
+   */
   private startTls(opt: number, data: Buffer): void {
     if (!this.tls) return this.optError(opt, P.REP_ERR_UNSUP, 'TLS is not offered on this listener');
-    if (this.secure || data.length !== 0) return this.optError(opt, P.REP_ERR_INVALID, 'STARTTLS takes no data and is done once');
+    if (this.secure || this.handshaking || data.length !== 0) return this.optError(opt, P.REP_ERR_INVALID, 'STARTTLS takes no data and is done once');
     this.optReply(opt, P.REP_ACK);
     if (this.q.length > 0) return this.fail('data sent before the TLS handshake');
     const raw = this.sock;
     raw.removeAllListeners('data');
-    const secured = new tls.TLSSocket(raw, { isServer: true, secureContext: this.tls.context });
-    secured.setNoDelay(true);
-    this.sock = secured;
-    this.secure = true;
-    this.attach(secured);
+    this.handshaking = true;
+    acceptTls(raw, this.tls).then(
+      (secured) => {
+        this.handshaking = false;
+        if (this.phase === 'closed' || this.disconnecting) return void secured.destroy();
+        secured.setNoDelay(true);
+        this.sock = secured;
+        this.secure = true;
+        this.attach(secured);
+      },
+      (e: unknown) => {
+        this.handshaking = false;
+        this.phase = 'closed';
+        this.log.warn({ event: 'NbdTlsRefused', mode: this.tls?.mode, reason: (e as Error).message }, 'TLS handshake failed; connection closed');
+      },
+    );
   }
 
   drainAndClose(): Promise<void> {
