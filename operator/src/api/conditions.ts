@@ -16,6 +16,8 @@ export const Reason = {
   EngineUnreachable: 'EngineUnreachable',
   /** A freeze/thaw hook names a pod that is not a declared consumer of the set. */
   HookRefused: 'HookRefused',
+  /** The engine does not accept the operator's token: its Secret was not derived for this set. */
+  EngineUnauthorized: 'EngineUnauthorized',
   /** minicopyPolicy Required and no usable write bitmap: the member is not returned by a full copy. */
   BitmapRequired: 'BitmapRequired',
   // Degraded

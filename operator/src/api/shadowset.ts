@@ -136,7 +136,11 @@ export const shadowSetStatusSchema = z.object({
     bytesPerSecond: z.number().int().optional(),
     etaSeconds: z.number().int().optional(),
   }).optional(),
-  endpoint: z.string().optional().describe('NBD URI of the virtual unit.'),
+  endpoint: z.string().optional().describe('NBD URI of the virtual unit (nbds://: TLS is required).'),
+  exportSecret: z.string().optional().describe('Secret with the export\'s PSK (key psk, identity:hexkey) for clients.'),
   engineNode: z.string().optional(),
+  secrets: z.array(z.object({ name: z.string(), uid: z.string() })).optional()
+    .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] })
+    .describe('Secrets the operator created for this set; deleted (by uid) when the set is.'),
 });
 export type ShadowSetStatus = z.infer<typeof shadowSetStatusSchema>;

@@ -6,7 +6,9 @@ import { R, type Kube, type Obj } from '../kube/client.js';
 import { CONFIG_ANNOTATION, CONFIG_HASH_ANNOTATION } from '../reconcile/engine-config.js';
 import { consumerOf, hookPodNames } from '../reconcile/hooks-check.js';
 import { ATTACHED_ANNOTATION, MEMBER_ANNOTATION, engineBase, engineName, memberLocation } from '../reconcile/pods.js';
+import { networkPolicyName, policyPorts, type OperatorPods } from '../reconcile/set-objects.js';
 import type { ClaimInfo, EngineDefaults, EngineView, HeldRefusal, HookPod, Observed, PodInfo } from '../reconcile/types.js';
+import { deriveSetKeys } from '../security/keys.js';
 
 /** What the controller remembers of a set between reconciles (lost on restart, which is harmless). */
 export interface SetMemory {
@@ -21,7 +23,11 @@ export interface SetMemory {
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 
 function podInfo(p: Obj, attachedFrom: string): PodInfo {
-  const st = (p.status ?? {}) as { phase?: string; podIP?: string; conditions?: { type: string; status: string }[]; containerStatuses?: { restartCount?: number }[] };
+  const st = (p.status ?? {}) as {
+    phase?: string; podIP?: string; conditions?: { type: string; status: string }[];
+    containerStatuses?: { restartCount?: number; state?: { waiting?: { reason?: string; message?: string } } }[];
+  };
+  const waiting = st.containerStatuses?.[0]?.state?.waiting;
   const spec = (p.spec ?? {}) as {
     nodeName?: string;
     containers?: { args?: string[] }[];
@@ -43,6 +49,7 @@ function podInfo(p: Obj, attachedFrom: string): PodInfo {
     attached: ann ? ann.split(',') : [],
     restarts: st.containerStatuses?.reduce((a, c) => a + (c.restartCount ?? 0), 0) ?? 0,
     createdMs: Date.parse(p.metadata.creationTimestamp ?? '') || 0,
+    ...(waiting?.reason ? { waiting: `${waiting.reason}${waiting.message ? `: ${waiting.message}` : ''}` } : {}),
     ...(hash ? { configHash: hash } : {}),
     ...(config ? { config } : {}),
     memberLocations: args.flatMap((a, i) => (args[i - 1] === '--member' ? [memberLocation(a)] : [])),
@@ -65,6 +72,9 @@ export interface GatherOptions {
   engineImage: string;
   defaults: EngineDefaults;
   memory: SetMemory;
+  /** The operator's key, from which each set's keys are derived. */
+  key: Buffer;
+  operatorPods: OperatorPods;
 }
 
 export async function gather(kube: Kube, engine: EngineClient, ss: Obj, g: GatherOptions): Promise<Observed> {
@@ -104,9 +114,10 @@ export async function gather(kube: Kube, engine: EngineClient, ss: Obj, g: Gathe
     if (member) memberServers[member] = podInfo(p, MEMBER_ANNOTATION);
   }
 
+  const keys = deriveSetKeys(g.key, { namespace: ns, name, uid: ss.metadata.uid! });
   let engineView: EngineView = { kind: 'none' };
   if (enginePod?.podIP && enginePod.phase === 'Running' && !enginePod.deleting) {
-    const a = await engine.status(engineBase(enginePod.podIP));
+    const a = await engine.status({ base: engineBase(enginePod.podIP), token: keys.controlToken });
     engineView = a.ok ? { kind: 'ok', status: a.status } : a.unreachable ? { kind: 'unreachable', message: a.message } : { kind: 'refused', code: a.code, message: a.message };
   }
   const now = new Date();
@@ -132,6 +143,7 @@ export async function gather(kube: Kube, engine: EngineClient, ss: Obj, g: Gathe
   const svc = await kube.get(R.services, ns, name);
   const svcSpec = (svc?.spec ?? {}) as { type?: string; ports?: { port?: number }[] };
   const service = svc ? { type: svcSpec.type ?? 'ClusterIP', port: svcSpec.ports?.[0]?.port ?? 0 } : null;
+  const policy = await kube.get(R.networkpolicies, ns, networkPolicyName(name));
 
   const bitmapCrs = (await kube.list(R.writebitmaps, ns)).items
     .filter((b) => (b.spec as { shadowSet?: string })?.shadowSet === name)
@@ -146,7 +158,7 @@ export async function gather(kube: Kube, engine: EngineClient, ss: Obj, g: Gathe
     name, namespace: ns, uid: ss.metadata.uid!, generation: ss.metadata.generation ?? 0,
     deleting: !!ss.metadata.deletionTimestamp, spec, claims, enginePod, memberServers, engine: engineView, bitmapCrs,
     previous: (ss.status ?? {}) as ShadowSetStatus, engineImage: g.engineImage, defaults: g.defaults,
-    hookPods, nodeZones, service, engineDownSinceMs: g.memory.downSinceMs, refusals: g.memory.refusals,
+    hookPods, nodeZones, service, networkPolicyPorts: policy ? policyPorts(policy as never) : null, keys, operatorPods: g.operatorPods, engineDownSinceMs: g.memory.downSinceMs, refusals: g.memory.refusals,
     now: now.toISOString(), nowMs, lastReturnAttempt: g.memory.lastReturnAttempt,
   };
 }

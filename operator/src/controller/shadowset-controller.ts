@@ -5,13 +5,14 @@
 import type { Logger } from 'pino';
 import { API_VERSION, FIELD_MANAGER, FINALIZER, SET_LABEL } from '../api/group.js';
 import { EventReason, Reason } from '../api/conditions.js';
-import type { ShadowSetSpec } from '../api/shadowset.js';
+import type { ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
 import { refusalCode, type EngineClient } from '../engine-client.js';
 import { R, type Kube, type Obj } from '../kube/client.js';
 import { isOperatorError } from '../kube/errors.js';
 import { mergePatchFrom } from '../kube/merge-patch.js';
 import { consumerOf } from '../reconcile/hooks-check.js';
 import { engineBase } from '../reconcile/pods.js';
+import { networkPolicyName, type OperatorPods } from '../reconcile/set-objects.js';
 import { fingerprint, plan, refusalKey } from '../reconcile/planner.js';
 import { DEFAULTS, type Action, type EngineDefaults, type Observed } from '../reconcile/types.js';
 import { gather, type SetMemory } from './gather.js';
@@ -27,6 +28,9 @@ export interface ControllerDeps {
   hooks: Hooks;
   metrics: Metrics;
   defaults?: EngineDefaults;
+  /** The operator's key (each set's token and PSKs derive from it). */
+  key: Buffer;
+  operatorPods: OperatorPods;
 }
 
 export class ShadowSetController {
@@ -45,10 +49,12 @@ export class ShadowSetController {
     }
     const memory = this.memory.get(key) ?? { lastReturnAttempt: {}, refusals: {}, downSinceMs: null };
     this.memory.set(key, memory);
-    const o = await gather(this.d.kube, this.d.engine, ss, { engineImage: this.d.engineImage, defaults: this.d.defaults ?? DEFAULTS, memory });
+    const o = await gather(this.d.kube, this.d.engine, ss, { engineImage: this.d.engineImage, defaults: this.d.defaults ?? DEFAULTS, memory, key: this.d.key, operatorPods: this.d.operatorPods });
     const p = plan(o);
-    const problem = await this.act(ss, o, p.actions, memory);
+    const { problem, created } = await this.act(ss, o, p.actions, memory);
     let status = p.status;
+    // Secrets this operator made (their uids): the only ones it deletes when the set is dissolved.
+    if (created.length > 0) status = { ...status, secrets: [...(status.secrets ?? []).filter((x) => !created.some((c) => c.name === x.name)), ...created] };
     if (problem) {
       const ready = status.conditions?.find((c) => c.type === 'Ready');
       if (ready && (ready.status !== 'False' || ready.reason !== problem.reason)) {
@@ -63,11 +69,15 @@ export class ShadowSetController {
     return p.requeueAfterMs >= 0 ? { requeueAfterMs: problem ? Math.max(p.requeueAfterMs, 5000) : p.requeueAfterMs } : undefined;
   }
 
-  /** Carry out the plan. Returns an engine refusal to show in the Ready condition, if any. */
-  private async act(ss: Obj, o: Observed, actions: Action[], memory: SetMemory): Promise<{ reason: string; message: string } | null> {
+  /**
+   * Carry out the plan. Returns an engine refusal to show in the Ready condition, if any, and the Secrets
+   * created (name and uid).
+   */
+  private async act(ss: Obj, o: Observed, actions: Action[], memory: SetMemory): Promise<{ problem: { reason: string; message: string } | null; created: { name: string; uid: string }[] }> {
+    const created: { name: string; uid: string }[] = [];
     const k = this.d.kube;
     const ns = o.namespace;
-    const base = o.enginePod?.podIP ? engineBase(o.enginePod.podIP) : '';
+    const base = { base: o.enginePod?.podIP ? engineBase(o.enginePod.podIP) : '', token: o.keys.controlToken };
     let problem: { reason: string; message: string } | null = null;
     const event = (type: 'Normal' | 'Warning', reason: string, message: string) => this.event(ss, type, reason, message);
     for (const a of actions) {
@@ -82,6 +92,21 @@ export class ShadowSetController {
           case 'deleteEnginePod':
             await k.delete(R.pods, ns, `${o.name}-engine`);
             break;
+          case 'ensureSecrets':
+            for (const secret of a.secrets) {
+              // Create only: an existing Secret is left as is (the operator may not read it).
+              const made = await k.create(R.secrets, ns, secret).catch((e: unknown) => {
+                if (isOperatorError(e, 'OP_CONFLICT')) return null;
+                throw e;
+              });
+              if (made?.metadata.uid) created.push({ name: made.metadata.name, uid: made.metadata.uid });
+            }
+            break;
+          case 'applyNetworkPolicy': {
+            const np = a.policy as { metadata: { name: string } };
+            await k.apply(R.networkpolicies, ns, np.metadata.name, a.policy, FIELD_MANAGER);
+            break;
+          }
           case 'deleteMemberServer':
             await k.delete(R.pods, ns, a.name);
             break;
@@ -156,7 +181,7 @@ export class ShadowSetController {
         }
       }
     }
-    return problem;
+    return { problem, created };
   }
 
   /** Why the hooks may not run now (their pods are not declared consumers of the set), or null. */
@@ -223,6 +248,13 @@ export class ShadowSetController {
     for (const p of pods) if (!p.metadata.deletionTimestamp) await k.delete(R.pods, ns, p.metadata.name);
     if (pods.length > 0) return { requeueAfterMs: 500 };
     await k.delete(R.services, ns, name);
+    await k.delete(R.networkpolicies, ns, networkPolicyName(name));
+    // Only the Secrets this operator created, by uid: one made by someone else under that name stays.
+    for (const sec of ((ss.status ?? {}) as ShadowSetStatus).secrets ?? []) {
+      await k.delete(R.secrets, ns, sec.name, { apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { uid: sec.uid } }).catch((e: unknown) => {
+        if (!isOperatorError(e, 'OP_CONFLICT')) throw e; // replaced meanwhile: not ours any more
+      });
+    }
     for (const b of (await k.list(R.writebitmaps, ns, `${SET_LABEL}=${name}`)).items) {
       if (b.metadata.finalizers?.length) await k.mergePatch(R.writebitmaps, ns, b.metadata.name, { metadata: { finalizers: null } });
       await k.delete(R.writebitmaps, ns, b.metadata.name);

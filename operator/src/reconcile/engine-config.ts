@@ -3,13 +3,17 @@
  * with what resources the engine runs. Its hash is an annotation on the pod; when the spec asks for another
  * one the operator restarts the engine cleanly instead of leaving the change unapplied. Settings the engine
  * takes through its API (throttles, member timeout, copy source, minicopy policy) and the Service type are
- * not in it: they change without a restart.
+ * not in it: they change without a restart. The spec's NBD member URIs are: the engine's API may add only
+ * the ones it was started with.
  */
 import { createHash } from 'node:crypto';
 import type { ShadowSetSpec } from '../api/shadowset.js';
 
 export const CONFIG_HASH_ANNOTATION = 'shadowset.dev/config-hash';
 export const CONFIG_ANNOTATION = 'shadowset.dev/config';
+
+/** The spec's own NBD URIs: the only plain nbd:// locations the engine's API may name. */
+export const allowedNbd = (spec: ShadowSetSpec): string[] => [...new Set(spec.members.flatMap((m) => (m.nbd ? [m.nbd] : [])))].sort();
 
 export interface EngineConfig {
   image: string;
@@ -18,6 +22,8 @@ export interface EngineConfig {
   'engine.nodeName': string | null;
   'engine.nodeSelector': Record<string, string> | null;
   'engine.resources': Record<string, unknown> | null;
+  /** The spec's NBD URIs: the engine's API may add only these (plain nbd://), so a new one needs a new pod. */
+  'members.nbd': string[];
 }
 
 export function engineConfig(spec: ShadowSetSpec, image: string): EngineConfig {
@@ -28,6 +34,7 @@ export function engineConfig(spec: ShadowSetSpec, image: string): EngineConfig {
     'engine.nodeName': spec.engine.nodeName ?? null,
     'engine.nodeSelector': spec.engine.nodeSelector ?? null,
     'engine.resources': spec.engine.resources ?? null,
+    'members.nbd': allowedNbd(spec),
   };
 }
 

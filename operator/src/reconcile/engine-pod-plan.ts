@@ -19,7 +19,7 @@ export function replaceReason(o: Observed, spec: ShadowSetSpec, wanted: EngineCo
   if (pod.configHash !== configHash(wanted)) return `configuration changed: ${configChanges(pod.config, wanted)}`;
   if (o.engine.kind === 'ok') return null;
   // A refusal is final for these arguments; anything else (starting, crash loop, no answer) gets a while.
-  const down = o.engine.kind === 'refused' || (o.engineDownSinceMs !== null && o.nowMs - o.engineDownSinceMs >= STALE_AFTER_MS);
+  const down = (o.engine.kind === 'refused' && o.engine.code !== 'ENG_UNAUTHORIZED') || (o.engineDownSinceMs !== null && o.nowMs - o.engineDownSinceMs >= STALE_AFTER_MS);
   if (!down) return null;
   const stale = staleArguments(o, spec, claimNode);
   return stale ? `engine not serving and its member arguments are stale: ${stale}` : null;

@@ -51,7 +51,7 @@ test('confirmOverwrite allows overwriting that member only: a per-member option,
   const o = observed({ spec: s, claims: { ca: claim('ca'), cb: claim('cb'), cc: claim('cc', 'n2') }, memberServers: { c: pod('vol-member-c', ['c'], '127.12.0.4') } });
   const args = argsOf(plan(o).actions);
   const members = args.flatMap((a, i) => (args[i - 1] === '--member' ? [a] : []));
-  assert.deepEqual(members, ['/dev/shadow/a', '/dev/shadow/b#readCost=3,site=zone-b,overwrite', 'nbd://127.12.0.4:10810/member#overwrite']);
+  assert.deepEqual(members, ['/dev/shadow/a', '/dev/shadow/b#readCost=3,site=zone-b,overwrite', 'nbds://127.12.0.4:10810/member#overwrite']);
   assert.ok(!args.includes('--overwrite'));
 });
 
@@ -122,7 +122,7 @@ test('the engine pod records its configuration; a change of export or engine set
   const stopping = running(spec(two, { export: { port: 10900 } }));
   assert.deepEqual(kinds(plan({ ...stopping, enginePod: { ...stopping.enginePod!, deleting: true } }).actions), []);
   const gone = plan({ ...stopping, enginePod: null, engine: { kind: 'none' } });
-  assert.deepEqual(kinds(gone.actions), ['createEnginePod', 'applyService']);
+  assert.deepEqual(kinds(gone.actions), ['ensureSecrets', 'createEnginePod', 'applyService']);
   assert.ok(argsOf(gone.actions).includes('$(POD_IP):10900'));
   // Settings the engine takes live do not restart it.
   const live = plan(running(spec(two, { throttle: { copyBytesPerSecond: 1000 }, memberTimeoutSeconds: 9, minicopyPolicy: 'Required' })));
@@ -145,29 +145,29 @@ test('the Service follows export.serviceType and export.port, and is re-applied 
 test('an engine that does not serve with stale member arguments is recreated; one that serves returns its members instead', () => {
   const withServer = spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }]);
   const claims = { ca: claim('ca', 'n1'), cb: claim('cb', 'n2') };
-  const enginePod = pod('vol-engine', ['a'], '127.11.0.2', { memberLocations: ['/dev/shadow/a', 'nbd://127.12.0.5:10810/member'] });
+  const enginePod = pod('vol-engine', ['a'], '127.11.0.2', { memberLocations: ['/dev/shadow/a', 'nbds://127.12.0.5:10810/member'] });
   const servers = { b: pod('vol-member-b', ['b'], '127.12.0.9') };
   const down = (engineView: Observed['engine'], sinceMs: number | null) =>
     plan(observed({ spec: withServer, claims, enginePod, memberServers: servers, engine: engineView, engineDownSinceMs: sinceMs }));
   const unreachable = { kind: 'unreachable' as const, message: 'connect ECONNREFUSED' };
   const recreated = down(unreachable, 1_000_000 - 31_000);
   assert.deepEqual(kinds(recreated.actions), ['deleteEnginePod']);
-  assert.match(events(recreated.actions)[0]!.message, /stale: member location nbd:\/\/127\.12\.0\.5:10810\/member/);
+  assert.match(events(recreated.actions)[0]!.message, /stale: member location nbds:\/\/127\.12\.0\.5:10810\/member/);
   assert.deepEqual(kinds(down(unreachable, 1_000_000 - 5_000).actions), [], 'not for a moment\'s silence');
   assert.deepEqual(kinds(down({ kind: 'refused', code: 'ENG_IO', message: 'cannot open' }, 1_000_000).actions), ['deleteEnginePod'], 'a refusal is final');
   // Fresh arguments are not stale: an engine that does not serve for another reason is left alone.
-  const fresh = { ...enginePod, memberLocations: ['/dev/shadow/a', 'nbd://127.12.0.9:10810/member'] };
+  const fresh = { ...enginePod, memberLocations: ['/dev/shadow/a', 'nbds://127.12.0.9:10810/member'] };
   assert.deepEqual(kinds(plan(observed({ spec: withServer, claims, enginePod: fresh, memberServers: servers, engine: unreachable, engineDownSinceMs: 0 })).actions), []);
   // A claim attached for a member that is no longer that claim's.
   const moved = plan(observed({ spec: spec([{ name: 'a', claimName: 'cz' }, { name: 'b', claimName: 'cb' }]), claims: { cz: claim('cz'), cb: claim('cb') }, enginePod: pod('vol-engine', ['a', 'b']), engine: unreachable, engineDownSinceMs: 0 }));
   assert.match(events(moved.actions)[0]?.message ?? '', /claim ca is attached as member a/);
   // Serving: the member the engine recorded as removed is returned at its member server's current address.
-  const eng = engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: 'nbd://127.12.0.5:10810/member', state: 'Removed' }]);
+  const eng = engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: 'nbds://127.12.0.5:10810/member', state: 'Removed' }]);
   const serving = plan(observed({
     spec: withServer, claims, enginePod, memberServers: servers, engine: { kind: 'ok', status: eng },
     previous: { members: [{ name: 'a', id: 'ia', state: 'InSync' }, { name: 'b', id: 'ib', state: 'InSync' }] },
   }));
-  assert.deepEqual(serving.actions.filter((a) => a.kind !== 'event'), [{ kind: 'engineReturn', member: 'b', engineId: 'ib', minicopy: 'Optional', location: 'nbd://127.12.0.9:10810/member' }]);
+  assert.deepEqual(serving.actions.filter((a) => a.kind !== 'event'), [{ kind: 'engineReturn', member: 'b', engineId: 'ib', minicopy: 'Optional', location: 'nbds://127.12.0.9:10810/member' }]);
 });
 
 test('the spec refuses a site or an NBD URI that would break the engine\'s argument syntax, and the reserved ports', () => {

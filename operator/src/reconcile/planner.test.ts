@@ -7,8 +7,8 @@ import type { Action, Observed } from './types.js';
 
 test('a new set: engine pod with both local claims as devices, the export service, an event', () => {
   const p = plan(observed({}));
-  assert.deepEqual(kinds(p.actions), ['createEnginePod', 'applyService']);
-  const podObj = (p.actions[0] as Extract<Action, { kind: 'createEnginePod' }>).pod as { spec: { nodeName: string; containers: { args: string[]; volumeDevices: unknown[] }[] } };
+  assert.deepEqual(kinds(p.actions), ['ensureSecrets', 'applyNetworkPolicy', 'createEnginePod', 'applyService']);
+  const podObj = (p.actions.find((a) => a.kind === 'createEnginePod') as Extract<Action, { kind: 'createEnginePod' }>).pod as { spec: { nodeName: string; containers: { args: string[]; volumeDevices: unknown[] }[] } };
   assert.equal(podObj.spec.nodeName, 'n1');
   const args = podObj.spec.containers[0]!.args;
   assert.deepEqual(args.slice(0, 5), ['serve', '--member', '/dev/shadow/a', '--member', '/dev/shadow/b']);
@@ -46,13 +46,13 @@ test('an invalid spec is terminal: InvalidSpec, no actions, no requeue', () => {
 test('a member on another node gets a member server, and the engine waits for it (bounded)', () => {
   const o = observed({ claims: { ca: claim('ca', 'n1'), cb: claim('cb', 'n2') } });
   const p = plan(o);
-  assert.deepEqual(kinds(p.actions), ['createMemberServer']);
-  const ms = (p.actions[0] as Extract<Action, { kind: 'createMemberServer' }>).pod as { spec: { nodeName: string; containers: { args: string[] }[] } };
+  assert.deepEqual(kinds(p.actions), ['ensureSecrets', 'applyNetworkPolicy', 'createMemberServer']);
+  const ms = (p.actions.find((a) => a.kind === 'createMemberServer') as Extract<Action, { kind: 'createMemberServer' }>).pod as { spec: { nodeName: string; containers: { args: string[] }[] } };
   assert.equal(ms.spec.nodeName, 'n2');
   assert.equal(ms.spec.containers[0]!.args[0], 'serve-device');
   const later = plan({ ...o, memberServers: { b: { ...pod('vol-member-b', ['b'], '127.12.0.2'), createdMs: 0 } } });
   const engineArgs = ((later.actions.find((a) => a.kind === 'createEnginePod') as Extract<Action, { kind: 'createEnginePod' }>).pod as { spec: { containers: { args: string[] }[] } }).spec.containers[0]!.args;
-  assert.ok(engineArgs.includes('nbd://127.12.0.2:10810/member'));
+  assert.ok(engineArgs.includes('nbds://127.12.0.2:10810/member'));
 });
 
 test('steady: nothing to do but mirror status; a new spec member is added through its member server', () => {
@@ -65,10 +65,10 @@ test('steady: nothing to do but mirror status; a new spec member is added throug
   assert.equal(p.status.membersInSync, '2/2');
   assert.equal(p.status.state, 'Steady');
   const grown = { ...base, spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }, { name: 'c', claimName: 'cc' }]), claims: { ...base.claims, cc: claim('cc') } };
-  assert.deepEqual(kinds(plan(grown).actions), ['createMemberServer']);
+  assert.deepEqual(kinds(plan(grown).actions), ['ensureSecrets', 'createMemberServer']);
   const ready = plan({ ...grown, memberServers: { c: pod('vol-member-c', ['c'], '127.11.0.9') } });
   const add = ready.actions.find((a) => a.kind === 'engineAdd') as Extract<Action, { kind: 'engineAdd' }>;
-  assert.deepEqual(add.body, { location: 'nbd://127.11.0.9:10810/member', noCopy: false, confirmOverwrite: false, readCost: 1 });
+  assert.deepEqual(add.body, { location: 'nbds://127.11.0.9:10810/member', noCopy: false, confirmOverwrite: false, readCost: 1 });
 });
 
 test('detach: removal with the set\'s minicopy policy; refused while merging or with fewer than two full members left', () => {
@@ -170,9 +170,11 @@ test('export over TLS: the Secret is mounted for the engine and the endpoint say
     spec: { containers: { args: string[]; volumeMounts: { name: string; mountPath: string }[] }[]; volumes: { name: string; secret?: { secretName: string } }[] };
   };
   const c = podObj.spec.containers[0]!;
-  assert.deepEqual(c.args.slice(c.args.indexOf('--tls-cert'), c.args.indexOf('--tls-cert') + 4), ['--tls-cert', '/etc/shadowset/tls/tls.crt', '--tls-key', '/etc/shadowset/tls/tls.key']);
+  assert.deepEqual(c.args.slice(c.args.indexOf('--tls-cert'), c.args.indexOf('--tls-cert') + 6), ['--tls-cert', '/etc/shadowset/tls/tls.crt', '--tls-key', '/etc/shadowset/tls/tls.key', '--tls-ca', '/etc/shadowset/tls/ca.crt']);
+  assert.ok(!c.args.includes('--export-psk-file'), 'one TLS mode for the export');
   assert.ok(c.volumeMounts.some((m) => m.name === 'tls' && m.mountPath === '/etc/shadowset/tls'));
-  assert.deepEqual(podObj.spec.volumes.find((v) => v.name === 'tls')?.secret, { secretName: 'vol-tls' });
+  // Client certificates are required: without ca.crt in the Secret the kubelet holds the pod (Ready says why).
+  assert.deepEqual(podObj.spec.volumes.find((v) => v.name === 'tls')?.secret, { secretName: 'vol-tls', defaultMode: 0o400, items: ['tls.crt', 'tls.key', 'ca.crt'].map((k) => ({ key: k, path: k })) });
   const running = plan({ ...o, enginePod: { ...pod('vol-engine', ['a', 'b']), configHash: configHash(engineConfig(o.spec as never, o.engineImage)) }, engine: { kind: 'ok', status: engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/dev/shadow/b', state: 'InSync' }]) } });
   assert.match(running.status.endpoint ?? '', /^nbds:\/\/vol\.ns\.svc:10809\/shadow$/);
 });

@@ -8,7 +8,8 @@ import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
 import { engineConfig } from './engine-config.js';
 import { replaceReason } from './engine-pod-plan.js';
 import { hookRefusal } from './hooks-check.js';
-import { enginePod, exportService, memberServerPod, memberServerUri, DEVICE_DIR } from './pods.js';
+import { enginePod, memberServerPod, memberServerUri, DEVICE_DIR } from './pods.js';
+import { exportService, internalSecretName, networkPolicy, policyPorts, setSecrets } from './set-objects.js';
 import { buildStatus } from './status.js';
 import type { Action, Observed, Plan } from './types.js';
 
@@ -90,6 +91,10 @@ export function plan(o: Observed): Plan {
       }
       return { actions, status: buildStatus(o, null, why, actions), requeueAfterMs: -1 };
     }
+    // The Secrets first: the pods mount them. Then the NetworkPolicy, before any listener exists.
+    actions.push({ kind: 'ensureSecrets', secrets: setSecrets(owner, o.keys) });
+    const policy = networkPolicy(owner, spec, o.operatorPods);
+    if (o.networkPolicyPorts !== policyPorts(policy as never)) actions.push({ kind: 'applyNetworkPolicy', policy });
     // Members on other nodes are served by member servers; start the engine with those already running.
     const remote = active.filter((m) => m.claimName && !local(m));
     const reached = [
@@ -113,17 +118,30 @@ export function plan(o: Observed): Plan {
     return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: 'engine pod created' }, actions), requeueAfterMs: 2000 };
   }
 
-  // The Service follows export.serviceType and export.port (a port change also restarted the engine).
+  // The Service follows export.serviceType and export.port (a port change also restarted the engine), the
+  // NetworkPolicy the export port; both are put back if deleted.
   if (!o.service || o.service.type !== spec.export.serviceType || o.service.port !== spec.export.port) {
     actions.push({ kind: 'applyService', service: exportService(owner, spec) });
   }
+  const policy = networkPolicy(owner, spec, o.operatorPods);
+  if (o.networkPolicyPorts !== policyPorts(policy as never)) actions.push({ kind: 'applyNetworkPolicy', policy });
 
+  if (o.engine.kind === 'refused' && o.engine.code === 'ENG_UNAUTHORIZED') {
+    // The pod mounts a Secret this operator did not derive for this set (one left by an earlier set of the
+    // same name, or made by someone else): it is never overwritten, so say what to do.
+    const why = {
+      reason: Reason.EngineUnauthorized,
+      message: `the engine refuses this operator's control token: Secret ${internalSecretName(o.name)} was not made for this ShadowSet (uid ${o.uid}); delete that Secret and the pod ${o.enginePod.name}`,
+    };
+    if (o.previous.conditions?.find((c) => c.type === 'Ready')?.reason !== why.reason) actions.push({ kind: 'event', type: 'Warning', reason: EventReason.Refused, message: why.message });
+    return { actions, status: buildStatus(o, null, why, actions), requeueAfterMs: 30_000 };
+  }
   if (o.engine.kind !== 'ok') {
     const why = o.engine.kind === 'refused'
       ? { reason: o.engine.code === 'ENG_FOREIGN_DATA' || o.engine.code === 'ENG_SET_MISMATCH' || o.engine.code === 'ENG_OTHER_SET' ? Reason.ForeignData : Reason.EngineUnreachable, message: `engine refused to start: ${o.engine.message}` }
       : o.engine.kind === 'unreachable'
         ? { reason: Reason.EngineUnreachable, message: o.engine.message }
-        : { reason: Reason.EnginePending, message: `engine pod ${o.enginePod.name} is ${o.enginePod.phase}` };
+        : { reason: Reason.EnginePending, message: `engine pod ${o.enginePod.name} is ${o.enginePod.phase}${o.enginePod.waiting ? ` (${o.enginePod.waiting})` : ''}` };
     if (o.engine.kind === 'refused' && o.previous.conditions?.find((c) => c.type === 'Ready')?.reason !== why.reason) {
       actions.push({ kind: 'event', type: 'Warning', reason: EventReason.Refused, message: why.message });
     }
@@ -235,6 +253,9 @@ export function plan(o: Observed): Plan {
   for (const cr of o.bitmapCrs) {
     if (!eng.bitmaps.some((b) => b.id === cr.bitmapId) && !cr.deleting) actions.push({ kind: 'deleteBitmapCr', name: cr.name });
   }
+
+  // A member server mounts the set's Secret: make sure it is there (it could have been deleted).
+  if (actions.some((a) => a.kind === 'createMemberServer')) actions.unshift({ kind: 'ensureSecrets', secrets: setSecrets(owner, o.keys) });
 
   const status = buildStatus(o, eng, problem, actions);
   const transient = eng.state !== 'Steady' || actions.some((a) => a.kind.startsWith('engine') || a.kind === 'createMemberServer');

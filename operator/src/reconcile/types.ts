@@ -1,6 +1,8 @@
 /** What a reconcile observed, and what it decided: the planners' inputs and outputs (plain data). */
 import type { EngineStatus } from '@shadowset/engine/api';
 import type { ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
+import type { SetKeys } from '../security/keys.js';
+import type { OperatorPods } from './set-objects.js';
 
 export interface EngineDefaults {
   memberTimeoutSeconds: number;
@@ -33,6 +35,8 @@ export interface PodInfo {
   restarts: number;
   /** When the pod was created (ms since the epoch). */
   createdMs: number;
+  /** Why its first container waits (reason: message), e.g. a Secret key missing. */
+  waiting?: string;
   /** Engine pod: its configuration hash and record (annotations; absent on pods of older operators). */
   configHash?: string;
   config?: string;
@@ -85,6 +89,12 @@ export interface Observed {
   nodeZones: Record<string, string | null>;
   /** The export Service as it is (null: none). */
   service: { type: string; port: number } | null;
+  /** The set's NetworkPolicy as it is: the ports of its rules (see policyPorts), or null: none. */
+  networkPolicyPorts: string | null;
+  /** The set's keys, derived from the operator's key (never read from its Secrets). */
+  keys: SetKeys;
+  /** The operator's pods, the only peers of the engine's HTTP API. */
+  operatorPods: OperatorPods;
   /** Since when the engine pod has existed without serving (ms since the epoch), or null. */
   engineDownSinceMs: number | null;
   /** Engine refusals by action (`kind:member`), not retried while the world is unchanged. */
@@ -103,6 +113,9 @@ export type Action =
   | { kind: 'createMemberServer'; member: string; pod: Record<string, unknown> }
   | { kind: 'deleteMemberServer'; member: string; name: string }
   | { kind: 'applyService'; service: Record<string, unknown> }
+  | { kind: 'applyNetworkPolicy'; policy: Record<string, unknown> }
+  /** Create the set's Secrets where missing (an existing one is left as is). */
+  | { kind: 'ensureSecrets'; secrets: Record<string, unknown>[] }
   | { kind: 'engineAdd'; member: string; body: { location: string; noCopy: boolean; confirmOverwrite: boolean; readCost: number; site?: string } }
   | { kind: 'engineRemove'; member: string; engineId: string; policy: string; detach: boolean }
   | { kind: 'engineReturn'; member: string; engineId: string; minicopy: 'Required' | 'Optional'; location?: string }
