@@ -50,13 +50,15 @@ const needs: [string, string, string[]][] = [
   ['shadowset.dev', 'writebitmaps/status', ['patch']],
   ['', 'pods', ['get', 'list', 'watch', 'create', 'delete']],
   ['', 'pods/exec', ['get', 'create']],
+  ['', 'secrets', ['create', 'delete']],
+  ['networking.k8s.io', 'networkpolicies', ['get', 'create', 'patch', 'delete']],
   ['', 'persistentvolumeclaims', ['get', 'list', 'watch']],
   ['', 'services', ['get', 'create', 'patch', 'delete']],
   ['', 'events', ['create']],
 ];
 /** Never granted: the operator must not read secrets, change claims or pods in place, or touch RBAC. */
 const never: [string, string, string][] = [
-  ['', 'secrets', 'get'], ['', 'secrets', 'list'], ['', 'persistentvolumeclaims', 'delete'], ['', 'persistentvolumeclaims', 'update'],
+  ['', 'secrets', 'get'], ['', 'secrets', 'list'], ['', 'secrets', 'watch'], ['', 'secrets', 'update'], ['', 'secrets', 'patch'], ['', 'persistentvolumeclaims', 'delete'], ['', 'persistentvolumeclaims', 'update'],
   ['', 'pods', 'update'], ['', 'pods', 'patch'], ['', 'configmaps', 'get'], ['rbac.authorization.k8s.io', 'roles', 'create'],
   ['apps', 'deployments', 'create'], ['', 'pods/attach', 'create'],
 ];
@@ -118,10 +120,16 @@ test('the hooks\' exec client needs pods/exec get: its WebSocket handshake is a 
   await assert.rejects(new ExecHooks(as('exec-probe')).run('default', hook, 'freeze'), /Unexpected server response: 403/);
 });
 
-test('with watchNamespace, the operator reaches only that namespace (plus reading PVs and nodes)', async () => {
+const operatorKey = async () =>
+  (await rawRequest<{ data: { key: string } }>(cp.kubeConfig, { method: 'GET', path: `/api/v1/namespaces/${NS}/secrets/shadowset-key` })).data.key;
+
+test('with watchNamespace, the operator reaches only that namespace (plus reading PVs and nodes); an upgrade keeps the operator\'s key', async () => {
   // The watched namespace must exist: the chart puts a Role in it.
   await rawRequest(cp.kubeConfig, { method: 'POST', path: '/api/v1/namespaces', body: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'team-a' } } });
+  const key = await operatorKey();
+  assert.equal(Buffer.from(key, 'base64').length, 64);
   await runTool('helm', ['upgrade', 'shadowset', chartDir, '--namespace', NS, '--set', 'watchNamespace=team-a', ...kubeconfig()]);
+  assert.equal(await operatorKey(), key, 'the key made at install is kept (lookup), or every engine would refuse the operator');
   await assertAccess('team-a', true);
   await assertAccess('default', false);
   assert.ok(await can('list', 'persistentvolumes'));
@@ -137,8 +145,10 @@ test('every example passes the CRDs\' validation (server-side dry run, CEL rules
   }
 });
 
-test('helm uninstall removes the operator but keeps the CRDs (and so every ShadowSet)', async () => {
+test('helm uninstall removes the operator but keeps the CRDs (and so every ShadowSet) and the operator\'s key', async () => {
+  const key = await operatorKey();
   await runTool('helm', ['uninstall', 'shadowset', '--namespace', NS, ...kubeconfig()]);
   await assert.rejects(rawRequest(cp.kubeConfig, { method: 'GET', path: `/apis/apps/v1/namespaces/${NS}/deployments/shadowset` }), /404/);
   await rawRequest(cp.kubeConfig, { method: 'GET', path: '/apis/apiextensions.k8s.io/v1/customresourcedefinitions/shadowsets.shadowset.dev' });
+  assert.equal(await operatorKey(), key);
 });
