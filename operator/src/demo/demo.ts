@@ -3,6 +3,7 @@
  * first use), the CRDs, a simulated node, two file-backed members as local block PVs, the operator, and
  * an example two-member ShadowSet. Prints what to try; Ctrl-C tears everything down.
  */
+import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import { startControlPlane, NodeSimulator, createBackingDevice, waitFor, PROJECT_IMAGE, type BackingDevice } from '@shadowset/e2e';
 import { API_VERSION } from '../api/group.js';
@@ -18,6 +19,8 @@ const say = (s: string) => process.stdout.write(`demo: ${s}\n`);
 export async function runDemo(o: { memberMiB: number }): Promise<void> {
   say('starting the local control plane (etcd + kube-apiserver; built from Go modules on first use, which takes a few minutes)…');
   const cp = await startControlPlane();
+  // The operator's key, as the chart's Secret holds it: every set's token and PSKs derive from it.
+  const key = randomBytes(32);
   const disks: BackingDevice[] = [];
   let sim: NodeSimulator | null = null;
   let op: Operator | null = null;
@@ -70,6 +73,7 @@ export async function runDemo(o: { memberMiB: number }): Promise<void> {
     op = new Operator({
       kubeConfig: cp.kubeConfig, log: pino({ level: 'warn', base: { component: 'operator' } }), engineImage: `${PROJECT_IMAGE}:dev`,
       leaderElection: { namespace: 'default', identity: 'demo' }, httpAddresses: ['127.0.0.1:0'],
+      key, operatorPods: { namespace: 'default', labels: { 'app.kubernetes.io/name': 'shadowset-demo' } },
     });
     await op.start();
     await kube.apply(R.shadowsets, NS, 'demo', {

@@ -107,7 +107,7 @@ test('an engine restarted with a member server\'s old address gets that member b
   await c.until(NS, 'st', 'two in sync', allInSync(2));
   const oldServer = await c.kube.get(R.pods, NS, 'st-member-m2');
   const oldIp = (oldServer?.status as { podIP: string }).podIP;
-  assert.ok((await enginePod('st')).args.includes(`nbd://${oldIp}:10810/member`));
+  assert.ok((await enginePod('st')).args.includes(`nbds://${oldIp}:10810/member`));
   await c.qemuIo(NS, 'st', ['write -P 0x6d 0 1M']);
   // The member server goes (its node's pod rescheduled, say) and the engine's container dies with it.
   await c.kube.delete(R.pods, NS, 'st-member-m2');
@@ -119,8 +119,8 @@ test('an engine restarted with a member server\'s old address gets that member b
   // The engine serves again with the member at its new address, in sync.
   await waitFor('m2 in sync at the new address', async () => {
     try {
-      const st = await (await fetch(`http://${await c.enginePodIP(NS, 'st')}:8080/v1/status`)).json() as { members?: { path: string; state: string }[] };
-      return st.members?.some((m) => m.path === `nbd://${newIp}:10810/member` && m.state === 'InSync');
+      const st = await c.engineStatus(NS, 'st');
+      return st.members?.some((m) => m.path === `nbds://${newIp}:10810/member` && m.state === 'InSync');
     } catch {
       return false; // between engines
     }

@@ -27,7 +27,7 @@ test('a two-member set comes up: engine pod with both claims, Ready, members InS
   const s = await c.until(NS, 'vol', 'two members in sync', allInSync(2));
   assert.equal(cond(s, 'Degraded')?.status, 'False');
   assert.equal(cond(s, 'Resyncing')?.reason, 'Steady');
-  assert.match(s.endpoint ?? '', /^nbd:\/\/vol\.shadow\.svc:10809\/shadow$/);
+  assert.match(s.endpoint ?? '', /^nbds:\/\/vol\.shadow\.svc:10809\/shadow$/);
   const pod = await c.kube.get(R.pods, NS, 'vol-engine');
   const devices = ((pod?.spec as { containers: { volumeDevices: { devicePath: string }[] }[] }).containers[0]!.volumeDevices).map((d) => d.devicePath);
   assert.deepEqual(devices, ['/dev/shadow/m1', '/dev/shadow/m2']);
