@@ -97,7 +97,10 @@ export class LocalEnv extends BaseEnv {
   async engine(ns: string, set: string): Promise<EngineEndpoint> {
     // Pod IPs are loopback addresses of this machine: reachable directly.
     const ip = await this.enginePodIP(ns, set);
-    return { host: ip, port: 10809, exportName: 'shadow', uri: `nbd://${ip}:10809/shadow`, http: `http://${ip}:8080`, close: async () => undefined };
+    return {
+      host: ip, port: 10809, exportName: 'shadow', uri: `nbds://${ip}:10809/shadow`, http: `http://${ip}:8080`,
+      ...(await this.credentials(ns, set)), close: async () => undefined,
+    };
   }
 
   async killEngine(ns: string, set: string): Promise<void> {
