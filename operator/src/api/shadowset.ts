@@ -67,7 +67,7 @@ export const shadowSetSpecSchema = z
         .refine((p) => p !== RESERVED_PORTS.http && p !== RESERVED_PORTS.member, { message: `must not be ${RESERVED_PORTS.http} (the engine's HTTP API) or ${RESERVED_PORTS.member} (the member servers' port)` }),
       serviceType: z.enum(['ClusterIP', 'NodePort', 'LoadBalancer']).default('ClusterIP'),
       tlsSecretName: z.string().min(1).max(253).optional()
-        .describe('Serve NBD over TLS (required on the Service port) with this kubernetes.io/tls Secret (tls.crt, tls.key).'),
+        .describe('Serve the export with this Secret\'s certificate (tls.crt, tls.key) and require client certificates signed by its ca.crt, instead of the set\'s PSK.'),
     }).prefault({})
       .meta({
         'x-kubernetes-validations': [
