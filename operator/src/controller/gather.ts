@@ -6,7 +6,7 @@ import { R, type Kube, type Obj } from '../kube/client.js';
 import { CONFIG_ANNOTATION, CONFIG_HASH_ANNOTATION } from '../reconcile/engine-config.js';
 import { consumerOf, hookPodNames } from '../reconcile/hooks-check.js';
 import { ATTACHED_ANNOTATION, MEMBER_ANNOTATION, engineBase, engineName, memberLocation } from '../reconcile/pods.js';
-import { networkPolicyName, policyPorts, type OperatorPods } from '../reconcile/set-objects.js';
+import { networkPolicyName, policyFingerprint, type OperatorPods } from '../reconcile/set-objects.js';
 import type { ClaimInfo, EngineDefaults, EngineView, HeldRefusal, HookPod, Observed, PodInfo } from '../reconcile/types.js';
 import { deriveSetKeys } from '../security/keys.js';
 
@@ -158,7 +158,7 @@ export async function gather(kube: Kube, engine: EngineClient, ss: Obj, g: Gathe
     name, namespace: ns, uid: ss.metadata.uid!, generation: ss.metadata.generation ?? 0,
     deleting: !!ss.metadata.deletionTimestamp, spec, claims, enginePod, memberServers, engine: engineView, bitmapCrs,
     previous: (ss.status ?? {}) as ShadowSetStatus, engineImage: g.engineImage, defaults: g.defaults,
-    hookPods, nodeZones, service, networkPolicyPorts: policy ? policyPorts(policy as never) : null, keys, operatorPods: g.operatorPods, engineDownSinceMs: g.memory.downSinceMs, refusals: g.memory.refusals,
+    hookPods, nodeZones, service, networkPolicyFingerprint: policy ? policyFingerprint(policy as never) : null, keys, operatorPods: g.operatorPods, engineDownSinceMs: g.memory.downSinceMs, refusals: g.memory.refusals,
     now: now.toISOString(), nowMs, lastReturnAttempt: g.memory.lastReturnAttempt,
   };
 }

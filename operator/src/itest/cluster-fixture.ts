@@ -35,6 +35,7 @@ export class Cluster {
   hooks = new RecordingHooks();
   /** The operator's key, as the chart's Secret would hold it. */
   readonly key = randomBytes(32);
+  readonly operatorPods = { namespace: 'default', labels: { 'app.kubernetes.io/name': 'shadowset-test' } };
   readonly disks = new Map<string, BackingDevice>();
   private readonly pskDirs: string[] = [];
 
@@ -55,7 +56,7 @@ export class Cluster {
     this.op = new Operator({
       kubeConfig: this.cp.kubeConfig, log: pino({ level: process.env.OPERATOR_LOG ?? 'silent' }), engineImage: `${PROJECT_IMAGE}:dev`,
       leaderElection: { namespace: 'default', identity: 'test' }, httpAddresses: ['127.0.0.1:0'], hooks: this.hooks,
-      key: this.key, operatorPods: { namespace: 'default', labels: { 'app.kubernetes.io/name': 'shadowset-test' } },
+      key: this.key, operatorPods: this.operatorPods,
     });
     await this.op.start();
   }

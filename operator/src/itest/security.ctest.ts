@@ -8,7 +8,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '@shadowset/e2e';
+import { shadowSetSpecSchema } from '../api/shadowset.js';
 import { R } from '../kube/client.js';
+import { networkPolicy, policyFingerprint } from '../reconcile/set-objects.js';
 import { Cluster, cond, run, type Status } from './cluster-fixture.js';
 
 const NS = 'secure';
@@ -86,6 +88,9 @@ test('the set\'s Secrets and NetworkPolicy are the operator\'s: owned by the set
   }
   const np = await c.kube.get(R.networkpolicies, NS, 'sec-shadowset');
   assert.deepEqual((np?.spec as { ingress: { ports: { port: number }[] }[] }).ingress.map((r) => r.ports.map((p) => p.port)), [[8080], [10810], [10809]]);
+  // As stored, it is what the operator wants: nothing to re-apply at each look.
+  const want = networkPolicy({ name: 'sec', namespace: NS, uid: ss!.metadata.uid! }, shadowSetSpecSchema.parse(ss!.spec), c.operatorPods);
+  assert.equal(policyFingerprint(np as never), policyFingerprint(want as never));
   await c.kube.delete(R.shadowsets, NS, 'sec');
   await waitFor('dissolved', async () => (await c.get(NS, 'sec')) === null, { timeoutMs: 60_000 });
   for (const name of ['sec-shadowset-export', 'sec-shadowset-internal']) assert.equal(await c.kube.get(R.secrets, NS, name), null, `${name} deleted`);

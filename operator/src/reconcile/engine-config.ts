@@ -39,7 +39,7 @@ export function engineConfig(spec: ShadowSetSpec, image: string): EngineConfig {
 }
 
 /** JSON with object keys sorted, so equal configurations always serialize (and hash) alike. */
-function canonical(v: unknown): string {
+export function canonical(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
   if (v && typeof v === 'object') {
     return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`).join(',')}}`;

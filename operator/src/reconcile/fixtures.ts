@@ -3,7 +3,7 @@ import type { EngineStatus } from '@shadowset/engine/api';
 import { shadowSetSpecSchema, type ShadowSetSpec } from '../api/shadowset.js';
 import { deriveSetKeys } from '../security/keys.js';
 import { configHash, engineConfig } from './engine-config.js';
-import { networkPolicy, policyPorts } from './set-objects.js';
+import { networkPolicy, policyFingerprint } from './set-objects.js';
 import type { Action, Observed, PodInfo } from './types.js';
 
 export const spec = (members: object[], extra: object = {}) => shadowSetSpecSchema.parse({ members, ...extra });
@@ -36,7 +36,7 @@ export function observed(o: Partial<Observed>): Observed {
     spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }]),
     claims: { ca: claim('ca'), cb: claim('cb') }, enginePod: null, memberServers: {}, engine: { kind: 'none' },
     bitmapCrs: [], previous: {}, engineImage: 'img:1', defaults: { memberTimeoutSeconds: 120, maxCopies: 4 }, now: '2026-01-01T00:00:00Z', nowMs: 1_000_000, lastReturnAttempt: {},
-    hookPods: {}, nodeZones: {}, service: null, engineDownSinceMs: null, refusals: {}, networkPolicyPorts: null,
+    hookPods: {}, nodeZones: {}, service: null, engineDownSinceMs: null, refusals: {}, networkPolicyFingerprint: null,
     keys: deriveSetKeys(Buffer.alloc(32, 7), { namespace: 'ns', name: 'vol', uid: 'u1' }), operatorPods: { namespace: 'shadowset-system', labels: { app: 'op' } },
     ...o,
   };
@@ -44,7 +44,7 @@ export function observed(o: Partial<Observed>): Observed {
   if (s && base.enginePod && base.enginePod.configHash === undefined) base.enginePod = { ...base.enginePod, configHash: configHash(engineConfig(s, base.engineImage)) };
   if (s && !('service' in o)) base.service = { type: s.export.serviceType, port: s.export.port };
   // With an engine pod, the NetworkPolicy is there as the spec wants it, unless the test says otherwise.
-  if (s && base.enginePod && !('networkPolicyPorts' in o)) base.networkPolicyPorts = policyPorts(networkPolicy(base, s, base.operatorPods) as never);
+  if (s && base.enginePod && !('networkPolicyFingerprint' in o)) base.networkPolicyFingerprint = policyFingerprint(networkPolicy(base, s, base.operatorPods) as never);
   return base;
 }
 

@@ -96,7 +96,7 @@ test('a NetworkPolicy per set: HTTP from the operator\'s pods, the member port f
   // Running: put back if missing, or if it no longer fits the export port.
   const running = observed({ enginePod: pod('vol-engine', ['a', 'b']), engine: { kind: 'ok', status: engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/dev/shadow/b', state: 'InSync' }]) } });
   assert.deepEqual(kinds(plan(running).actions), []);
-  assert.deepEqual(kinds(plan({ ...running, networkPolicyPorts: null }).actions), ['applyNetworkPolicy']);
+  assert.deepEqual(kinds(plan({ ...running, networkPolicyFingerprint: null }).actions), ['applyNetworkPolicy']);
 });
 
 test('status: the endpoint is nbds:// and names the export Secret; Secrets made by the operator are kept in status', () => {

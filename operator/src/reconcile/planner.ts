@@ -9,7 +9,7 @@ import { engineConfig } from './engine-config.js';
 import { replaceReason } from './engine-pod-plan.js';
 import { hookRefusal } from './hooks-check.js';
 import { enginePod, memberServerPod, memberServerUri, DEVICE_DIR } from './pods.js';
-import { exportService, internalSecretName, networkPolicy, policyPorts, setSecrets } from './set-objects.js';
+import { exportService, internalSecretName, networkPolicy, policyFingerprint, setSecrets } from './set-objects.js';
 import { buildStatus } from './status.js';
 import type { Action, Observed, Plan } from './types.js';
 
@@ -94,7 +94,7 @@ export function plan(o: Observed): Plan {
     // The Secrets first: the pods mount them. Then the NetworkPolicy, before any listener exists.
     actions.push({ kind: 'ensureSecrets', secrets: setSecrets(owner, o.keys) });
     const policy = networkPolicy(owner, spec, o.operatorPods);
-    if (o.networkPolicyPorts !== policyPorts(policy as never)) actions.push({ kind: 'applyNetworkPolicy', policy });
+    if (o.networkPolicyFingerprint !== policyFingerprint(policy as never)) actions.push({ kind: 'applyNetworkPolicy', policy });
     // Members on other nodes are served by member servers; start the engine with those already running.
     const remote = active.filter((m) => m.claimName && !local(m));
     const reached = [
@@ -124,7 +124,7 @@ export function plan(o: Observed): Plan {
     actions.push({ kind: 'applyService', service: exportService(owner, spec) });
   }
   const policy = networkPolicy(owner, spec, o.operatorPods);
-  if (o.networkPolicyPorts !== policyPorts(policy as never)) actions.push({ kind: 'applyNetworkPolicy', policy });
+  if (o.networkPolicyFingerprint !== policyFingerprint(policy as never)) actions.push({ kind: 'applyNetworkPolicy', policy });
 
   if (o.engine.kind === 'refused' && o.engine.code === 'ENG_UNAUTHORIZED') {
     // The pod mounts a Secret this operator did not derive for this set (one left by an earlier set of the

@@ -5,6 +5,7 @@
 import { API_VERSION, ROLE_LABEL, SET_LABEL } from '../api/group.js';
 import { RESERVED_PORTS, type ShadowSetSpec } from '../api/shadowset.js';
 import type { SetKeys } from '../security/keys.js';
+import { canonical } from './engine-config.js';
 
 export interface Owner {
   name: string;
@@ -84,7 +85,7 @@ export function networkPolicy(o: Owner, spec: ShadowSetSpec, op: OperatorPods): 
   };
 }
 
-/** What of a NetworkPolicy the planner compares: the ports of its rules, in order. */
-export function policyPorts(policy: { spec?: { ingress?: { ports?: { port?: number | string }[] }[] } } | null): string {
-  return JSON.stringify((policy?.spec?.ingress ?? []).map((r) => (r.ports ?? []).map((p) => p.port)));
+/** What of a NetworkPolicy the planner compares: its whole spec, keys sorted (peers, labels and ports). */
+export function policyFingerprint(policy: { spec?: unknown } | null): string {
+  return canonical(policy?.spec ?? null);
 }

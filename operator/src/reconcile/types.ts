@@ -89,8 +89,8 @@ export interface Observed {
   nodeZones: Record<string, string | null>;
   /** The export Service as it is (null: none). */
   service: { type: string; port: number } | null;
-  /** The set's NetworkPolicy as it is: the ports of its rules (see policyPorts), or null: none. */
-  networkPolicyPorts: string | null;
+  /** The set's NetworkPolicy as it is (see policyFingerprint), or null: none. */
+  networkPolicyFingerprint: string | null;
   /** The set's keys, derived from the operator's key (never read from its Secrets). */
   keys: SetKeys;
   /** The operator's pods, the only peers of the engine's HTTP API. */
