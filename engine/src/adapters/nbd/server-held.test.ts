@@ -4,6 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { pino } from 'pino';
 import { NbdClientBackend } from '../backend-nbd/nbd-client.js';
 import { NbdServer, type NbdHandler } from './server.js';
@@ -53,4 +54,22 @@ test('held clients are dropped when the server closes without release (a start t
   await waitFor('the connection is held', () => server.waiting === 1);
   await server.close();
   await assert.rejects(client, /closed/);
+});
+
+test('a held client that resets its connection does not take the server down', async () => {
+  const server = new NbdServer({ exportName: 'x', description: 'held', handler, log: pino({ level: 'silent' }), multiConn: true, held: true });
+  const { port } = await server.listenTcp('127.0.0.1', 0);
+  const raw = net.connect(port, '127.0.0.1');
+  await new Promise((r) => raw.once('connect', r));
+  await waitFor('the connection is held', () => server.waiting === 1);
+  // Bytes for the held socket to read, then a reset: its next read fails with ECONNRESET ('error').
+  // Nothing tells when the server has read them: give it 100 ms (a reset sent at once is not seen at all).
+  await new Promise((r) => raw.write(Buffer.alloc(100), r));
+  await new Promise((r) => setTimeout(r, 100));
+  raw.resetAndDestroy();
+  await waitFor('the reset connection is forgotten while held', () => server.waiting === 0);
+  server.release();
+  const c = await NbdClientBackend.open(`nbd://127.0.0.1:${port}/x`, 5000);
+  await c.close();
+  await server.close();
 });

@@ -115,6 +115,9 @@ export class NbdServer {
         const w = { sock, tcp };
         held.add(w);
         sock.once('close', () => held.delete(w));
+        // A held socket is read (into its buffer) but has no Connection yet: a client that resets it
+        // would otherwise raise an unhandled 'error' and end the engine.
+        sock.on('error', () => undefined);
         return;
       }
       this.accept(sock, tcp);
