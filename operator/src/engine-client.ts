@@ -2,17 +2,24 @@
 import { statusSchema, type EngineStatus } from '@shadowset/engine/api';
 import { OperatorError } from './kube/errors.js';
 
+/** An engine's HTTP API and the set's bearer token for it. */
+export interface EngineTarget {
+  base: string;
+  token: string;
+}
+
 export type EngineAnswer = { ok: true; status: EngineStatus } | { ok: false; code: string; message: string; unreachable: boolean };
 
 export class EngineClient {
   constructor(private readonly timeoutMs = 5000) {}
 
-  private async call(base: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+  private async call(t: EngineTarget, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+    const base = t.base;
     let res: Response;
     try {
       res = await fetch(`${base}${path}`, {
         method,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        headers: { authorization: `Bearer ${t.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(this.timeoutMs),
       });
@@ -33,9 +40,9 @@ export class EngineClient {
     return json;
   }
 
-  async status(base: string): Promise<EngineAnswer> {
+  async status(t: EngineTarget): Promise<EngineAnswer> {
     try {
-      return { ok: true, status: statusSchema.parse(await this.call(base, 'GET', '/v1/status')) };
+      return { ok: true, status: statusSchema.parse(await this.call(t, 'GET', '/v1/status')) };
     } catch (e) {
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
       // Only an engine error code is the engine's answer. The engine listens before its routes exist (a
@@ -48,20 +55,20 @@ export class EngineClient {
     }
   }
 
-  add(base: string, body: { location: string; noCopy?: boolean; confirmOverwrite?: boolean; readCost?: number; site?: string }): Promise<unknown> {
-    return this.call(base, 'POST', '/v1/members/add', body);
+  add(t: EngineTarget, body: { location: string; noCopy?: boolean; confirmOverwrite?: boolean; readCost?: number; site?: string }): Promise<unknown> {
+    return this.call(t, 'POST', '/v1/members/add', body);
   }
-  remove(base: string, body: { member: string; minicopy: string; force?: boolean; reason?: string }): Promise<unknown> {
-    return this.call(base, 'POST', '/v1/members/remove', body);
+  remove(t: EngineTarget, body: { member: string; minicopy: string; force?: boolean; reason?: string }): Promise<unknown> {
+    return this.call(t, 'POST', '/v1/members/remove', body);
   }
-  return(base: string, body: { member: string; location?: string; minicopy?: string }): Promise<unknown> {
-    return this.call(base, 'POST', '/v1/members/return', body);
+  return(t: EngineTarget, body: { member: string; location?: string; minicopy?: string }): Promise<unknown> {
+    return this.call(t, 'POST', '/v1/members/return', body);
   }
-  deleteBitmap(base: string, id: string): Promise<unknown> {
-    return this.call(base, 'POST', '/v1/bitmaps/delete', { id });
+  deleteBitmap(t: EngineTarget, id: string): Promise<unknown> {
+    return this.call(t, 'POST', '/v1/bitmaps/delete', { id });
   }
-  settings(base: string, body: Record<string, unknown>): Promise<unknown> {
-    return this.call(base, 'POST', '/v1/settings', body);
+  settings(t: EngineTarget, body: Record<string, unknown>): Promise<unknown> {
+    return this.call(t, 'POST', '/v1/settings', body);
   }
 }
 

@@ -3,6 +3,18 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { KubeConfig } from '@kubernetes/client-node';
 import { Operator } from './operator.js';
+import { readKeyFile } from './security/keys.js';
+
+/** `k=v,k2=v2` → labels; refuses what is not a label pair. */
+export function parseLabels(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of text.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const m = /^([A-Za-z0-9][-A-Za-z0-9_./]{0,252})=([-A-Za-z0-9_.]{0,63})$/.exec(pair);
+    if (!m) throw new Error(`--operator-pod-labels: '${pair}' is not a label key=value`);
+    out[m[1]!] = m[2]!;
+  }
+  return out;
+}
 
 export async function main(argv: string[]): Promise<number | void> {
   const { values } = parseArgs({
@@ -17,6 +29,8 @@ export async function main(argv: string[]): Promise<number | void> {
       'log-level': { type: 'string', default: 'info' },
       'default-member-timeout': { type: 'string', default: '120' },
       'default-max-copies': { type: 'string', default: '4' },
+      'key-file': { type: 'string' },
+      'operator-pod-labels': { type: 'string', default: '' },
     },
     strict: true,
   });
@@ -24,13 +38,16 @@ export async function main(argv: string[]): Promise<number | void> {
   const maxCopies = Number(values['default-max-copies']);
   if (!Number.isInteger(memberTimeoutSeconds) || memberTimeoutSeconds < 1) throw new Error('--default-member-timeout must be a whole number of seconds ≥ 1');
   if (!Number.isInteger(maxCopies) || maxCopies < 1 || maxCopies > 64) throw new Error('--default-max-copies must be 1..64');
+  if (!values['key-file']) throw new Error('--key-file is required: a file of at least 32 random bytes (the chart makes one)');
+  const key = readKeyFile(values['key-file']);
+  const operatorPods = { namespace: process.env.POD_NAMESPACE ?? 'default', labels: parseLabels(values['operator-pod-labels']!) };
   const log = pino({ level: values['log-level']!, base: { component: 'operator' } });
   const kc = new KubeConfig();
   kc.loadFromDefault();
   const op = new Operator({
     kubeConfig: kc, log, engineImage: values['engine-image']!, watchNamespace: values['watch-namespace']!,
     leaderElection: values['leader-elect'] ? { namespace: values['leader-election-namespace']! } : false,
-    defaults: { memberTimeoutSeconds, maxCopies },
+    defaults: { memberTimeoutSeconds, maxCopies }, key, operatorPods,
     httpAddresses: [values['metrics-bind-address']!, values['health-bind-address']!].filter(Boolean),
   });
   await op.start();

@@ -16,6 +16,8 @@ import { LeaderElector } from './runtime/leader.js';
 import { Metrics } from './runtime/metrics.js';
 import { WorkQueue } from './runtime/work-queue.js';
 import { DEFAULTS, type EngineDefaults } from './reconcile/types.js';
+import type { OperatorPods } from './reconcile/set-objects.js';
+import { MIN_KEY_BYTES } from './security/keys.js';
 
 export interface OperatorOptions {
   kubeConfig: KubeConfig;
@@ -29,6 +31,10 @@ export interface OperatorOptions {
   hooks?: Hooks;
   /** Defaults for what ShadowSet specs leave unset. */
   defaults?: EngineDefaults;
+  /** The operator's secret (≥ 32 bytes): every set's control token and PSKs are derived from it. */
+  key: Buffer;
+  /** The operator's own pods (namespace and labels): the only peers the engines' HTTP API admits. */
+  operatorPods: OperatorPods;
 }
 
 export class Operator {
@@ -42,6 +48,7 @@ export class Operator {
   httpAddress: string | null = null;
 
   constructor(private readonly o: OperatorOptions) {
+    if (o.key.length < MIN_KEY_BYTES) throw new Error(`the operator key has ${o.key.length} bytes; at least ${MIN_KEY_BYTES} are required`);
     this.kube = new Kube(o.kubeConfig);
   }
 
@@ -61,8 +68,11 @@ export class Operator {
       });
     }
     const engine = new EngineClient();
-    const ss = new ShadowSetController({ kube: this.kube, engine, log, engineImage: this.o.engineImage, hooks: this.o.hooks ?? new ExecHooks(this.o.kubeConfig), metrics: this.metrics, defaults: this.o.defaults ?? DEFAULTS });
-    const wb = new WriteBitmapController(this.kube, engine, log, (obj, type, reason, message) => ss.event(obj, type, reason, message));
+    const ss = new ShadowSetController({
+      kube: this.kube, engine, log, engineImage: this.o.engineImage, hooks: this.o.hooks ?? new ExecHooks(this.o.kubeConfig), metrics: this.metrics,
+      defaults: this.o.defaults ?? DEFAULTS, key: this.o.key, operatorPods: this.o.operatorPods,
+    });
+    const wb = new WriteBitmapController(this.kube, engine, log, (obj, type, reason, message) => ss.event(obj, type, reason, message), this.o.key);
     const onError = (kind: string) => (key: string, err: unknown, attempt: number) => {
       this.metrics.errors++;
       log.warn({ event: 'ReconcileFailed', kind, key, attempt, err: (err as Error).message }, 'reconcile failed; backing off');

@@ -29,6 +29,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/* The selector labels as key=value,key=value (the operator's --operator-pod-labels). */}}
+{{- define "shadowset.selectorLabelList" -}}
+{{- $labels := include "shadowset.selectorLabels" . | fromYaml -}}
+{{- $pairs := list -}}
+{{- range $k := keys $labels | sortAlpha -}}
+{{- $pairs = append $pairs (printf "%s=%s" $k (index $labels $k)) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
 {{- define "shadowset.labels" -}}
 helm.sh/chart: {{ include "shadowset.chart" . }}
 {{ include "shadowset.selectorLabels" . }}
@@ -74,6 +84,12 @@ watchNamespace. Each verb is one the operator uses; see README.md (RBAC). */}}
 - apiGroups: [""]
   resources: ["pods/exec"]
   verbs: ["get", "create"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch"]

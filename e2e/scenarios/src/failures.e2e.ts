@@ -47,7 +47,7 @@ chain.scenario('a member\'s node fails under load: removed after the member time
 
   const load = new VersionedBlocks(0, 8 * MiB, 11);
   const ep = await env!.engine(NS, 'nf');
-  const client = await NbdClient.connect(ep.uri);
+  const client = await NbdClient.connect(ep);
   const bg = background(load, client, { queueDepth: 4, readFraction: 0.2 });
   try {
     await waitFor('the load to run', () => load.writesAcked > 300, { timeoutMs: 30_000 });

@@ -45,7 +45,7 @@ const apply = (file: string, s: Record<string, unknown>) => env!.apply(file, sha
 
 async function connect(): Promise<NbdClient> {
   const ep = await env!.engine(NS, SET);
-  return NbdClient.connect(ep.uri);
+  return NbdClient.connect(ep);
 }
 
 /** Mount the filesystem of the virtual unit read-only through a fresh FUSE export; files must match. */
@@ -54,7 +54,7 @@ async function checkFilesThroughEngine(): Promise<void> {
   try {
     const ep = await env!.engine(NS, SET);
     local.defer('close endpoint', () => ep.close());
-    const fuse = await fuseExport(local, env!.workDir, ep.host, ep.port, ep.exportName);
+    const fuse = await fuseExport(local, env!.workDir, ep);
     const loop = await attachLoop(local, fuse.file, { sizeLimit: FS_BYTES, readOnly: true });
     const f = await fsck(loop.dev);
     assert.equal(f.code, 0, `e2fsck -n through the engine:\n${f.output}`);
@@ -113,7 +113,19 @@ chain.scenario('kubectl creates a two-member set; ext4 on the virtual unit (FUSE
 
   const ep = await env!.engine(NS, SET);
   cleanup.defer('close endpoint', () => ep.close());
-  const fuse = await fuseExport(cleanup, env!.workDir, ep.host, ep.port, ep.exportName);
+  // Only the set's own keys open its listeners: the export Secret's PSK, the engine's token.
+  const nbdinfo = (uri: string) => run('nbdinfo', ['--size', uri], { allowFail: true, timeoutMs: 20_000 });
+  const keyed = (file: string) => `nbds://${ep.psk.identity}@${ep.host}:${ep.port}/${ep.exportName}?tls-psk-file=${file}`;
+  assert.equal(Number((await nbdinfo(keyed(ep.pskFile))).stdout.trim()), UNIT, 'the export Secret\'s PSK opens the export');
+  const plain = await nbdinfo(`nbd://${ep.host}:${ep.port}/${ep.exportName}`);
+  assert.notEqual(plain.code, 0, `a plain NBD client is refused: ${plain.stdout}`);
+  const wrongFile = join(env!.workDir, 'wrong.psk');
+  await writeFile(wrongFile, `${ep.psk.identity}:${'5a'.repeat(32)}\n`, { mode: 0o600 });
+  assert.notEqual((await nbdinfo(keyed(wrongFile))).code, 0, 'a wrong key is refused');
+  const noToken = await fetch(`${ep.http}/v1/status`, { signal: AbortSignal.timeout(10_000) });
+  assert.equal(noToken.status, 401, 'the engine API refuses a request without the token');
+  note(`export: the Secret's PSK opens it; plain NBD (${plain.stderr.trim().split('\n').at(-1) ?? ''}) and a wrong key are refused; the engine API without the token: HTTP ${noToken.status}`);
+  const fuse = await fuseExport(cleanup, env!.workDir, ep);
   const loop = await attachLoop(cleanup, fuse.file, { sizeLimit: FS_BYTES });
   await run('mkfs.ext4', ['-q', '-F', loop.dev]);
   const mnt = join(env!.workDir, 'mnt');

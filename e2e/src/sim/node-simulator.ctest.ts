@@ -159,6 +159,26 @@ test('a container that cannot find its PV node-locally is not started', async ()
   assert.deepEqual(sim.pids(NS, 'wrong-node'), {});
 });
 
+test('a secret volume is files under the pod root with defaultMode\'s mode, its path rewritten; a missing Secret holds the pod', async () => {
+  await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'probe-secret' }, data: { token: Buffer.from('s3cret-value').toString('base64') } } });
+  const mountOf = (secretName: string) => ({
+    restartPolicy: 'Never',
+    containers: [probe(['--file', '/etc/probe/token', '--exit', '0'], { volumeMounts: [{ name: 'sec', mountPath: '/etc/probe', readOnly: true }] })],
+    volumes: [{ name: 'sec', secret: { secretName, defaultMode: 0o400 } }],
+  });
+  await createPod('with-secret', mountOf('probe-secret'));
+  await waitFor('with-secret Succeeded', async () => (await readPod('with-secret')).status?.phase === 'Succeeded');
+  const out = sim.logs(NS, 'with-secret', 'probe');
+  assert.match(out, /fileText=s3cret-value fileMode=400/);
+  await createPod('no-secret', mountOf('absent-secret'));
+  const waiting = await waitFor('CreateContainerConfigError', async () => {
+    const w = (await readPod('no-secret')).status?.containerStatuses?.[0]?.state?.waiting;
+    return w?.reason === 'CreateContainerConfigError' ? w : undefined;
+  });
+  assert.match(waiting.message ?? '', /secret "absent-secret" not found/);
+  assert.deepEqual(sim.pids(NS, 'no-secret'), {});
+});
+
 test('a crashing container is restarted with back-off and its restarts counted', async () => {
   await createPod('crasher', { containers: [probe(['--exit', '3'])] });
   // observed while backing off after at least two restarts

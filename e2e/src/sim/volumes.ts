@@ -6,10 +6,12 @@
 // `<podRoot>/dev/xvda` → `/dev/loop3`. The process sees the pod-root paths, because every occurrence of a
 // devicePath (or mountPath) in the container's command, args and env values is rewritten to the pod-root
 // path, and SHADOWSET_SIM_POD_ROOT tells it the root for anything else.
-// Filesystem volumes (volumeMounts): emptyDir becomes a directory under the pod root, hostPath a symlink.
-// Other volume kinds (configMap, secret, projected…) are not supported and fail the container.
-import type { CoreV1Api, V1Container, V1PersistentVolume, V1Pod } from '@kubernetes/client-node';
-import { mkdir, symlink, rm } from 'node:fs/promises';
+// Filesystem volumes (volumeMounts): emptyDir becomes a directory under the pod root, hostPath a symlink,
+// secret a directory of files (one per key, or per `items` entry) written from the Secret when the container
+// starts, with the mode of `items[].mode` or `defaultMode` (the API server defaults it to 0644; 0400 if unset). Other volume kinds (configMap, projected…) are not supported and fail
+// the container.
+import type { CoreV1Api, V1Container, V1PersistentVolume, V1Pod, V1SecretVolumeSource } from '@kubernetes/client-node';
+import { chmod, mkdir, symlink, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { matchNodeSelector } from './selectors.js';
 import type { Labels } from './selectors.js';
@@ -52,6 +54,35 @@ function localPathOf(root: string, containerPath: string): string {
   return join(root, containerPath);
 }
 
+/** Writes a secret volume's files into dir, as kubelet would project them (missing Secret: the pod waits). */
+async function writeSecretVolume(core: CoreV1Api, namespace: string, src: V1SecretVolumeSource, dir: string): Promise<void> {
+  const name = src.secretName ?? '';
+  let data: Record<string, string> = {};
+  try {
+    data = (await core.readNamespacedSecret({ name, namespace })).data ?? {};
+  } catch {
+    if (!src.optional) throw new ContainerConfigError('CreateContainerConfigError', `secret "${name}" not found`);
+  }
+  const mode = src.defaultMode ?? 0o400;
+  const files = src.items ?? Object.keys(data).map((key) => ({ key, path: key, mode: undefined as number | undefined }));
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  for (const item of files) {
+    const value = data[item.key];
+    if (value === undefined) {
+      if (src.optional) continue;
+      throw new ContainerConfigError('CreateContainerConfigError', `secret "${name}" has no key ${item.key}`);
+    }
+    if (item.path.split('/').includes('..') || item.path.startsWith('/')) {
+      throw new ContainerConfigError('CreateContainerConfigError', `secret volume path ${item.path} leaves the volume`);
+    }
+    const file = join(dir, item.path);
+    await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+    await writeFile(file, Buffer.from(value, 'base64'), { mode: item.mode ?? mode });
+    await chmod(file, item.mode ?? mode);
+  }
+}
+
 /** Lays out the container's volumes under podRoot and returns the path mappings. */
 export async function prepareVolumes(
   core: CoreV1Api,
@@ -92,6 +123,9 @@ export async function prepareVolumes(
     if (vol?.emptyDir) {
       await mkdir(localPath, { recursive: true });
       out.push({ containerPath: m.mountPath, localPath });
+    } else if (vol?.secret) {
+      await writeSecretVolume(core, namespace, vol.secret, localPath);
+      out.push({ containerPath: m.mountPath, localPath });
     } else if (vol?.hostPath) {
       await mkdir(dirname(localPath), { recursive: true });
       await rm(localPath, { force: true, recursive: false }).catch(() => undefined);
@@ -99,7 +133,7 @@ export async function prepareVolumes(
       out.push({ containerPath: m.mountPath, localPath, target: vol.hostPath.path });
     } else {
       throw new ContainerConfigError('CreateContainerConfigError',
-        `volume ${m.name}: only emptyDir and hostPath mounts are simulated`);
+        `volume ${m.name}: only emptyDir, hostPath and secret mounts are simulated`);
     }
   }
   return out;

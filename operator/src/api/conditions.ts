@@ -14,6 +14,12 @@ export const Reason = {
   ImpossibleChange: 'ImpossibleChange',
   DetachRefused: 'DetachRefused',
   EngineUnreachable: 'EngineUnreachable',
+  /** A freeze/thaw hook names a pod that is not a declared consumer of the set. */
+  HookRefused: 'HookRefused',
+  /** The engine does not accept the operator's token: its Secret was not derived for this set. */
+  EngineUnauthorized: 'EngineUnauthorized',
+  /** minicopyPolicy Required and no usable write bitmap: the member is not returned by a full copy. */
+  BitmapRequired: 'BitmapRequired',
   // Degraded
   AllMembersInSync: 'AllMembersInSync',
   MembersNotInSync: 'MembersNotInSync',
@@ -42,6 +48,8 @@ export const EventReason = {
   BitmapCreated: 'BitmapCreated',
   BitmapDeleted: 'BitmapDeleted',
   EngineCreated: 'EngineCreated',
+  EngineRestarted: 'EngineRestarted',
+  HookRefused: 'HookRefused',
   Dissolved: 'Dissolved',
   Refused: 'Refused',
 } as const;

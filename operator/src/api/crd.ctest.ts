@@ -63,6 +63,21 @@ test('seven members, duplicate names, duplicate claims and bad enums are refused
   await refused('detached', { members: [{ name: 'a', claimName: 'x', state: 'Detached' }] }, /at least one member must be Active/);
 });
 
+test('the export port may not be the engine\'s HTTP port or the member port; site and NBD URIs fit the engine\'s argument syntax', async () => {
+  await refused('port8080', { members: [{ name: 'a', claimName: 'x' }], export: { port: 8080 } }, /export\.port must not be 8080 \(the engine's HTTP API\) or 10810/);
+  await refused('port10810', { members: [{ name: 'a', claimName: 'x' }], export: { port: 10810 } }, /export\.port must not be 8080/);
+  await refused('sitehash', { members: [{ name: 'a', claimName: 'x', site: 'east#overwrite' }] }, /spec\.members\[0\]\.site/);
+  await refused('sitecomma', { members: [{ name: 'a', claimName: 'x', site: 'a,b' }] }, /spec\.members\[0\]\.site/);
+  await refused('nbdhash', { members: [{ name: 'a', nbd: 'nbd://h:10809/e#overwrite' }] }, /spec\.members\[0\]\.nbd/);
+  const ok = await create('zoned', { members: [{ name: 'a', claimName: 'x', site: 'eu-west-1a' }], export: { port: 10811 } });
+  assert.equal((ok.spec.export as { port: number }).port, 10811);
+});
+
+test('a spec cannot choose the engine image: engine.image is not in the schema and is dropped', async () => {
+  const o = await create('imaged', { members: [{ name: 'a', claimName: 'x' }], engine: { image: 'attacker/image:1', nodeName: 'n1' } });
+  assert.deepEqual(o.spec.engine, { nodeName: 'n1' });
+});
+
 test('WriteBitmap specs are immutable', async () => {
   const base = { group: GROUP, version: VERSION, namespace: 'default', plural: 'writebitmaps' };
   await custom.createNamespacedCustomObject({ ...base, body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'WriteBitmap', metadata: { name: 'b1' }, spec: { shadowSet: 's', bitmapId: 'x', member: 'a' } } });

@@ -5,18 +5,25 @@
 import { z } from 'zod';
 
 const dnsLabel = z.string().min(1).max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS label (a-z, 0-9, -)');
+/** A label value (like a zone name): also what the engine's `--member PATH#site=NAME` syntax can carry. */
+const labelValue = z.string().max(63).regex(/^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/, 'must be a label value (A-Z, a-z, 0-9, -, _, ., at most 63)');
+
+/** The engine pod's HTTP API port, and the member servers' NBD port: the export may use neither. */
+export const RESERVED_PORTS = { http: 8080, member: 10810 } as const;
 
 export const memberSpecSchema = z
   .object({
     name: dnsLabel.describe('Name of the member within the set (stable; used in status and events).'),
     claimName: z.string().min(1).max(253).optional().describe('A block-mode PersistentVolumeClaim in the same namespace.'),
-    nbd: z.string().max(1024).regex(/^nbd(\+unix)?:\/\//, 'must be an nbd:// or nbd+unix:// URI').optional()
+    // No '#': the engine's --member argument puts per-member options after one.
+    nbd: z.string().max(1024).regex(/^nbd(\+unix)?:\/\/[^#\s]*$/, 'must be an nbd:// or nbd+unix:// URI without # or spaces').optional()
       .describe('A member served elsewhere over NBD (instead of claimName).'),
-    site: z.string().max(63).optional().describe('Site of the member; reads prefer members at the engine\'s site.'),
+    site: labelValue.optional()
+      .describe('Site of the member: a zone name (the topology.kubernetes.io/zone label of its node). Reads prefer full members in the engine\'s zone.'),
     readCost: z.number().int().min(0).max(1000).default(1).describe('Read cost; reads go to the lowest cost + queue depth.'),
     state: z.enum(['Active', 'Detached']).default('Active')
       .describe('Detached splits the member off for backup (with a write bitmap per minicopyPolicy); Active returns it.'),
-    confirmOverwrite: z.boolean().default(false).describe('Allow overwriting a device that holds foreign data or another set\'s metadata.'),
+    confirmOverwrite: z.boolean().default(false).describe('Allow overwriting this member\'s device if it holds foreign data or another set\'s metadata.'),
     noCopy: z.boolean().default(false).describe('Add without copying: asserts the device is identical to the set (dangerous).'),
   })
   .meta({
@@ -27,7 +34,7 @@ export const memberSpecSchema = z
 export type MemberSpec = z.infer<typeof memberSpecSchema>;
 
 const hookSchema = z.object({
-  pod: z.string().min(1).describe('Pod to exec into (same namespace).'),
+  pod: z.string().min(1).describe('Pod to exec into (same namespace); it must carry the annotation shadowset.dev/consumer-of naming this set.'),
   container: z.string().optional(),
   command: z.array(z.string()).min(1),
   timeoutSeconds: z.number().int().min(1).max(3600).default(60),
@@ -56,20 +63,28 @@ export const shadowSetSpecSchema = z
       maxCopies: z.number().int().min(1).max(64).optional().describe('Copies running at once (SHADOW_MAX_COPY). Unset: the operator\'s default, 4 unless configured.'),
     }).prefault({}),
     export: z.object({
-      port: z.number().int().min(1).max(65535).default(10809),
+      port: z.number().int().min(1).max(65535).default(10809)
+        .refine((p) => p !== RESERVED_PORTS.http && p !== RESERVED_PORTS.member, { message: `must not be ${RESERVED_PORTS.http} (the engine's HTTP API) or ${RESERVED_PORTS.member} (the member servers' port)` }),
       serviceType: z.enum(['ClusterIP', 'NodePort', 'LoadBalancer']).default('ClusterIP'),
       tlsSecretName: z.string().min(1).max(253).optional()
-        .describe('Serve NBD over TLS (required on the Service port) with this kubernetes.io/tls Secret (tls.crt, tls.key).'),
-    }).prefault({}),
+        .describe('Serve the export with this Secret\'s certificate (tls.crt, tls.key) and require client certificates signed by its ca.crt, instead of the set\'s PSK.'),
+    }).prefault({})
+      .meta({
+        'x-kubernetes-validations': [
+          { rule: `!has(self.port) || (self.port != ${RESERVED_PORTS.http} && self.port != ${RESERVED_PORTS.member})`, message: `export.port must not be ${RESERVED_PORTS.http} (the engine's HTTP API) or ${RESERVED_PORTS.member} (the member servers' port)` },
+        ],
+      })
+      .describe('How the virtual unit is exported. Changing it restarts the engine (a clean stop).'),
+    // The engine's image is the operator's to choose (--engine-image), never a spec's: the pod runs with
+    // access to the members' devices.
     engine: z.object({
-      image: z.string().optional().describe('Overrides the operator\'s engine image.'),
       nodeName: z.string().optional().describe('Pin the engine to a node (default: the node of the first claim-backed member).'),
       nodeSelector: z.record(z.string(), z.string()).optional(),
       resources: z.object({
         requests: z.record(z.string(), z.string()).optional(),
         limits: z.record(z.string(), z.string()).optional(),
       }).optional(),
-    }).prefault({}),
+    }).prefault({}).describe('Where and with what resources the engine runs. Changing it restarts the engine (a clean stop).'),
     hooks: z.object({ freeze: hookSchema.optional(), thaw: hookSchema.optional() }).optional()
       .describe('Run before (freeze) and after (thaw) a member is detached for backup.'),
   })
@@ -121,7 +136,11 @@ export const shadowSetStatusSchema = z.object({
     bytesPerSecond: z.number().int().optional(),
     etaSeconds: z.number().int().optional(),
   }).optional(),
-  endpoint: z.string().optional().describe('NBD URI of the virtual unit.'),
+  endpoint: z.string().optional().describe('NBD URI of the virtual unit (nbds://: TLS is required).'),
+  exportSecret: z.string().optional().describe('Secret with the export\'s PSK (key psk, identity:hexkey) for clients.'),
   engineNode: z.string().optional(),
+  secrets: z.array(z.object({ name: z.string(), uid: z.string() })).optional()
+    .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] })
+    .describe('Secrets the operator created for this set; deleted (by uid) when the set is.'),
 });
 export type ShadowSetStatus = z.infer<typeof shadowSetStatusSchema>;

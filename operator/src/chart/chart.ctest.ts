@@ -5,7 +5,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
 import { startControlPlane, waitFor, type ControlPlane } from '@shadowset/e2e';
+import { ExecHooks } from '../controller/hooks.js';
 import { rawRequest } from '../kube/raw.js';
 import { chartDir, runTool } from './helm.js';
 import { repoRoot } from './tools.js';
@@ -48,13 +50,15 @@ const needs: [string, string, string[]][] = [
   ['shadowset.dev', 'writebitmaps/status', ['patch']],
   ['', 'pods', ['get', 'list', 'watch', 'create', 'delete']],
   ['', 'pods/exec', ['get', 'create']],
+  ['', 'secrets', ['create', 'delete']],
+  ['networking.k8s.io', 'networkpolicies', ['get', 'create', 'patch', 'delete']],
   ['', 'persistentvolumeclaims', ['get', 'list', 'watch']],
   ['', 'services', ['get', 'create', 'patch', 'delete']],
   ['', 'events', ['create']],
 ];
 /** Never granted: the operator must not read secrets, change claims or pods in place, or touch RBAC. */
 const never: [string, string, string][] = [
-  ['', 'secrets', 'get'], ['', 'secrets', 'list'], ['', 'persistentvolumeclaims', 'delete'], ['', 'persistentvolumeclaims', 'update'],
+  ['', 'secrets', 'get'], ['', 'secrets', 'list'], ['', 'secrets', 'watch'], ['', 'secrets', 'update'], ['', 'secrets', 'patch'], ['', 'persistentvolumeclaims', 'delete'], ['', 'persistentvolumeclaims', 'update'],
   ['', 'pods', 'update'], ['', 'pods', 'patch'], ['', 'configmaps', 'get'], ['rbac.authorization.k8s.io', 'roles', 'create'],
   ['apps', 'deployments', 'create'], ['', 'pods/attach', 'create'],
 ];
@@ -85,10 +89,47 @@ test('helm installs the chart and its CRDs; the operator can do what it needs in
   assert.equal(await can('get', 'leases', 'default', 'coordination.k8s.io'), false);
 });
 
-test('with watchNamespace, the operator reaches only that namespace (plus reading PVs and nodes)', async () => {
+/** The cluster's kubeconfig, acting as another user (impersonation by the cluster admin). */
+function as(user: string): KubeConfig {
+  const kc = new KubeConfig();
+  const base = cp.kubeConfig;
+  kc.loadFromOptions({
+    clusters: base.clusters, contexts: base.contexts, currentContext: base.currentContext,
+    users: base.users.map((u) => ({ ...u, impersonateUser: user })),
+  });
+  return kc;
+}
+
+test('the hooks\' exec client needs pods/exec get: its WebSocket handshake is a GET, and create alone is refused', async () => {
+  // Authorization comes before the pod is looked up: a pod that does not exist tells the two apart.
+  const hook = { pod: 'no-such-pod', command: ['true'], timeoutSeconds: 10 };
+  await assert.rejects(new ExecHooks(as(SA)).run('default', hook, 'freeze'), /Unexpected server response: 404/, 'the chart\'s grant passes authorization');
+  const rbac = (kind: string, body: object) => rawRequest(cp.kubeConfig, { method: 'POST', path: `/apis/rbac.authorization.k8s.io/v1/namespaces/default/${kind}`, body });
+  await rbac('roles', { metadata: { name: 'exec-create-only' }, rules: [{ apiGroups: [''], resources: ['pods/exec'], verbs: ['create'] }] });
+  await rbac('rolebindings', {
+    metadata: { name: 'exec-create-only' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'exec-create-only' },
+    subjects: [{ kind: 'User', name: 'exec-probe' }],
+  });
+  await waitFor('the binding in force', async () => {
+    const r = await rawRequest<{ status: { allowed: boolean } }>(cp.kubeConfig, {
+      method: 'POST', path: '/apis/authorization.k8s.io/v1/subjectaccessreviews',
+      body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview', spec: { user: 'exec-probe', resourceAttributes: { verb: 'create', resource: 'pods', subresource: 'exec', namespace: 'default' } } },
+    });
+    return r.status.allowed;
+  });
+  await assert.rejects(new ExecHooks(as('exec-probe')).run('default', hook, 'freeze'), /Unexpected server response: 403/);
+});
+
+const operatorKey = async () =>
+  (await rawRequest<{ data: { key: string } }>(cp.kubeConfig, { method: 'GET', path: `/api/v1/namespaces/${NS}/secrets/shadowset-key` })).data.key;
+
+test('with watchNamespace, the operator reaches only that namespace (plus reading PVs and nodes); an upgrade keeps the operator\'s key', async () => {
   // The watched namespace must exist: the chart puts a Role in it.
   await rawRequest(cp.kubeConfig, { method: 'POST', path: '/api/v1/namespaces', body: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'team-a' } } });
+  const key = await operatorKey();
+  assert.equal(Buffer.from(key, 'base64').length, 64);
   await runTool('helm', ['upgrade', 'shadowset', chartDir, '--namespace', NS, '--set', 'watchNamespace=team-a', ...kubeconfig()]);
+  assert.equal(await operatorKey(), key, 'the key made at install is kept (lookup), or every engine would refuse the operator');
   await assertAccess('team-a', true);
   await assertAccess('default', false);
   assert.ok(await can('list', 'persistentvolumes'));
@@ -104,8 +145,10 @@ test('every example passes the CRDs\' validation (server-side dry run, CEL rules
   }
 });
 
-test('helm uninstall removes the operator but keeps the CRDs (and so every ShadowSet)', async () => {
+test('helm uninstall removes the operator but keeps the CRDs (and so every ShadowSet) and the operator\'s key', async () => {
+  const key = await operatorKey();
   await runTool('helm', ['uninstall', 'shadowset', '--namespace', NS, ...kubeconfig()]);
   await assert.rejects(rawRequest(cp.kubeConfig, { method: 'GET', path: `/apis/apps/v1/namespaces/${NS}/deployments/shadowset` }), /404/);
   await rawRequest(cp.kubeConfig, { method: 'GET', path: '/apis/apiextensions.k8s.io/v1/customresourcedefinitions/shadowsets.shadowset.dev' });
+  assert.equal(await operatorKey(), key);
 });

@@ -49,6 +49,9 @@ const NAMESPACED = [
   ...grant('core', ['pods'], ['get', 'list', 'watch', 'create', 'delete']),
   // Exec runs over a WebSocket: a GET, which newer API servers also authorize as create.
   ...grant('core', ['pods/exec'], ['get', 'create']),
+  // The set's Secrets: made and, by uid, removed; never read (the keys are derived, not fetched).
+  ...grant('core', ['secrets'], ['create', 'delete']),
+  ...grant('networking.k8s.io', ['networkpolicies'], ['get', 'create', 'patch', 'delete']),
   ...grant('core', ['persistentvolumeclaims'], read),
   ...grant('core', ['services'], crud),
   ...grant('core', ['events'], ['create', 'patch']),
@@ -77,7 +80,7 @@ test('Chart.yaml: shadowset 0.1.0, appVersion equal to the operator package vers
 test('defaults render the operator, its ServiceAccount, RBAC and metrics Service, all in the release namespace', () => {
   const objs = template();
   assert.deepEqual(objs.map((o) => o.kind).sort(),
-    ['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Role', 'RoleBinding', 'Service', 'ServiceAccount']);
+    ['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Role', 'RoleBinding', 'Secret', 'Service', 'ServiceAccount']);
   for (const o of objs.filter((x) => !x.kind.startsWith('Cluster'))) assert.equal(o.metadata.namespace, NS, `${o.kind} namespace`);
   for (const o of objs) {
     assert.equal(o.metadata.labels?.['app.kubernetes.io/managed-by'], 'Helm');
@@ -85,7 +88,7 @@ test('defaults render the operator, its ServiceAccount, RBAC and metrics Service
   }
 });
 
-test('RBAC with every namespace watched: exactly the permissions the operator uses, no wildcard, no secrets', () => {
+test('RBAC with every namespace watched: exactly the permissions the operator uses, no wildcard, no reading secrets', () => {
   const objs = template();
   const cr = one(objs, 'ClusterRole');
   assert.deepEqual(permissions(rules(cr)), [...NAMESPACED, ...CLUSTER].sort());
@@ -95,7 +98,12 @@ test('RBAC with every namespace watched: exactly the permissions the operator us
   for (const r of [...rules(cr), ...rules(role)]) {
     for (const field of [r.apiGroups, r.resources, r.verbs]) assert.ok(!field?.includes('*'), `wildcard in ${JSON.stringify(r)}`);
     assert.equal(r.nonResourceURLs, undefined);
-    assert.ok(!r.resources?.some((x) => x.startsWith('secrets')), 'no access to secrets');
+    // Secrets: create and delete only, by name; never get, list or watch (no Secret's content is readable).
+    if (r.resources?.some((x) => x.startsWith('secrets'))) {
+      assert.deepEqual(r.resources, ['secrets']);
+      assert.deepEqual(r.verbs, ['create', 'delete']);
+      assert.equal(r.resourceNames, undefined);
+    }
   }
   // Every binding names the chart's ServiceAccount and its own role.
   const sa = one(objs, 'ServiceAccount').metadata.name;
@@ -123,6 +131,8 @@ test('the operator Deployment: one replica, the flags, probes, metrics port and 
     '--log-level=info',
     '--default-member-timeout=120',
     '--default-max-copies=4',
+    '--key-file=/etc/shadowset/key/key',
+    '--operator-pod-labels=app.kubernetes.io/component=operator,app.kubernetes.io/instance=shadowset,app.kubernetes.io/name=shadowset',
   ]);
   assert.deepEqual(c.ports.map((p) => [p.name, p.containerPort]), [['metrics', 8081], ['health', 8082]]);
   for (const probe of [c.livenessProbe, c.readinessProbe]) assert.deepEqual(probe.httpGet, { path: '/healthz', port: 'health' });
@@ -138,6 +148,21 @@ test('the operator Deployment: one replica, the flags, probes, metrics port and 
   assert.deepEqual(svc.spec.ports.map((p) => [p.name, p.port, p.targetPort]), [['metrics', 8081, 'metrics']]);
   for (const [k, v] of Object.entries(svc.spec.selector)) assert.equal(d.spec.template.metadata.labels[k], v, `pod label ${k}`);
   assert.deepEqual(d.spec.selector.matchLabels, svc.spec.selector);
+});
+
+test('the operator\'s key: a Secret of 64 random characters, kept on uninstall, mounted read-only for --key-file', () => {
+  const objs = template();
+  const secret = one(objs, 'Secret') as unknown as { metadata: { name: string; namespace: string; annotations: Record<string, string> }; data: { key: string } };
+  assert.equal(secret.metadata.name, 'shadowset-key');
+  assert.equal(secret.metadata.namespace, NS);
+  assert.equal(secret.metadata.annotations['helm.sh/resource-policy'], 'keep');
+  const key = Buffer.from(secret.data.key, 'base64').toString();
+  assert.match(key, /^[A-Za-z0-9]{64}$/);
+  const other = Buffer.from((one(template(), 'Secret') as unknown as { data: { key: string } }).data.key, 'base64').toString();
+  assert.notEqual(other, key, 'random at each render without a cluster (helm upgrade keeps the one in the cluster: chart.ctest)');
+  const pod = one<Deployment>(objs, 'Deployment').spec.template.spec as unknown as { volumes: { name: string; secret?: { secretName: string; defaultMode: number } }[]; containers: { volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[] }[] };
+  assert.deepEqual(pod.volumes.find((v) => v.name === 'key')?.secret, { secretName: 'shadowset-key', defaultMode: 0o400 });
+  assert.deepEqual(pod.containers[0]!.volumeMounts.find((m) => m.name === 'key'), { name: 'key', mountPath: '/etc/shadowset/key', readOnly: true });
 });
 
 test('watchNamespace: namespaced permissions move to a Role there; the ClusterRole only reads PVs and nodes', () => {
@@ -172,7 +197,7 @@ test('replicas 2 with leader election; images, engine defaults and log level com
 
 test('optional objects: no RBAC, an existing ServiceAccount, no metrics Service', () => {
   const objs = template({ rbac: { create: false }, serviceAccount: { create: false, name: 'existing' }, metrics: { service: { enabled: false } } });
-  assert.deepEqual(objs.map((o) => o.kind), ['Deployment']);
+  assert.deepEqual(objs.map((o) => o.kind), ['Secret', 'Deployment']);
   assert.equal(one<Deployment>(objs, 'Deployment').spec.template.spec.serviceAccountName, 'existing');
 });
 

@@ -5,15 +5,17 @@
 import type { Logger } from 'pino';
 import { API_VERSION, FIELD_MANAGER, FINALIZER, SET_LABEL } from '../api/group.js';
 import { EventReason, Reason } from '../api/conditions.js';
-import type { ShadowSetSpec } from '../api/shadowset.js';
+import type { ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
 import { refusalCode, type EngineClient } from '../engine-client.js';
 import { R, type Kube, type Obj } from '../kube/client.js';
 import { isOperatorError } from '../kube/errors.js';
 import { mergePatchFrom } from '../kube/merge-patch.js';
+import { consumerOf } from '../reconcile/hooks-check.js';
 import { engineBase } from '../reconcile/pods.js';
-import { plan } from '../reconcile/planner.js';
+import { networkPolicyName, type OperatorPods } from '../reconcile/set-objects.js';
+import { fingerprint, plan, refusalKey } from '../reconcile/planner.js';
 import { DEFAULTS, type Action, type EngineDefaults, type Observed } from '../reconcile/types.js';
-import { gather } from './gather.js';
+import { gather, type SetMemory } from './gather.js';
 import { BITMAP_FINALIZER } from './writebitmap-controller.js';
 import type { Hooks } from './hooks.js';
 import type { Metrics } from '../runtime/metrics.js';
@@ -26,10 +28,13 @@ export interface ControllerDeps {
   hooks: Hooks;
   metrics: Metrics;
   defaults?: EngineDefaults;
+  /** The operator's key (each set's token and PSKs derive from it). */
+  key: Buffer;
+  operatorPods: OperatorPods;
 }
 
 export class ShadowSetController {
-  private readonly lastReturn = new Map<string, Record<string, number>>();
+  private readonly memory = new Map<string, SetMemory>();
 
   constructor(private readonly d: ControllerDeps) {}
 
@@ -42,12 +47,14 @@ export class ShadowSetController {
       await this.d.kube.mergePatch(R.shadowsets, ns, name, { metadata: { finalizers: [...(ss.metadata.finalizers ?? []), FINALIZER], resourceVersion: ss.metadata.resourceVersion } });
       return { requeueAfterMs: 0 };
     }
-    const returns = this.lastReturn.get(key) ?? {};
-    this.lastReturn.set(key, returns);
-    const o = await gather(this.d.kube, this.d.engine, ss, this.d.engineImage, returns, this.d.defaults ?? DEFAULTS);
+    const memory = this.memory.get(key) ?? { lastReturnAttempt: {}, refusals: {}, downSinceMs: null };
+    this.memory.set(key, memory);
+    const o = await gather(this.d.kube, this.d.engine, ss, { engineImage: this.d.engineImage, defaults: this.d.defaults ?? DEFAULTS, memory, key: this.d.key, operatorPods: this.d.operatorPods });
     const p = plan(o);
-    const problem = await this.act(ss, o, p.actions);
+    const { problem, created } = await this.act(ss, o, p.actions, memory);
     let status = p.status;
+    // Secrets this operator made (their uids): the only ones it deletes when the set is dissolved.
+    if (created.length > 0) status = { ...status, secrets: [...(status.secrets ?? []).filter((x) => !created.some((c) => c.name === x.name)), ...created] };
     if (problem) {
       const ready = status.conditions?.find((c) => c.type === 'Ready');
       if (ready && (ready.status !== 'False' || ready.reason !== problem.reason)) {
@@ -62,11 +69,15 @@ export class ShadowSetController {
     return p.requeueAfterMs >= 0 ? { requeueAfterMs: problem ? Math.max(p.requeueAfterMs, 5000) : p.requeueAfterMs } : undefined;
   }
 
-  /** Carry out the plan. Returns an engine refusal to show in the Ready condition, if any. */
-  private async act(ss: Obj, o: Observed, actions: Action[]): Promise<{ reason: string; message: string } | null> {
+  /**
+   * Carry out the plan. Returns an engine refusal to show in the Ready condition, if any, and the Secrets
+   * created (name and uid).
+   */
+  private async act(ss: Obj, o: Observed, actions: Action[], memory: SetMemory): Promise<{ problem: { reason: string; message: string } | null; created: { name: string; uid: string }[] }> {
+    const created: { name: string; uid: string }[] = [];
     const k = this.d.kube;
     const ns = o.namespace;
-    const base = o.enginePod?.podIP ? engineBase(o.enginePod.podIP) : '';
+    const base = { base: o.enginePod?.podIP ? engineBase(o.enginePod.podIP) : '', token: o.keys.controlToken };
     let problem: { reason: string; message: string } | null = null;
     const event = (type: 'Normal' | 'Warning', reason: string, message: string) => this.event(ss, type, reason, message);
     for (const a of actions) {
@@ -81,6 +92,21 @@ export class ShadowSetController {
           case 'deleteEnginePod':
             await k.delete(R.pods, ns, `${o.name}-engine`);
             break;
+          case 'ensureSecrets':
+            for (const secret of a.secrets) {
+              // Create only: an existing Secret is left as is (the operator may not read it).
+              const made = await k.create(R.secrets, ns, secret).catch((e: unknown) => {
+                if (isOperatorError(e, 'OP_CONFLICT')) return null;
+                throw e;
+              });
+              if (made?.metadata.uid) created.push({ name: made.metadata.name, uid: made.metadata.uid });
+            }
+            break;
+          case 'applyNetworkPolicy': {
+            const np = a.policy as { metadata: { name: string } };
+            await k.apply(R.networkpolicies, ns, np.metadata.name, a.policy, FIELD_MANAGER);
+            break;
+          }
           case 'deleteMemberServer':
             await k.delete(R.pods, ns, a.name);
             break;
@@ -97,15 +123,24 @@ export class ShadowSetController {
             }
             break;
           case 'engineReturn':
-            (this.lastReturn.get(`${ns}/${o.name}`) ?? {})[a.member] = o.nowMs;
+            memory.lastReturnAttempt[a.member] = o.nowMs;
             {
-              const r = (await this.d.engine.return(base, { member: a.engineId, ...(a.location ? { location: a.location } : {}), minicopy: 'Optional' })) as { state?: string };
+              const r = (await this.d.engine.return(base, { member: a.engineId, ...(a.location ? { location: a.location } : {}), minicopy: a.minicopy })) as { state?: string };
               await event('Normal', EventReason.MemberReturned, `member ${a.member} returned to the set`);
               await this.copyStarted(ss, a.member, r.state);
             }
             break;
           case 'engineRemove': {
             const spec = o.spec as ShadowSetSpec;
+            if (a.detach) {
+              // Checked again just before the exec: the pod may have changed since it was read.
+              const refused = await this.hookPodsRefused(ns, o.name, spec);
+              if (refused) {
+                problem = { reason: Reason.HookRefused, message: `member ${a.member} not detached: ${refused}` };
+                await event('Warning', EventReason.HookRefused, problem.message);
+                break;
+              }
+            }
             if (a.detach && spec.hooks?.freeze) await this.d.hooks.run(ns, spec.hooks.freeze, 'freeze');
             try {
               const r = (await this.d.engine.remove(base, { member: a.engineId, minicopy: a.policy, reason: a.detach ? 'detached for backup' : 'removed from spec' })) as { bitmap?: string | null };
@@ -130,17 +165,34 @@ export class ShadowSetController {
             await event(a.type, a.reason, a.message);
             break;
         }
+        if (a.kind === 'engineAdd' || a.kind === 'engineRemove' || a.kind === 'engineReturn') delete memory.refusals[refusalKey(a)];
       } catch (e) {
         const code = refusalCode(e);
         if (!code) throw e;
         const reason = code === 'ENG_FOREIGN_DATA' || code === 'ENG_OTHER_SET' ? Reason.ForeignData
-          : code === 'ENG_MERGE_ACTIVE' || code === 'ENG_LAST_FULL_MEMBER' ? Reason.DetachRefused : Reason.ImpossibleChange;
+          : code === 'ENG_BITMAP_REQUIRED' ? Reason.BitmapRequired
+            : code === 'ENG_MERGE_ACTIVE' || code === 'ENG_LAST_FULL_MEMBER' ? Reason.DetachRefused : Reason.ImpossibleChange;
         problem = { reason, message: `${'member' in a ? `member ${a.member}: ` : ''}${(e as Error).message}` };
         this.d.log.warn({ event: 'EngineRefused', set: o.name, action: a.kind, code, err: (e as Error).message }, 'engine refused a change');
         await event('Warning', EventReason.Refused, problem.message);
+        // Not asked again until the spec or the engine's membership changes: a refusal would only repeat.
+        if ((a.kind === 'engineAdd' || a.kind === 'engineRemove' || a.kind === 'engineReturn') && o.engine.kind === 'ok') {
+          memory.refusals[refusalKey(a)] = { fingerprint: fingerprint(o, o.engine.status), ...problem };
+        }
       }
     }
-    return problem;
+    return { problem, created };
+  }
+
+  /** Why the hooks may not run now (their pods are not declared consumers of the set), or null. */
+  private async hookPodsRefused(ns: string, set: string, spec: ShadowSetSpec): Promise<string | null> {
+    for (const hook of [spec.hooks?.freeze, spec.hooks?.thaw]) {
+      if (!hook) continue;
+      const pod = await this.d.kube.get(R.pods, ns, hook.pod);
+      if (!pod) return `hook pod ${hook.pod} does not exist`;
+      if (!consumerOf(pod.metadata.annotations).includes(set)) return `hook pod ${hook.pod} is not a consumer of ShadowSet ${set}`;
+    }
+    return null;
   }
 
   private async copyStarted(ss: Obj, member: string, state: string | undefined): Promise<void> {
@@ -196,11 +248,19 @@ export class ShadowSetController {
     for (const p of pods) if (!p.metadata.deletionTimestamp) await k.delete(R.pods, ns, p.metadata.name);
     if (pods.length > 0) return { requeueAfterMs: 500 };
     await k.delete(R.services, ns, name);
+    await k.delete(R.networkpolicies, ns, networkPolicyName(name));
+    // Only the Secrets this operator created, by uid: one made by someone else under that name stays.
+    for (const sec of ((ss.status ?? {}) as ShadowSetStatus).secrets ?? []) {
+      await k.delete(R.secrets, ns, sec.name, { apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { uid: sec.uid } }).catch((e: unknown) => {
+        if (!isOperatorError(e, 'OP_CONFLICT')) throw e; // replaced meanwhile: not ours any more
+      });
+    }
     for (const b of (await k.list(R.writebitmaps, ns, `${SET_LABEL}=${name}`)).items) {
       if (b.metadata.finalizers?.length) await k.mergePatch(R.writebitmaps, ns, b.metadata.name, { metadata: { finalizers: null } });
       await k.delete(R.writebitmaps, ns, b.metadata.name);
     }
     await this.event(ss, 'Normal', EventReason.Dissolved, 'shadow set dissolved: members keep their data and clean metadata');
+    this.memory.delete(`${ns}/${name}`);
     await k.mergePatch(R.shadowsets, ns, name, { metadata: { finalizers: (ss.metadata.finalizers ?? []).filter((f) => f !== FINALIZER), resourceVersion: ss.metadata.resourceVersion } });
   }
 }

@@ -3,6 +3,10 @@
  * first use), the CRDs, a simulated node, two file-backed members as local block PVs, the operator, and
  * an example two-member ShadowSet. Prints what to try; Ctrl-C tears everything down.
  */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { startControlPlane, NodeSimulator, createBackingDevice, waitFor, PROJECT_IMAGE, type BackingDevice } from '@shadowset/e2e';
 import { API_VERSION } from '../api/group.js';
@@ -18,10 +22,13 @@ const say = (s: string) => process.stdout.write(`demo: ${s}\n`);
 export async function runDemo(o: { memberMiB: number }): Promise<void> {
   say('starting the local control plane (etcd + kube-apiserver; built from Go modules on first use, which takes a few minutes)…');
   const cp = await startControlPlane();
+  // The operator's key, as the chart's Secret holds it: every set's token and PSKs derive from it.
+  const key = randomBytes(32);
   const disks: BackingDevice[] = [];
   let sim: NodeSimulator | null = null;
   let op: Operator | null = null;
   let stopping = false;
+  let keyDir = '';
   const stop = async (code: number) => {
     if (stopping) return;
     stopping = true;
@@ -30,6 +37,7 @@ export async function runDemo(o: { memberMiB: number }): Promise<void> {
     await sim?.stop().catch(() => undefined);
     await cp.stop().catch(() => undefined);
     for (const d of disks) await d.release().catch(() => undefined);
+    if (keyDir) await rm(keyDir, { recursive: true, force: true });
     process.exit(code);
   };
   process.on('SIGINT', () => void stop(0));
@@ -70,6 +78,7 @@ export async function runDemo(o: { memberMiB: number }): Promise<void> {
     op = new Operator({
       kubeConfig: cp.kubeConfig, log: pino({ level: 'warn', base: { component: 'operator' } }), engineImage: `${PROJECT_IMAGE}:dev`,
       leaderElection: { namespace: 'default', identity: 'demo' }, httpAddresses: ['127.0.0.1:0'],
+      key, operatorPods: { namespace: 'default', labels: { 'app.kubernetes.io/name': 'shadowset-demo' } },
     });
     await op.start();
     await kube.apply(R.shadowsets, NS, 'demo', {
@@ -89,7 +98,16 @@ export async function runDemo(o: { memberMiB: number }): Promise<void> {
     } catch {
       // fall back to a kubectl on PATH
     }
-    const uri = `nbd://${ip}:10809/shadow`;
+    // What a consumer of the set gets from its export Secret, and the engine's token (an admin's view),
+    // written where the commands below read them.
+    const secret = async (name: string, key: string) =>
+      Buffer.from(((await kube.get(R.secrets, NS, name)) as { data?: Record<string, string> } | null)?.data?.[key] ?? '', 'base64').toString('utf8');
+    keyDir = await mkdtemp(join(tmpdir(), 'shadowset-demo-keys-'));
+    const psk = join(keyDir, 'keys.psk');
+    const token = join(keyDir, 'control-token');
+    await writeFile(psk, await secret('demo-shadowset-export', 'psk'), { mode: 0o600 });
+    await writeFile(token, await secret('demo-shadowset-internal', 'control-token'), { mode: 0o600 });
+    const uri = `nbds://${ip}:10809/shadow`;
     process.stdout.write(`
 The shadow set is up: two file-backed members (${o.memberMiB} MiB each) on the simulated node node-a.
 
@@ -98,10 +116,13 @@ The shadow set is up: two file-backed members (${o.memberMiB} MiB each) on the s
   ${kubectl} get shadowset demo -n ${NS} -o yaml        # conditions, members, recovery
   ${kubectl} get events -n ${NS}
 
-  virtual unit (NBD): ${uri}
-  nbdinfo '${uri}'
-  qemu-io -f raw -c 'write -P 0x5a 0 1M' -c 'read -P 0x5a 0 1M' '${uri}'
-  engine status: curl -s http://${ip}:8080/v1/status
+  virtual unit: ${uri} (NBD over TLS; only the PSK of Secret ${NS}/demo-shadowset-export opens it)
+  ${kubectl} get secret demo-shadowset-export -n ${NS} -o jsonpath='{.data.psk}' | base64 -d   # identity:hexkey, saved in ${psk}
+  nbdinfo 'nbds://shadowset-export@${ip}:10809/shadow?tls-psk-file=${psk}'
+  qemu-io --object tls-creds-psk,id=tls0,endpoint=client,dir=${keyDir},username=shadowset-export \\
+    --image-opts driver=nbd,host=${ip},port=10809,export=shadow,tls-creds=tls0 -c 'write -P 0x5a 0 1M' -c 'read -P 0x5a 0 1M'
+  engine status: curl -s -H "Authorization: Bearer $(cat ${token})" http://${ip}:8080/v1/status
+  (a plain nbd:// client, a wrong key, or the API without the token are refused)
 
 Try: add a third member, detach one for backup (examples/ has the manifests; create a PVC the same way).
 Ctrl-C tears everything down.

@@ -3,15 +3,20 @@
  * pre-bound claims, and the operator running in this process.
  */
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
-import { startControlPlane, NodeSimulator, createBackingDevice, waitFor, PROJECT_IMAGE, type ControlPlane, type BackingDevice } from '@shadowset/e2e';
+import { startControlPlane, NodeSimulator, createBackingDevice, waitFor, PROJECT_IMAGE, type ControlPlane, type BackingDevice, type SimulatedNodeSpec } from '@shadowset/e2e';
 import { buildCrds } from '../api/crd.js';
 import { Kube, R, type Obj } from '../kube/client.js';
 import { rawRequest } from '../kube/raw.js';
 import { Operator } from '../operator.js';
 import type { Hooks } from '../controller/hooks.js';
 import { API_VERSION } from '../api/group.js';
+import { deriveSetKeys, EXPORT_PSK_IDENTITY, type SetKeys } from '../security/keys.js';
 
 export const run = promisify(execFile);
 
@@ -28,9 +33,13 @@ export class Cluster {
   kube!: Kube;
   op!: Operator;
   hooks = new RecordingHooks();
+  /** The operator's key, as the chart's Secret would hold it. */
+  readonly key = randomBytes(32);
+  readonly operatorPods = { namespace: 'default', labels: { 'app.kubernetes.io/name': 'shadowset-test' } };
   readonly disks = new Map<string, BackingDevice>();
+  private readonly pskDirs: string[] = [];
 
-  async start(nodes: string[]): Promise<void> {
+  async start(nodes: (string | SimulatedNodeSpec)[]): Promise<void> {
     this.cp = await startControlPlane();
     this.kube = new Kube(this.cp.kubeConfig);
     for (const { object } of buildCrds()) {
@@ -47,6 +56,7 @@ export class Cluster {
     this.op = new Operator({
       kubeConfig: this.cp.kubeConfig, log: pino({ level: process.env.OPERATOR_LOG ?? 'silent' }), engineImage: `${PROJECT_IMAGE}:dev`,
       leaderElection: { namespace: 'default', identity: 'test' }, httpAddresses: ['127.0.0.1:0'], hooks: this.hooks,
+      key: this.key, operatorPods: this.operatorPods,
     });
     await this.op.start();
   }
@@ -56,6 +66,35 @@ export class Cluster {
     await this.sim?.stop();
     await this.cp?.stop();
     for (const d of this.disks.values()) await d.release().catch(() => undefined);
+    for (const d of this.pskDirs) await rm(d, { recursive: true, force: true });
+  }
+
+  /** The set's keys, derived as the operator derives them (from its key and the set's uid). */
+  async keys(ns: string, name: string): Promise<SetKeys> {
+    const ss = await this.get(ns, name);
+    if (!ss?.metadata.uid) throw new Error(`no ShadowSet ${ns}/${name}`);
+    return deriveSetKeys(this.key, { namespace: ns, name, uid: ss.metadata.uid });
+  }
+
+  /** GET /v1/status of the set's engine, with the set's token. */
+  async engineStatus(ns: string, name: string): Promise<{ members?: { path: string; state: string }[] }> {
+    const res = await fetch(`http://${await this.enginePodIP(ns, name)}:8080/v1/status`, { headers: { authorization: `Bearer ${(await this.keys(ns, name)).controlToken}` } });
+    if (!res.ok) throw new Error(`engine status: ${res.status}`);
+    return (await res.json()) as { members?: { path: string; state: string }[] };
+  }
+
+  /**
+   * A qemu PSK credentials directory (keys.psk) holding what the set's export Secret holds, as a consumer
+   * would mount it.
+   */
+  async exportPskDir(ns: string, name: string): Promise<string> {
+    const sec = await this.kube.get(R.secrets, ns, `${name}-shadowset-export`);
+    const psk = (sec as { data?: { psk?: string } } | null)?.data?.psk;
+    if (!psk) throw new Error(`Secret ${name}-shadowset-export has no psk`);
+    const dir = await mkdtemp(join(tmpdir(), 'shadowset-psk-'));
+    this.pskDirs.push(dir);
+    await writeFile(join(dir, 'keys.psk'), Buffer.from(psk, 'base64'), { mode: 0o600 });
+    return dir;
   }
 
   async namespace(ns: string): Promise<void> {
@@ -118,9 +157,26 @@ export class Cluster {
     return ip;
   }
 
-  async qemuIo(ns: string, name: string, cmds: string[]): Promise<string> {
+  /**
+   * A pod that declares itself a consumer of the given sets (so their hooks may exec in it). It names a node
+   * the simulator does not run, so it is an API object only: hooks are recorded here, not exec'd.
+   */
+  async consumerPod(ns: string, name: string, sets: string): Promise<void> {
+    await this.kube.create(R.pods, ns, {
+      metadata: { name, annotations: { 'shadowset.dev/consumer-of': sets } },
+      spec: { nodeName: 'not-simulated', containers: [{ name: 'app', image: 'app:1' }] },
+    });
+  }
+
+  /** qemu-io against the set's export, over TLS with the PSK of its export Secret. */
+  async qemuIo(ns: string, name: string, cmds: string[], port = 10809): Promise<string> {
     const ip = await this.enginePodIP(ns, name);
-    const args = ['-f', 'raw', ...cmds.flatMap((c) => ['-c', c]), `nbd://${ip}:10809/shadow`];
+    const dir = await this.exportPskDir(ns, name);
+    const args = [
+      '--object', `tls-creds-psk,id=tls0,endpoint=client,dir=${dir},username=${EXPORT_PSK_IDENTITY}`,
+      ...cmds.flatMap((c) => ['-c', c]),
+      '--image-opts', `driver=nbd,host=${ip},port=${port},export=shadow,tls-creds=tls0`,
+    ];
     const r = await run('qemu-io', args);
     const out = r.stdout + r.stderr;
     if (/verification failed|failed:/i.test(out)) throw new Error(`qemu-io failed: ${out}`);

@@ -27,7 +27,7 @@ test('a two-member set comes up: engine pod with both claims, Ready, members InS
   const s = await c.until(NS, 'vol', 'two members in sync', allInSync(2));
   assert.equal(cond(s, 'Degraded')?.status, 'False');
   assert.equal(cond(s, 'Resyncing')?.reason, 'Steady');
-  assert.match(s.endpoint ?? '', /^nbd:\/\/vol\.shadow\.svc:10809\/shadow$/);
+  assert.match(s.endpoint ?? '', /^nbds:\/\/vol\.shadow\.svc:10809\/shadow$/);
   const pod = await c.kube.get(R.pods, NS, 'vol-engine');
   const devices = ((pod?.spec as { containers: { volumeDevices: { devicePath: string }[] }[] }).containers[0]!.volumeDevices).map((d) => d.devicePath);
   assert.deepEqual(devices, ['/dev/shadow/m1', '/dev/shadow/m2']);
@@ -50,6 +50,7 @@ test('adding a third member runs a full copy (member server pod), then all three
 
 test('detaching a member for backup creates a WriteBitmap; returning it runs a minicopy of only the dirty chunks', async () => {
   const three = [...two.members, { name: 'm3', claimName: 'a3' }];
+  await c.consumerPod(NS, 'app', 'vol');
   await c.apply(NS, 'vol', { members: three.map((m) => (m.name === 'm2' ? { ...m, state: 'Detached' } : m)), hooks: { freeze: { pod: 'app', command: ['fsfreeze', '-f', '/data'] }, thaw: { pod: 'app', command: ['fsfreeze', '-u', '/data'] } } });
   await c.until(NS, 'vol', 'm2 detached', (s) => memberState(s, 'm2') === 'Detached');
   assert.deepEqual(c.hooks.calls.map((x) => x.split(':')[0]), ['freeze', 'thaw']);

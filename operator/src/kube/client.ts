@@ -39,6 +39,8 @@ export const R = {
   pvcs: { group: '', version: 'v1', plural: 'persistentvolumeclaims', namespaced: true },
   pvs: { group: '', version: 'v1', plural: 'persistentvolumes', namespaced: false },
   services: { group: '', version: 'v1', plural: 'services', namespaced: true },
+  secrets: { group: '', version: 'v1', plural: 'secrets', namespaced: true },
+  networkpolicies: { group: 'networking.k8s.io', version: 'v1', plural: 'networkpolicies', namespaced: true },
   events: { group: '', version: 'v1', plural: 'events', namespaced: true },
   nodes: { group: '', version: 'v1', plural: 'nodes', namespaced: false },
   leases: { group: 'coordination.k8s.io', version: 'v1', plural: 'leases', namespaced: true },

@@ -1,42 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { EngineStatus } from '@shadowset/engine/api';
-import { shadowSetSpecSchema } from '../api/shadowset.js';
+import { configHash, engineConfig } from './engine-config.js';
+import { claim, engine, kinds, observed, pod, spec } from './fixtures.js';
 import { plan } from './planner.js';
-import type { Action, Observed, PodInfo } from './types.js';
-
-const spec = (members: object[], extra: object = {}) => shadowSetSpecSchema.parse({ members, ...extra });
-const claim = (name: string, node: string | null = 'n1', extra = {}) => ({ name, exists: true, volumeMode: 'Block', bound: true, pvName: `pv-${name}`, node, ...extra });
-const pod = (name: string, attached: string[], ip = '127.11.0.2'): PodInfo => ({ name, phase: 'Running', ready: true, podIP: ip, node: 'n1', deleting: false, attached, restarts: 0, createdMs: 0 });
-
-function engine(members: { id: string; path: string; state: string; reason?: string }[], extra: Partial<EngineStatus> = {}): EngineStatus {
-  return {
-    setId: 's', size: 1 << 30, chunkSize: 65536, generation: 3, state: 'Steady', memberTimeoutSeconds: 120,
-    members: members.map((m) => ({ readCost: 1, site: '', queueDepth: 0, reason: '', progress: null,
-      counters: { reads: 0, writes: 0, readBytes: 0, writeBytes: 0, flushes: 0, errors: 0, repairs: 0, timeouts: 0 }, ...m })) as EngineStatus['members'],
-    recovery: { mode: null, source: null, targets: [], bytesTotal: 0, bytesDone: 0, bytesPerSecond: 0, etaSeconds: null },
-    bitmaps: [], intentLog: { dirtyChunks: 0, enabled: true, persists: 0, pages: 0, persistMs: 0, cleared: 0 },
-    settings: { copySource: null, copyBytesPerSecond: 0, mergeBytesPerSecond: 0, maxCopies: 4, minicopyPolicy: 'Optional' },
-    export: { name: 'shadow', socket: null, tcp: null }, nbd: { connections: 0, connectionsTotal: 0, requests: {}, errors: 0, rejected: 0 },
-    ...extra,
-  };
-}
-
-function observed(o: Partial<Observed>): Observed {
-  return {
-    name: 'vol', namespace: 'ns', uid: 'u1', generation: 1, deleting: false,
-    spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }]),
-    claims: { ca: claim('ca'), cb: claim('cb') }, enginePod: null, memberServers: {}, engine: { kind: 'none' },
-    bitmapCrs: [], previous: {}, engineImage: 'img:1', defaults: { memberTimeoutSeconds: 120, maxCopies: 4 }, now: '2026-01-01T00:00:00Z', nowMs: 1_000_000, lastReturnAttempt: {},
-    ...o,
-  };
-}
-const kinds = (a: Action[]) => a.filter((x) => x.kind !== 'event').map((x) => x.kind);
+import type { Action, Observed } from './types.js';
 
 test('a new set: engine pod with both local claims as devices, the export service, an event', () => {
   const p = plan(observed({}));
-  assert.deepEqual(kinds(p.actions), ['createEnginePod', 'applyService']);
-  const podObj = (p.actions[0] as Extract<Action, { kind: 'createEnginePod' }>).pod as { spec: { nodeName: string; containers: { args: string[]; volumeDevices: unknown[] }[] } };
+  assert.deepEqual(kinds(p.actions), ['ensureSecrets', 'applyNetworkPolicy', 'createEnginePod', 'applyService']);
+  const podObj = (p.actions.find((a) => a.kind === 'createEnginePod') as Extract<Action, { kind: 'createEnginePod' }>).pod as { spec: { nodeName: string; containers: { args: string[]; volumeDevices: unknown[] }[] } };
   assert.equal(podObj.spec.nodeName, 'n1');
   const args = podObj.spec.containers[0]!.args;
   assert.deepEqual(args.slice(0, 5), ['serve', '--member', '/dev/shadow/a', '--member', '/dev/shadow/b']);
@@ -74,13 +46,13 @@ test('an invalid spec is terminal: InvalidSpec, no actions, no requeue', () => {
 test('a member on another node gets a member server, and the engine waits for it (bounded)', () => {
   const o = observed({ claims: { ca: claim('ca', 'n1'), cb: claim('cb', 'n2') } });
   const p = plan(o);
-  assert.deepEqual(kinds(p.actions), ['createMemberServer']);
-  const ms = (p.actions[0] as Extract<Action, { kind: 'createMemberServer' }>).pod as { spec: { nodeName: string; containers: { args: string[] }[] } };
+  assert.deepEqual(kinds(p.actions), ['ensureSecrets', 'applyNetworkPolicy', 'createMemberServer']);
+  const ms = (p.actions.find((a) => a.kind === 'createMemberServer') as Extract<Action, { kind: 'createMemberServer' }>).pod as { spec: { nodeName: string; containers: { args: string[] }[] } };
   assert.equal(ms.spec.nodeName, 'n2');
   assert.equal(ms.spec.containers[0]!.args[0], 'serve-device');
   const later = plan({ ...o, memberServers: { b: { ...pod('vol-member-b', ['b'], '127.12.0.2'), createdMs: 0 } } });
   const engineArgs = ((later.actions.find((a) => a.kind === 'createEnginePod') as Extract<Action, { kind: 'createEnginePod' }>).pod as { spec: { containers: { args: string[] }[] } }).spec.containers[0]!.args;
-  assert.ok(engineArgs.includes('nbd://127.12.0.2:10810/member'));
+  assert.ok(engineArgs.includes('nbds://127.12.0.2:10810/member'));
 });
 
 test('steady: nothing to do but mirror status; a new spec member is added through its member server', () => {
@@ -93,10 +65,10 @@ test('steady: nothing to do but mirror status; a new spec member is added throug
   assert.equal(p.status.membersInSync, '2/2');
   assert.equal(p.status.state, 'Steady');
   const grown = { ...base, spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }, { name: 'c', claimName: 'cc' }]), claims: { ...base.claims, cc: claim('cc') } };
-  assert.deepEqual(kinds(plan(grown).actions), ['createMemberServer']);
+  assert.deepEqual(kinds(plan(grown).actions), ['ensureSecrets', 'createMemberServer']);
   const ready = plan({ ...grown, memberServers: { c: pod('vol-member-c', ['c'], '127.11.0.9') } });
   const add = ready.actions.find((a) => a.kind === 'engineAdd') as Extract<Action, { kind: 'engineAdd' }>;
-  assert.deepEqual(add.body, { location: 'nbd://127.11.0.9:10810/member', noCopy: false, confirmOverwrite: false, readCost: 1 });
+  assert.deepEqual(add.body, { location: 'nbds://127.11.0.9:10810/member', noCopy: false, confirmOverwrite: false, readCost: 1 });
 });
 
 test('detach: removal with the set\'s minicopy policy; refused while merging or with fewer than two full members left', () => {
@@ -120,7 +92,7 @@ test('a detached member set Active again is returned; a member dropped from the 
   });
   const o = observed({ enginePod: pod('vol-engine', ['a', 'b']), engine: { kind: 'ok', status: eng }, previous: { members: [{ name: 'a', id: 'ia', state: 'InSync' }, { name: 'b', id: 'ib', state: 'Detached' }] } });
   const p = plan(o);
-  assert.deepEqual(p.actions.filter((a) => a.kind === 'engineReturn'), [{ kind: 'engineReturn', member: 'b', engineId: 'ib' }]);
+  assert.deepEqual(p.actions.filter((a) => a.kind === 'engineReturn'), [{ kind: 'engineReturn', member: 'b', engineId: 'ib', minicopy: 'Optional' }]);
   assert.deepEqual(p.actions.filter((a) => a.kind === 'engineRemove'), [{ kind: 'engineRemove', member: 'ix', engineId: 'ix', policy: 'Optional', detach: false }]);
   const bm = p.actions.find((a) => a.kind === 'applyBitmapCr') as Extract<Action, { kind: 'applyBitmapCr' }>;
   assert.equal(bm.name, 'vol-b-bm-12345');
@@ -198,9 +170,11 @@ test('export over TLS: the Secret is mounted for the engine and the endpoint say
     spec: { containers: { args: string[]; volumeMounts: { name: string; mountPath: string }[] }[]; volumes: { name: string; secret?: { secretName: string } }[] };
   };
   const c = podObj.spec.containers[0]!;
-  assert.deepEqual(c.args.slice(c.args.indexOf('--tls-cert'), c.args.indexOf('--tls-cert') + 4), ['--tls-cert', '/etc/shadowset/tls/tls.crt', '--tls-key', '/etc/shadowset/tls/tls.key']);
+  assert.deepEqual(c.args.slice(c.args.indexOf('--tls-cert'), c.args.indexOf('--tls-cert') + 6), ['--tls-cert', '/etc/shadowset/tls/tls.crt', '--tls-key', '/etc/shadowset/tls/tls.key', '--tls-ca', '/etc/shadowset/tls/ca.crt']);
+  assert.ok(!c.args.includes('--export-psk-file'), 'one TLS mode for the export');
   assert.ok(c.volumeMounts.some((m) => m.name === 'tls' && m.mountPath === '/etc/shadowset/tls'));
-  assert.deepEqual(podObj.spec.volumes.find((v) => v.name === 'tls')?.secret, { secretName: 'vol-tls' });
-  const running = plan({ ...o, enginePod: pod('vol-engine', ['a', 'b']), engine: { kind: 'ok', status: engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/dev/shadow/b', state: 'InSync' }]) } });
+  // Client certificates are required: without ca.crt in the Secret the kubelet holds the pod (Ready says why).
+  assert.deepEqual(podObj.spec.volumes.find((v) => v.name === 'tls')?.secret, { secretName: 'vol-tls', defaultMode: 0o400, items: ['tls.crt', 'tls.key', 'ca.crt'].map((k) => ({ key: k, path: k })) });
+  const running = plan({ ...o, enginePod: { ...pod('vol-engine', ['a', 'b']), configHash: configHash(engineConfig(o.spec as never, o.engineImage)) }, engine: { kind: 'ok', status: engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/dev/shadow/b', state: 'InSync' }]) } });
   assert.match(running.status.endpoint ?? '', /^nbds:\/\/vol\.ns\.svc:10809\/shadow$/);
 });

@@ -5,7 +5,11 @@
 import type { EngineStatus } from '@shadowset/engine/api';
 import { EventReason, Reason } from '../api/conditions.js';
 import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
-import { enginePod, exportService, memberServerPod, memberServerUri, DEVICE_DIR } from './pods.js';
+import { engineConfig } from './engine-config.js';
+import { replaceReason } from './engine-pod-plan.js';
+import { hookRefusal } from './hooks-check.js';
+import { enginePod, memberServerPod, memberServerUri, DEVICE_DIR } from './pods.js';
+import { exportService, internalSecretName, networkPolicy, policyFingerprint, setSecrets } from './set-objects.js';
 import { buildStatus } from './status.js';
 import type { Action, Observed, Plan } from './types.js';
 
@@ -43,6 +47,16 @@ export function engineMemberFor(m: MemberSpec, o: Observed, eng: EngineStatus): 
   return eng.members.find((e) => e.path.endsWith(`${DEVICE_DIR}/${m.name}`) || (ms?.podIP !== undefined && e.path === memberServerUri(ms.podIP)));
 }
 
+/**
+ * What an engine refusal is remembered against: the spec's generation and the engine's membership, states
+ * and bitmaps. A refused change is asked again only once one of them changed.
+ */
+export function fingerprint(o: Observed, eng: EngineStatus): string {
+  return JSON.stringify([o.generation, eng.generation, eng.members.map((m) => `${m.id}:${m.state}`), eng.bitmaps.map((b) => b.id)]);
+}
+const refusalKey = (a: { kind: string; member: string }) => `${a.kind}:${a.member}`;
+export { refusalKey };
+
 export function plan(o: Observed): Plan {
   const actions: Action[] = [];
   if ('invalid' in o.spec) {
@@ -58,6 +72,17 @@ export function plan(o: Observed): Plan {
   const engineNode = spec.engine.nodeName ?? active.map(claimNode).find((n) => n !== null) ?? null;
   const local = (m: MemberSpec) => !!m.claimName && (claimNode(m) === null || engineNode === null || claimNode(m) === engineNode);
 
+  const wanted = engineConfig(spec, o.engineImage);
+  if (o.enginePod?.deleting) {
+    return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: `engine pod ${o.enginePod.name} is stopping` }, actions), requeueAfterMs: 1000 };
+  }
+  const replace = replaceReason(o, spec, wanted, claimNode);
+  if (replace) {
+    actions.push({ kind: 'deleteEnginePod', reason: replace });
+    actions.push({ kind: 'event', type: 'Normal', reason: EventReason.EngineRestarted, message: `engine pod replaced (SIGTERM: a clean stop): ${replace}` });
+    return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: `engine restarting: ${replace}` }, actions), requeueAfterMs: 1000 };
+  }
+
   if (!o.enginePod) {
     const why = refusal(o, spec, active);
     if (why) {
@@ -66,11 +91,15 @@ export function plan(o: Observed): Plan {
       }
       return { actions, status: buildStatus(o, null, why, actions), requeueAfterMs: -1 };
     }
+    // The Secrets first: the pods mount them. Then the NetworkPolicy, before any listener exists.
+    actions.push({ kind: 'ensureSecrets', secrets: setSecrets(owner, o.keys) });
+    const policy = networkPolicy(owner, spec, o.operatorPods);
+    if (o.networkPolicyFingerprint !== policyFingerprint(policy as never)) actions.push({ kind: 'applyNetworkPolicy', policy });
     // Members on other nodes are served by member servers; start the engine with those already running.
     const remote = active.filter((m) => m.claimName && !local(m));
-    const extra = [
-      ...remote.map((m) => o.memberServers[m.name]).filter((p) => p?.ready && p.podIP).map((p) => memberServerUri(p!.podIP!)),
-      ...active.filter((m) => m.nbd).map((m) => m.nbd!),
+    const reached = [
+      ...remote.filter((m) => o.memberServers[m.name]?.ready && o.memberServers[m.name]?.podIP).map((m) => ({ member: m, location: memberServerUri(o.memberServers[m.name]!.podIP!) })),
+      ...active.filter((m) => m.nbd).map((m) => ({ member: m, location: m.nbd! })),
     ];
     for (const m of remote) if (!o.memberServers[m.name]) actions.push({ kind: 'createMemberServer', member: m.name, pod: memberServerPod(owner, m, o.engineImage, claimNode(m)) });
     // Start with every member that can be had: wait (a bounded time) for member servers to come up.
@@ -79,18 +108,40 @@ export function plan(o: Observed): Plan {
     if (waiting.length > 0 && waitedMs < MEMBER_SERVER_WAIT_MS) {
       return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: `waiting for member servers of ${waiting.map((m) => m.name).join(', ')}` }, actions), requeueAfterMs: 1000 };
     }
-    actions.push({ kind: 'createEnginePod', pod: enginePod(owner, spec, o.engineImage, engineNode, active.filter(local), extra, memberTimeout) });
+    const site = engineNode ? (o.nodeZones[engineNode] ?? null) : null;
+    actions.push({
+      kind: 'createEnginePod',
+      pod: enginePod({ owner, spec, image: o.engineImage, node: engineNode, site, attached: active.filter(local), remote: reached, memberTimeoutSeconds: memberTimeout }),
+    });
     actions.push({ kind: 'applyService', service: exportService(owner, spec) });
     actions.push({ kind: 'event', type: 'Normal', reason: EventReason.EngineCreated, message: `engine pod created with ${active.length} member(s)` });
     return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: 'engine pod created' }, actions), requeueAfterMs: 2000 };
   }
 
+  // The Service follows export.serviceType and export.port (a port change also restarted the engine), the
+  // NetworkPolicy the export port; both are put back if deleted.
+  if (!o.service || o.service.type !== spec.export.serviceType || o.service.port !== spec.export.port) {
+    actions.push({ kind: 'applyService', service: exportService(owner, spec) });
+  }
+  const policy = networkPolicy(owner, spec, o.operatorPods);
+  if (o.networkPolicyFingerprint !== policyFingerprint(policy as never)) actions.push({ kind: 'applyNetworkPolicy', policy });
+
+  if (o.engine.kind === 'refused' && o.engine.code === 'ENG_UNAUTHORIZED') {
+    // The pod mounts a Secret this operator did not derive for this set (one left by an earlier set of the
+    // same name, or made by someone else): it is never overwritten, so say what to do.
+    const why = {
+      reason: Reason.EngineUnauthorized,
+      message: `the engine refuses this operator's control token: Secret ${internalSecretName(o.name)} was not made for this ShadowSet (uid ${o.uid}); delete that Secret and the pod ${o.enginePod.name}`,
+    };
+    if (o.previous.conditions?.find((c) => c.type === 'Ready')?.reason !== why.reason) actions.push({ kind: 'event', type: 'Warning', reason: EventReason.Refused, message: why.message });
+    return { actions, status: buildStatus(o, null, why, actions), requeueAfterMs: 30_000 };
+  }
   if (o.engine.kind !== 'ok') {
     const why = o.engine.kind === 'refused'
       ? { reason: o.engine.code === 'ENG_FOREIGN_DATA' || o.engine.code === 'ENG_SET_MISMATCH' || o.engine.code === 'ENG_OTHER_SET' ? Reason.ForeignData : Reason.EngineUnreachable, message: `engine refused to start: ${o.engine.message}` }
       : o.engine.kind === 'unreachable'
         ? { reason: Reason.EngineUnreachable, message: o.engine.message }
-        : { reason: Reason.EnginePending, message: `engine pod ${o.enginePod.name} is ${o.enginePod.phase}` };
+        : { reason: Reason.EnginePending, message: `engine pod ${o.enginePod.name} is ${o.enginePod.phase}${o.enginePod.waiting ? ` (${o.enginePod.waiting})` : ''}` };
     if (o.engine.kind === 'refused' && o.previous.conditions?.find((c) => c.type === 'Ready')?.reason !== why.reason) {
       actions.push({ kind: 'event', type: 'Warning', reason: EventReason.Refused, message: why.message });
     }
@@ -102,6 +153,13 @@ export function plan(o: Observed): Plan {
   const merging = eng.recovery.mode === 'Merge';
   let problem: { reason: string; message: string } | null = null;
   const known = new Set<string>();
+  // A change the engine refused is not asked again until something changed (see fingerprint).
+  const print = fingerprint(o, eng);
+  const ask = (a: Extract<Action, { kind: 'engineAdd' | 'engineRemove' | 'engineReturn' }>) => {
+    const held = o.refusals[refusalKey(a)];
+    if (held && held.fingerprint === print) problem = { reason: held.reason, message: held.message };
+    else actions.push(a);
+  };
 
   // Settings first, so a copy this reconcile starts already runs at the rate the spec asks for.
   const source = spec.copySource === 'Alternate' ? null : spec.copySource === 'Master' ? 'master'
@@ -127,7 +185,18 @@ export function plan(o: Observed): Plan {
         const others = eng.members.filter((x) => x.id !== e.id && x.state === 'InSync').length;
         if (merging) problem = { reason: Reason.DetachRefused, message: `member ${m.name} not detached: a merge is running` };
         else if (others < 2) problem = { reason: Reason.DetachRefused, message: `member ${m.name} not detached: fewer than two full members would remain` };
-        else actions.push({ kind: 'engineRemove', member: m.name, engineId: e.id, policy: spec.minicopyPolicy, detach: true });
+        else {
+          // Freeze and thaw run only in a pod that declares itself this set's consumer.
+          const hook = hookRefusal(o, spec);
+          if (hook) {
+            problem = hook;
+            if (o.previous.conditions?.find((c) => c.type === 'Ready')?.reason !== hook.reason) {
+              actions.push({ kind: 'event', type: 'Warning', reason: EventReason.HookRefused, message: hook.message });
+            }
+          } else {
+            ask({ kind: 'engineRemove', member: m.name, engineId: e.id, policy: spec.minicopyPolicy, detach: true });
+          }
+        }
       }
       continue;
     }
@@ -148,9 +217,11 @@ export function plan(o: Observed): Plan {
     if (e) {
       // A former member: return it (a faulted one at a measured pace, so a bad device does not flap).
       if (e.state === 'Faulted' && o.nowMs - (o.lastReturnAttempt[m.name] ?? 0) < FAULT_RETURN_PACE_MS) continue;
-      actions.push({ kind: 'engineReturn', member: m.name, engineId: e.id, ...(location && location !== e.path ? { location } : {}) });
+      // The set's policy holds on return too: Required fails rather than fall back to a full copy.
+      const minicopy = spec.minicopyPolicy === 'Required' ? 'Required' : 'Optional';
+      ask({ kind: 'engineReturn', member: m.name, engineId: e.id, minicopy, ...(location && location !== e.path ? { location } : {}) });
     } else if (location) {
-      actions.push({ kind: 'engineAdd', member: m.name, body: { location, noCopy: m.noCopy, confirmOverwrite: m.confirmOverwrite, readCost: m.readCost, ...(m.site ? { site: m.site } : {}) } });
+      ask({ kind: 'engineAdd', member: m.name, body: { location, noCopy: m.noCopy, confirmOverwrite: m.confirmOverwrite, readCost: m.readCost, ...(m.site ? { site: m.site } : {}) } });
     }
   }
 
@@ -158,7 +229,7 @@ export function plan(o: Observed): Plan {
   for (const e of eng.members) {
     if (known.has(e.id) || !writable(e.state)) continue;
     const name = o.previous.members?.find((x) => x.id === e.id)?.name ?? e.id;
-    actions.push({ kind: 'engineRemove', member: name, engineId: e.id, policy: spec.minicopyPolicy, detach: false });
+    ask({ kind: 'engineRemove', member: name, engineId: e.id, policy: spec.minicopyPolicy, detach: false });
   }
   // Member servers no longer needed.
   for (const [name, p] of Object.entries(o.memberServers)) {
@@ -182,6 +253,9 @@ export function plan(o: Observed): Plan {
   for (const cr of o.bitmapCrs) {
     if (!eng.bitmaps.some((b) => b.id === cr.bitmapId) && !cr.deleting) actions.push({ kind: 'deleteBitmapCr', name: cr.name });
   }
+
+  // A member server mounts the set's Secret: make sure it is there (it could have been deleted).
+  if (actions.some((a) => a.kind === 'createMemberServer')) actions.unshift({ kind: 'ensureSecrets', secrets: setSecrets(owner, o.keys) });
 
   const status = buildStatus(o, eng, problem, actions);
   const transient = eng.state !== 'Steady' || actions.some((a) => a.kind.startsWith('engine') || a.kind === 'createMemberServer');

@@ -1,60 +1,114 @@
-/** Desired engine and member-server pods and the export Service (plain objects). */
-import { API_VERSION, ROLE_LABEL, SET_LABEL } from '../api/group.js';
-import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
+/**
+ * Desired engine and member-server pods (plain objects). Every listener of theirs is authenticated: the
+ * engine's HTTP API by the set's control token, the member servers and the export by TLS-PSK (or, for the
+ * export, x509 with client certificates). The keys come from the set's Secrets, mounted by the kubelet.
+ */
+import { ROLE_LABEL, SET_LABEL } from '../api/group.js';
+import { RESERVED_PORTS, type MemberSpec, type ShadowSetSpec } from '../api/shadowset.js';
+import { CONFIG_ANNOTATION, CONFIG_HASH_ANNOTATION, allowedNbd, configHash, configText, engineConfig } from './engine-config.js';
+import { INTERNAL_KEYS, exportSecretName, internalSecretName, ownerRef, type Owner } from './set-objects.js';
 
 export const DEVICE_DIR = '/dev/shadow';
 export const TLS_DIR = '/etc/shadowset/tls';
-export const HTTP_PORT = 8080;
-export const MEMBER_PORT = 10810;
+export const INTERNAL_DIR = '/etc/shadowset/internal';
+export const EXPORT_DIR = '/etc/shadowset/export';
+export const HTTP_PORT = RESERVED_PORTS.http;
+export const MEMBER_PORT = RESERVED_PORTS.member;
 export const ATTACHED_ANNOTATION = 'shadowset.dev/attached';
 export const MEMBER_ANNOTATION = 'shadowset.dev/member';
 
 export const engineName = (set: string) => `${set}-engine`;
 export const memberServerName = (set: string, member: string) => `${set}-member-${member}`;
-export const memberServerUri = (podIP: string) => `nbd://${podIP}:${MEMBER_PORT}/member`;
+/** Member servers speak NBD over TLS-PSK only: the engine reaches them with nbds://. */
+export const memberServerUri = (podIP: string) => `nbds://${podIP}:${MEMBER_PORT}/member`;
+/** The pod IP in a member-server URI, or null if the location is not one. */
+export function memberServerIp(location: string): string | null {
+  const m = /^nbds?:\/\/([^/]+):(\d+)\/member$/.exec(location);
+  return m && Number(m[2]) === MEMBER_PORT ? m[1]!.replace(/^\[|\]$/g, '') : null;
+}
 export const engineBase = (podIP: string) => `http://${podIP}:${HTTP_PORT}`;
-
-interface Owner {
-  name: string;
-  namespace: string;
-  uid: string;
-}
-
-function ownerRef(o: Owner) {
-  return [{ apiVersion: API_VERSION, kind: 'ShadowSet', name: o.name, uid: o.uid, controller: true, blockOwnerDeletion: true }];
-}
 
 const podIpEnv = [
   { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
   { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
 ];
 
-export function memberArg(m: MemberSpec): string {
-  const opts = [m.readCost !== 1 ? `readCost=${m.readCost}` : '', m.site ? `site=${m.site}` : ''].filter(Boolean).join(',');
-  return opts ? `${DEVICE_DIR}/${m.name}#${opts}` : `${DEVICE_DIR}/${m.name}`;
+/**
+ * Engine and member-server containers: no privilege, no capability, a read-only root, the runtime's
+ * seccomp profile. They run as root only to open the block device node the kubelet makes for a volumeDevice
+ * (owned by root, mode 0660); opening a file one owns needs no capability, so all are dropped.
+ */
+export const LOCKED_DOWN = {
+  privileged: false,
+  allowPrivilegeEscalation: false,
+  readOnlyRootFilesystem: true,
+  capabilities: { drop: ['ALL'] },
+  seccompProfile: { type: 'RuntimeDefault' },
+  runAsUser: 0,
+  runAsNonRoot: false,
+} as const;
+
+/** Secret volumes: files readable by their owner only. */
+const secretVolume = (name: string, secretName: string, items: string[]) =>
+  ({ name, secret: { secretName, defaultMode: 0o400, items: items.map((key) => ({ key, path: key })) } });
+
+/**
+ * A `--member` argument: the location, then the member's options after a '#' (readCost, site, overwrite).
+ * `overwrite` is per member: confirmOverwrite on one member lets the engine overwrite that device only.
+ */
+export function memberArg(location: string, m: MemberSpec): string {
+  const opts = [m.readCost !== 1 ? `readCost=${m.readCost}` : '', m.site ? `site=${m.site}` : '', m.confirmOverwrite ? 'overwrite' : ''].filter(Boolean).join(',');
+  return opts ? `${location}#${opts}` : location;
 }
 
-export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: string | null, attached: MemberSpec[], extraLocations: string[], memberTimeoutSeconds: number): Record<string, unknown> {
+/** The location part of a `--member` argument. Spec URIs never hold a '#' (the CRD refuses them). */
+export const memberLocation = (arg: string): string => (arg.includes('#') ? arg.slice(0, arg.lastIndexOf('#')) : arg);
+
+export interface EnginePodInput {
+  owner: Owner;
+  spec: ShadowSetSpec;
+  image: string;
+  /** The engine's node, when it is known before scheduling (pinned, or where a member's volume is). */
+  node: string | null;
+  /** The zone of that node: reads prefer full members whose site is this zone. */
+  site: string | null;
+  /** Members whose volumes are attached to the pod as block devices. */
+  attached: MemberSpec[];
+  /** Members reached over NBD: member servers and spec NBD URIs. */
+  remote: { member: MemberSpec; location: string }[];
+  memberTimeoutSeconds: number;
+}
+
+export function enginePod(i: EnginePodInput): Record<string, unknown> {
+  const { owner: o, spec } = i;
   const args = ['serve'];
-  for (const m of attached) args.push('--member', memberArg(m));
-  for (const loc of extraLocations) args.push('--member', loc);
+  for (const m of i.attached) args.push('--member', memberArg(`${DEVICE_DIR}/${m.name}`, m));
+  for (const r of i.remote) args.push('--member', memberArg(r.location, r.member));
   args.push(
     '--socket', '/run/shadow/nbd.sock',
     '--listen', `$(POD_IP):${spec.export.port}`,
     '--http', `$(POD_IP):${HTTP_PORT}`,
-    '--member-timeout', String(memberTimeoutSeconds),
+    '--member-timeout', String(i.memberTimeoutSeconds),
     '--minicopy-policy', spec.minicopyPolicy,
     '--hold-on-failure',
     // After a restart, members added since the pod was created are found again from the set's own record.
     '--include',
   );
+  if (i.site) args.push('--site', i.site);
+  // The control API needs the set's token; the members the API may name: devices of this pod, member
+  // servers (nbds://, which answer only the set's PSK) and the spec's own NBD URIs.
+  args.push('--control-token-file', `${INTERNAL_DIR}/${INTERNAL_KEYS.token}`, '--member-psk-file', `${INTERNAL_DIR}/${INTERNAL_KEYS.memberPsk}`);
+  args.push('--allow-location', `${DEVICE_DIR}/`, '--allow-location', 'nbds://');
+  for (const uri of allowedNbd(spec)) args.push('--allow-location', uri);
   // Throttles hold from the engine's first moment: a merge after a crash starts before the operator can
   // reach the engine's API.
   if (spec.throttle.copyBytesPerSecond > 0) args.push('--copy-bytes-per-second', String(spec.throttle.copyBytesPerSecond));
   if (spec.throttle.mergeBytesPerSecond > 0) args.push('--merge-bytes-per-second', String(spec.throttle.mergeBytesPerSecond));
-  if (attached.some((m) => m.confirmOverwrite)) args.push('--overwrite');
-  if (spec.export.tlsSecretName) args.push('--tls-cert', `${TLS_DIR}/tls.crt`, '--tls-key', `${TLS_DIR}/tls.key`);
+  // The export: the set's PSK, or the user's certificate with client certificates required (ca.crt).
+  if (spec.export.tlsSecretName) args.push('--tls-cert', `${TLS_DIR}/tls.crt`, '--tls-key', `${TLS_DIR}/tls.key`, '--tls-ca', `${TLS_DIR}/ca.crt`);
+  else args.push('--export-psk-file', `${EXPORT_DIR}/psk`);
   const resources = spec.engine.resources ? { resources: spec.engine.resources } : {};
+  const config = engineConfig(spec, i.image);
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -62,38 +116,46 @@ export function enginePod(o: Owner, spec: ShadowSetSpec, image: string, node: st
       name: engineName(o.name),
       namespace: o.namespace,
       labels: { [SET_LABEL]: o.name, [ROLE_LABEL]: 'engine' },
-      annotations: { [ATTACHED_ANNOTATION]: attached.map((m) => m.name).join(',') },
+      annotations: {
+        [ATTACHED_ANNOTATION]: i.attached.map((m) => m.name).join(','),
+        [CONFIG_HASH_ANNOTATION]: configHash(config),
+        [CONFIG_ANNOTATION]: configText(config),
+      },
       ownerReferences: ownerRef(o),
     },
     spec: {
       restartPolicy: 'Always',
-      ...(node ? { nodeName: node } : {}),
+      ...(i.node ? { nodeName: i.node } : {}),
       ...(spec.engine.nodeSelector ? { nodeSelector: spec.engine.nodeSelector } : {}),
       terminationGracePeriodSeconds: 60,
       containers: [
         {
           name: 'engine',
-          image: spec.engine.image ?? image,
+          image: i.image,
           command: ['shadow-engine'],
           args,
           env: podIpEnv,
           ports: [{ name: 'nbd', containerPort: spec.export.port }, { name: 'http', containerPort: HTTP_PORT }],
           readinessProbe: { httpGet: { path: '/healthz', port: HTTP_PORT }, periodSeconds: 2, failureThreshold: 3 },
-          // Block devices need device access: the engine is the one privileged part of the system.
-          securityContext: { privileged: true },
-          volumeDevices: attached.map((m) => ({ name: `m-${m.name}`, devicePath: `${DEVICE_DIR}/${m.name}` })),
+          securityContext: LOCKED_DOWN,
+          volumeDevices: i.attached.map((m) => ({ name: `m-${m.name}`, devicePath: `${DEVICE_DIR}/${m.name}` })),
           volumeMounts: [
             { name: 'run', mountPath: '/run/shadow' },
-            ...(spec.export.tlsSecretName ? [{ name: 'tls', mountPath: TLS_DIR, readOnly: true }] : []),
+            { name: 'internal', mountPath: INTERNAL_DIR, readOnly: true },
+            spec.export.tlsSecretName ? { name: 'tls', mountPath: TLS_DIR, readOnly: true } : { name: 'export', mountPath: EXPORT_DIR, readOnly: true },
           ],
           ...resources,
         },
       ],
       volumes: [
-        ...attached.map((m) => ({ name: `m-${m.name}`, persistentVolumeClaim: { claimName: m.claimName } })),
+        ...i.attached.map((m) => ({ name: `m-${m.name}`, persistentVolumeClaim: { claimName: m.claimName } })),
         { name: 'run', emptyDir: {} },
-        // The kubelet mounts the Secret: the operator itself needs no access to Secrets.
-        ...(spec.export.tlsSecretName ? [{ name: 'tls', secret: { secretName: spec.export.tlsSecretName } }] : []),
+        // The kubelet mounts the Secrets: the operator itself never reads them. A TLS Secret without ca.crt
+        // holds the pod in ContainerCreating, which the Ready condition shows.
+        secretVolume('internal', internalSecretName(o.name), [INTERNAL_KEYS.token, INTERNAL_KEYS.memberPsk]),
+        spec.export.tlsSecretName
+          ? secretVolume('tls', spec.export.tlsSecretName, ['tls.crt', 'tls.key', 'ca.crt'])
+          : secretVolume('export', exportSecretName(o.name), ['psk']),
       ],
     },
   };
@@ -118,28 +180,17 @@ export function memberServerPod(o: Owner, m: MemberSpec, image: string, node: st
           name: 'member',
           image,
           command: ['shadow-engine'],
-          args: ['serve-device', '--device', `${DEVICE_DIR}/${m.name}`, '--listen', `$(POD_IP):${MEMBER_PORT}`],
+          args: ['serve-device', '--device', `${DEVICE_DIR}/${m.name}`, '--listen', `$(POD_IP):${MEMBER_PORT}`, '--psk-file', `${INTERNAL_DIR}/${INTERNAL_KEYS.memberPsk}`],
           env: podIpEnv,
           ports: [{ name: 'nbd', containerPort: MEMBER_PORT }],
           readinessProbe: { tcpSocket: { port: MEMBER_PORT }, periodSeconds: 2 },
-          securityContext: { privileged: true },
+          securityContext: LOCKED_DOWN,
           volumeDevices: [{ name: 'member', devicePath: `${DEVICE_DIR}/${m.name}` }],
+          volumeMounts: [{ name: 'internal', mountPath: INTERNAL_DIR, readOnly: true }],
         },
       ],
-      volumes: [{ name: 'member', persistentVolumeClaim: { claimName: m.claimName } }],
-    },
-  };
-}
-
-export function exportService(o: Owner, spec: ShadowSetSpec): Record<string, unknown> {
-  return {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: { name: o.name, namespace: o.namespace, labels: { [SET_LABEL]: o.name }, ownerReferences: ownerRef(o) },
-    spec: {
-      type: spec.export.serviceType,
-      selector: { [SET_LABEL]: o.name, [ROLE_LABEL]: 'engine' },
-      ports: [{ name: 'nbd', port: spec.export.port, targetPort: spec.export.port, protocol: 'TCP' }],
+      // The member PSK only: a member server has no business with the control token.
+      volumes: [{ name: 'member', persistentVolumeClaim: { claimName: m.claimName } }, secretVolume('internal', internalSecretName(o.name), [INTERNAL_KEYS.memberPsk])],
     },
   };
 }

@@ -3,6 +3,7 @@ import type { EngineStatus } from '@shadowset/engine/api';
 import { ConditionType, EventReason, Reason } from '../api/conditions.js';
 import type { Condition, ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
 import { engineMemberFor } from './planner.js';
+import { exportSecretName } from './set-objects.js';
 import type { Action, Observed } from './types.js';
 
 function condition(o: Observed, type: string, ok: boolean, reason: string, message: string): Condition {
@@ -66,7 +67,8 @@ export function buildStatus(o: Observed, eng: EngineStatus | null, problem: { re
     ...(eng ? {
       shadowGeneration: eng.generation,
       size: eng.size,
-      endpoint: `${spec?.export.tlsSecretName ? 'nbds' : 'nbd'}://${o.name}.${o.namespace}.svc:${spec?.export.port ?? 10809}/${eng.export.name}`,
+      endpoint: `nbds://${o.name}.${o.namespace}.svc:${spec?.export.port ?? 10809}/${eng.export.name}`,
+      ...(spec && !spec.export.tlsSecretName ? { exportSecret: exportSecretName(o.name) } : {}),
       recovery: {
         ...(rec?.mode ? { mode: rec.mode } : {}),
         ...(rec?.source ? { source: rec.source } : {}),
@@ -78,6 +80,7 @@ export function buildStatus(o: Observed, eng: EngineStatus | null, problem: { re
       },
     } : {}),
     ...(o.enginePod?.node ? { engineNode: o.enginePod.node } : {}),
+    ...(o.previous.secrets ? { secrets: o.previous.secrets } : {}),
   };
   events(o, status, actions);
   return status;

@@ -1,6 +1,8 @@
 /** What a reconcile observed, and what it decided: the planners' inputs and outputs (plain data). */
 import type { EngineStatus } from '@shadowset/engine/api';
 import type { ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
+import type { SetKeys } from '../security/keys.js';
+import type { OperatorPods } from './set-objects.js';
 
 export interface EngineDefaults {
   memberTimeoutSeconds: number;
@@ -33,6 +35,25 @@ export interface PodInfo {
   restarts: number;
   /** When the pod was created (ms since the epoch). */
   createdMs: number;
+  /** Why its first container waits (reason: message), e.g. a Secret key missing. */
+  waiting?: string;
+  /** Engine pod: its configuration hash and record (annotations; absent on pods of older operators). */
+  configHash?: string;
+  config?: string;
+  /** Engine pod: the locations of its `--member` arguments, options stripped. */
+  memberLocations: string[];
+  /** Engine pod: the claim attached for each member name. */
+  claims: Record<string, string>;
+}
+
+/** A pod a freeze/thaw hook names: the sets it declares itself a consumer of (null: no such pod). */
+export type HookPod = { consumerOf: string[] } | null;
+
+/** An engine refusal remembered until the world changes (see planner `fingerprint`). */
+export interface HeldRefusal {
+  fingerprint: string;
+  reason: string;
+  message: string;
 }
 
 export type EngineView =
@@ -62,6 +83,22 @@ export interface Observed {
   bitmapCrs: BitmapCr[];
   previous: ShadowSetStatus;
   engineImage: string;
+  /** Pods named by the spec's hooks, by name. */
+  hookPods: Record<string, HookPod>;
+  /** topology.kubernetes.io/zone of the nodes an engine may run on (null: no zone label). */
+  nodeZones: Record<string, string | null>;
+  /** The export Service as it is (null: none). */
+  service: { type: string; port: number } | null;
+  /** The set's NetworkPolicy as it is (see policyFingerprint), or null: none. */
+  networkPolicyFingerprint: string | null;
+  /** The set's keys, derived from the operator's key (never read from its Secrets). */
+  keys: SetKeys;
+  /** The operator's pods, the only peers of the engine's HTTP API. */
+  operatorPods: OperatorPods;
+  /** Since when the engine pod has existed without serving (ms since the epoch), or null. */
+  engineDownSinceMs: number | null;
+  /** Engine refusals by action (`kind:member`), not retried while the world is unchanged. */
+  refusals: Record<string, HeldRefusal>;
   /** Site-wide defaults for what a spec leaves unset. */
   defaults: EngineDefaults;
   now: string;
@@ -76,9 +113,12 @@ export type Action =
   | { kind: 'createMemberServer'; member: string; pod: Record<string, unknown> }
   | { kind: 'deleteMemberServer'; member: string; name: string }
   | { kind: 'applyService'; service: Record<string, unknown> }
+  | { kind: 'applyNetworkPolicy'; policy: Record<string, unknown> }
+  /** Create the set's Secrets where missing (an existing one is left as is). */
+  | { kind: 'ensureSecrets'; secrets: Record<string, unknown>[] }
   | { kind: 'engineAdd'; member: string; body: { location: string; noCopy: boolean; confirmOverwrite: boolean; readCost: number; site?: string } }
   | { kind: 'engineRemove'; member: string; engineId: string; policy: string; detach: boolean }
-  | { kind: 'engineReturn'; member: string; engineId: string; location?: string }
+  | { kind: 'engineReturn'; member: string; engineId: string; minicopy: 'Required' | 'Optional'; location?: string }
   | { kind: 'engineSettings'; body: Record<string, unknown> }
   | { kind: 'applyBitmapCr'; name: string; spec: { shadowSet: string; bitmapId: string; member: string }; status: Record<string, unknown> }
   | { kind: 'deleteBitmapCr'; name: string }

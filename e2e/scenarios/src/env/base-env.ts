@@ -1,13 +1,13 @@
 // The parts of a ClusterEnv that only need a kubeconfig: kubectl, reading objects, events, watches,
 // namespaces and pre-bound local PVs. The modes differ in where devices live and how pods are reached.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, KubeConfig, Watch } from '@kubernetes/client-node';
 import { ensureTools } from '@shadowset/operator/tools';
 import { Cleanup } from '../support/cleanup.js';
 import { run, type RunResult } from '../support/exec.js';
-import type { BlockVolume, ClusterEnv, EngineEndpoint, KubeEvent } from './cluster-env.js';
+import type { BlockVolume, ClusterEnv, EngineEndpoint, KubeEvent, SetCredentials } from './cluster-env.js';
 
 const GROUP = 'shadowset.dev';
 const VERSION = 'v1alpha1';
@@ -33,6 +33,26 @@ export abstract class BaseEnv implements ClusterEnv {
 
   protected static async makeWorkDir(name: string): Promise<string> {
     return mkdtemp(join(tmpdir(), `shadowset-e2e-${name}-`));
+  }
+
+  /**
+   * The set's keys from its Secrets, as a consumer (the export PSK) and a cluster admin (the token) read
+   * them; the PSK is written out for libnbd and qemu under workDir.
+   */
+  protected async credentials(ns: string, set: string): Promise<SetCredentials> {
+    const data = async (name: string, key: string): Promise<string> => {
+      const sec = await this.core.readNamespacedSecret({ name, namespace: ns });
+      const v = sec.data?.[key];
+      if (!v) throw new Error(`Secret ${ns}/${name} has no ${key}`);
+      return Buffer.from(v, 'base64').toString('utf8').trim();
+    };
+    const line = await data(`${set}-shadowset-export`, 'psk');
+    const [identity, hex] = line.split(':') as [string, string];
+    const pskDir = join(this.workDir, 'psk', `${ns}-${set}`);
+    await mkdir(pskDir, { recursive: true, mode: 0o700 });
+    const pskFile = join(pskDir, 'keys.psk');
+    await writeFile(pskFile, `${line}\n`, { mode: 0o600 });
+    return { psk: { identity, key: Buffer.from(hex, 'hex') }, pskFile, pskDir, token: await data(`${set}-shadowset-internal`, 'control-token') };
   }
 
   /** Boot `env`; if that fails, undo whatever it had started before passing the error on. */

@@ -14,14 +14,26 @@ export interface BlockVolume {
   devicePath: string;
 }
 
+/** The set's keys as a cluster admin reads them from its Secrets (the operator never does). */
+export interface SetCredentials {
+  /** The export's PSK, from the set's export Secret (what a consumer mounts). */
+  psk: { identity: string; key: Buffer };
+  /** That PSK as an identity:hexkey file (libnbd's tls-psk-file) ... */
+  pskFile: string;
+  /** ... and as keys.psk in a directory (qemu's tls-creds-psk dir). */
+  pskDir: string;
+  /** The engine's control token, from the set's internal Secret. */
+  token: string;
+}
+
 /** Where the virtual unit of a running ShadowSet is reachable from the test process. */
-export interface EngineEndpoint {
+export interface EngineEndpoint extends SetCredentials {
   host: string;
   port: number;
   exportName: string;
-  /** nbd://host:port/export, for qemu tools */
+  /** nbds://host:port/export: the export takes TLS with the set's PSK only */
   uri: string;
-  /** base URL of the engine's HTTP API (GET /v1/status) */
+  /** base URL of the engine's HTTP API (GET /v1/status, with the token) */
   http: string;
   /** release what made it reachable (a port-forward, in kind mode) */
   close(): Promise<void>;

@@ -136,6 +136,17 @@ export class KindEnv extends BaseEnv {
           },
         },
       });
+      // The set's NetworkPolicy admits its engine's HTTP API from the operator's pods only; policies add
+      // up, so one more lets the relay in as well (the export port is open to all anyway).
+      await this.apply(`relay-policy-${ns}-${set}.yaml`, JSON.stringify({
+        apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy',
+        metadata: { name: `e2e-relay-${set}`, namespace: ns },
+        spec: {
+          podSelector: { matchLabels: { 'shadowset.dev/shadowset': set, 'shadowset.dev/role': 'engine' } },
+          policyTypes: ['Ingress'],
+          ingress: [{ from: [{ podSelector: { matchLabels: { 'shadowset.dev/e2e-relay': set } } }], ports: [{ protocol: 'TCP', port: 8080 }] }],
+        },
+      }));
       // Relays live as long as the environment: several endpoints may share one.
       this.cleanup.defer(`delete relay ${relay}`, () => this.core.deleteNamespacedPod({ name: relay, namespace: ns, gracePeriodSeconds: 0 }).catch(() => undefined));
     }
@@ -154,8 +165,8 @@ export class KindEnv extends BaseEnv {
     }, { timeoutMs: 30_000 });
     const release = this.cleanup.defer(`stop port-forward to ${relay}`, () => pf.stop());
     return {
-      host: '127.0.0.1', port: ports.nbd, exportName: 'shadow', uri: `nbd://127.0.0.1:${ports.nbd}/shadow`,
-      http: `http://127.0.0.1:${ports.http}`, close: release,
+      host: '127.0.0.1', port: ports.nbd, exportName: 'shadow', uri: `nbds://127.0.0.1:${ports.nbd}/shadow`,
+      http: `http://127.0.0.1:${ports.http}`, ...(await this.credentials(ns, set)), close: release,
     };
   }
 

@@ -1,5 +1,6 @@
 // Local mode: a control plane built from Go modules, two simulated nodes running the real engine as pod
 // processes, loop-device local PVs, and the operator in this process (as the chart would run it).
+import { randomBytes } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino, destination } from 'pino';
@@ -47,6 +48,9 @@ export class LocalEnv extends BaseEnv {
       engineImage: `${PROJECT_IMAGE}:dev`,
       leaderElection: { namespace: 'default', identity: 'e2e' },
       httpAddresses: ['127.0.0.1:0'],
+      // As the chart's Secret would give it: random, once per cluster.
+      key: randomBytes(32),
+      operatorPods: { namespace: 'default', labels: { 'app.kubernetes.io/name': 'shadowset-e2e' } },
     });
     await this.op.start();
   }
@@ -93,7 +97,10 @@ export class LocalEnv extends BaseEnv {
   async engine(ns: string, set: string): Promise<EngineEndpoint> {
     // Pod IPs are loopback addresses of this machine: reachable directly.
     const ip = await this.enginePodIP(ns, set);
-    return { host: ip, port: 10809, exportName: 'shadow', uri: `nbd://${ip}:10809/shadow`, http: `http://${ip}:8080`, close: async () => undefined };
+    return {
+      host: ip, port: 10809, exportName: 'shadow', uri: `nbds://${ip}:10809/shadow`, http: `http://${ip}:8080`,
+      ...(await this.credentials(ns, set)), close: async () => undefined,
+    };
   }
 
   async killEngine(ns: string, set: string): Promise<void> {

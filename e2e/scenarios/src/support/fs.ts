@@ -13,8 +13,9 @@ export interface FuseExport {
   stop(): Promise<void>;
 }
 
-/** Export an NBD server (host:port, export name) as a FUSE file under dir. */
-export async function fuseExport(cleanup: Cleanup, dir: string, host: string, port: number, exportName: string): Promise<FuseExport> {
+/** Export an NBD server (host:port, export name; TLS with the PSK in pskDir/keys.psk) as a FUSE file under dir. */
+export async function fuseExport(cleanup: Cleanup, dir: string, ep: { host: string; port: number; exportName: string; pskDir: string; psk: { identity: string } }): Promise<FuseExport> {
+  const { host, port, exportName } = ep;
   const file = join(dir, `fuse-${Date.now()}`);
   await writeFile(file, '');
   const pidFile = `${file}.pid`;
@@ -23,7 +24,8 @@ export async function fuseExport(cleanup: Cleanup, dir: string, host: string, po
   const qsd = await ManagedProcess.start({
     command: 'qemu-storage-daemon',
     args: [
-      '--blockdev', `driver=nbd,node-name=unit,server.type=inet,server.host=${host},server.port=${port},export=${exportName}`,
+      '--object', `tls-creds-psk,id=tls0,endpoint=client,dir=${ep.pskDir},username=${ep.psk.identity}`,
+      '--blockdev', `driver=nbd,node-name=unit,server.type=inet,server.host=${host},server.port=${port},export=${exportName},tls-creds=tls0`,
       '--export', `type=fuse,id=fuse0,node-name=unit,mountpoint=${file},writable=on`,
       '--pidfile', pidFile,
     ],

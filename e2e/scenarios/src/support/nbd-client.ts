@@ -2,13 +2,14 @@
 // every request in flight fails, and the workload then counts its write as unknown), with the calls
 // shaped the way the scenarios use them.
 import { NbdClientBackend } from '@shadowset/engine/nbd-client';
+import type { EngineEndpoint } from '../env/cluster-env.js';
 
 export class NbdClient {
   private constructor(private readonly nbd: NbdClientBackend) {}
 
-  /** Connect to an export given as an NBD URI (the endpoint's `uri`). */
-  static async connect(uri: string, timeoutMs = 10_000): Promise<NbdClient> {
-    return new NbdClient(await NbdClientBackend.open(uri, timeoutMs));
+  /** Connect to the set's export: its nbds:// URI, with the PSK of the set's export Secret. */
+  static async connect(ep: Pick<EngineEndpoint, 'uri' | 'psk'>, timeoutMs = 10_000): Promise<NbdClient> {
+    return new NbdClient(await NbdClientBackend.open(ep.uri, timeoutMs, { psk: ep.psk }));
   }
 
   async read(offset: number, length: number): Promise<Buffer> {

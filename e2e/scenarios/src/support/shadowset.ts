@@ -103,7 +103,7 @@ export async function engineStatus(ep: EngineEndpoint): Promise<{
   bitmaps: { id: string; member: string; dirtyBytes: number }[];
   intentLog: { dirtyChunks: number };
 }> {
-  const res = await fetch(`${ep.http}/v1/status`, { signal: AbortSignal.timeout(10_000) });
+  const res = await fetch(`${ep.http}/v1/status`, { headers: { authorization: `Bearer ${ep.token}` }, signal: AbortSignal.timeout(10_000) });
   if (!res.ok) throw new Error(`engine status: HTTP ${res.status}: ${await res.text()}`);
   return res.json() as never;
 }
