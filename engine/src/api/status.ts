@@ -47,6 +47,8 @@ export const statusSchema = z.object({
   size: z.number(),
   chunkSize: z.number(),
   generation: z.number(),
+  /** The newest generation recorded on a full member (\`generation\` may be ahead while a change is recorded). */
+  recordedGeneration: z.number().optional(),
   state: z.enum(['Steady', 'Transient', 'Stopping']),
   memberTimeoutSeconds: z.number(),
   members: z.array(memberStatusSchema),

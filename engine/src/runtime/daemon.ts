@@ -123,6 +123,7 @@ function serve(o: DaemonOptions, set: ShadowSet, control: Control, l: Listeners)
     size: set.size,
     chunkSize: set.chunkSize,
     generation: set.generation,
+    recordedGeneration: set.recordedGeneration,
     state: set.resync.jobs.length > 0 || set.members.some((m) => m.isWritable && m.state !== 'InSync') ? 'Transient' : 'Steady',
     memberTimeoutSeconds: set.memberTimeout / 1000,
     members: set.members.map((m) => ({

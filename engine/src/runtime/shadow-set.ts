@@ -99,6 +99,8 @@ export class ShadowSet {
   private readonly stalled = new Set<Member>();
   readonly site: string;
   private readonly stateFile: string | null;
+  /** The newest generation recorded on a full member (`generation` runs ahead while a change is recorded). */
+  recordedGeneration = 0;
   private watchdog: NodeJS.Timeout | null = null;
   private stopping = false;
   private inFlight = 0;
@@ -275,6 +277,7 @@ export class ShadowSet {
       if (okFull === 0 && full.length > 0) throw new EngineError('ENG_NO_FULL_MEMBER', 'membership could not be recorded on any full member');
       // The witness follows the members: a restart that finds only older records refuses (witness.ts).
       const recorded = records.values().next().value?.generation;
+      if (recorded !== undefined && okFull > 0) this.recordedGeneration = Math.max(this.recordedGeneration, recorded);
       if (this.stateFile && recorded !== undefined) {
         await writeWitness(this.stateFile, this.setId, recorded).catch((e: unknown) =>
           this.log.error({ event: 'WitnessWriteFailed', file: this.stateFile, err: errorMessage(e) }, 'could not record the generation in the state file'));

@@ -11,6 +11,12 @@ const labelValue = z.string().max(63).regex(/^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Z
 /** The engine pod's HTTP API port, and the member servers' NBD port: the export may use neither. */
 export const RESERVED_PORTS = { http: 8080, member: 10810 } as const;
 
+/** A throttle: 0 (unlimited) or at least one 64 KiB chunk a second (the engine refuses less). */
+const throttleRate = z.number().int().min(0)
+  .refine((v) => v === 0 || v >= 65536, 'must be 0 (unlimited) or at least 65536')
+  .meta({ 'x-kubernetes-validations': [{ rule: 'self == 0 || self >= 65536', message: 'must be 0 (unlimited) or at least 65536' }] })
+  .default(0);
+
 export const memberSpecSchema = z
   .object({
     name: dnsLabel.describe('Name of the member within the set (stable; used in status and events).'),
@@ -58,8 +64,8 @@ export const shadowSetSpecSchema = z
     memberTimeoutSeconds: z.number().int().min(1).max(86400).optional()
       .describe('How long a failing member is retried before removal (SHADOW_MBR_TMO). Unset: the operator\'s default, 120 s unless configured.'),
     throttle: z.object({
-      copyBytesPerSecond: z.number().int().min(0).default(0).describe('0 = unlimited.'),
-      mergeBytesPerSecond: z.number().int().min(0).default(0).describe('0 = unlimited.'),
+      copyBytesPerSecond: throttleRate.describe('0 = unlimited, else at least 65536 (one chunk a second).'),
+      mergeBytesPerSecond: throttleRate.describe('0 = unlimited, else at least 65536 (one chunk a second).'),
       maxCopies: z.number().int().min(1).max(64).optional().describe('Copies running at once (SHADOW_MAX_COPY). Unset: the operator\'s default, 4 unless configured.'),
     }).prefault({}),
     export: z.object({
@@ -122,6 +128,8 @@ export const shadowSetStatusSchema = z.object({
     .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] }),
   state: z.string().optional().describe('Steady, Transient, Degraded, Failed or Pending.'),
   shadowGeneration: z.number().int().optional(),
+  recordedGeneration: z.number().int().optional()
+    .describe('The newest generation the engine recorded on its members; a new engine pod refuses to start from older records.'),
   size: z.number().int().optional(),
   membersInSync: z.string().optional().describe('Full members / members, for printer columns.'),
   progress: z.string().optional(),

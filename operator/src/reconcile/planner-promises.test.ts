@@ -125,7 +125,7 @@ test('the engine pod records its configuration; a change of export or engine set
   assert.deepEqual(kinds(gone.actions), ['ensureSecrets', 'createEnginePod', 'applyService']);
   assert.ok(argsOf(gone.actions).includes('$(POD_IP):10900'));
   // Settings the engine takes live do not restart it.
-  const live = plan(running(spec(two, { throttle: { copyBytesPerSecond: 1000 }, memberTimeoutSeconds: 9, minicopyPolicy: 'Required' })));
+  const live = plan(running(spec(two, { throttle: { copyBytesPerSecond: 1048576 }, memberTimeoutSeconds: 9, minicopyPolicy: 'Required' })));
   assert.deepEqual(kinds(live.actions), ['engineSettings']);
   // A pod made by an older operator (no record) is restarted once.
   const old = plan({ ...running(spec(two)), enginePod: pod('vol-engine', ['a', 'b'], '127.11.0.2', { configHash: '' }) });

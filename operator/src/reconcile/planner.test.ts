@@ -105,7 +105,7 @@ test('resync shows in conditions and status; settings are pushed when they diffe
   const eng = engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/dev/shadow/b', state: 'FullCopy' }], {
     state: 'Transient', recovery: { mode: 'FullCopy', source: 'ia', targets: ['ib'], bytesTotal: 1000, bytesDone: 250, bytesPerSecond: 100, etaSeconds: 8 },
   });
-  const o = observed({ spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }], { throttle: { copyBytesPerSecond: 5000 } }), enginePod: pod('vol-engine', ['a', 'b']), engine: { kind: 'ok', status: eng } });
+  const o = observed({ spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }], { throttle: { copyBytesPerSecond: 5242880 } }), enginePod: pod('vol-engine', ['a', 'b']), engine: { kind: 'ok', status: eng } });
   const p = plan(o);
   const resync = p.status.conditions?.find((c) => c.type === 'Resyncing');
   assert.equal(resync?.status, 'True');
@@ -114,7 +114,7 @@ test('resync shows in conditions and status; settings are pushed when they diffe
   assert.equal(p.status.membersInSync, '1/2');
   assert.equal(p.status.conditions?.find((c) => c.type === 'Degraded')?.status, 'True');
   const set = p.actions.find((a) => a.kind === 'engineSettings') as Extract<Action, { kind: 'engineSettings' }>;
-  assert.equal(set.body.copyBytesPerSecond, 5000);
+  assert.equal(set.body.copyBytesPerSecond, 5242880);
   assert.equal(p.requeueAfterMs, 1000);
 });
 

@@ -111,7 +111,7 @@ export function plan(o: Observed): Plan {
     const site = engineNode ? (o.nodeZones[engineNode] ?? null) : null;
     actions.push({
       kind: 'createEnginePod',
-      pod: enginePod({ owner, spec, image: o.engineImage, node: engineNode, site, attached: active.filter(local), remote: reached, memberTimeoutSeconds: memberTimeout }),
+      pod: enginePod({ owner, spec, image: o.engineImage, node: engineNode, site, attached: active.filter(local), remote: reached, memberTimeoutSeconds: memberTimeout, minGeneration: o.previous.recordedGeneration }),
     });
     actions.push({ kind: 'applyService', service: exportService(owner, spec) });
     actions.push({ kind: 'event', type: 'Normal', reason: EventReason.EngineCreated, message: `engine pod created with ${active.length} member(s)` });

@@ -77,6 +77,8 @@ export interface EnginePodInput {
   /** Members reached over NBD: member servers and spec NBD URIs. */
   remote: { member: MemberSpec; location: string }[];
   memberTimeoutSeconds: number;
+  /** The newest generation the operator saw recorded (status): the engine refuses to start from older records. */
+  minGeneration?: number | undefined;
 }
 
 export function enginePod(i: EnginePodInput): Record<string, unknown> {
@@ -93,7 +95,13 @@ export function enginePod(i: EnginePodInput): Record<string, unknown> {
     '--hold-on-failure',
     // After a restart, members added since the pod was created are found again from the set's own record.
     '--include',
+    // ...but a member split off for backup since then stays out (it is still in these arguments).
+    '--keep-removed',
+    // The last generation recorded survives a restart of the container (the volume is the pod's): a
+    // restart that can open only members with older records refuses instead of going back in time.
+    '--state-file', '/run/shadow/state.json',
   );
+  if (i.minGeneration) args.push('--min-generation', String(i.minGeneration));
   if (i.site) args.push('--site', i.site);
   // The control API needs the set's token; the members the API may name: devices of this pod, member
   // servers (nbds://, which answer only the set's PSK) and the spec's own NBD URIs.

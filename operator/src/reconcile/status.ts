@@ -66,6 +66,7 @@ export function buildStatus(o: Observed, eng: EngineStatus | null, problem: { re
     members,
     ...(eng ? {
       shadowGeneration: eng.generation,
+      ...(eng.recordedGeneration ? { recordedGeneration: eng.recordedGeneration } : {}),
       size: eng.size,
       endpoint: `nbds://${o.name}.${o.namespace}.svc:${spec?.export.port ?? 10809}/${eng.export.name}`,
       ...(spec && !spec.export.tlsSecretName ? { exportSecret: exportSecretName(o.name) } : {}),
