@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { assemble, type AssemblyPlan, type MemberProbe } from '../core/assemble.js';
-import { EngineError, errorMessage } from '../core/errors.js';
+import { EngineError, errorMessage, isEngineError } from '../core/errors.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 import type { Clock } from '../ports/clock.js';
 import { Member } from './member.js';
@@ -96,6 +96,9 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
         probes.push({ path: b.location, rawBytes: b.size, scb: p.decoded, blank: p.blank, seq: p.seq, ...(spec.overwrite ? { overwrite: true } : {}) });
       } catch (e) {
         await b?.close().catch(() => undefined);
+        // Only a member that cannot be reached is left out; a bad argument (a location the engine may
+        // not use, an nbds:// member without a key) fails the start.
+        if (!isEngineError(e, 'ENG_IO') && !isEngineError(e, 'ENG_TIMEOUT')) throw e;
         unopened.push({ spec, err: e });
       }
     }

@@ -20,6 +20,8 @@ export const Reason = {
   EngineUnauthorized: 'EngineUnauthorized',
   /** minicopyPolicy Required and no usable write bitmap: the member is not returned by a full copy. */
   BitmapRequired: 'BitmapRequired',
+  /** The engine refused to start: the set's newest record is on a member it cannot open (ENG_STALE_RECORD). */
+  NewestMemberMissing: 'NewestMemberMissing',
   // Degraded
   AllMembersInSync: 'AllMembersInSync',
   MembersNotInSync: 'MembersNotInSync',

@@ -144,6 +144,9 @@ test('an engine that refused to start (foreign data) shows ForeignData, not a cr
   assert.equal(ready?.reason, 'ForeignData');
   assert.match(ready?.message ?? '', /holds data/);
   assert.deepEqual(kinds(p.actions), []);
+  // The newest record on a member the engine cannot open: its own reason, so nobody mistakes it for a network fault.
+  const stale = plan(observed({ enginePod: pod('vol-engine', ['a', 'b']), engine: { kind: 'refused', code: 'ENG_STALE_RECORD', message: 'the newest record ... generation 9 was recorded before' } }));
+  assert.equal(stale.status.conditions?.find((c) => c.type === 'Ready')?.reason, 'NewestMemberMissing');
 });
 
 test('member timeout and max copies: the spec wins, else the operator\'s site-wide defaults', () => {

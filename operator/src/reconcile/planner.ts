@@ -57,6 +57,13 @@ export function fingerprint(o: Observed, eng: EngineStatus): string {
 const refusalKey = (a: { kind: string; member: string }) => `${a.kind}:${a.member}`;
 export { refusalKey };
 
+/** The Ready reason for an engine that refused to start, from its error code (never its message). */
+function refusedStartReason(code: string): string {
+  if (code === 'ENG_FOREIGN_DATA' || code === 'ENG_SET_MISMATCH' || code === 'ENG_OTHER_SET') return Reason.ForeignData;
+  if (code === 'ENG_STALE_RECORD') return Reason.NewestMemberMissing;
+  return Reason.EngineUnreachable;
+}
+
 export function plan(o: Observed): Plan {
   const actions: Action[] = [];
   if ('invalid' in o.spec) {
@@ -138,7 +145,7 @@ export function plan(o: Observed): Plan {
   }
   if (o.engine.kind !== 'ok') {
     const why = o.engine.kind === 'refused'
-      ? { reason: o.engine.code === 'ENG_FOREIGN_DATA' || o.engine.code === 'ENG_SET_MISMATCH' || o.engine.code === 'ENG_OTHER_SET' ? Reason.ForeignData : Reason.EngineUnreachable, message: `engine refused to start: ${o.engine.message}` }
+      ? { reason: refusedStartReason(o.engine.code), message: `engine refused to start: ${o.engine.message}` }
       : o.engine.kind === 'unreachable'
         ? { reason: Reason.EngineUnreachable, message: o.engine.message }
         : { reason: Reason.EnginePending, message: `engine pod ${o.enginePod.name} is ${o.enginePod.phase}${o.enginePod.waiting ? ` (${o.enginePod.waiting})` : ''}` };

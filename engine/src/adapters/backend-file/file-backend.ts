@@ -39,7 +39,7 @@ export class FileBackend implements BlockBackend {
     try {
       fd = await new Promise<number>((res, rej) => fs.open(path, 'r+', (e, f) => (e ? rej(e) : res(f))));
     } catch (e) {
-      throw new EngineError('ENG_INVALID_ARGUMENT', `cannot open member ${path}: ${errorMessage(e)}`, { cause: e });
+      throw new EngineError('ENG_IO', `cannot open member ${path}: ${errorMessage(e)}`, { cause: e });
     }
     const st = fs.fstatSync(fd);
     let size: number;

@@ -156,7 +156,8 @@ export class NbdClientBackend implements BlockBackend {
       return b;
     } catch (e) {
       sock.destroy();
-      throw new EngineError('ENG_INVALID_ARGUMENT', `cannot attach NBD member ${uri}: ${errorMessage(e)}`, { cause: e });
+      // ENG_IO: the member could not be reached or did not negotiate (a start goes on without it, see engine.ts).
+      throw new EngineError('ENG_IO', `cannot attach NBD member ${uri}: ${errorMessage(e)}`, { cause: e });
     } finally {
       clearTimeout(timer);
     }

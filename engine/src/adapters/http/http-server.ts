@@ -23,6 +23,8 @@ const statusFor: Partial<Record<EngineErrorCode, number>> = {
   ENG_OTHER_SET: 409,
   ENG_SET_MISMATCH: 409,
   ENG_STALE_RECORD: 409,
+  // A member that cannot be opened or reached: the device's failure, not the request's.
+  ENG_IO: 502,
   ENG_MEMBER_TOO_SMALL: 409,
   ENG_SHUTTING_DOWN: 503,
   ENG_NO_FULL_MEMBER: 503,
