@@ -60,7 +60,12 @@ export class SimDisk {
   }
 
   handle(): BlockBackend {
-    const disk = this;
+    return handleOf(this);
+  }
+}
+
+function handleOf(disk: SimDisk): BlockBackend {
+  {
     const epoch = disk.epoch;
     const live = () => disk.epoch === epoch;
     let closed = false;

@@ -15,6 +15,7 @@ import { ShadowSet } from './shadow-set.js';
 import { Control } from './control.js';
 import { planRecovery } from './recovery-plan.js';
 import { readWitness } from './witness.js';
+import { settledWithin } from './settle-within.js';
 
 export interface MemberSpec {
   location: string;
@@ -67,16 +68,6 @@ export interface StartedSet {
 
 /** How long start waits for the members' I/O threads; requests work without them, only slower. */
 const READY_WAIT_MS = 2000;
-
-async function settledWithin(ps: (Promise<void> | undefined)[], ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<void>((r) => (timer = setTimeout(r, ms)));
-  try {
-    await Promise.race([Promise.allSettled(ps), limit]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
   const backends: BlockBackend[] = [];

@@ -18,19 +18,10 @@ import { writeScb } from './metadata.js';
 import { RangeLocks } from './range-locks.js';
 import { Resync, type ResyncJob, type ResyncSettings } from './resync.js';
 import { writeWitness } from './witness.js';
+import { settledWithin } from './settle-within.js';
 
 /** How long a stop waits for the members' backends to close. */
 const CLOSE_WAIT_MS = 5000;
-
-async function settleWithin(ps: Promise<unknown>[], ms: number, late: () => void): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)));
-  try {
-    if (!(await Promise.race([Promise.allSettled(ps).then(() => true), limit]))) late();
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 export interface FormerMember {
   id: string;
@@ -657,8 +648,9 @@ export class ShadowSet {
     this.clean = true;
     // A member's backend closes once its requests settle; one stuck on a hung device never does, and must
     // not hold up the stop (its descriptors stay open until the process ends).
-    await settleWithin(this.members.map((m) => m.backend.close()), CLOSE_WAIT_MS, () =>
-      this.log.warn({ event: 'MemberCloseSlow', members: this.members.filter((m) => m.queueDepth > 0).map((m) => m.id) }, 'a member did not finish its requests; stopping without it'));
+    if (!(await settledWithin(this.members.map((m) => m.backend.close()), CLOSE_WAIT_MS))) {
+      this.log.warn({ event: 'MemberCloseSlow', members: this.members.filter((m) => m.queueDepth > 0).map((m) => m.id) }, 'a member did not finish its requests; stopping without it');
+    }
     this.log.info({ event: 'ShadowSetStopped', setId: this.setId, generation: this.generation }, 'shadow set stopped cleanly');
   }
 }

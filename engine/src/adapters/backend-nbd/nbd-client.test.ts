@@ -232,3 +232,32 @@ test('close() on a server that never answers gives up after its bound; requests 
   await new Promise((r) => setImmediate(r));
   assert.ok(f.closed, 'the connection is gone');
 });
+
+test('an option reply announcing more than the client would ever need is refused at once, not buffered', async () => {
+  const path = join(dir, 'huge-reply');
+  const srv = net.createServer((s) => {
+    s.on('error', () => undefined);
+    const hello = Buffer.alloc(18);
+    hello.writeBigUInt64BE(P.NBDMAGIC, 0);
+    hello.writeBigUInt64BE(P.IHAVEOPT, 8);
+    hello.writeUInt16BE(P.FLAG_FIXED_NEWSTYLE | P.FLAG_NO_ZEROES, 16);
+    s.write(hello);
+    s.once('data', () => {
+      // An INFO reply header that announces 2 GiB of body, then a trickle of it.
+      const h = Buffer.alloc(20);
+      h.writeBigUInt64BE(P.OPTION_REPLY_MAGIC, 0);
+      h.writeUInt32BE(P.OPT_GO, 8);
+      h.writeUInt32BE(P.REP_INFO, 12);
+      h.writeUInt32BE(0x7fffffff, 16);
+      s.write(Buffer.concat([h, Buffer.alloc(1024)]));
+    });
+  });
+  await new Promise<void>((r) => srv.listen(path, () => r()));
+  try {
+    const t0 = Date.now();
+    await assert.rejects(NbdClientBackend.open(`nbd+unix:///x?socket=${path}`, 10_000), (e) => isEngineError(e) && /too large/.test((e as Error).message));
+    assert.ok(Date.now() - t0 < 5000, 'the client waited for the body instead of refusing it');
+  } finally {
+    await new Promise((r) => srv.close(r));
+  }
+});

@@ -16,6 +16,9 @@ import { maxBlockFrom } from './block-sizes.js';
 import { parseNbdUri } from './nbd-uri.js';
 import { clientStartTls } from './starttls.js';
 
+/** The largest option reply read during negotiation (INFO replies and error strings are far smaller). */
+const MAX_OPTION_REPLY_BYTES = 64 * 1024;
+
 interface Pending {
   resolve: (v: void) => void;
   reject: (e: Error) => void;
@@ -129,6 +132,8 @@ export class NbdClientBackend implements BlockBackend {
         if (h.readBigUInt64BE(0) !== P.OPTION_REPLY_MAGIC) throw new Error('bad option reply magic');
         const type = h.readUInt32BE(12);
         const len = h.readUInt32BE(16);
+        // A reply this client asked for is small; a server announcing more is not followed (memory).
+        if (len > MAX_OPTION_REPLY_BYTES) throw new Error(`option reply of ${len} bytes is too large`);
         const body = await need(len);
         if (type === P.REP_ACK) break;
         if (type === P.REP_INFO && body.length >= 2) {
