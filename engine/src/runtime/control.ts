@@ -77,7 +77,8 @@ export class Control {
         s.log.info({ event: 'MemberAdded', member: m.id, path: m.location, noCopy: req.noCopy, generation: s.generation }, `member ${m.location} added`);
         return { id: m.id, state: entered };
       } catch (e) {
-        await backend.close().catch(() => undefined);
+        // A member admitted before the failure keeps its backend (its departure closes it).
+        if (!s.members.some((x) => x.backend === backend)) await backend.close().catch(() => undefined);
         throw e;
       }
     });
@@ -104,7 +105,10 @@ export class Control {
     const entered = m.state;
     if (o.ownRecordFirst) {
       const own = s.scbFor(m, false);
-      own.members = [...own.members.filter((x) => x.id !== m.id), { id: m.id, path: m.location, state: m.state, since: s.generation }].slice(-6);
+      const writable = new Set(s.members.filter((x) => x.isWritable).map((x) => x.id));
+      const entry = { id: m.id, path: m.location, state: m.state, since: s.generation };
+      // After the writable members (the record holds six entries at most: former ones are dropped first).
+      own.members = [...own.members.filter((x) => writable.has(x.id)), entry, ...own.members.filter((x) => !writable.has(x.id) && x.id !== m.id)].slice(0, 6);
       own.dataValid = m.isFull;
       await m.io(() => writeScb(m.backend, own, ++m.scbSeq));
     }
@@ -179,6 +183,11 @@ export class Control {
           bitmapId = null;
         }
         await s.removeMember(m, failure ? 'Faulted' : 'Removed', failure || (req.reason ?? (wantBitmap ? `removed with write bitmap ${bitmapId}` : 'removed')));
+        if (m.isWritable) {
+          // Another member faulted meanwhile and this one is now the last full member: it stays.
+          if (bitmapId) s.tracker.bitmaps.delete(bitmapId);
+          throw new EngineError('ENG_LAST_FULL_MEMBER', `${m.location} is now the last full member; it stays in the set`);
+        }
         if (bitmapId) await s.tracker.persist();
       } finally {
         release();
@@ -245,7 +254,8 @@ export class Control {
       s.log.info({ event: 'MemberReturned', member: m.id, path: location, mode, bytes: (job as ResyncJob | null)?.bytesTotal ?? 0, generation: s.generation }, `member ${location} returned: ${mode}`);
       return { id: m.id, state: entered };
     } catch (e) {
-      await backend.close().catch(() => undefined);
+      // A member admitted before the failure keeps its backend (its departure closes it).
+      if (!s.members.some((x) => x.backend === backend)) await backend.close().catch(() => undefined);
       throw e;
     }
   }

@@ -135,3 +135,26 @@ test('writes outside the virtual unit are refused before reaching members', asyn
   for (const m of mem) assert.equal(m.bytes.subarray(HEADER_BYTES + set.size - 100).every((b) => b === 0), true);
   await set.stop();
 });
+
+test('the record (six entries at most) always lists the writable members, former ones are dropped first', async () => {
+  const devs = new Map(Array.from({ length: 8 }, (_, i) => [`d${i}`, new MemoryBackend(`d${i}`, RAW)]));
+  const { set, control } = await startShadowSet({
+    members: [{ location: 'd0' }, { location: 'd1' }], overwrite: false, memberTimeoutMs: 60_000, log, clock: systemClock,
+    open: async (loc) => devs.get(loc)!,
+  });
+  try {
+    // Four members come and go, then a fifth joins: seven member entries, of which three are writable.
+    for (const loc of ['d2', 'd3', 'd4', 'd5']) {
+      const { id } = await control.addMember({ location: loc, noCopy: true, confirmOverwrite: false });
+      await control.removeMember({ member: id, minicopy: 'Never', force: false });
+    }
+    const { id } = await control.addMember({ location: 'd6', noCopy: true, confirmOverwrite: false });
+    assert.equal(set.members.length, 7);
+    const rec = scbOf(devs.get('d0')!);
+    assert.equal(rec.members.length, 6);
+    for (const m of set.members.filter((x) => x.isWritable)) assert.ok(rec.members.some((x) => x.id === m.id), `writable member ${m.location} missing from the record`);
+    assert.ok(rec.members.some((x) => x.id === id));
+  } finally {
+    await set.stop();
+  }
+});

@@ -221,7 +221,9 @@ export class ShadowSet {
       chunkSize: this.chunkSize,
       members: [
         // A merging member is a full member: the merge still owed is recorded by `clean` and the intent log.
-        ...this.members.map((x) => ({ id: x.id, path: x.location, state: x.state === 'Merging' ? 'InSync' as const : x.state, since: this.generation })),
+        // Writable members first: the record holds six entries at most, and former ones are dropped first.
+        ...[...this.members.filter((x) => x.isWritable), ...this.members.filter((x) => !x.isWritable)]
+          .map((x) => ({ id: x.id, path: x.location, state: x.state === 'Merging' ? 'InSync' as const : x.state, since: this.generation })),
         // A former member that is back is listed once, as what it is now.
         ...this.absent.filter((a) => !this.members.some((x) => x.id === a.id)).map(({ id, path, state, since }) => ({ id, path, state, since })),
       ].slice(0, 6),
