@@ -93,7 +93,7 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
         unopened.push({ spec, err: e });
       }
     }
-    if (probes.length === 0) throw unopened[0]!.err;
+    if (probes.length === 0 && unopened.length > 0) throw unopened[0]!.err;
     if (o.include) await includeFormerMembers(o, specs, backends, probes);
     // Pure decision; throws (and nothing has been written) if any member must not be touched.
     const plan = assemble(probes, { overwrite: o.overwrite, keepRemoved: o.keepRemoved ?? false, newId: randomUUID, now: o.clock.iso() });

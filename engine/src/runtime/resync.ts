@@ -548,6 +548,8 @@ export class Resync {
         if (err) {
           await Promise.all(otherReads);
           await this.host.removeMember(master, 'Faulted', `merge read failed: ${errorMessage(err)}`);
+          // The last full member is kept (it cannot be removed): the merge of this span fails instead.
+          if (master.isFull) throw err;
           continue;
         }
         if (job) job.lastSource = master.id;

@@ -269,9 +269,10 @@ export class ShadowSet {
       }
       if (okFull === 0 && full.length > 0) throw new EngineError('ENG_NO_FULL_MEMBER', 'membership could not be recorded on any full member');
       // The witness follows the members: a restart that finds only older records refuses (witness.ts).
-      const recorded = records.values().next().value?.generation;
-      if (recorded !== undefined && okFull > 0) this.recordedGeneration = Math.max(this.recordedGeneration, recorded);
-      if (this.stateFile && recorded !== undefined) {
+      const recorded = okFull > 0 ? records.values().next().value?.generation : undefined;
+      if (recorded === undefined) return;
+      this.recordedGeneration = Math.max(this.recordedGeneration, recorded);
+      if (this.stateFile) {
         await writeWitness(this.stateFile, this.setId, recorded).catch((e: unknown) =>
           this.log.error({ event: 'WitnessWriteFailed', file: this.stateFile, err: errorMessage(e) }, 'could not record the generation in the state file'));
       }
