@@ -51,6 +51,10 @@ export interface NbdServerOptions {
    * member, and a client that comes early waits for the set instead of finding no listener.
    */
   held?: boolean;
+  /** Connections open at once (held ones included); more are closed at once. */
+  maxConnections?: number;
+  /** A client must reach the transmission phase within this (a silent client cannot hold a connection). */
+  negotiationTimeoutMs?: number;
 }
 
 export interface NbdServerStats {
@@ -63,9 +67,15 @@ export interface NbdServerStats {
   heldBytes: number;
   /** Connections not taking requests now (gauge) until their replies are read or requests complete. */
   stalled: number;
+  /** Connections closed at once because the server had maxConnections open. */
+  refusedConnections: number;
+  /** Connections closed because they did not finish negotiating in time. */
+  negotiationTimeouts: number;
 }
 
 const MAX_OPTION_BYTES = 64 * 1024;
+const DEFAULT_MAX_CONNECTIONS = 512;
+const DEFAULT_NEGOTIATION_MS = 30_000;
 /** Option replies a client may leave unread before the server stops reading its options. */
 const MAX_OPTION_REPLY_BYTES = 64 * 1024;
 const PREFERRED_BLOCK = 4096;
@@ -73,7 +83,7 @@ const PREFERRED_BLOCK = 4096;
 export class NbdServer {
   private readonly servers: net.Server[] = [];
   private readonly conns = new Set<Connection>();
-  readonly stats: NbdServerStats = { connections: 0, connectionsTotal: 0, requests: {}, errors: 0, rejected: 0, heldBytes: 0, stalled: 0 };
+  readonly stats: NbdServerStats = { connections: 0, connectionsTotal: 0, requests: {}, errors: 0, rejected: 0, heldBytes: 0, stalled: 0, refusedConnections: 0, negotiationTimeouts: 0 };
   readonly maxPayload: number;
   readonly maxInFlight: number;
   readonly maxConnectionBytes: number;
@@ -136,6 +146,14 @@ export class NbdServer {
   private makeServer(tcp = false): net.Server {
     const srv = net.createServer((sock) => {
       if (this.closing) {
+        sock.destroy();
+        return;
+      }
+      if (this.conns.size + (this.held?.size ?? 0) >= (this.opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS)) {
+        // Each connection costs a descriptor and buffers: a flood of them must not exhaust the engine.
+        if (this.stats.refusedConnections++ % 100 === 0) {
+          this.opts.log.warn({ event: 'NbdConnectionRefused', open: this.conns.size, refused: this.stats.refusedConnections }, 'too many NBD connections; closing new ones');
+        }
         sock.destroy();
         return;
       }
@@ -222,6 +240,8 @@ class Connection {
   private sock: net.Socket;
   private secure = false;
   private handshaking = false;
+  /** Closes a connection that has not reached the transmission phase in time. */
+  private negotiation: NodeJS.Timeout | null;
 
   constructor(private readonly server: NbdServer, sock: net.Socket, private readonly tls?: NbdServerOptions['tls']) {
     this.sock = sock;
@@ -232,6 +252,21 @@ class Connection {
     hello.writeUInt16BE(P.FLAG_FIXED_NEWSTYLE | P.FLAG_NO_ZEROES, 16);
     this.send(hello);
     this.attach(sock);
+    const limit = server.opts.negotiationTimeoutMs ?? DEFAULT_NEGOTIATION_MS;
+    this.negotiation = setTimeout(() => {
+      this.negotiation = null;
+      if (this.phase === 'transmission' || this.phase === 'closed') return;
+      server.stats.negotiationTimeouts++;
+      this.fail(`negotiation not finished within ${limit} ms`);
+    }, limit);
+    this.negotiation.unref();
+  }
+
+  /** Options are done: the transmission phase has no deadline. */
+  private enterTransmission(): void {
+    this.phase = 'transmission';
+    if (this.negotiation) clearTimeout(this.negotiation);
+    this.negotiation = null;
   }
 
   private attach(sock: net.Socket): void {
@@ -242,6 +277,7 @@ class Connection {
     sock.on('error', (e) => this.log.debug({ event: 'NbdConnectionError', err: e.message }, 'connection error'));
     sock.on('close', () => {
       this.phase = 'closed';
+      if (this.negotiation) clearTimeout(this.negotiation);
       this.q.skip(this.q.length);
       this.setStalled(false);
       this.account();
@@ -478,7 +514,7 @@ class Connection {
         out.writeBigUInt64BE(BigInt(this.server.opts.handler.size()), 0);
         out.writeUInt16BE(this.transmissionFlags(), 8);
         this.send(out);
-        this.phase = 'transmission';
+        this.enterTransmission();
         return;
       }
       case P.OPT_ABORT:
@@ -547,7 +583,7 @@ class Connection {
     if (wanted.has(P.INFO_NAME)) textInfo(P.INFO_NAME, this.server.opts.exportName);
     if (wanted.has(P.INFO_DESCRIPTION)) textInfo(P.INFO_DESCRIPTION, this.server.opts.description);
     this.optReply(opt, P.REP_ACK);
-    if (opt === P.OPT_GO) this.phase = 'transmission';
+    if (opt === P.OPT_GO) this.enterTransmission();
   }
 
   private knownExport(name: string): boolean {
