@@ -1,8 +1,9 @@
 /** `shadow-operator`: run the operator against the cluster of the current kubeconfig (or in-cluster). */
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { KubeConfig } from '@kubernetes/client-node';
+import { KubeConfig } from './kube/client.js';
 import { Operator } from './operator.js';
+import { checkMetricsListener, parseMetricsAuthMode } from './runtime/metrics-auth.js';
 import { readKeyFile } from './security/keys.js';
 
 /** `k=v,k2=v2` → labels; refuses what is not a label pair. */
@@ -26,6 +27,7 @@ export async function main(argv: string[]): Promise<number | void> {
       'leader-election-namespace': { type: 'string', default: process.env.POD_NAMESPACE ?? 'default' },
       'metrics-bind-address': { type: 'string', default: ':8081' },
       'health-bind-address': { type: 'string', default: ':8082' },
+      'metrics-auth': { type: 'string', default: 'kubernetes' },
       'log-level': { type: 'string', default: 'info' },
       'default-member-timeout': { type: 'string', default: '120' },
       'default-max-copies': { type: 'string', default: '4' },
@@ -38,6 +40,10 @@ export async function main(argv: string[]): Promise<number | void> {
   const maxCopies = Number(values['default-max-copies']);
   if (!Number.isInteger(memberTimeoutSeconds) || memberTimeoutSeconds < 1) throw new Error('--default-member-timeout must be a whole number of seconds ≥ 1');
   if (!Number.isInteger(maxCopies) || maxCopies < 1 || maxCopies > 64) throw new Error('--default-max-copies must be 1..64');
+  // Before anything else: a metrics listener that would be neither local nor authenticated stops the start.
+  const metricsAddress = values['metrics-bind-address']!;
+  const metricsAuth = parseMetricsAuthMode(values['metrics-auth']!);
+  if (metricsAddress) checkMetricsListener(metricsAddress, metricsAuth);
   if (!values['key-file']) throw new Error('--key-file is required: a file of at least 32 random bytes (the chart makes one)');
   const key = readKeyFile(values['key-file']);
   const operatorPods = { namespace: process.env.POD_NAMESPACE ?? 'default', labels: parseLabels(values['operator-pod-labels']!) };
@@ -48,7 +54,8 @@ export async function main(argv: string[]): Promise<number | void> {
     kubeConfig: kc, log, engineImage: values['engine-image']!, watchNamespace: values['watch-namespace']!,
     leaderElection: values['leader-elect'] ? { namespace: values['leader-election-namespace']! } : false,
     defaults: { memberTimeoutSeconds, maxCopies }, key, operatorPods,
-    httpAddresses: [values['metrics-bind-address']!, values['health-bind-address']!].filter(Boolean),
+    metrics: metricsAddress ? { address: metricsAddress, auth: metricsAuth } : undefined,
+    healthAddress: values['health-bind-address'] || undefined,
   });
   await op.start();
   const stop = () => void op.stop().then(() => process.exit(0));

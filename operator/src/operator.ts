@@ -1,9 +1,7 @@
 /**
  * The operator: informers feed keyed work queues; the ShadowSet and WriteBitmap reconcilers run only
- * while this replica holds the lease; /healthz and /metrics on a small HTTP listener.
+ * while this replica holds the lease; /metrics (authenticated) and /healthz on small HTTP listeners.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { SET_LABEL } from './api/group.js';
@@ -12,6 +10,9 @@ import { WriteBitmapController } from './controller/writebitmap-controller.js';
 import { ExecHooks, type Hooks } from './controller/hooks.js';
 import { EngineClient } from './engine-client.js';
 import { Kube, R, type KubeConfig, type Obj } from './kube/client.js';
+import { KubeReviews, type ReviewClient } from './kube/reviews.js';
+import { HttpListeners } from './runtime/http-listeners.js';
+import type { MetricsAuthMode } from './runtime/metrics-auth.js';
 import { LeaderElector } from './runtime/leader.js';
 import { Metrics } from './runtime/metrics.js';
 import { WorkQueue } from './runtime/work-queue.js';
@@ -26,8 +27,16 @@ export interface OperatorOptions {
   /** Empty: every namespace. */
   watchNamespace?: string;
   leaderElection?: { namespace: string; name?: string; identity?: string } | false;
-  /** host:port listeners, each serving /healthz and /metrics. */
-  httpAddresses?: string[];
+  /**
+   * `[HOST]:PORT` of /metrics. `auth` 'kubernetes' (the default) admits a request only with a bearer token the
+   * API server authenticates (TokenReview) and authorizes for get /metrics (SubjectAccessReview); 'none' is
+   * refused unless HOST is a loopback address.
+   */
+  metrics?: { address: string; auth?: MetricsAuthMode };
+  /** `[HOST]:PORT` of /healthz, open to anyone (probes send no token; it tells only that the process runs). */
+  healthAddress?: string;
+  /** Answers the metrics listener's reviews; by default the API server of `kubeConfig`. */
+  reviews?: ReviewClient;
   hooks?: Hooks;
   /** Defaults for what ShadowSet specs leave unset. */
   defaults?: EngineDefaults;
@@ -41,15 +50,20 @@ export class Operator {
   readonly metrics = new Metrics();
   private readonly kube: Kube;
   private readonly stops: (() => void)[] = [];
-  private readonly servers: http.Server[] = [];
+  readonly http: HttpListeners;
   private leader: LeaderElector | null = null;
   ssQueue!: WorkQueue;
   wbQueue!: WorkQueue;
-  httpAddress: string | null = null;
 
   constructor(private readonly o: OperatorOptions) {
     if (o.key.length < MIN_KEY_BYTES) throw new Error(`the operator key has ${o.key.length} bytes; at least ${MIN_KEY_BYTES} are required`);
     this.kube = new Kube(o.kubeConfig);
+    // Checked here, before anything starts: a metrics listener that is neither local nor authenticated is refused.
+    this.http = new HttpListeners({
+      metrics: o.metrics ? { address: o.metrics.address, auth: o.metrics.auth ?? 'kubernetes' } : undefined,
+      healthAddress: o.healthAddress, reviews: o.reviews ?? new KubeReviews(o.kubeConfig),
+      renderMetrics: () => this.metrics.render(this.leading), log: o.log,
+    });
   }
 
   get leading(): boolean {
@@ -58,7 +72,7 @@ export class Operator {
 
   async start(): Promise<void> {
     const { log } = this.o;
-    for (const a of new Set(this.o.httpAddresses ?? [])) await this.listen(a);
+    await this.http.start();
     if (this.o.leaderElection) {
       const le = this.o.leaderElection;
       this.leader = new LeaderElector(this.kube, { namespace: le.namespace, name: le.name ?? 'shadowset-operator', identity: le.identity ?? `${hostname()}-${process.pid}` }, log);
@@ -106,33 +120,11 @@ export class Operator {
     log.info({ event: 'OperatorStarted', watchNamespace: ns ?? '*', engineImage: this.o.engineImage }, 'operator started');
   }
 
-  private async listen(addr: string): Promise<void> {
-    const i = addr.lastIndexOf(':');
-    const host = addr.slice(0, i) || '0.0.0.0';
-    const port = Number(addr.slice(i + 1));
-    const server = http.createServer((req, res) => {
-      if (req.url === '/healthz') {
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, leading: this.leading }));
-      } else if (req.url === '/metrics') {
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics.render(this.leading));
-      } else {
-        res.writeHead(404).end();
-      }
-    });
-    await new Promise<void>((r) => server.listen(port, host, () => r()));
-    this.servers.push(server);
-    const a = server.address() as AddressInfo;
-    this.httpAddress ??= `${a.address}:${a.port}`;
-  }
-
   async stop(): Promise<void> {
     for (const s of this.stops) s();
     this.ssQueue?.stop();
     this.wbQueue?.stop();
     this.leader?.stop();
-    for (const s of this.servers) {
-      s.closeAllConnections();
-      await new Promise<void>((r) => s.close(() => r()));
-    }
+    await this.http.stop();
   }
 }

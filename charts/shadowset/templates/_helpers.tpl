@@ -104,9 +104,17 @@ watchNamespace. Each verb is one the operator uses; see README.md (RBAC). */}}
   verbs: ["create", "patch"]
 {{- end -}}
 
-{{/* Rules on cluster-scoped resources, read-only: where a member's volume lives and which node can reach it. */}}
+{{/* Rules on cluster-scoped resources: read-only, where a member's volume lives and which node can reach it; and
+create-only reviews, with which the operator asks the API server who sent a /metrics request and whether that
+user may get /metrics (the reviews are answers, not stored objects: nothing can be read or changed with them). */}}
 {{- define "shadowset.clusterRules" -}}
 - apiGroups: [""]
   resources: ["persistentvolumes", "nodes"]
   verbs: ["get", "list", "watch"]
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
 {{- end -}}

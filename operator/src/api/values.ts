@@ -35,7 +35,8 @@ const serviceAccountSchema = z.strictObject({
 
 const metricsSchema = z.strictObject({
   service: z.strictObject({
-    enabled: z.boolean().default(true).describe('Create a Service for the metrics port (8081, named metrics).'),
+    enabled: z.boolean().default(true)
+      .describe('Create a Service for the metrics port (8081, named metrics). /metrics wants a bearer token allowed to get /metrics: bind ClusterRole <fullname>-metrics-reader to the scraper.'),
     type: z.enum(['ClusterIP', 'NodePort', 'LoadBalancer']).default('ClusterIP').describe('Type of the metrics Service.'),
     annotations: stringMap.default({}).describe('Annotations on the metrics Service (e.g. for a scraper).'),
   }).prefault({}),

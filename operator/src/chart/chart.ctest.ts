@@ -1,6 +1,7 @@
 // The chart against a real kube-apiserver (RBAC authorizer on): helm installs it, CRDs included; the API
 // server's own access reviews show the operator's ServiceAccount can do what the operator does and no more,
-// for every namespace and for one watched namespace; and the examples pass the CRDs' validation.
+// for every namespace and for one watched namespace (and what its metrics-reader ClusterRole grants whoever a user
+// binds it to); and the examples pass the CRDs' validation.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
@@ -33,12 +34,41 @@ async function can(verb: string, resource: string, namespace = '', group = ''): 
     body: {
       apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview',
       spec: {
-        user: SA, groups: ['system:serviceaccounts', `system:serviceaccounts:${NS}`, 'system:authenticated'],
+        user: SA, groups: SA_GROUPS,
         resourceAttributes: { verb, group, resource: res, ...(sub ? { subresource: sub } : {}), ...(namespace ? { namespace } : {}) },
       },
     },
   });
   return review.status.allowed;
+}
+
+/** What the API server's authorizer says about `user` and a non-resource URL such as /metrics. */
+async function canURL(user: string, groups: string[], verb: string, path: string): Promise<boolean> {
+  const review = await rawRequest<{ status: { allowed: boolean } }>(cp.kubeConfig, {
+    method: 'POST', path: '/apis/authorization.k8s.io/v1/subjectaccessreviews',
+    body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview', spec: { user, groups, nonResourceAttributes: { verb, path } } },
+  });
+  return review.status.allowed;
+}
+const SA_GROUPS = ['system:serviceaccounts', `system:serviceaccounts:${NS}`, 'system:authenticated'];
+
+/** Cluster-scoped, create only: the reviews behind the metrics listener's authentication (group, resource). */
+const reviews: [string, string][] = [['authentication.k8s.io', 'tokenreviews'], ['authorization.k8s.io', 'subjectaccessreviews']];
+
+/** What the operator may do cluster-wide: read PVs and nodes, create the two reviews, nothing else of these. */
+async function assertClusterAccess(): Promise<void> {
+  for (const verb of ['get', 'list', 'watch']) {
+    assert.ok(await can(verb, 'persistentvolumes'), `${verb} persistentvolumes`);
+    assert.ok(await can(verb, 'nodes'), `${verb} nodes`);
+  }
+  for (const verb of ['create', 'update', 'delete']) assert.equal(await can(verb, 'persistentvolumes'), false, `${verb} persistentvolumes`);
+  for (const [group, resource] of reviews) {
+    assert.ok(await can('create', resource, '', group), `create ${group}/${resource}`);
+    for (const verb of ['get', 'list', 'update', 'delete']) assert.equal(await can(verb, resource, '', group), false, `${verb} ${group}/${resource}`);
+  }
+  // Reviews in a namespace's name (local) are not granted, nor may the operator read its own metrics.
+  assert.equal(await can('create', 'localsubjectaccessreviews', 'default', 'authorization.k8s.io'), false, 'create localsubjectaccessreviews');
+  assert.equal(await canURL(SA, SA_GROUPS, 'get', '/metrics'), false, 'the operator itself: get /metrics');
 }
 
 /** The operator's needs in one namespace (group, resource, verbs). */
@@ -78,15 +108,36 @@ test('helm installs the chart and its CRDs; the operator can do what it needs in
   assert.equal(d.spec.replicas, 1);
   await assertAccess('default', true);
   await assertAccess('team-a', true);
-  for (const verb of ['get', 'list', 'watch']) {
-    assert.ok(await can(verb, 'persistentvolumes'), `${verb} persistentvolumes`);
-    assert.ok(await can(verb, 'nodes'), `${verb} nodes`);
-  }
-  for (const verb of ['create', 'update', 'delete']) assert.equal(await can(verb, 'persistentvolumes'), false, `${verb} persistentvolumes`);
+  await assertClusterAccess();
   for (const [group, resource, verb] of never) assert.equal(await can(verb, resource, 'default', group), false, `${verb} ${group}/${resource}`);
   // The Lease: in the release namespace only.
   for (const verb of ['get', 'create', 'update', 'patch']) assert.ok(await can(verb, 'leases', NS, 'coordination.k8s.io'), `${verb} leases`);
   assert.equal(await can('get', 'leases', 'default', 'coordination.k8s.io'), false);
+});
+
+test('the chart\'s <release>-metrics-reader ClusterRole lets whoever it is bound to get /metrics, and nothing more', async () => {
+  const user = 'system:serviceaccount:monitoring:prometheus';
+  const groups = ['system:serviceaccounts', 'system:serviceaccounts:monitoring', 'system:authenticated'];
+  assert.equal(await canURL(user, groups, 'get', '/metrics'), false, 'not before it is bound');
+  await rawRequest(cp.kubeConfig, {
+    method: 'POST', path: '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings',
+    body: {
+      apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: 'prometheus-shadowset-metrics' },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'shadowset-metrics-reader' },
+      subjects: [{ kind: 'ServiceAccount', name: 'prometheus', namespace: 'monitoring' }],
+    },
+  });
+  await waitFor('the binding in force', () => canURL(user, groups, 'get', '/metrics'));
+  for (const [verb, path] of [['post', '/metrics'], ['get', '/metrics/extra'], ['get', '/debug/pprof'], ['get', '/logs']]) {
+    assert.equal(await canURL(user, groups, verb!, path!), false, `${verb} ${path}`);
+  }
+  for (const [group, resource, verb] of [['', 'pods', 'list'], ['', 'secrets', 'get'], ['shadowset.dev', 'shadowsets', 'list']]) {
+    const r = await rawRequest<{ status: { allowed: boolean } }>(cp.kubeConfig, {
+      method: 'POST', path: '/apis/authorization.k8s.io/v1/subjectaccessreviews',
+      body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview', spec: { user, groups, resourceAttributes: { verb, group, resource } } },
+    });
+    assert.equal(r.status.allowed, false, `${verb} ${group}/${resource}`);
+  }
 });
 
 /** The cluster's kubeconfig, acting as another user (impersonation by the cluster admin). */
@@ -123,7 +174,7 @@ test('the hooks\' exec client needs pods/exec get: its WebSocket handshake is a 
 const operatorKey = async () =>
   (await rawRequest<{ data: { key: string } }>(cp.kubeConfig, { method: 'GET', path: `/api/v1/namespaces/${NS}/secrets/shadowset-key` })).data.key;
 
-test('with watchNamespace, the operator reaches only that namespace (plus reading PVs and nodes); an upgrade keeps the operator\'s key', async () => {
+test('with watchNamespace, the operator reaches only that namespace (plus reading PVs and nodes and creating reviews); an upgrade keeps the operator\'s key', async () => {
   // The watched namespace must exist: the chart puts a Role in it.
   await rawRequest(cp.kubeConfig, { method: 'POST', path: '/api/v1/namespaces', body: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'team-a' } } });
   const key = await operatorKey();
@@ -132,8 +183,7 @@ test('with watchNamespace, the operator reaches only that namespace (plus readin
   assert.equal(await operatorKey(), key, 'the key made at install is kept (lookup), or every engine would refuse the operator');
   await assertAccess('team-a', true);
   await assertAccess('default', false);
-  assert.ok(await can('list', 'persistentvolumes'));
-  assert.ok(await can('watch', 'nodes'));
+  await assertClusterAccess();
   assert.equal(await can('list', 'shadowsets', '', 'shadowset.dev'), false, 'no cluster-wide list of ShadowSets');
 });
 

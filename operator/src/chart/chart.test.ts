@@ -57,7 +57,12 @@ const NAMESPACED = [
   ...grant('core', ['events'], ['create', 'patch']),
   ...grant('events.k8s.io', ['events'], ['create', 'patch']),
 ].sort();
-const CLUSTER = grant('core', ['persistentvolumes', 'nodes'], read).sort();
+const CLUSTER = [
+  ...grant('core', ['persistentvolumes', 'nodes'], read),
+  // Asking the API server who sent a /metrics request and whether they may get /metrics: create only.
+  ...grant('authentication.k8s.io', ['tokenreviews'], ['create']),
+  ...grant('authorization.k8s.io', ['subjectaccessreviews'], ['create']),
+].sort();
 const LEASES = grant('coordination.k8s.io', ['leases'], ['get', 'create', 'update', 'patch']).sort();
 
 test('helm lint passes (strict) with the defaults and with watchNamespace and replicas set', () => {
@@ -80,7 +85,7 @@ test('Chart.yaml: shadowset 0.1.0, appVersion equal to the operator package vers
 test('defaults render the operator, its ServiceAccount, RBAC and metrics Service, all in the release namespace', () => {
   const objs = template();
   assert.deepEqual(objs.map((o) => o.kind).sort(),
-    ['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Role', 'RoleBinding', 'Secret', 'Service', 'ServiceAccount']);
+    ['ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Role', 'RoleBinding', 'Secret', 'Service', 'ServiceAccount']);
   for (const o of objs.filter((x) => !x.kind.startsWith('Cluster'))) assert.equal(o.metadata.namespace, NS, `${o.kind} namespace`);
   for (const o of objs) {
     assert.equal(o.metadata.labels?.['app.kubernetes.io/managed-by'], 'Helm');
@@ -90,7 +95,7 @@ test('defaults render the operator, its ServiceAccount, RBAC and metrics Service
 
 test('RBAC with every namespace watched: exactly the permissions the operator uses, no wildcard, no reading secrets', () => {
   const objs = template();
-  const cr = one(objs, 'ClusterRole');
+  const cr = one(objs, 'ClusterRole', 'shadowset');
   assert.deepEqual(permissions(rules(cr)), [...NAMESPACED, ...CLUSTER].sort());
   const role = one(objs, 'Role');
   assert.equal(role.metadata.namespace, NS);
@@ -107,10 +112,19 @@ test('RBAC with every namespace watched: exactly the permissions the operator us
   }
   // Every binding names the chart's ServiceAccount and its own role.
   const sa = one(objs, 'ServiceAccount').metadata.name;
-  for (const [bindingKind, roleKind] of [['ClusterRoleBinding', 'ClusterRole'], ['RoleBinding', 'Role']] as const) {
+  for (const [bindingKind, roleKind, roleName] of [['ClusterRoleBinding', 'ClusterRole', 'shadowset'], ['RoleBinding', 'Role', 'shadowset-leader-election']] as const) {
     const b = one(objs, bindingKind) as unknown as { roleRef: { kind: string; name: string }; subjects: unknown[]; metadata: { namespace?: string } };
-    assert.deepEqual(b.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: roleKind, name: one(objs, roleKind).metadata.name });
+    assert.deepEqual(b.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: roleKind, name: one(objs, roleKind, roleName).metadata.name });
     assert.deepEqual(b.subjects, [{ kind: 'ServiceAccount', name: sa, namespace: NS }]);
+  }
+});
+
+test('the metrics-reader ClusterRole: get /metrics and nothing else, bound by the chart to no one', () => {
+  for (const [values, name] of [[{}, 'shadowset-metrics-reader'], [{ fullnameOverride: 'ops', watchNamespace: 'apps' }, 'ops-metrics-reader']] as const) {
+    const objs = template(values);
+    assert.deepEqual(rules(one(objs, 'ClusterRole', name)), [{ nonResourceURLs: ['/metrics'], verbs: ['get'] }]);
+    const bound = objs.filter((o) => o.kind.endsWith('Binding')).map((b) => (b as unknown as { roleRef: { name: string } }).roleRef.name);
+    assert.ok(!bound.includes(name), `the chart binds ${name} (${bound.join(', ')})`);
   }
 });
 
@@ -127,6 +141,7 @@ test('the operator Deployment: one replica, the flags, probes, metrics port and 
     '--engine-image=ghcr.io/shadowset/shadowset:0.1.0',
     '--leader-elect',
     '--metrics-bind-address=:8081',
+    '--metrics-auth=kubernetes',
     '--health-bind-address=:8082',
     '--log-level=info',
     '--default-member-timeout=120',
@@ -165,9 +180,9 @@ test('the operator\'s key: a Secret of 64 random characters, kept on uninstall, 
   assert.deepEqual(pod.containers[0]!.volumeMounts.find((m) => m.name === 'key'), { name: 'key', mountPath: '/etc/shadowset/key', readOnly: true });
 });
 
-test('watchNamespace: namespaced permissions move to a Role there; the ClusterRole only reads PVs and nodes', () => {
+test('watchNamespace: namespaced permissions move to a Role there; the ClusterRole only reads PVs and nodes and creates reviews', () => {
   const objs = template({ watchNamespace: 'apps' });
-  assert.deepEqual(permissions(rules(one(objs, 'ClusterRole'))), CLUSTER);
+  assert.deepEqual(permissions(rules(one(objs, 'ClusterRole', 'shadowset'))), CLUSTER);
   const roles = objs.filter((o) => o.kind === 'Role');
   const apps = roles.find((r) => r.metadata.namespace === 'apps');
   assert.ok(apps, 'a Role in the watched namespace');

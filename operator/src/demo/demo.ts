@@ -77,7 +77,9 @@ export async function runDemo(o: { memberMiB: number }): Promise<void> {
     }
     op = new Operator({
       kubeConfig: cp.kubeConfig, log: pino({ level: 'warn', base: { component: 'operator' } }), engineImage: `${PROJECT_IMAGE}:dev`,
-      leaderElection: { namespace: 'default', identity: 'demo' }, httpAddresses: ['127.0.0.1:0'],
+      leaderElection: { namespace: 'default', identity: 'demo' },
+      // Loopback only, so unauthenticated metrics are allowed (nothing here scrapes them).
+      metrics: { address: '127.0.0.1:0', auth: 'none' }, healthAddress: '127.0.0.1:0',
       key, operatorPods: { namespace: 'default', labels: { 'app.kubernetes.io/name': 'shadowset-demo' } },
     });
     await op.start();

@@ -55,7 +55,9 @@ export class Cluster {
     this.sim = await NodeSimulator.start({ kubeConfig: this.cp.kubeConfig, nodes });
     this.op = new Operator({
       kubeConfig: this.cp.kubeConfig, log: pino({ level: process.env.OPERATOR_LOG ?? 'silent' }), engineImage: `${PROJECT_IMAGE}:dev`,
-      leaderElection: { namespace: 'default', identity: 'test' }, httpAddresses: ['127.0.0.1:0'], hooks: this.hooks,
+      leaderElection: { namespace: 'default', identity: 'test' },
+      // Loopback only, so unauthenticated metrics are allowed (nothing here scrapes them).
+      metrics: { address: '127.0.0.1:0', auth: 'none' }, healthAddress: '127.0.0.1:0', hooks: this.hooks,
       key: this.key, operatorPods: this.operatorPods,
     });
     await this.op.start();

@@ -13,6 +13,8 @@ export interface RawOptions {
   body?: unknown;
   contentType?: string;
   query?: Record<string, string>;
+  /** Give up (a transient error) when the API server has not answered within this many ms; unset: no limit. */
+  timeoutMs?: number;
 }
 
 export async function rawRequest<T = unknown>(kc: KubeConfig, o: RawOptions): Promise<T> {
@@ -48,6 +50,7 @@ export async function rawRequest<T = unknown>(kc: KubeConfig, o: RawOptions): Pr
       });
     });
     req.on('error', (e) => reject(fromStatus(0, `${o.method} ${o.path}: ${e.message}`)));
+    if (o.timeoutMs !== undefined) req.setTimeout(o.timeoutMs, () => req.destroy(new Error(`no answer in ${o.timeoutMs} ms`)));
     if (payload !== undefined) req.write(payload);
     req.end();
   });

@@ -47,7 +47,8 @@ export class LocalEnv extends BaseEnv {
       log: pino({ level: process.env.OPERATOR_LOG ?? 'info', base: { component: 'operator' } }, destination({ dest: this.operatorLog, sync: true })),
       engineImage: `${PROJECT_IMAGE}:dev`,
       leaderElection: { namespace: 'default', identity: 'e2e' },
-      httpAddresses: ['127.0.0.1:0'],
+      // Loopback only, so unauthenticated metrics are allowed (nothing here scrapes them).
+      metrics: { address: '127.0.0.1:0', auth: 'none' }, healthAddress: '127.0.0.1:0',
       // As the chart's Secret would give it: random, once per cluster.
       key: randomBytes(32),
       operatorPods: { namespace: 'default', labels: { 'app.kubernetes.io/name': 'shadowset-e2e' } },
