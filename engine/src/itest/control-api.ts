@@ -79,17 +79,7 @@ export async function readScb(path: string): Promise<Scb> {
   return (d as { kind: 'ok'; scb: Scb }).scb;
 }
 
-/** A small seeded PRNG (mulberry32): the same seed gives the same run. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng } from './prng.js';
 
 /** SIGTERM; the engine must exit 0 having recorded a clean stop. */
 export async function stopCleanly(e: EngineProcess): Promise<void> {

@@ -10,15 +10,6 @@ import type { BlockBackend } from '../ports/block-backend.js';
 
 export const SIM_BLOCK = 4096;
 
-export function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 0x100000000;
-  };
-}
 
 /**
  * A member whose requests complete after a random number of event-loop turns; a crash (epoch bump)

@@ -18,7 +18,8 @@ import { pino } from 'pino';
 import { EngineError } from '../core/errors.js';
 import { HEADER_BYTES, MiB } from '../core/geometry.js';
 import { systemClock } from '../ports/clock.js';
-import { blockData, rng, SIM_BLOCK, SimDisk, SimModel } from '../itest/sim-world.js';
+import { prng } from '../itest/prng.js';
+import { blockData, SIM_BLOCK, SimDisk, SimModel } from '../itest/sim-world.js';
 import { startShadowSet, type StartedSet } from './engine.js';
 
 const DATA = 2 * MiB; // 512 blocks, 32 chunks of 64 KiB
@@ -42,7 +43,7 @@ class Run {
   step = 0;
 
   constructor(readonly seed: number) {
-    this.rand = rng(seed);
+    this.rand = prng(seed);
     this.disks = Array.from({ length: DISKS }, (_, i) => new SimDisk(`d${i}`, this.rand, DATA));
   }
 
