@@ -39,6 +39,8 @@ export const BASE_RECIPE = {
 export const baseImageName = () =>
   `localhost/shadowset/node-base:${BASE_RECIPE.suite}-${createHash('sha256').update(JSON.stringify(BASE_RECIPE)).digest('hex').slice(0, 12)}`;
 
+// Debian's docker CLI matches Debian's engine; another `docker` earlier in PATH may be a newer client.
+const DOCKER = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
 const t0 = Date.now();
 const log = (msg) => process.stderr.write(`image [${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
 
@@ -49,7 +51,7 @@ function run(cmd, args, opts = {}) {
   return r;
 }
 
-const imageExists = (name) => run('docker', ['image', 'inspect', '--format', '{{.Id}}', name], { allowFail: true }).status === 0;
+const imageExists = (name) => run(DOCKER, ['image', 'inspect', '--format', '{{.Id}}', name], { allowFail: true }).status === 0;
 
 /** mmdebstrap writes the root filesystem as a tar on stdout; docker import reads it from stdin. */
 function importBase(name) {
@@ -59,7 +61,7 @@ function importBase(name) {
       '--quiet', `--variant=${b.variant}`, `--include=${b.include.join(',')}`, '--aptopt=Acquire::Languages "none"',
       ...b.dpkgopt.map((o) => `--dpkgopt=${o}`), b.suite, '-', b.mirror,
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const imp = spawn('docker', ['import', ...Object.entries(b.env).map(([k, v]) => `--change=ENV ${k}=${v}`), '-', name], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const imp = spawn(DOCKER, ['import', ...Object.entries(b.env).map(([k, v]) => `--change=ENV ${k}=${v}`), '-', name], { stdio: ['pipe', 'pipe', 'pipe'] });
     mm.stdout.pipe(imp.stdin);
     let err = '';
     mm.stderr.on('data', (d) => (err += d));
@@ -122,7 +124,7 @@ function stage() {
 }
 
 export async function buildImage({ tag = 'ghcr.io/shadowset/shadowset:dev', labels = [] } = {}) {
-  const docker = run('docker', ['version', '--format', '{{.Server.Version}}'], { allowFail: true });
+  const docker = run(DOCKER, ['version', '--format', '{{.Server.Version}}'], { allowFail: true });
   if (docker.status !== 0) throw new Error(`a running Docker engine is needed (docker version: ${(docker.stderr || docker.error?.message || '').trim()})`);
   const base = baseImageName();
   let baseMs = 0;
@@ -140,12 +142,12 @@ export async function buildImage({ tag = 'ghcr.io/shadowset/shadowset:dev', labe
   // The legacy builder: BuildKit in this Docker would want its frontend image. No network: the build only copies.
   const args = ['build', '--network', 'none', '--build-arg', `BASE_IMAGE=${base}`, '-t', tag];
   for (const l of labels) args.push('--label', l);
-  run('docker', [...args, '-f', join(repoRoot, 'Dockerfile'), repoRoot], { env: { ...process.env, DOCKER_BUILDKIT: '0' } });
-  const id = run('docker', ['image', 'inspect', '--format', '{{.Id}}', tag]).stdout.trim();
+  run(DOCKER, [...args, '-f', join(repoRoot, 'Dockerfile'), repoRoot], { env: { ...process.env, DOCKER_BUILDKIT: '0' } });
+  const id = run(DOCKER, ['image', 'inspect', '--format', '{{.Id}}', tag]).stdout.trim();
   // The image must start both programs: the engine's usage, the operator's refusal of an unknown flag.
-  const engine = run('docker', ['run', '--rm', '--network', 'none', tag, '--help'], { allowFail: true });
+  const engine = run(DOCKER, ['run', '--rm', '--network', 'none', tag, '--help'], { allowFail: true });
   if (!/usage: shadow-engine/.test(engine.stdout + engine.stderr)) throw new Error(`shadow-engine does not start in ${tag}:\n${engine.stdout}${engine.stderr}`);
-  const op = run('docker', ['run', '--rm', '--network', 'none', '--user', '65532:65532', '--read-only', '--entrypoint', 'shadow-operator', tag, '--no-such-flag'], { allowFail: true });
+  const op = run(DOCKER, ['run', '--rm', '--network', 'none', '--user', '65532:65532', '--read-only', '--entrypoint', 'shadow-operator', tag, '--no-such-flag'], { allowFail: true });
   if (!/shadow-operator: Unknown option/.test(op.stderr)) throw new Error(`shadow-operator does not start in ${tag}:\n${op.stdout}${op.stderr}`);
   log(`built ${tag} (${id.slice(7, 19)}) on ${base}`);
   return { image: tag, id, base, baseMs, totalMs: Date.now() - t0 };

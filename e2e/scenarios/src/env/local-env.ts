@@ -8,7 +8,7 @@ import { startControlPlane, NodeSimulator, createBackingDevice, waitFor, PROJECT
 import { Operator } from '@shadowset/operator';
 import { available } from '../support/exec.js';
 import { BaseEnv, type Device } from './base-env.js';
-import type { EngineEndpoint } from './cluster-env.js';
+import type { EngineEndpoint, NodeFailure } from './cluster-env.js';
 
 const NODES = ['node-a', 'node-b'] as const;
 const HOST_TOOLS = ['losetup', 'mount', 'umount', 'mkfs.ext4', 'e2fsck', 'qemu-storage-daemon', 'fusermount3'];
@@ -110,13 +110,18 @@ export class LocalEnv extends BaseEnv {
     process.kill(pid, 'SIGKILL');
   }
 
-  async failNode(node: string): Promise<void> {
-    // Frozen, not killed: a lost node's peers see silence (and time out), not closed connections.
-    await this.sim!.failNode(node, { freeze: true });
+  async failNode(node: string, how: NodeFailure = 'freeze'): Promise<void> {
+    // Frozen: a hung node's peers see silence (and time out). Powered off: the simulator kills the node's
+    // processes, so here (unlike kind, which cuts the node off first) peers see their connections close.
+    await this.sim!.failNode(node, { freeze: how === 'freeze' });
   }
 
   async recoverNode(node: string): Promise<void> {
     await this.sim!.recoverNode(node);
+  }
+
+  upgradeRelease(): Promise<{ from: string; to: string }> {
+    return Promise.reject(new Error('the local mode runs the operator in the test process: there is no Helm release to upgrade'));
   }
 
   async logs(ns: string, pod: string, container: string): Promise<string> {
