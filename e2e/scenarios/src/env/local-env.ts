@@ -111,9 +111,11 @@ export class LocalEnv extends BaseEnv {
   }
 
   async failNode(node: string, how: NodeFailure = 'freeze'): Promise<void> {
-    // Frozen: a hung node's peers see silence (and time out). Powered off: the simulator kills the node's
-    // processes, so here (unlike kind, which cuts the node off first) peers see their connections close.
-    await this.sim!.failNode(node, { freeze: how === 'freeze' });
+    // Simulated nodes share this machine's network: processes that die here close their connections, and
+    // peers would see that at once. A power loss, where peers see silence, needs kind.
+    if (how !== 'freeze') throw new Error(`the local mode cannot ${how} a node: its processes' peers would see their connections close`);
+    // Frozen, not killed: a lost node's peers see silence (and time out), not closed connections.
+    await this.sim!.failNode(node, { freeze: true });
   }
 
   async recoverNode(node: string): Promise<void> {
