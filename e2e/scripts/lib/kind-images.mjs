@@ -11,6 +11,8 @@ import { log, runTool, hashInputs, repoRoot } from './build-util.mjs';
 import { DOCKER, docker, imageExists } from './dockerd.mjs';
 
 export const RECIPE = 1;
+// Bumped when the way images are preloaded into the node changes (only the node image is rebuilt).
+const PRELOAD = 2;
 const SUITE = 'bookworm';
 const MIRRORS = [
   `deb http://deb.debian.org/debian ${SUITE} main`,
@@ -178,7 +180,7 @@ export async function nodeImage(work, { k8sVersion, base, nodeBins, crictl, cont
   files['kind/version'] = join(ctx, 'version');
   files['kind/manifests/default-storage.yaml'] = join(kindDir, 'default-storage.yaml');
   const key = hashInputs([
-    `recipe ${RECIPE}`, k8sVersion, base.key, nodeBins.key, crictl.key, dockerfile, ...imageKeys,
+    `recipe ${RECIPE}`, `preload ${PRELOAD}`, k8sVersion, base.key, nodeBins.key, crictl.key, dockerfile, ...imageKeys,
     { path: containerdConfig.path }, { path: join(kindDir, 'default-storage.yaml') },
   ]);
   const final = `shadowset.local/kind-node:${k8sVersion}-${key}`;
@@ -201,7 +203,7 @@ export async function nodeImage(work, { k8sVersion, base, nodeBins, crictl, cont
       'containerd >/tmp/containerd.log 2>&1 &',
       'pid=$!',
       'for i in $(seq 1 100); do [ -S /run/containerd/containerd.sock ] && ctr version >/dev/null 2>&1 && break; sleep 0.2; done',
-      'ctr -n k8s.io images import --no-unpack --all-platforms --digests /tmp/images.tar >/dev/null',
+      'ctr -n k8s.io images import --no-unpack --all-platforms /tmp/images.tar >/dev/null',
       // pinned: the kubelet's image garbage collection leaves them alone (ctr 1.6 cannot label at import)
       'for ref in $(ctr -n k8s.io images ls -q); do ctr -n k8s.io images label "$ref" io.cri-containerd.pinned=pinned >/dev/null; done',
       'ctr -n k8s.io images ls -q',
@@ -222,11 +224,20 @@ export async function nodeImage(work, { k8sVersion, base, nodeBins, crictl, cont
   return final;
 }
 
-/** kind's containerd config with the sandbox (pause) image kubeadm names instead of kind's pinned one. */
+/**
+ * kind's containerd config, with two changes: the sandbox (pause) image kubeadm names instead of kind's
+ * pinned one; and restrict_oom_score_adj on, because nothing on these machines holds CAP_SYS_RESOURCE, so
+ * runc cannot give a container a lower OOM score than containerd's own (kind turns it on for rootless
+ * nodes for the same reason). Pods keep their OOM scores relative to each other above that floor.
+ */
 export function containerdConfig(work, kindFiles, pauseRef) {
   const text = readFileSync(join(kindFiles, 'etc', 'containerd', 'config.toml'), 'utf8');
-  if (!/^\s*sandbox_image\s*=/m.test(text)) throw new Error("kind's containerd config has no sandbox_image line to set");
-  const out = text.replace(/^(\s*sandbox_image\s*=\s*).*$/m, `$1"${pauseRef}"`);
+  for (const key of ['sandbox_image', 'restrict_oom_score_adj']) {
+    if (!new RegExp(`^\\s*${key}\\s*=`, 'm').test(text)) throw new Error(`kind's containerd config has no ${key} line to set`);
+  }
+  const out = text
+    .replace(/^(\s*sandbox_image\s*=\s*).*$/m, `$1"${pauseRef}"`)
+    .replace(/^(\s*restrict_oom_score_adj\s*=\s*).*$/m, '$1true');
   mkdirSync(work, { recursive: true });
   const path = join(work, 'containerd-config.toml');
   if (!existsSync(path) || readFileSync(path, 'utf8') !== out) writeFileSync(path, out);
