@@ -6,6 +6,7 @@
 //   *.ctest.js       control-plane tests (real etcd + kube-apiserver built from Go modules)
 //   *.torture.js     crash and power-loss tortures (kill -9, or members losing unflushed writes, under a verifying workload)
 //   *.e2e.js         end-to-end scenarios on a local cluster (or kind: E2E_CLUSTER=kind), e2e/scenarios
+//   *.ktest.js       kind clusters from the node image built here (root, Docker); not part of "all"
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -16,9 +17,12 @@ const tiers = {
   cluster: /\.ctest\.js$/,
   torture: /\.torture\.js$/,
   e2e: /\.e2e\.js$/,
+  kind: /\.ktest\.js$/,
 };
+// kind clusters need Docker and minutes of CPU: run on purpose (test:kind), not with every tier.
+const inAll = Object.entries(tiers).filter(([name]) => name !== 'kind').map(([, p]) => p);
 const wanted = process.argv[2] ?? 'all';
-const patterns = wanted === 'all' ? Object.values(tiers) : [tiers[wanted]];
+const patterns = wanted === 'all' ? inAll : [tiers[wanted]];
 if (patterns.some((p) => !p)) {
   console.error(`unknown tier ${wanted}; one of: all, ${Object.keys(tiers).join(', ')}`);
   process.exit(2);
