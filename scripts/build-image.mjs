@@ -16,7 +16,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -124,8 +124,19 @@ function stage() {
 }
 
 export async function buildImage({ tag = 'ghcr.io/shadowset/shadowset:dev', labels = [] } = {}) {
-  const docker = run(DOCKER, ['version', '--format', '{{.Server.Version}}'], { allowFail: true });
-  if (docker.status !== 0) throw new Error(`a running Docker engine is needed (docker version: ${(docker.stderr || docker.error?.message || '').trim()})`);
+  log('compiling (tsc -b)…');
+  run(process.execPath, [join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-b'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  // The Docker engine that answers, or one started for this build and stopped after it (e2e/src/kind/docker.ts).
+  const { ensureDockerd } = await import(pathToFileURL(join(repoRoot, 'e2e', 'dist', 'kind', 'docker.js')).href);
+  const engine = await ensureDockerd(join(repoRoot, '.cache', 'cluster', 'kind'));
+  try {
+    return await buildOn(engine, { tag, labels });
+  } finally {
+    await engine.stop();
+  }
+}
+
+async function buildOn(engine, { tag, labels }) {
   const base = baseImageName();
   let baseMs = 0;
   if (!imageExists(base)) {
@@ -135,8 +146,6 @@ export async function buildImage({ tag = 'ghcr.io/shadowset/shadowset:dev', labe
     baseMs = Date.now() - tb;
     log(`base made in ${(baseMs / 1000).toFixed(1)} s`);
   }
-  log('compiling (tsc -b)…');
-  run(process.execPath, [join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-b'], { stdio: ['ignore', 'inherit', 'inherit'] });
   const packages = stage();
   log(`staged ${relative(repoRoot, rootfs)} (${packages} production packages)`);
   // The legacy builder: BuildKit in this Docker would want its frontend image. No network: the build only copies.
@@ -145,10 +154,11 @@ export async function buildImage({ tag = 'ghcr.io/shadowset/shadowset:dev', labe
   run(DOCKER, [...args, '-f', join(repoRoot, 'Dockerfile'), repoRoot], { env: { ...process.env, DOCKER_BUILDKIT: '0' } });
   const id = run(DOCKER, ['image', 'inspect', '--format', '{{.Id}}', tag]).stdout.trim();
   // The image must start both programs: the engine's usage, the operator's refusal of an unknown flag.
-  const engine = run(DOCKER, ['run', '--rm', '--network', 'none', tag, '--help'], { allowFail: true });
-  if (!/usage: shadow-engine/.test(engine.stdout + engine.stderr)) throw new Error(`shadow-engine does not start in ${tag}:\n${engine.stdout}${engine.stderr}`);
+  const engineRun = run(DOCKER, ['run', '--rm', '--network', 'none', tag, '--help'], { allowFail: true });
+  if (!/usage: shadow-engine/.test(engineRun.stdout + engineRun.stderr)) throw new Error(`shadow-engine does not start in ${tag}:\n${engineRun.stdout}${engineRun.stderr}`);
   const op = run(DOCKER, ['run', '--rm', '--network', 'none', '--user', '65532:65532', '--read-only', '--entrypoint', 'shadow-operator', tag, '--no-such-flag'], { allowFail: true });
   if (!/shadow-operator: Unknown option/.test(op.stderr)) throw new Error(`shadow-operator does not start in ${tag}:\n${op.stdout}${op.stderr}`);
+  log(`docker engine ${engine.version}${engine.started ? ' (started for this build)' : ''}`);
   log(`built ${tag} (${id.slice(7, 19)}) on ${base}`);
   return { image: tag, id, base, baseMs, totalMs: Date.now() - t0 };
 }

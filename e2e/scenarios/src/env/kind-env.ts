@@ -8,20 +8,19 @@
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ManagedProcess, waitFor, repoRoot } from '@shadowset/e2e';
+import { ManagedProcess, waitFor, repoRoot, DOCKER } from '@shadowset/e2e';
 import { ensureTools } from '@shadowset/operator/tools';
 import { available, run, runBytes } from '../support/exec.js';
 import { BaseEnv, type Device } from './base-env.js';
 import type { EngineEndpoint, NodeFailure } from './cluster-env.js';
 import { KindNodes } from './kind-nodes.js';
+import { deviceDir, openKindSession, type KindSession } from './kind-session.js';
 
-const CLUSTER = process.env.E2E_KIND_CLUSTER ?? 'shadowset-e2e';
 const IMAGE_REPO = 'ghcr.io/shadowset/shadowset';
 const IMAGE_TAG = 'e2e';
-const IMAGE = `${IMAGE_REPO}:${IMAGE_TAG}`;
+export const IMAGE = `${IMAGE_REPO}:${IMAGE_TAG}`;
 const RELEASE = 'shadowset';
 const RELEASE_NS = 'shadowset-system';
-const DEVICE_DIR = '/var/lib/shadowset-e2e';
 const HOST_TOOLS = ['losetup', 'mount', 'umount', 'mkfs.ext4', 'e2fsck', 'qemu-storage-daemon', 'fusermount3'];
 
 // Forwards the engine's NBD and HTTP ports from the relay pod (reached by port-forward) to the engine pod.
@@ -30,7 +29,7 @@ const RELAY_JS = `const net=require('net');for(const p of [10809,8080]){net.crea
 const sh = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 /** The project image, built by scripts/build-image.mjs (no pull, no network in the build). */
-async function buildImage(tag: string, labels: string[] = []): Promise<void> {
+export async function buildImage(tag: string, labels: string[] = []): Promise<void> {
   await run(process.execPath, [join(repoRoot, 'scripts', 'build-image.mjs'), '--tag', tag, ...labels.flatMap((l) => ['--label', l])], { timeoutMs: 1_800_000 });
 }
 
@@ -42,41 +41,40 @@ export class KindEnv extends BaseEnv {
   private readonly nodeOps = new KindNodes((args, o) => this.kubectl(args, o));
   private upgrades = 0;
 
-  static async start(name: string): Promise<KindEnv> {
+  private session: KindSession | undefined;
+
+  private constructor(workDir: string, private readonly cluster: string) {
+    super(workDir);
+  }
+
+  /**
+   * `cluster`: the kind cluster's name (made here unless the kind tier's runner made it); `hostTools`: whether
+   * the scenarios' tools on this machine (mounts, FUSE) are needed too.
+   */
+  static async start(name: string, o: { cluster?: string; hostTools?: boolean } = {}): Promise<KindEnv> {
     const missing: string[] = [];
-    if (!(await available('docker', ['version', '--format', '{{.Server.Version}}']))) missing.push('docker');
-    else if ((await run('docker', ['info', '--format', '{{.ServerVersion}}'], { allowFail: true })).code !== 0) missing.push('a running Docker engine (docker info fails)');
-    if (!(await available('kind', ['version']))) missing.push('kind');
-    if (process.getuid?.() !== 0) missing.push('root (the filesystem scenario attaches a loop device and mounts on this machine)');
-    for (const t of HOST_TOOLS) if (!(await available('sh', ['-c', `command -v ${t}`]))) missing.push(t);
+    if (process.getuid?.() !== 0) missing.push('root (loop devices in the nodes; the filesystem scenario mounts on this machine)');
+    if (!(await available(DOCKER, ['--version']))) missing.push('Debian\'s docker.io (npm run cluster:build -- --kind installs it)');
+    if (o.hostTools !== false) for (const t of HOST_TOOLS) if (!(await available('sh', ['-c', `command -v ${t}`]))) missing.push(t);
     if (missing.length > 0) throw new Error(`E2E_CLUSTER=kind needs: ${missing.join(', ')}. Without them run the local mode (unset E2E_CLUSTER).`);
-    return BaseEnv.booted(new KindEnv(await BaseEnv.makeWorkDir(name)));
+    return BaseEnv.booted(new KindEnv(await BaseEnv.makeWorkDir(name), o.cluster ?? process.env.E2E_KIND_CLUSTER ?? 'shadowset-e2e'));
   }
 
   protected async boot(): Promise<void> {
-    const clusters = (await run('kind', ['get', 'clusters'])).stdout.split('\n').map((s) => s.trim());
-    if (!clusters.includes(CLUSTER)) {
-      const cfg = join(this.workDir, 'kind.yaml');
-      await writeFile(cfg, 'kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n  - role: control-plane\n  - role: worker\n  - role: worker\n');
-      const image = process.env.E2E_KIND_NODE_IMAGE ? ['--image', process.env.E2E_KIND_NODE_IMAGE] : [];
-      await run('kind', ['create', 'cluster', '--name', CLUSTER, '--config', cfg, '--wait', '180s', ...image], { timeoutMs: 900_000 });
-      if (process.env.E2E_KEEP_CLUSTER !== '1') {
-        this.cleanup.defer(`delete kind cluster ${CLUSTER}`, () => run('kind', ['delete', 'cluster', '--name', CLUSTER], { timeoutMs: 300_000 }));
-      }
-    }
-    const kubeconfig = join(this.workDir, 'kubeconfig');
-    await writeFile(kubeconfig, (await run('kind', ['get', 'kubeconfig', '--name', CLUSTER])).stdout);
-    this.connect(kubeconfig);
+    this.session = await openKindSession({ name: this.cluster });
+    const session = this.session;
+    this.cleanup.defer(`kind cluster ${session.name}`, () => session.close());
+    this.connect(session.kubeconfigPath);
 
     const nodes = JSON.parse((await this.kubectl(['get', 'nodes', '-o', 'json'])).stdout) as { items: { metadata: { name: string; labels?: Record<string, string> } }[] };
     const isCp = (n: { metadata: { labels?: Record<string, string> } }) => 'node-role.kubernetes.io/control-plane' in (n.metadata.labels ?? {});
     const workers = nodes.items.filter((n) => !isCp(n)).map((n) => n.metadata.name).sort();
     this.controlPlaneNode = nodes.items.find(isCp)?.metadata.name ?? '';
-    if (workers.length < 2 || !this.controlPlaneNode) throw new Error(`kind cluster ${CLUSTER} needs a control-plane node and two workers; it has ${nodes.items.map((n) => n.metadata.name).join(', ')}`);
+    if (workers.length < 2 || !this.controlPlaneNode) throw new Error(`kind cluster ${session.name} needs a control-plane node and two workers; it has ${nodes.items.map((n) => n.metadata.name).join(', ')}`);
     this.nodes = [workers[0]!, workers[1]!];
 
     if (process.env.E2E_KIND_SKIP_BUILD !== '1') await buildImage(IMAGE);
-    await run('kind', ['load', 'docker-image', IMAGE, '--name', CLUSTER], { timeoutMs: 600_000 });
+    await session.loadImage(IMAGE);
     await this.installRelease();
   }
 
@@ -118,14 +116,14 @@ export class KindEnv extends BaseEnv {
     const tag = `${IMAGE_TAG}-upgrade-${this.upgrades}`;
     // Another image, not only another name for the same one: its configuration carries a label of its own.
     await buildImage(`${IMAGE_REPO}:${tag}`, [`shadowset.dev/e2e-upgrade=${this.upgrades}`]);
-    await run('kind', ['load', 'docker-image', `${IMAGE_REPO}:${tag}`, '--name', CLUSTER], { timeoutMs: 600_000 });
+    await this.session!.loadImage(`${IMAGE_REPO}:${tag}`);
     await this.helm(['upgrade', RELEASE, join(repoRoot, 'charts', 'shadowset'), '-n', RELEASE_NS, '--reuse-values', '--set', `image.tag=${tag}`, '--wait', '--timeout', '300s'], { timeoutMs: 360_000 });
     await this.kubectl(['rollout', 'status', `deployment/${RELEASE}`, '-n', RELEASE_NS, '--timeout=180s']);
     return { from, to: await image() };
   }
 
   private docker(node: string, script: string, input?: Buffer): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    return run('docker', ['exec', ...(input ? ['-i'] : []), node, 'sh', '-c', script], input ? { input } : {});
+    return run(DOCKER, ['exec', ...(input ? ['-i'] : []), node, 'sh', '-c', script], input ? { input } : {});
   }
 
   override async createNamespace(ns: string): Promise<void> {
@@ -134,10 +132,11 @@ export class KindEnv extends BaseEnv {
   }
 
   protected async allocateDevice(node: string, bytes: number, name: string): Promise<Device> {
-    const file = `${DEVICE_DIR}/${name}.img`;
+    const dir = deviceDir(this.cluster);
+    const file = `${dir}/${name}.img`;
     // The node container's /dev is its own: make the loop device's node there if the kernel's is missing.
     const script = [
-      'set -e', `mkdir -p ${DEVICE_DIR}`, `rm -f ${sh(file)}`, `truncate -s ${bytes} ${sh(file)}`,
+      'set -e', `mkdir -p ${dir}`, `rm -f ${sh(file)}`, `truncate -s ${bytes} ${sh(file)}`,
       'for i in 1 2 3 4 5; do',
       '  dev=$(losetup -f)', '  [ -b "$dev" ] || mknod "$dev" b 7 "${dev#/dev/loop}"',
       `  if losetup "$dev" ${sh(file)}; then echo "$dev"; exit 0; fi`,
@@ -149,7 +148,7 @@ export class KindEnv extends BaseEnv {
   }
 
   protected readDevice(node: string, path: string, offset: number, length: number): Promise<Buffer> {
-    return runBytes('docker', ['exec', node, 'dd', `if=${path}`, 'bs=1M', 'iflag=skip_bytes,count_bytes', `skip=${offset}`, `count=${length}`, 'status=none'], { timeoutMs: 300_000 });
+    return runBytes(DOCKER, ['exec', node, 'dd', `if=${path}`, 'bs=1M', 'iflag=skip_bytes,count_bytes', `skip=${offset}`, `count=${length}`, 'status=none'], { timeoutMs: 300_000 });
   }
 
   protected async writeDevice(node: string, path: string, offset: number, data: Buffer): Promise<void> {

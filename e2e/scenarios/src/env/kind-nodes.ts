@@ -5,7 +5,7 @@
 //             power. On recovery it is reconnected and started: systemd, containerd and kubelet boot again,
 //             and kubelet starts the pods bound to it in new sandboxes (kind's entrypoint rewrites the node's
 //             address if Docker gave it another one).
-import { waitFor } from '@shadowset/e2e';
+import { waitFor, DOCKER } from '@shadowset/e2e';
 import { run, type RunResult } from '../support/exec.js';
 import type { NodeFailure } from './cluster-env.js';
 
@@ -24,28 +24,28 @@ export class KindNodes {
   async fail(node: string, how: NodeFailure): Promise<void> {
     if (this.failed.has(node)) throw new Error(`node ${node} has already failed`);
     if (how === 'freeze') {
-      await run('docker', ['pause', node]);
+      await run(DOCKER, ['pause', node]);
       this.failed.set(node, { how, networks: [] });
       return;
     }
-    const inspect = JSON.parse((await run('docker', ['inspect', '--format', '{{json .NetworkSettings.Networks}}', node])).stdout) as Record<string, unknown>;
+    const inspect = JSON.parse((await run(DOCKER, ['inspect', '--format', '{{json .NetworkSettings.Networks}}', node])).stdout) as Record<string, unknown>;
     const networks = Object.keys(inspect);
     this.failed.set(node, { how, networks });
-    for (const net of networks) await run('docker', ['network', 'disconnect', '--force', net, node]);
-    await run('docker', ['stop', '--time', '0', node], { timeoutMs: 120_000 });
+    for (const net of networks) await run(DOCKER, ['network', 'disconnect', '--force', net, node]);
+    await run(DOCKER, ['stop', '--time', '0', node], { timeoutMs: 120_000 });
   }
 
   async recover(node: string): Promise<void> {
     const f = this.failed.get(node);
     if (!f) throw new Error(`node ${node} has not failed`);
     if (f.how === 'freeze') {
-      await run('docker', ['unpause', node]);
+      await run(DOCKER, ['unpause', node]);
       this.failed.delete(node);
       return;
     }
-    for (const net of f.networks) await run('docker', ['network', 'connect', net, node]);
+    for (const net of f.networks) await run(DOCKER, ['network', 'connect', net, node]);
     const booted = new Date();
-    await run('docker', ['start', node], { timeoutMs: 120_000 });
+    await run(DOCKER, ['start', node], { timeoutMs: 120_000 });
     this.failed.delete(node);
     // Ready from a heartbeat of the booted kubelet, not the stale condition from before the failure.
     await waitFor(`node ${node} to boot and report Ready`, async () => {
