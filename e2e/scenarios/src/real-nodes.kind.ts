@@ -183,12 +183,13 @@ chain.scenario('helm upgrade to a new image tag while the set serves: the operat
     t.skip('the local mode has no Helm release');
     return;
   }
+  const next = await env!.prepareUpgrade();
   const before = await enginePod();
   const gen = watch.current.shadowGeneration ?? 0;
   const t0 = Date.now();
   let images = { from: '', to: '' };
   const stats = await hotLoadUntilRestart(async () => {
-    images = await env!.upgradeRelease();
+    images = await env!.upgradeRelease(next);
   });
   assert.notEqual(images.to, images.from);
   const after = await waitFor(`the engine pod on ${images.to}, Ready`, async () => {

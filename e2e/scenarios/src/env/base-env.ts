@@ -85,7 +85,8 @@ export abstract class BaseEnv implements ClusterEnv {
   abstract killEngine(ns: string, set: string): Promise<void>;
   abstract failNode(node: string, how?: NodeFailure): Promise<void>;
   abstract recoverNode(node: string): Promise<void>;
-  abstract upgradeRelease(): Promise<{ from: string; to: string }>;
+  abstract prepareUpgrade(): Promise<string>;
+  abstract upgradeRelease(image: string): Promise<{ from: string; to: string }>;
   abstract logs(ns: string, pod: string, container: string): Promise<string>;
   protected abstract operatorLogTail(): Promise<string>;
 

@@ -87,10 +87,12 @@ export interface ClusterEnv {
   /** The node is back (thawed, or booted) and reported Ready. */
   recoverNode(node: string): Promise<void>;
   /**
-   * The operator's release upgraded to a new image (a new tag, `helm upgrade`), waiting for its rollout;
-   * returns the images before and after. Only where the operator is a Helm release (kind).
+   * A new image of the project under a new tag, built and loaded into the nodes but not used yet; returns
+   * its reference. Only where the operator is a Helm release (kind).
    */
-  upgradeRelease(): Promise<{ from: string; to: string }>;
+  prepareUpgrade(): Promise<string>;
+  /** The operator's release upgraded to `image` (`helm upgrade`), waiting for its rollout; the images before and after. */
+  upgradeRelease(image: string): Promise<{ from: string; to: string }>;
   /** A container's output across restarts ('' when unknown). */
   logs(ns: string, pod: string, container: string): Promise<string>;
   /** What to print when a scenario fails: pods, sets, bitmaps, events, operator log tail. */

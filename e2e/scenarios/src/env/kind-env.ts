@@ -106,20 +106,27 @@ export class KindEnv extends BaseEnv {
     return run(ensureTools().helm, ['--kubeconfig', this.kubeconfigPath, ...args], o);
   }
 
-  async upgradeRelease(): Promise<{ from: string; to: string }> {
-    const image = async () => {
-      const d = JSON.parse((await this.kubectl(['get', 'deployment', RELEASE, '-n', RELEASE_NS, '-o', 'json'])).stdout) as { spec: { template: { spec: { containers: { image: string }[] } } } };
-      return d.spec.template.spec.containers[0]!.image;
-    };
-    const from = await image();
+  private async releaseImage(): Promise<string> {
+    const d = JSON.parse((await this.kubectl(['get', 'deployment', RELEASE, '-n', RELEASE_NS, '-o', 'json'])).stdout) as { spec: { template: { spec: { containers: { image: string }[] } } } };
+    return d.spec.template.spec.containers[0]!.image;
+  }
+
+  async prepareUpgrade(): Promise<string> {
     this.upgrades++;
-    const tag = `${IMAGE_TAG}-upgrade-${this.upgrades}`;
+    const image = `${IMAGE_REPO}:${IMAGE_TAG}-upgrade-${this.upgrades}`;
     // Another image, not only another name for the same one: its configuration carries a label of its own.
-    await buildImage(`${IMAGE_REPO}:${tag}`, [`shadowset.dev/e2e-upgrade=${this.upgrades}`]);
-    await this.session!.loadImage(`${IMAGE_REPO}:${tag}`);
+    await buildImage(image, [`shadowset.dev/e2e-upgrade=${this.upgrades}`]);
+    await this.session!.loadImage(image);
+    return image;
+  }
+
+  async upgradeRelease(image: string): Promise<{ from: string; to: string }> {
+    const from = await this.releaseImage();
+    const tag = image.slice(image.lastIndexOf(':') + 1);
+    if (`${IMAGE_REPO}:${tag}` !== image) throw new Error(`${image} is not an image of ${IMAGE_REPO}`);
     await this.helm(['upgrade', RELEASE, join(repoRoot, 'charts', 'shadowset'), '-n', RELEASE_NS, '--reuse-values', '--set', `image.tag=${tag}`, '--wait', '--timeout', '300s'], { timeoutMs: 360_000 });
     await this.kubectl(['rollout', 'status', `deployment/${RELEASE}`, '-n', RELEASE_NS, '--timeout=180s']);
-    return { from, to: await image() };
+    return { from, to: await this.releaseImage() };
   }
 
   private docker(node: string, script: string, input?: Buffer): Promise<{ code: number | null; stdout: string; stderr: string }> {

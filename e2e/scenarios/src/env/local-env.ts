@@ -12,6 +12,7 @@ import type { EngineEndpoint, NodeFailure } from './cluster-env.js';
 
 const NODES = ['node-a', 'node-b'] as const;
 const HOST_TOOLS = ['losetup', 'mount', 'umount', 'mkfs.ext4', 'e2fsck', 'qemu-storage-daemon', 'fusermount3'];
+const NO_RELEASE = 'the local mode runs the operator in the test process: there is no Helm release to upgrade';
 
 export class LocalEnv extends BaseEnv {
   readonly mode = 'local' as const;
@@ -122,8 +123,12 @@ export class LocalEnv extends BaseEnv {
     await this.sim!.recoverNode(node);
   }
 
+  prepareUpgrade(): Promise<string> {
+    return Promise.reject(new Error(NO_RELEASE));
+  }
+
   upgradeRelease(): Promise<{ from: string; to: string }> {
-    return Promise.reject(new Error('the local mode runs the operator in the test process: there is no Helm release to upgrade'));
+    return Promise.reject(new Error(NO_RELEASE));
   }
 
   async logs(ns: string, pod: string, container: string): Promise<string> {
