@@ -8,12 +8,14 @@
 import { waitFor, DOCKER } from '@shadowset/e2e';
 import { run, type RunResult } from '../support/exec.js';
 import type { NodeFailure } from './cluster-env.js';
+import { detachSame, ensureLoopNodes, kubeletLoops, type LoopRef } from './kind-loops.js';
 
 type Kubectl = (args: string[], o?: { allowFail?: boolean }) => Promise<RunResult>;
 
 interface Failed {
   how: NodeFailure;
   networks: string[];
+  kubeletLoops: LoopRef[];
 }
 
 export class KindNodes {
@@ -25,12 +27,13 @@ export class KindNodes {
     if (this.failed.has(node)) throw new Error(`node ${node} has already failed`);
     if (how === 'freeze') {
       await run(DOCKER, ['pause', node]);
-      this.failed.set(node, { how, networks: [] });
+      this.failed.set(node, { how, networks: [], kubeletLoops: [] });
       return;
     }
     const inspect = JSON.parse((await run(DOCKER, ['inspect', '--format', '{{json .NetworkSettings.Networks}}', node])).stdout) as Record<string, unknown>;
     const networks = Object.keys(inspect);
-    this.failed.set(node, { how, networks });
+    // The kubelet's loop devices die with a real machine; here they outlive the container (kind-loops.ts).
+    this.failed.set(node, { how, networks, kubeletLoops: kubeletLoops(node) });
     for (const net of networks) await run(DOCKER, ['network', 'disconnect', '--force', net, node]);
     await run(DOCKER, ['stop', '--time', '0', node], { timeoutMs: 120_000 });
   }
@@ -44,9 +47,12 @@ export class KindNodes {
       return;
     }
     for (const net of f.networks) await run(DOCKER, ['network', 'connect', net, node]);
+    // As a reboot would: the loop devices the old kubelet attached are gone before the new one starts.
+    detachSame(f.kubeletLoops);
     const booted = new Date();
     await run(DOCKER, ['start', node], { timeoutMs: 120_000 });
     this.failed.delete(node);
+    ensureLoopNodes(node);
     // Ready from a heartbeat of the booted kubelet, not the stale condition from before the failure.
     await waitFor(`node ${node} to boot and report Ready`, async () => {
       const r = await this.kubectl(['get', 'node', node, '-o', 'json'], { allowFail: true });

@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { dirname } from 'node:path';
 import { createKindCluster, ensureKindToolchain, DOCKER, type KindCluster } from '@shadowset/e2e';
 import { run } from '../support/exec.js';
+import { detachSame, ensureLoopNodes, kubeletLoops } from './kind-loops.js';
 
 export interface KindSession {
   readonly name: string;
@@ -33,9 +34,11 @@ function kindEnv(): NodeJS.ProcessEnv {
 export function detachLeftLoops(cluster: string): string[] {
   const r = spawnSync('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'], { encoding: 'utf8' });
   if (r.status !== 0 || !r.stdout.trim()) return [];
-  const dir = `${deviceDir(cluster)}/`;
+  // The path as this process sees it: a file of a node's /var (a volume of its own) that is gone reads
+  // as /lib/…, so the cluster's part of the path is what is matched.
+  const dir = `${deviceDir(cluster).replace(/^\/var/, '')}/`;
   const left = (JSON.parse(r.stdout) as { loopdevices: { name: string; 'back-file': string | null }[] }).loopdevices
-    .filter((d) => (d['back-file'] ?? '').startsWith(dir))
+    .filter((d) => (d['back-file'] ?? '').includes(dir))
     .map((d) => d.name);
   for (const dev of left) spawnSync('losetup', ['-d', dev], { stdio: 'ignore' });
   return left;
@@ -58,13 +61,22 @@ export async function openKindSession(o: { name: string; log?: (line: string) =>
   await run(tc.kind, ['delete', 'cluster', '--name', o.name], { env, allowFail: true, timeoutMs: 300_000 });
   detachLeftLoops(o.name);
   const c: KindCluster = await createKindCluster({ name: o.name, workers: 2, ...(o.log ? { log: o.log } : {}) });
+  try {
+    for (const node of c.nodes) ensureLoopNodes(node);
+  } catch (e) {
+    await c.delete();
+    throw e;
+  }
   return {
     name: c.name, kubeconfigPath: c.kubeconfigPath, kind: tc.kind, kindEnv: env,
     loadImage: (ref) => c.loadImage(ref),
     close: async () => {
+      // The kubelets' loop devices, recorded while their nodes run: deleting a node does not detach them.
+      const kubelets = c.nodes.flatMap((n) => kubeletLoops(n));
       try {
         await c.delete();
       } finally {
+        detachSame(kubelets);
         detachLeftLoops(o.name);
       }
     },
