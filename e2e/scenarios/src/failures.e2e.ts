@@ -8,7 +8,7 @@ import { waitFor } from '@shadowset/e2e';
 import { startClusterEnv, type BlockVolume, type ClusterEnv } from './env/cluster-env.js';
 import { NbdClient } from './support/nbd-client.js';
 import { ScenarioChain } from './support/scenario.js';
-import { HEADER_BYTES, MiB, StatusWatch, cond, conditionsOf, member, show, memberDifference, memberState, reasons, shadowSetYaml, steady } from './support/shadowset.js';
+import { HEADER_BYTES, MiB, StatusWatch, cond, conditionsOf, member, show, memberDifference, memberState, reasons, returnEvents, returnedWithMinicopy, shadowSetYaml, steady } from './support/shadowset.js';
 import { background, VersionedBlocks } from './support/workload.js';
 
 const NS = 'e2e-fail';
@@ -71,9 +71,13 @@ chain.scenario('a member\'s node fails under load: removed after the member time
     await env!.recoverNode(remote);
     await watch.until('n3 back in sync', steady(3), 180_000);
     const seen = watch.since(t1);
-    assert.ok(seen.some((s) => cond(s, 'Resyncing')?.reason === 'Minicopy'), `a minicopy: ${JSON.stringify(seen.map((s) => cond(s, 'Resyncing')?.reason))}`);
-    assert.ok(!seen.some((s) => cond(s, 'Resyncing')?.reason === 'FullCopy'), 'no full copy');
-    note(`returned with a minicopy ${((Date.now() - t1) / 1000).toFixed(1)} s after the node came back`);
+    // The engine's log and the events say what ran: on kind a minicopy of a few MiB can start and end
+    // between two of the operator's status updates, so the status need not show it.
+    const bytes = await returnedWithMinicopy(env!, NS, 'nf', 'n3', member(faulted, 'n3')!.id!, t0);
+    assert.ok(!seen.some((s) => cond(s, 'Resyncing')?.reason === 'FullCopy'), 'no full copy in status');
+    // The simulator's nodes answer at once, and its minicopy of a throttled 8 MiB load is seen in status.
+    if (env!.mode === 'local') assert.ok(seen.some((s) => cond(s, 'Resyncing')?.reason === 'Minicopy'), `a minicopy in status: ${JSON.stringify(seen.map((s) => cond(s, 'Resyncing')?.reason))}`);
+    note(`returned with a minicopy of ${bytes} bytes ${((Date.now() - t1) / 1000).toFixed(1)} s after the node came back`);
   } finally {
     const stats = await bg.stop();
     assert.equal(stats.ended, null, 'the load never stopped');
@@ -84,7 +88,7 @@ chain.scenario('a member\'s node fails under load: removed after the member time
   assert.deepEqual(load.problems.slice(0, 10), []);
   assert.equal(await memberDifference(env!, [vol.n1!, vol.n2!, vol.n3!], UNIT), null);
   const ev = await env!.events(NS, 'nf');
-  assert.ok(['MemberFaulted', 'MemberReturned', 'MinicopyStarted', 'MinicopyCompleted'].every((r) => ev.some((e) => e.reason === r)), reasons(ev));
+  assert.ok(returnEvents(env!.mode).every((r) => ev.some((e) => e.reason === r)), reasons(ev));
   await env!.kubectl(['delete', 'shadowset', 'nf', '-n', NS, '--wait', '--timeout=120s']);
 }, 300_000);
 

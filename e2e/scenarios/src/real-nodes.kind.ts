@@ -10,7 +10,7 @@ import { startClusterEnv, type BlockVolume, type ClusterEnv } from './env/cluste
 import { NbdClient } from './support/nbd-client.js';
 import { ScenarioChain } from './support/scenario.js';
 import {
-  HEADER_BYTES, MiB, StatusWatch, cond, conditionsOf, engineStatus, member, memberDifference, memberState, reasons, shadowSetYaml, show, steady,
+  HEADER_BYTES, MiB, StatusWatch, cond, conditionsOf, engineStatus, member, memberDifference, memberState, reasons, returnEvents, returnedWithMinicopy, shadowSetYaml, show, steady,
   type SetStatus,
 } from './support/shadowset.js';
 import { BLOCK, background, VersionedBlocks } from './support/workload.js';
@@ -39,7 +39,7 @@ before(async () => {
     members: [{ name: 'k1', claimName: 'k1' }, { name: 'k2', claimName: 'k2' }, { name: 'k3', claimName: 'k3' }],
     memberTimeoutSeconds: TIMEOUT_S, minicopyPolicy: 'Optional',
     // Slow enough that a merge or minicopy shows in status, quick enough for the unit's size.
-    throttle: { copyBytesPerSecond: 8 * MiB, mergeBytesPerSecond: 512 * 1024 },
+    throttle: { copyBytesPerSecond: 4 * MiB, mergeBytesPerSecond: 512 * 1024 },
   }));
   await watch.until('three members in sync', steady(3), 180_000);
 });
@@ -122,11 +122,12 @@ chain.scenario(`a worker holding a member loses power under load: removed after 
     await env!.recoverNode(remote);
     const booted = Date.now() - t1;
     await watch.until('k3 back in sync', steady(3), 240_000);
-    const seen = watch.since(t1).map((s) => cond(s, 'Resyncing')?.reason);
-    assert.ok(seen.includes('Minicopy'), `a minicopy: ${seen.join(', ')}`);
-    assert.ok(!seen.includes('FullCopy'), 'no full copy');
+    // The engine's log and the events say what ran (a quick minicopy can start and end between two of the
+    // operator's status updates).
+    const bytes = await returnedWithMinicopy(env!, NS, SET, 'k3', member(faulted, 'k3')!.id!, t0);
+    assert.ok(!watch.since(t1).some((s) => cond(s, 'Resyncing')?.reason === 'FullCopy'), 'no full copy in status');
     const ipAfter = ((await env!.get(NS, 'pods', `${SET}-member-k3`)) as { status?: { podIP?: string } } | null)?.status?.podIP;
-    note(`${remote} booted and Ready in ${(booted / 1000).toFixed(1)} s; k3 back with a minicopy ${((Date.now() - t1) / 1000).toFixed(1)} s after power returned (member server ${ipBefore} → ${ipAfter})`);
+    note(`${remote} booted and Ready in ${(booted / 1000).toFixed(1)} s; k3 back with a minicopy of ${bytes} bytes ${((Date.now() - t1) / 1000).toFixed(1)} s after power returned (member server ${ipBefore} → ${ipAfter})`);
   } finally {
     const stats = await bg.stop();
     assert.equal(stats.ended, null, 'the load never stopped');
@@ -134,7 +135,7 @@ chain.scenario(`a worker holding a member loses power under load: removed after 
   }
   await checkData('after the node returned');
   const ev = await env!.events(NS, SET);
-  assert.ok(['MemberFaulted', 'MemberReturned', 'MinicopyStarted', 'MinicopyCompleted'].every((r) => ev.some((e) => e.reason === r)), reasons(ev));
+  assert.ok(returnEvents(env!.mode).every((r) => ev.some((e) => e.reason === r)), reasons(ev));
 }, 420_000);
 
 /** Writes to 1 MiB only, once the intent log has forgotten earlier loads, until the connection drops. */

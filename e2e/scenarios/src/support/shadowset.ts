@@ -1,5 +1,6 @@
 // ShadowSet helpers for scenarios: manifests, a status watch with history, member data comparison and the
 // engine's own status. Everything goes through a ClusterEnv, so it works in both modes.
+import assert from 'node:assert/strict';
 import yaml from 'js-yaml';
 import type { BlockVolume, ClusterEnv, EngineEndpoint } from '../env/cluster-env.js';
 
@@ -149,3 +150,36 @@ export async function show(env: ClusterEnv, note: (msg: string) => void, args: s
 export const conditionsOf = (ns: string, name: string) => [
   'get', 'shadowset', name, '-n', ns, '-o', 'jsonpath={range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\\n"}{end}',
 ];
+
+/**
+ * That member `name` (engine id `id`) came back with a minicopy, no full copy, since `since` (ms since the
+ * epoch): the engine's own log says so (`MemberReturned … "mode":"Minicopy"`, no `CopyStarted` of it), and
+ * so do the set's events (`MinicopyCompleted`, no `CopyStarted`). The operator's `MemberReturned` and
+ * `MinicopyStarted` events are not required: when its return call outlives its HTTP timeout (the member's
+ * node was still frozen), the engine finishes the return on its own and the operator sees only the result.
+ * Returns the minicopy's size in bytes.
+ */
+export async function returnedWithMinicopy(env: ClusterEnv, ns: string, set: string, name: string, id: string, since: number): Promise<number> {
+  const log = (await env.logs(ns, `${set}-engine`, 'engine')).split('\n').filter((l) => {
+    const t = /"time":(\d+)/.exec(l)?.[1];
+    return t !== undefined && Number(t) >= since - 1000 && l.includes(id);
+  });
+  const returned = log.find((l) => l.includes('"event":"MemberReturned"'));
+  assert.ok(returned, `the engine log shows ${name} (${id}) returned`);
+  assert.match(returned, /"mode":"Minicopy"/, `${name} returned with a minicopy: ${returned}`);
+  assert.ok(!log.some((l) => l.includes('"event":"CopyStarted"')), `no full copy of ${name} in the engine log`);
+  const ev = (await env.events(ns, set)).filter((e) => Date.parse(e.at) >= since - 1000);
+  assert.ok(ev.some((e) => e.reason === 'MinicopyCompleted' && e.message.includes(`member ${name}:`)), `MinicopyCompleted for ${name}: ${reasons(ev)}`);
+  assert.ok(!ev.some((e) => e.reason === 'CopyStarted'), `no CopyStarted event: ${reasons(ev)}`);
+  return Number(/"bytes":(\d+)/.exec(returned)?.[1] ?? 0);
+}
+
+/**
+ * The events a member's fault and return leave. The operator announces a return (MemberReturned,
+ * MinicopyStarted) when the engine answers its call; on kind that call can outlive the operator's 5 s timeout
+ * (it was made while the member's node was frozen or off, with its pod still shown Ready), and the engine
+ * completes it once the node answers. Then only the outcome is announced (MinicopyCompleted): the engine's
+ * log has the return (returnedWithMinicopy). The simulator's nodes never hold a call that long.
+ */
+export const returnEvents = (mode: 'local' | 'kind') =>
+  mode === 'kind' ? ['MemberFaulted', 'MinicopyCompleted'] : ['MemberFaulted', 'MemberReturned', 'MinicopyStarted', 'MinicopyCompleted'];
