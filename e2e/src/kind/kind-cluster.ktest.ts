@@ -116,6 +116,12 @@ test('a ClusterIP Service answers from another node, by address and by DNS name'
   assert.equal(await fetchFrom('echo-a', 'echo-b:80'), 'hello from echo-b');
 });
 
+test('CoreDNS answers for the cluster only: no forward to a resolver off it', async () => {
+  const corefile = (await c().kubectl(['-n', 'kube-system', 'get', 'configmap', 'coredns', '-o', 'jsonpath={.data.Corefile}'])).trim();
+  assert.match(corefile, /kubernetes cluster\.local/);
+  assert.doesNotMatch(corefile, /\bforward\b/);
+});
+
 test('deleting the cluster leaves no node container, no network, and no dockerd of ours', async () => {
   const ran = c();
   cluster = undefined;
