@@ -104,6 +104,7 @@ export async function buildKind(gover, { k8sVersion, kubeApiserver }) {
       corednsVersion,
     };
     writeFileSync(join(work, 'build.json'), JSON.stringify(summary, null, 2) + '\n');
+    log(`kind node image ${nodeImageRef} (also ${nodeImageAlias}); kind ${kindBin}`);
   } finally {
     await dockerd.stop();
   }

@@ -15,7 +15,7 @@ let engineWasRunning = false;
 
 before(async () => {
   engineWasRunning = dockerVersion() !== undefined;
-  cluster = await createKindCluster({ name: NAME, workers: 2 });
+  cluster = await createKindCluster({ name: NAME, workers: 2, replaceExisting: true });
 });
 after(async () => {
   await cluster?.delete();
