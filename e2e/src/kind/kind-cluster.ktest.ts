@@ -122,6 +122,22 @@ test('CoreDNS answers for the cluster only: no forward to a resolver off it', as
   assert.doesNotMatch(corefile, /\bforward\b/);
 });
 
+test('an image loaded with `kind load docker-image` runs with imagePullPolicy Never', async () => {
+  const ref = 'shadowset.local/ktest-load:1';
+  docker(['tag', c().toolchain.netImage, ref]);
+  try {
+    await c().loadImage(ref);
+    for (const node of c().nodes) assert.ok(c().nodeImages(node).some((i) => i.endsWith(ref)), `${ref} on ${node}`);
+    const pod = echoPod('loaded', c().nodes[1] ?? '');
+    (pod as { spec: { containers: { image: string }[] } }).spec.containers[0]!.image = ref;
+    await c().kubectl(['apply', '-f', '-'], { input: JSON.stringify(pod) });
+    await c().kubectl(['wait', '--for=condition=Ready', 'pod/loaded', '--timeout=60s'], { timeoutMs: 70_000 });
+    assert.equal(await fetchFrom('echo-a', `${(await c().kubectl(['get', 'pod', 'loaded', '-o', 'jsonpath={.status.podIP}'])).trim()}:8080`), 'hello from loaded');
+  } finally {
+    docker(['rmi', ref], { allowFail: true });
+  }
+});
+
 test('deleting the cluster leaves no node container, no network, and no dockerd of ours', async () => {
   const ran = c();
   cluster = undefined;
