@@ -64,7 +64,12 @@ export async function ensureDockerd(workDir, { runcCaps } = {}) {
   let version;
   while (!(version = dockerAnswers())) {
     const done = await Promise.race([exited, new Promise((r) => setTimeout(() => r(undefined), 500))]);
-    if (done) throw new Error(`dockerd ended at start (${done}); see ${join(workDir, 'dockerd.log')}`);
+    if (done) {
+      // another process started one at the same moment (the pid file is taken): use that one
+      const other = dockerAnswers();
+      if (other) return { version: other, started: false, stop: async () => {} };
+      throw new Error(`dockerd ended at start (${done}); see ${join(workDir, 'dockerd.log')}`);
+    }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`dockerd did not answer within 60 s; see ${join(workDir, 'dockerd.log')}`);

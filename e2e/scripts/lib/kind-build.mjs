@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { cacheRoot, downloadModule, log } from './build-util.mjs';
 import { buildEtcd, buildKindTools, buildKubernetes, goInstall } from './go-builds.mjs';
 import { ensureDebianPackages, ensureDockerd, DOCKER } from './dockerd.mjs';
-import { buildImage, componentImages, containerdConfig, netBaseImage, nodeBaseImage, nodeImage } from './kind-images.mjs';
+import { buildImage, componentImages, containerdConfig, netBaseImage, nodeBaseImage, nodeImage, pruneStale } from './kind-images.mjs';
 
 const KIND_VERSION = process.env.SHADOWSET_KIND_VERSION ?? 'v0.30.0';
 // crictl follows the Kubernetes minor it is made for.
@@ -104,6 +104,8 @@ export async function buildKind(gover, { k8sVersion, kubeApiserver }) {
       corednsVersion,
     };
     writeFileSync(join(work, 'build.json'), JSON.stringify(summary, null, 2) + '\n');
+    log(`kind node image ${nodeImageRef} (also ${nodeImageAlias}); kind ${kindBin}`);
+    pruneStale();
   } finally {
     await dockerd.stop();
   }

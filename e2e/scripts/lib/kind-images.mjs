@@ -32,6 +32,8 @@ const NET_PACKAGES = ['iptables', 'iproute2', 'conntrack'];
 const DPKG_EXCLUDES = ['/usr/share/doc/*', '/usr/share/man/*', '/usr/share/locale/*', '/usr/share/info/*'];
 
 const kindDir = join(repoRoot, 'e2e', 'kind');
+// every shadowset.local tag this run made or found current; the others are stale (see pruneStale)
+const current = new Set();
 
 function place(src, dst) {
   rmSync(dst, { force: true });
@@ -46,6 +48,7 @@ function place(src, dst) {
 async function debianImage(work, { name, variant, packages, hook, changes }) {
   const key = hashInputs([`recipe ${RECIPE}`, SUITE, variant, ...MIRRORS, ...packages, ...DPKG_EXCLUDES, ...changes, ...(hook?.inputs ?? [])]);
   const tag = `shadowset.local/${name}:${key}`;
+  current.add(tag);
   if (imageExists(tag)) {
     log(`image ${tag}: present`);
     return { tag, key };
@@ -95,6 +98,8 @@ export function netBaseImage(work) {
 export async function buildImage(work, { name, dockerfile, files, tags, inputs }) {
   const key = hashInputs([`recipe ${RECIPE}`, dockerfile, ...Object.keys(files), ...inputs]);
   const keyed = `shadowset.local/${name}:${key}`;
+  current.add(keyed);
+  for (const t of tags) if (t.startsWith('shadowset.local/')) current.add(t);
   if (!imageExists(keyed)) {
     const ctx = join(work, `ctx-${name}`);
     rmSync(ctx, { recursive: true, force: true });
@@ -184,6 +189,8 @@ export async function nodeImage(work, { k8sVersion, base, nodeBins, crictl, cont
     { path: containerdConfig.path }, { path: join(kindDir, 'default-storage.yaml') },
   ]);
   const final = `shadowset.local/kind-node:${k8sVersion}-${key}`;
+  current.add(final);
+  current.add(`shadowset.local/kind-node:${k8sVersion}`);
   if (imageExists(final)) {
     log(`image ${final}: present`);
     return final;
@@ -242,4 +249,15 @@ export function containerdConfig(work, kindFiles, pauseRef) {
   const path = join(work, 'containerd-config.toml');
   if (!existsSync(path) || readFileSync(path, 'utf8') !== out) writeFileSync(path, out);
   return { path, size: statSync(path).size };
+}
+
+/**
+ * Removes shadowset.local images left by earlier builds whose inputs have changed since. An image a
+ * container still uses (a running cluster's node image) is kept: `docker rmi` without -f refuses it.
+ */
+export function pruneStale() {
+  const all = docker(['images', '--format', '{{.Repository}}:{{.Tag}}', '--filter', 'reference=shadowset.local/*']).stdout.split('\n').filter(Boolean);
+  const stale = all.filter((t) => !current.has(t) && !t.endsWith(':<none>'));
+  for (const t of stale) docker(['rmi', t], { allowFail: true });
+  if (stale.length) log(`removed ${stale.length} stale image tag(s) of earlier builds`);
 }

@@ -90,6 +90,8 @@ export interface KindClusterOptions {
   workers?: number;
   /** merged into every node of kind's config (e.g. extraMounts) */
   nodeExtra?: Record<string, unknown>;
+  /** delete a cluster of the same name first (one left by a run that was killed) */
+  replaceExisting?: boolean;
   log?: Log;
 }
 
@@ -119,6 +121,10 @@ export class KindCluster {
         docker(['network', 'create', '--internal', KIND_NETWORK]);
       }
       allowWithinNetwork(true);
+      if (opts.replaceExisting && (await run(tc.kind, ['get', 'clusters'], { env: kindEnv() })).split('\n').includes(name)) {
+        log(`kind: deleting the cluster ${name} left from an earlier run`);
+        await run(tc.kind, ['delete', 'cluster', '--name', name], { env: kindEnv(), timeoutMs: 5 * 60_000 });
+      }
       const configPath = join(workDir, 'kind-config.yaml');
       writeFileSync(configPath, kindConfig(opts.workers ?? 2, opts.nodeExtra));
       log(`kind: creating cluster ${name} from ${tc.nodeImage}`);

@@ -67,17 +67,24 @@ export async function ensureDockerd(workDir: string, { runcCaps }: { runcCaps?: 
       resolve();
     }),
   );
+  let raced = false;
   const version = await waitFor(
     'dockerd to answer',
     () => {
-      if (exit) throw new Error(`dockerd ended at start (${exit}); see ${logPath}`);
-      return dockerVersion();
+      const v = dockerVersion();
+      if (exit) {
+        // another process started one at the same moment (the pid file is taken): use that one
+        if (v) raced = true;
+        else throw new Error(`dockerd ended at start (${exit}); see ${logPath}`);
+      }
+      return v;
     },
     { timeoutMs: 60_000, intervalMs: 250 },
   ).catch((err: unknown) => {
     child.kill('SIGKILL');
     throw err;
   });
+  if (raced) return { version, started: false, stop: async () => {} };
   return {
     version,
     started: true,

@@ -15,7 +15,7 @@ let engineWasRunning = false;
 
 before(async () => {
   engineWasRunning = dockerVersion() !== undefined;
-  cluster = await createKindCluster({ name: NAME, workers: 2 });
+  cluster = await createKindCluster({ name: NAME, workers: 2, replaceExisting: true });
 });
 after(async () => {
   await cluster?.delete();
@@ -116,13 +116,40 @@ test('a ClusterIP Service answers from another node, by address and by DNS name'
   assert.equal(await fetchFrom('echo-a', 'echo-b:80'), 'hello from echo-b');
 });
 
+test('CoreDNS answers for the cluster only: no forward to a resolver off it', async () => {
+  const corefile = (await c().kubectl(['-n', 'kube-system', 'get', 'configmap', 'coredns', '-o', 'jsonpath={.data.Corefile}'])).trim();
+  assert.match(corefile, /kubernetes cluster\.local/);
+  assert.doesNotMatch(corefile, /\bforward\b/);
+});
+
+test('an image loaded with `kind load docker-image` runs with imagePullPolicy Never', async () => {
+  const ref = 'shadowset.local/ktest-load:1';
+  docker(['tag', c().toolchain.netImage, ref]);
+  try {
+    await c().loadImage(ref);
+    for (const node of c().nodes) assert.ok(c().nodeImages(node).some((i) => i.endsWith(ref)), `${ref} on ${node}`);
+    const pod = echoPod('loaded', c().nodes[1] ?? '');
+    (pod as { spec: { containers: { image: string }[] } }).spec.containers[0]!.image = ref;
+    await c().kubectl(['apply', '-f', '-'], { input: JSON.stringify(pod) });
+    await c().kubectl(['wait', '--for=condition=Ready', 'pod/loaded', '--timeout=60s'], { timeoutMs: 70_000 });
+    assert.equal(await fetchFrom('echo-a', `${(await c().kubectl(['get', 'pod', 'loaded', '-o', 'jsonpath={.status.podIP}'])).trim()}:8080`), 'hello from loaded');
+  } finally {
+    docker(['rmi', ref], { allowFail: true });
+  }
+});
+
 test('deleting the cluster leaves no node container, no network, and no dockerd of ours', async () => {
   const ran = c();
   cluster = undefined;
   await ran.delete();
   if (engineWasRunning || !ran.startedDockerd) {
     assert.equal(docker(['ps', '-aq', '--filter', `label=io.x-k8s.kind.cluster=${NAME}`]).stdout.trim(), '');
-    assert.notEqual(docker(['network', 'inspect', KIND_NETWORK], { allowFail: true }).status, 0, 'the network is gone');
+    // the network goes with the last cluster on it; another cluster (another test run) may still use it
+    const net = docker(['network', 'inspect', '--format', '{{range .Containers}}{{.Name}} {{end}}', KIND_NETWORK], { allowFail: true });
+    if (net.status === 0) {
+      assert.ok(net.stdout.trim() !== '', 'an empty network is removed');
+      assert.ok(!net.stdout.includes(`${NAME}-`), 'no node of this cluster is left on the network');
+    }
   } else {
     assert.equal(dockerVersion(), undefined, 'the dockerd started for the cluster is stopped');
   }
