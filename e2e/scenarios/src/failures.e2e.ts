@@ -8,7 +8,7 @@ import { waitFor } from '@shadowset/e2e';
 import { startClusterEnv, type BlockVolume, type ClusterEnv } from './env/cluster-env.js';
 import { NbdClient } from './support/nbd-client.js';
 import { ScenarioChain } from './support/scenario.js';
-import { HEADER_BYTES, MiB, StatusWatch, cond, conditionsOf, member, show, memberDifference, memberState, reasons, returnEvents, returnedWithMinicopy, shadowSetYaml, steady } from './support/shadowset.js';
+import { HEADER_BYTES, MiB, StatusWatch, cond, conditionsOf, engineLogTime, member, show, memberDifference, memberState, reasons, returnEvents, returnedWithMinicopy, shadowSetYaml, steady } from './support/shadowset.js';
 import { background, VersionedBlocks } from './support/workload.js';
 
 const NS = 'e2e-fail';
@@ -65,7 +65,9 @@ chain.scenario('a member\'s node fails under load: removed after the member time
     await show(env!, note, conditionsOf(NS, 'nf'));
     const acked = load.writesAcked;
     await waitFor('I/O to go on without n3', () => load.writesAcked > acked + 500, { timeoutMs: 30_000 });
-    note(`n3 ${member(faulted, 'n3')?.reason ?? ''}: Faulted ${(removedAfter / 1000).toFixed(1)} s after the node failed; WriteBitmap ${(bitmap.metadata as { name: string }).name}`);
+    const engineRemoved = (await engineLogTime(env!, NS, 'nf', 'MemberFaulted', member(faulted, 'n3')!.id!, t0)) - t0;
+    assert.ok(engineRemoved >= 2500, `the engine removed n3 ${engineRemoved} ms after the node failed: not before the 3 s member timeout`);
+    note(`n3 ${member(faulted, 'n3')?.reason ?? ''}: removed by the engine ${(engineRemoved / 1000).toFixed(1)} s after the node failed, Faulted in status after ${(removedAfter / 1000).toFixed(1)} s; WriteBitmap ${(bitmap.metadata as { name: string }).name}`);
 
     const t1 = Date.now();
     await env!.recoverNode(remote);

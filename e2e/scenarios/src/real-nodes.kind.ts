@@ -10,7 +10,7 @@ import { startClusterEnv, type BlockVolume, type ClusterEnv } from './env/cluste
 import { NbdClient } from './support/nbd-client.js';
 import { ScenarioChain } from './support/scenario.js';
 import {
-  HEADER_BYTES, MiB, StatusWatch, cond, conditionsOf, engineStatus, member, memberDifference, memberState, reasons, returnEvents, returnedWithMinicopy, shadowSetYaml, show, steady,
+  HEADER_BYTES, MiB, StatusWatch, cond, conditionsOf, engineLogTime, engineStatus, member, memberDifference, memberState, reasons, returnEvents, returnedWithMinicopy, shadowSetYaml, show, steady,
   type SetStatus,
 } from './support/shadowset.js';
 import { BLOCK, background, VersionedBlocks } from './support/workload.js';
@@ -116,7 +116,9 @@ chain.scenario(`a worker holding a member loses power under load: removed after 
     const acked = load.writesAcked;
     await waitFor('I/O to go on without k3', () => load.writesAcked > acked + 500, { timeoutMs: 30_000 });
     await show(env!, note, ['get', 'shadowsets,writebitmaps', '-n', NS]);
-    note(`k3 ${member(faulted, 'k3')?.reason ?? ''}: Faulted ${(removedAfter / 1000).toFixed(1)} s after ${remote} lost power; WriteBitmap ${(bitmap.metadata as { name: string }).name}`);
+    const engineRemoved = (await engineLogTime(env!, NS, SET, 'MemberFaulted', member(faulted, 'k3')!.id!, t0)) - t0;
+    assert.ok(engineRemoved >= TIMEOUT_S * 1000 - 500, `the engine removed k3 ${engineRemoved} ms after the power went: not before the member timeout`);
+    note(`k3 ${member(faulted, 'k3')?.reason ?? ''}: removed by the engine ${(engineRemoved / 1000).toFixed(1)} s after ${remote} lost power, Faulted in status after ${(removedAfter / 1000).toFixed(1)} s; WriteBitmap ${(bitmap.metadata as { name: string }).name}`);
 
     const t1 = Date.now();
     await env!.recoverNode(remote);

@@ -152,6 +152,20 @@ export const conditionsOf = (ns: string, name: string) => [
 ];
 
 /**
+ * When (ms since the epoch) the engine logged `event` for member `id`, first since `since`; the engine's
+ * clock is this machine's in both modes. The status shows a removal only at the operator's next look, so
+ * the member timeout itself is measured here.
+ */
+export async function engineLogTime(env: ClusterEnv, ns: string, set: string, event: string, id: string, since: number): Promise<number> {
+  const times = (await env.logs(ns, `${set}-engine`, 'engine')).split('\n')
+    .filter((l) => l.includes(`"event":"${event}"`) && l.includes(id))
+    .map((l) => Number(/"time":(\d+)/.exec(l)?.[1] ?? NaN))
+    .filter((t) => t >= since);
+  assert.ok(times.length > 0, `the engine log shows ${event} of member ${id}`);
+  return Math.min(...times);
+}
+
+/**
  * That member `name` (engine id `id`) came back with a minicopy, no full copy, since `since` (ms since the
  * epoch): the engine's own log says so (`MemberReturned … "mode":"Minicopy"`, no `CopyStarted` of it), and
  * so do the set's events (`MinicopyCompleted`, no `CopyStarted`). The operator's `MemberReturned` and
