@@ -149,10 +149,14 @@ async function buildOn(engine, { tag, labels }) {
   const packages = stage();
   log(`staged ${relative(repoRoot, rootfs)} (${packages} production packages)`);
   // The legacy builder: BuildKit in this Docker would want its frontend image. No network: the build only copies.
+  const previous = run(DOCKER, ['image', 'inspect', '--format', '{{.Id}}', tag], { allowFail: true }).stdout.trim();
   const args = ['build', '--network', 'none', '--build-arg', `BASE_IMAGE=${base}`, '-t', tag];
   for (const l of labels) args.push('--label', l);
   run(DOCKER, [...args, '-f', join(repoRoot, 'Dockerfile'), repoRoot], { env: { ...process.env, DOCKER_BUILDKIT: '0' } });
   const id = run(DOCKER, ['image', 'inspect', '--format', '{{.Id}}', tag]).stdout.trim();
+  // The image this tag named before, now nameless: removed, so rebuilds do not fill the image store. Docker
+  // refuses while another tag or a container still uses it, and that refusal is fine.
+  if (previous && previous !== id) run(DOCKER, ['rmi', previous], { allowFail: true });
   // The image must start both programs: the engine's usage, the operator's refusal of an unknown flag.
   const engineRun = run(DOCKER, ['run', '--rm', '--network', 'none', tag, '--help'], { allowFail: true });
   if (!/usage: shadow-engine/.test(engineRun.stdout + engineRun.stderr)) throw new Error(`shadow-engine does not start in ${tag}:\n${engineRun.stdout}${engineRun.stderr}`);
