@@ -6,7 +6,7 @@
 // and the repo's own pod-network agent (e2e/kind/shadownet.yaml) is applied instead. CoreDNS's `forward`
 // to the node's resolver is removed, so a lookup of an outside name ends in the cluster.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { e2eRoot, repoRoot } from '../paths.js';
@@ -155,6 +155,7 @@ export class KindCluster {
       log(`kind: cluster ${name} ready in ${((Date.now() - t0) / 1000).toFixed(1)} s (${nodes.join(', ')})`);
       return ready;
     } catch (err) {
+      await logState(tc, join(workDir, 'kubeconfig'), log);
       await run(tc.kind, ['delete', 'cluster', '--name', name], { env: kindEnv() }).catch(() => undefined);
       removeNetwork();
       rmSync(workDir, { recursive: true, force: true });
@@ -216,6 +217,15 @@ export class KindCluster {
       await this.kubectl(['-n', 'kube-system', 'rollout', 'restart', 'deployment/coredns']);
     }
     await this.kubectl(['-n', 'kube-system', 'rollout', 'status', 'deployment/coredns', '--timeout=180s'], { timeoutMs: 190_000 });
+  }
+}
+
+/** What a cluster that did not come up looked like (pods, recent kube-system events), before it is deleted. */
+async function logState(tc: KindToolchain, kubeconfigPath: string, log: Log): Promise<void> {
+  if (!existsSync(kubeconfigPath)) return;
+  for (const args of [['get', 'nodes,pods', '-A', '-o', 'wide'], ['get', 'events', '-n', 'kube-system', '--sort-by=.lastTimestamp']]) {
+    const out = await run(tc.kubectl, [`--kubeconfig=${kubeconfigPath}`, ...args], { timeoutMs: 30_000 }).catch((e: Error) => e.message);
+    for (const line of out.split('\n').slice(-40)) if (line.trim()) log(`kind: ${line}`);
   }
 }
 
