@@ -43,25 +43,26 @@ export class KindEnv extends BaseEnv {
 
   private session: KindSession | undefined;
 
-  private constructor(workDir: string, private readonly cluster: string) {
+  private constructor(workDir: string, private readonly cluster: string, private readonly say?: (line: string) => void) {
     super(workDir);
   }
 
   /**
    * `cluster`: the kind cluster's name (made here unless the kind tier's runner made it); `hostTools`: whether
-   * the scenarios' tools on this machine (mounts, FUSE) are needed too.
+   * the scenarios' tools on this machine (mounts, FUSE) are needed too; `log`: progress lines (the cluster's
+   * creation and each step after it).
    */
-  static async start(name: string, o: { cluster?: string; hostTools?: boolean } = {}): Promise<KindEnv> {
+  static async start(name: string, o: { cluster?: string; hostTools?: boolean; log?: (line: string) => void } = {}): Promise<KindEnv> {
     const missing: string[] = [];
     if (process.getuid?.() !== 0) missing.push('root (loop devices in the nodes; the filesystem scenario mounts on this machine)');
     if (!(await available(DOCKER, ['--version']))) missing.push('Debian\'s docker.io (npm run cluster:build -- --kind installs it)');
     if (o.hostTools !== false) for (const t of HOST_TOOLS) if (!(await available('sh', ['-c', `command -v ${t}`]))) missing.push(t);
     if (missing.length > 0) throw new Error(`E2E_CLUSTER=kind needs: ${missing.join(', ')}. Without them run the local mode (unset E2E_CLUSTER).`);
-    return BaseEnv.booted(new KindEnv(await BaseEnv.makeWorkDir(name), o.cluster ?? process.env.E2E_KIND_CLUSTER ?? 'shadowset-e2e'));
+    return BaseEnv.booted(new KindEnv(await BaseEnv.makeWorkDir(name), o.cluster ?? process.env.E2E_KIND_CLUSTER ?? 'shadowset-e2e', o.log));
   }
 
   protected async boot(): Promise<void> {
-    this.session = await openKindSession({ name: this.cluster });
+    this.session = await openKindSession({ name: this.cluster, ...(this.say ? { log: this.say } : {}) });
     const session = this.session;
     this.cleanup.defer(`kind cluster ${session.name}`, () => session.close());
     this.connect(session.kubeconfigPath);
@@ -73,8 +74,13 @@ export class KindEnv extends BaseEnv {
     if (workers.length < 2 || !this.controlPlaneNode) throw new Error(`kind cluster ${session.name} needs a control-plane node and two workers; it has ${nodes.items.map((n) => n.metadata.name).join(', ')}`);
     this.nodes = [workers[0]!, workers[1]!];
 
-    if (process.env.E2E_KIND_SKIP_BUILD !== '1') await buildImage(IMAGE);
+    if (process.env.E2E_KIND_SKIP_BUILD !== '1') {
+      this.say?.(`building the image ${IMAGE} (scripts/build-image.mjs)…`);
+      await buildImage(IMAGE);
+    }
+    this.say?.(`loading ${IMAGE} into the nodes (kind load docker-image)…`);
     await session.loadImage(IMAGE);
+    this.say?.(`installing the chart (helm upgrade --install ${RELEASE} -n ${RELEASE_NS})…`);
     await this.installRelease();
   }
 
