@@ -22,6 +22,23 @@ export default tseslint.config(
     },
   },
   {
+    // Composition lives in engine/src/cli: the runtime executes against ports and never names an adapter
+    // (its tests may use the in-memory and faulty backends).
+    files: ['engine/src/runtime/**/*.ts'],
+    ignores: ['engine/src/runtime/**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ group: ['**/adapters/**'], message: 'runtime/ must not import adapters/: compose in engine/src/cli' }] }],
+    },
+  },
+  {
+    // @kubernetes/client-node stays behind operator/src/kube (its API errors are mapped there once).
+    files: ['operator/src/**/*.ts'],
+    ignores: ['operator/src/kube/**', 'operator/src/**/*.test.ts', 'operator/src/**/*.ctest.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ group: ['@kubernetes/client-node'], message: 'import it through operator/src/kube' }] }],
+    },
+  },
+  {
     // The core is pure and deterministic: no node:* imports, no timers, no wall clock.
     files: ['engine/src/core/**/*.ts'],
     ignores: ['engine/src/core/**/*.test.ts'],

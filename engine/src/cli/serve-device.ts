@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { NbdServer } from '../adapters/nbd/server.js';
 import { pskServerTls, readPskFile } from '../adapters/nbd/tls.js';
 import { EngineError } from '../core/errors.js';
-import { openBackend } from '../runtime/open-backend.js';
+import { openBackend } from './open-backend.js';
 import { parseHostPort } from './args.js';
 import { isLoopbackHost } from './security-args.js';
 

@@ -13,7 +13,7 @@ import { ByteQueue } from '../nbd/byte-queue.js';
 import * as P from '../nbd/protocol.js';
 import type { PskKey } from '../nbd/tls.js';
 import { maxBlockFrom } from './block-sizes.js';
-import { parseNbdUri } from './nbd-uri.js';
+import { parseNbdUri } from '../../core/nbd-uri.js';
 import { clientStartTls } from './starttls.js';
 
 /** The largest option reply read during negotiation (INFO replies and error strings are far smaller). */

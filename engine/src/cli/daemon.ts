@@ -5,11 +5,11 @@ import type { NbdServerTls } from '../adapters/nbd/tls.js';
 import type { EngineStatus } from '../api/status.js';
 import * as C from '../api/control.js';
 import { EngineError } from '../core/errors.js';
-import { startShadowSet, type StartOptions } from './engine.js';
-import { LocationPolicy } from './location-policy.js';
-import { renderMetrics } from './metrics.js';
-import type { ShadowSet } from './shadow-set.js';
-import type { Control } from './control.js';
+import { startShadowSet, type StartOptions } from '../runtime/engine.js';
+import { LocationPolicy } from '../runtime/location-policy.js';
+import { renderMetrics } from '../runtime/metrics.js';
+import type { ShadowSet } from '../runtime/shadow-set.js';
+import type { Control } from '../runtime/control.js';
 
 /** What the engine process is started with: the set's own options plus its listeners. */
 export interface DaemonOptions extends StartOptions {

@@ -1,6 +1,6 @@
 import { RingBackend } from '../adapters/backend-file/ring-backend.js';
 import { NbdClientBackend } from '../adapters/backend-nbd/nbd-client.js';
-import { isNbdUri } from '../adapters/backend-nbd/nbd-uri.js';
+import { isNbdUri } from '../core/nbd-uri.js';
 import type { PskKey } from '../adapters/nbd/tls.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 

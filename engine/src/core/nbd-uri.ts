@@ -1,4 +1,4 @@
-import { EngineError } from '../../core/errors.js';
+import { EngineError } from './errors.js';
 
 export type NbdTarget =
   | { kind: 'tcp'; host: string; port: number; exportName: string; tls: boolean }
