@@ -28,6 +28,10 @@ export default tseslint.config(
     ignores: ['engine/src/runtime/**/*.test.ts'],
     rules: {
       'no-restricted-imports': ['error', { patterns: [{ group: ['**/adapters/**'], message: 'runtime/ must not import adapters/: compose in engine/src/cli' }] }],
+      // Durations come from the Clock port (monotonic), so they can be simulated and never jump.
+      'no-restricted-properties': ['error',
+        { object: 'Date', property: 'now', message: 'use the Clock port' },
+        { object: 'performance', property: 'now', message: 'use the Clock port (monotonic)' }],
     },
   },
   {

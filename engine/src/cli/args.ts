@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { EngineError } from '../core/errors.js';
 import type { MemberSpec } from '../runtime/engine.js';
-import type { ResyncSettings } from '../runtime/resync.js';
+import type { ResyncSettings } from '../runtime/resync-job.js';
 import { MEMBER_TIMEOUT_MAX_S, MEMBER_TIMEOUT_MIN_S, MIN_THROTTLE_BYTES_PER_SECOND } from '../api/control.js';
 import { parseSecurityArgs, SECURITY_OPTIONS, type SecurityArgs } from './security-args.js';
 

@@ -9,6 +9,7 @@ import { ChunkBitmap, PAGE_BYTES } from '../core/chunk-bitmap.js';
 import { EngineError, errorMessage } from '../core/errors.js';
 import { bitmapSlotOffset, chunkCount, chunksOf, INTENT_LOG_OFFSET, BITMAP_SLOTS } from '../core/geometry.js';
 import type { BitmapDescriptor } from '../core/scb.js';
+import type { Clock } from '../ports/clock.js';
 import type { Member } from './member.js';
 
 export interface WriteBitmap {
@@ -22,6 +23,8 @@ export interface TrackerHost {
   /** Called when a member failed a metadata write. */
   memberFailed(m: Member, why: string): Promise<void>;
   log: Logger;
+  /** For the time spent in metadata writes (monotonic). */
+  clock: Clock;
 }
 
 export class ChunkTracker {
@@ -134,11 +137,11 @@ export class ChunkTracker {
   private async writeDirty(): Promise<void> {
     const pages = this.metadataPages((m) => m.takeDirtyPages());
     if (pages.length === 0) return;
-    const t0 = Date.now();
+    const t0 = this.host.clock.monotonic();
     await this.writePages(this.host.metadataMembers(), pages);
     this.stats.persists++;
     this.stats.pages += pages.length;
-    this.stats.persistMs += Date.now() - t0;
+    this.stats.persistMs += this.host.clock.monotonic() - t0;
   }
 
   /**

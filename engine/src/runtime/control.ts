@@ -13,7 +13,8 @@ import type { MemberState, Scb } from '../core/scb.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 import { Member } from './member.js';
 import { probeMember, writeScb } from './metadata.js';
-import { bitmapList, rangeList, ResyncJob } from './resync.js';
+import { bitmapList, rangeList } from './chunk-lists.js';
+import { ResyncJob } from './resync-job.js';
 import type { ShadowSet } from './shadow-set.js';
 
 export class Control {

@@ -9,7 +9,7 @@ import { EngineError, errorMessage, isEngineError } from '../core/errors.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 import type { Clock } from '../ports/clock.js';
 import { Member } from './member.js';
-import type { ResyncSettings } from './resync.js';
+import type { ResyncSettings } from './resync-job.js';
 import { probeMember } from './metadata.js';
 import { ShadowSet } from './shadow-set.js';
 import { Control } from './control.js';

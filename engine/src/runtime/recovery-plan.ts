@@ -11,7 +11,8 @@ import { BITMAP_SLOTS, bitmapSlotOffset, INTENT_LOG_OFFSET } from '../core/geome
 import type { Scb } from '../core/scb.js';
 import type { WriteBitmap } from './chunk-tracker.js';
 import type { Member } from './member.js';
-import { bitmapList, rangeList, ResyncJob } from './resync.js';
+import { bitmapList, rangeList } from './chunk-lists.js';
+import { ResyncJob } from './resync-job.js';
 import type { ShadowSet } from './shadow-set.js';
 
 async function readMap(m: Member, offset: number, chunks: number): Promise<ChunkBitmap> {

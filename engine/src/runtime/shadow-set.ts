@@ -16,7 +16,8 @@ import { ChunkTracker } from './chunk-tracker.js';
 import type { Member } from './member.js';
 import { writeScb } from './metadata.js';
 import { RangeLocks } from './range-locks.js';
-import { Resync, type ResyncJob, type ResyncSettings } from './resync.js';
+import { Resync } from './resync.js';
+import type { ResyncJob, ResyncSettings } from './resync-job.js';
 import { writeWitness } from './witness.js';
 import { settledWithin } from './settle-within.js';
 
@@ -118,6 +119,7 @@ export class ShadowSet {
       metadataMembers: () => this.members.filter((m) => m.isWritable),
       memberFailed: (m, why) => this.removeMember(m, 'Faulted', why),
       log: o.log,
+      clock: o.clock,
     });
     this.resync = new Resync(
       {
@@ -126,6 +128,7 @@ export class ShadowSet {
         locks: this.locks,
         members: this.members,
         log: o.log,
+        clock: o.clock,
         appInFlight: () => this.inFlight,
         removeMember: (m, st, why) => this.removeMember(m, st, why),
         checkpoint: () => this.persistMembership(),
