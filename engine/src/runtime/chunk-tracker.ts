@@ -20,8 +20,12 @@ export interface WriteBitmap {
 export interface TrackerHost {
   /** Members that hold the intent log and bitmaps: every writable member. */
   metadataMembers(): Member[];
-  /** Called when a member failed a metadata write. */
-  memberFailed(m: Member, why: string): Promise<void>;
+  /**
+   * Called when a member failed a metadata write: it leaves the writable members at once. Not awaited:
+   * its departure is recorded by a membership round (which itself writes pending pages first), and the
+   * writes that depend on it wait for that record before they are acknowledged.
+   */
+  memberFailed(m: Member, why: string): void;
   log: Logger;
   /** For the time spent in metadata writes (monotonic). */
   clock: Clock;
@@ -168,7 +172,7 @@ export class ChunkTracker {
         continue;
       }
       this.host.log.error({ event: 'MetadataWriteFailed', member: members[i]!.id, err: errorMessage(r.reason) }, 'intent log / bitmap write failed');
-      await this.host.memberFailed(members[i]!, `metadata write failed: ${errorMessage(r.reason)}`);
+      this.host.memberFailed(members[i]!, `metadata write failed: ${errorMessage(r.reason)}`);
     }
     if (okFull === 0 && members.some((m) => m.isFull)) {
       throw new EngineError('ENG_NO_FULL_MEMBER', 'the write-intent log could not be recorded on any full member');

@@ -203,7 +203,14 @@ class Run {
     for (const d of full.slice(1)) {
       const a = full[0]!.mem.bytes.subarray(HEADER_BYTES);
       const b = d.mem.bytes.subarray(HEADER_BYTES);
-      assert.ok(a.equals(b), `${this.where()}: full members ${full[0]!.name} and ${d.name} differ`);
+      if (a.equals(b)) continue;
+      let off = 0;
+      while (off < a.length && a[off] === b[off]) off++;
+      const blk = Math.floor(off / SIM_BLOCK);
+      const v = (x: Buffer) => x.readUInt32LE(blk * SIM_BLOCK + 4);
+      const members = this.s.set.members.map((m) => `${m.location} ${m.state} (${m.reason})`).join(', ');
+      assert.fail(`${this.where()}: full members ${full[0]!.name} and ${d.name} differ at block ${blk} (chunk ${Math.floor(off / this.s.set.chunkSize)}): ` +
+        `v${v(a)} and v${v(b)}; model floor ${this.model.floor[blk]}, durable ${this.model.durable[blk]}, issued ${this.model.issued[blk]} [members ${members}]`);
     }
   }
 
@@ -211,7 +218,12 @@ class Run {
     for (let blk = 0; blk < BLOCKS; blk++) {
       if (this.model.issued[blk] === 0) continue;
       const why = this.model.check(blk, await this.s.set.read(blk * SIM_BLOCK, SIM_BLOCK));
-      assert.equal(why, null, `${this.where()}: ${why}`);
+      if (why === null) continue;
+      // Where each disk stands on that block (cache and stable storage), and the set's members.
+      const at = HEADER_BYTES + blk * SIM_BLOCK;
+      const disks = this.disks.map((d) => `${d.name}: cache v${d.mem.bytes.readUInt32LE(at + 4)}, durable v${d.durable.readUInt32LE(at + 4)}`).join('; ');
+      const members = this.s.set.members.map((m) => `${m.location} ${m.state}`).join(', ');
+      assert.fail(`${this.where()}: ${why} [${disks}] [members ${members}; generation ${this.s.set.generation}]`);
     }
   }
 
