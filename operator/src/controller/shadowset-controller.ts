@@ -3,6 +3,7 @@
  * it, it looks at the world and moves it one step.
  */
 import type { Logger } from 'pino';
+import type { MemberState } from '@shadowset/engine/api';
 import { API_VERSION, FIELD_MANAGER, FINALIZER, SET_LABEL } from '../api/group.js';
 import { EventReason, Reason } from '../api/conditions.js';
 import type { ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
@@ -117,7 +118,7 @@ export class ShadowSetController {
           }
           case 'engineAdd':
             {
-              const r = (await this.d.engine.add(base, a.body)) as { state?: string };
+              const r = await this.d.engine.add(base, a.body);
               await event('Normal', EventReason.MemberAdded, `member ${a.member} added from ${a.body.location}${a.body.noCopy ? ' without copy (noCopy)' : ''}`);
               await this.copyStarted(ss, a.member, r.state);
             }
@@ -125,7 +126,7 @@ export class ShadowSetController {
           case 'engineReturn':
             memory.lastReturnAttempt[a.member] = o.nowMs;
             {
-              const r = (await this.d.engine.return(base, { member: a.engineId, ...(a.location ? { location: a.location } : {}), minicopy: a.minicopy })) as { state?: string };
+              const r = await this.d.engine.return(base, { member: a.engineId, ...(a.location ? { location: a.location } : {}), minicopy: a.minicopy });
               await event('Normal', EventReason.MemberReturned, `member ${a.member} returned to the set`);
               await this.copyStarted(ss, a.member, r.state);
             }
@@ -143,7 +144,7 @@ export class ShadowSetController {
             }
             if (a.detach && spec.hooks?.freeze) await this.d.hooks.run(ns, spec.hooks.freeze, 'freeze');
             try {
-              const r = (await this.d.engine.remove(base, { member: a.engineId, minicopy: a.policy, reason: a.detach ? 'detached for backup' : 'removed from spec' })) as { bitmap?: string | null };
+              const r = await this.d.engine.remove(base, { member: a.engineId, minicopy: a.policy, reason: a.detach ? 'detached for backup' : 'removed from spec' });
               await event('Normal', a.detach ? EventReason.MemberDetached : EventReason.MemberRemoved,
                 `member ${a.member} ${a.detach ? 'detached for backup' : 'removed'}${r.bitmap ? ` with write bitmap ${r.bitmap}` : ' without a write bitmap'}`);
               if (r.bitmap) await event('Normal', EventReason.BitmapCreated, `write bitmap ${r.bitmap} records writes for member ${a.member}`);
@@ -195,7 +196,7 @@ export class ShadowSetController {
     return null;
   }
 
-  private async copyStarted(ss: Obj, member: string, state: string | undefined): Promise<void> {
+  private async copyStarted(ss: Obj, member: string, state: MemberState): Promise<void> {
     if (state === 'Minicopy') await this.event(ss, 'Normal', EventReason.MinicopyStarted, `minicopy of member ${member} started (write bitmap)`);
     else if (state === 'FullCopy') await this.event(ss, 'Normal', EventReason.CopyStarted, `full copy of member ${member} started`);
   }
