@@ -11,6 +11,7 @@ import { refusalCode, type EngineClient } from '../engine-client.js';
 import { R, type Kube, type Obj } from '../kube/client.js';
 import { isOperatorError } from '../kube/errors.js';
 import { mergePatchFrom } from '../kube/merge-patch.js';
+import { refusalReason } from '../reconcile/engine-refusal.js';
 import { consumerOf } from '../reconcile/hooks-check.js';
 import { engineBase } from '../reconcile/pods.js';
 import { networkPolicyName, type OperatorPods } from '../reconcile/set-objects.js';
@@ -170,10 +171,7 @@ export class ShadowSetController {
       } catch (e) {
         const code = refusalCode(e);
         if (!code) throw e;
-        const reason = code === 'ENG_FOREIGN_DATA' || code === 'ENG_OTHER_SET' ? Reason.ForeignData
-          : code === 'ENG_BITMAP_REQUIRED' ? Reason.BitmapRequired
-            : code === 'ENG_MERGE_ACTIVE' || code === 'ENG_LAST_FULL_MEMBER' ? Reason.DetachRefused : Reason.ImpossibleChange;
-        problem = { reason, message: `${'member' in a ? `member ${a.member}: ` : ''}${(e as Error).message}` };
+        problem = { reason: refusalReason(code, 'change'), message: `${'member' in a ? `member ${a.member}: ` : ''}${(e as Error).message}` };
         this.d.log.warn({ event: 'EngineRefused', set: o.name, action: a.kind, code, err: (e as Error).message }, 'engine refused a change');
         await event('Warning', EventReason.Refused, problem.message);
         // Not asked again until the spec or the engine's membership changes: a refusal would only repeat.

@@ -6,6 +6,7 @@ import type { EngineStatus } from '@shadowset/engine/api';
 import { EventReason, Reason } from '../api/conditions.js';
 import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
 import { engineConfig } from './engine-config.js';
+import { refusalReason } from './engine-refusal.js';
 import { replaceReason } from './engine-pod-plan.js';
 import { hookRefusal } from './hooks-check.js';
 import { enginePod, memberServerPod, memberServerUri, DEVICE_DIR } from './pods.js';
@@ -56,13 +57,6 @@ export function fingerprint(o: Observed, eng: EngineStatus): string {
 }
 const refusalKey = (a: { kind: string; member: string }) => `${a.kind}:${a.member}`;
 export { refusalKey };
-
-/** The Ready reason for an engine that refused to start, from its error code (never its message). */
-function refusedStartReason(code: string): string {
-  if (code === 'ENG_FOREIGN_DATA' || code === 'ENG_SET_MISMATCH' || code === 'ENG_OTHER_SET') return Reason.ForeignData;
-  if (code === 'ENG_STALE_RECORD') return Reason.NewestMemberMissing;
-  return Reason.EngineUnreachable;
-}
 
 export function plan(o: Observed): Plan {
   const actions: Action[] = [];
@@ -133,26 +127,26 @@ export function plan(o: Observed): Plan {
   const policy = networkPolicy(owner, spec, o.operatorPods);
   if (o.networkPolicyFingerprint !== policyFingerprint(policy as never)) actions.push({ kind: 'applyNetworkPolicy', policy });
 
-  if (o.engine.kind === 'refused' && o.engine.code === 'ENG_UNAUTHORIZED') {
+  const refused = o.engine.kind === 'refused' ? { reason: refusalReason(o.engine.code, 'start'), message: `engine refused to start: ${o.engine.message}` } : null;
+  if (refused?.reason === Reason.EngineUnauthorized) {
     // The pod mounts a Secret this operator did not derive for this set (one left by an earlier set of the
     // same name, or made by someone else): it is never overwritten, so say what to do.
     const why = {
-      reason: Reason.EngineUnauthorized,
+      reason: refused.reason,
       message: `the engine refuses this operator's control token: Secret ${internalSecretName(o.name)} was not made for this ShadowSet (uid ${o.uid}); delete that Secret and the pod ${o.enginePod.name}`,
     };
     if (o.previous.conditions?.find((c) => c.type === 'Ready')?.reason !== why.reason) actions.push({ kind: 'event', type: 'Warning', reason: EventReason.Refused, message: why.message });
     return { actions, status: buildStatus(o, null, why, actions), requeueAfterMs: 30_000 };
   }
   if (o.engine.kind !== 'ok') {
-    const why = o.engine.kind === 'refused'
-      ? { reason: refusedStartReason(o.engine.code), message: `engine refused to start: ${o.engine.message}` }
-      : o.engine.kind === 'unreachable'
+    const why = refused
+      ?? (o.engine.kind === 'unreachable'
         ? { reason: Reason.EngineUnreachable, message: o.engine.message }
-        : { reason: Reason.EnginePending, message: `engine pod ${o.enginePod.name} is ${o.enginePod.phase}${o.enginePod.waiting ? ` (${o.enginePod.waiting})` : ''}` };
-    if (o.engine.kind === 'refused' && o.previous.conditions?.find((c) => c.type === 'Ready')?.reason !== why.reason) {
+        : { reason: Reason.EnginePending, message: `engine pod ${o.enginePod.name} is ${o.enginePod.phase}${o.enginePod.waiting ? ` (${o.enginePod.waiting})` : ''}` });
+    if (refused && o.previous.conditions?.find((c) => c.type === 'Ready')?.reason !== why.reason) {
       actions.push({ kind: 'event', type: 'Warning', reason: EventReason.Refused, message: why.message });
     }
-    return { actions, status: buildStatus(o, null, why, actions), requeueAfterMs: o.engine.kind === 'refused' ? 30_000 : 2000 };
+    return { actions, status: buildStatus(o, null, why, actions), requeueAfterMs: refused ? 30_000 : 2000 };
   }
 
   const eng = o.engine.status;
