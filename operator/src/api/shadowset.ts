@@ -2,6 +2,7 @@
  * ShadowSet: the single source of its CRD (crds/ and the chart's copy are generated from this file).
  * Input shapes carry defaults; CEL rules check what can be checked without looking at the cluster.
  */
+import { memberStates } from '@shadowset/engine/api';
 import { z } from 'zod';
 
 const dnsLabel = z.string().min(1).max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS label (a-z, 0-9, -)');
@@ -111,10 +112,13 @@ export const conditionSchema = z.object({
 });
 export type Condition = z.infer<typeof conditionSchema>;
 
+/** A member's state in status: the engine's, or Detached (split off on purpose) or Pending (the engine does not have it yet). */
+export const setMemberStates = [...memberStates, 'Detached', 'Pending'] as const;
+
 export const memberStatusSchema = z.object({
   name: z.string(),
   id: z.string().optional(),
-  state: z.string().describe('InSync, FullCopy, Minicopy, Merging, Removed, Faulted, Detached or Pending.'),
+  state: z.string().describe(`${setMemberStates.slice(0, -1).join(', ')} or ${setMemberStates.at(-1)}.`),
   reason: z.string().optional(),
   node: z.string().optional(),
   progress: z.string().optional().describe('Copy progress as a percentage.'),

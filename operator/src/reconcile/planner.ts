@@ -2,7 +2,7 @@
  * The ShadowSet planner: (observed world, spec) → actions, status and when to look again. Pure and
  * deterministic; the controller gathers and acts.
  */
-import type { EngineStatus } from '@shadowset/engine/api';
+import { isWritableState, type EngineStatus } from '@shadowset/engine/api';
 import { EventReason, Reason } from '../api/conditions.js';
 import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
 import { engineConfig } from './engine-config.js';
@@ -18,7 +18,6 @@ type EngineMember = EngineStatus['members'][number];
 
 const FAULT_RETURN_PACE_MS = 30_000;
 const MEMBER_SERVER_WAIT_MS = 60_000;
-const writable = (s: string) => s === 'InSync' || s === 'FullCopy' || s === 'Minicopy' || s === 'Merging';
 
 /** Why the spec cannot be put in place now (terminal until something changes), or null. */
 export function refusal(o: Observed, spec: ShadowSetSpec, members: MemberSpec[]): { reason: string; message: string } | null {
@@ -182,7 +181,7 @@ export function plan(o: Observed): Plan {
     const viaServer = !!m.claimName && !attached.has(m.name);
     const server = o.memberServers[m.name];
     if (m.state === 'Detached') {
-      if (e && writable(e.state)) {
+      if (e && isWritableState(e.state)) {
         const others = eng.members.filter((x) => x.id !== e.id && x.state === 'InSync').length;
         if (merging) problem = { reason: Reason.DetachRefused, message: `member ${m.name} not detached: a merge is running` };
         else if (others < 2) problem = { reason: Reason.DetachRefused, message: `member ${m.name} not detached: fewer than two full members would remain` };
@@ -202,7 +201,7 @@ export function plan(o: Observed): Plan {
       continue;
     }
     // Active.
-    if (e && writable(e.state)) continue;
+    if (e && isWritableState(e.state)) continue;
     if (m.claimName) {
       const why = refusal(o, spec, [m]);
       if (why) {
@@ -228,7 +227,7 @@ export function plan(o: Observed): Plan {
 
   // Members taken out of the spec leave the set (with a bitmap per policy).
   for (const e of eng.members) {
-    if (known.has(e.id) || !writable(e.state)) continue;
+    if (known.has(e.id) || !isWritableState(e.state)) continue;
     const name = o.previous.members?.find((x) => x.id === e.id)?.name ?? e.id;
     ask({ kind: 'engineRemove', member: name, engineId: e.id, policy: spec.minicopyPolicy, detach: false });
   }
