@@ -3,7 +3,7 @@
  * it, it looks at the world and moves it one step.
  */
 import type { Logger } from 'pino';
-import type { MemberState } from '@shadowset/engine/api';
+import type { MemberAnswer, MemberState } from '@shadowset/engine/api';
 import { API_VERSION, FIELD_MANAGER, FINALIZER, SET_LABEL } from '../api/group.js';
 import { EventReason, Reason } from '../api/conditions.js';
 import type { ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
@@ -16,6 +16,7 @@ import { consumerOf } from '../reconcile/hooks-check.js';
 import { engineBase } from '../reconcile/pods.js';
 import { networkPolicyName, type OperatorPods } from '../reconcile/set-objects.js';
 import { fingerprint, plan, refusalKey } from '../reconcile/planner.js';
+import { withAnswers } from '../reconcile/status.js';
 import { DEFAULTS, type Action, type EngineDefaults, type Observed } from '../reconcile/types.js';
 import { gather, type SetMemory } from './gather.js';
 import { BITMAP_FINALIZER } from './writebitmap-controller.js';
@@ -53,8 +54,8 @@ export class ShadowSetController {
     this.memory.set(key, memory);
     const o = await gather(this.d.kube, this.d.engine, ss, { engineImage: this.d.engineImage, defaults: this.d.defaults ?? DEFAULTS, memory, key: this.d.key, operatorPods: this.d.operatorPods });
     const p = plan(o);
-    const { problem, created } = await this.act(ss, o, p.actions, memory);
-    let status = p.status;
+    const { problem, created, answers } = await this.act(ss, o, p.actions, memory);
+    let status = withAnswers(p.status, answers);
     // Secrets this operator made (their uids): the only ones it deletes when the set is dissolved.
     if (created.length > 0) status = { ...status, secrets: [...(status.secrets ?? []).filter((x) => !created.some((c) => c.name === x.name)), ...created] };
     if (problem) {
@@ -72,11 +73,14 @@ export class ShadowSetController {
   }
 
   /**
-   * Carry out the plan. Returns an engine refusal to show in the Ready condition, if any, and the Secrets
-   * created (name and uid).
+   * Carry out the plan. Returns an engine refusal to show in the Ready condition, if any, the Secrets
+   * created (name and uid), and the engine's answers to adds and returns (by member name).
    */
-  private async act(ss: Obj, o: Observed, actions: Action[], memory: SetMemory): Promise<{ problem: { reason: string; message: string } | null; created: { name: string; uid: string }[] }> {
+  private async act(ss: Obj, o: Observed, actions: Action[], memory: SetMemory): Promise<{
+    problem: { reason: string; message: string } | null; created: { name: string; uid: string }[]; answers: Record<string, MemberAnswer>;
+  }> {
     const created: { name: string; uid: string }[] = [];
+    const answers: Record<string, MemberAnswer> = {};
     const k = this.d.kube;
     const ns = o.namespace;
     const base = { base: o.enginePod?.podIP ? engineBase(o.enginePod.podIP) : '', token: o.keys.controlToken };
@@ -120,6 +124,7 @@ export class ShadowSetController {
           case 'engineAdd':
             {
               const r = await this.d.engine.add(base, a.body);
+              answers[a.member] = r;
               await event('Normal', EventReason.MemberAdded, `member ${a.member} added from ${a.body.location}${a.body.noCopy ? ' without copy (noCopy)' : ''}`);
               await this.copyStarted(ss, a.member, r.state);
             }
@@ -128,6 +133,7 @@ export class ShadowSetController {
             memory.lastReturnAttempt[a.member] = o.nowMs;
             {
               const r = await this.d.engine.return(base, { member: a.engineId, ...(a.location ? { location: a.location } : {}), minicopy: a.minicopy });
+              answers[a.member] = r;
               await event('Normal', EventReason.MemberReturned, `member ${a.member} returned to the set`);
               await this.copyStarted(ss, a.member, r.state);
             }
@@ -180,7 +186,7 @@ export class ShadowSetController {
         }
       }
     }
-    return { problem, created };
+    return { problem, created, answers };
   }
 
   /** Why the hooks may not run now (their pods are not declared consumers of the set), or null. */
