@@ -1,14 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { MemberState } from '@shadowset/engine/api';
 import type { ShadowSetStatus } from '../api/shadowset.js';
 import { claim, engine, events, observed, pod, spec } from './fixtures.js';
 import { plan } from './planner.js';
 import { withAnswers } from './status.js';
 import type { Observed } from './types.js';
 
-const two = (b: { state: string; reason: string }) =>
+const two = (b: { state: MemberState; reason: string }) =>
   engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/dev/shadow/b', ...b }]);
-const world = (previousB: string, b: { state: string; reason: string }): Observed => observed({
+const world = (previousB: string, b: { state: MemberState; reason: string }): Observed => observed({
   enginePod: pod('vol-engine', ['a', 'b']),
   engine: { kind: 'ok', status: two(b) },
   previous: { members: [{ name: 'a', id: 'ia', state: 'InSync' }, { name: 'b', id: 'ib', state: previousB }] },
