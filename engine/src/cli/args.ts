@@ -3,7 +3,7 @@ import { EngineError } from '../core/errors.js';
 import type { MemberSpec } from '../runtime/engine.js';
 import type { ResyncSettings } from '../runtime/resync-job.js';
 import { MEMBER_TIMEOUT_MAX_S, MEMBER_TIMEOUT_MIN_S, MIN_THROTTLE_BYTES_PER_SECOND } from '../api/control.js';
-import { parseSecurityArgs, SECURITY_OPTIONS, type SecurityArgs } from './security-args.js';
+import { isLoopbackHost, parseSecurityArgs, SECURITY_OPTIONS, type HostPort, type SecurityArgs } from './security-args.js';
 
 export interface ServeArgs extends SecurityArgs {
   members: MemberSpec[];
@@ -169,4 +169,30 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     ...(values['state-file'] ? { stateFile: values['state-file'] } : {}),
     ...(values['min-generation'] !== undefined ? { minGeneration: count('min-generation', 0, Number.MAX_SAFE_INTEGER)! } : {}),
   };
+}
+
+export interface ServeDeviceArgs {
+  device: string;
+  listen: HostPort;
+  exportName: string;
+  /** identity:hexkey file: TLS-PSK is then required of every client. */
+  pskFile: string | null;
+}
+
+/** `serve-device` arguments. Pure: nothing is read or opened, so a bad argument changes nothing. */
+export function parseServeDeviceArgs(argv: string[]): ServeDeviceArgs {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      device: { type: 'string' }, listen: { type: 'string' }, 'export-name': { type: 'string', default: 'member' }, 'log-level': { type: 'string' },
+      'psk-file': { type: 'string' },
+    },
+    strict: true,
+  });
+  if (!values.device || !values.listen) throw new EngineError('ENG_INVALID_ARGUMENT', '--device and --listen are required');
+  const listen = parseHostPort(values.listen, '--listen');
+  if (!values['psk-file'] && !isLoopbackHost(listen.host)) {
+    throw new EngineError('ENG_INVALID_ARGUMENT', `--listen ${listen.host}:${listen.port} is not a loopback address: serving a device there needs --psk-file`);
+  }
+  return { device: values.device, listen, exportName: values['export-name']!, pskFile: values['psk-file'] ?? null };
 }

@@ -1,11 +1,12 @@
 /**
- * The engine's control API as the resync tests drive it: POST with JSON bodies, the error body checked
- * against the API's schema, waiting for a state by polling /v1/status with a deadline, the SCB as it is
+ * The engine's control API as the resync tests drive it: POST with JSON bodies, every answer (and error
+ * body) checked against the API's schema, waiting for a state by polling /v1/status with a deadline, the SCB as it is
  * recorded on a member file (to see a copy checkpoint or a generation without the engine), and the data
  * checks every scenario ends with.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { deleteBitmapAnswerSchema, memberAnswerSchema, mergeAnswerSchema, removeAnswerSchema, settingsAnswerSchema } from '../api/answers.js';
 import { errorBodySchema, type EngineStatus } from '../api/status.js';
 import { decodeScb, pickScb, type Scb } from '../core/scb.js';
 import { SCB_SLOT_BYTES, SCB_SLOT_OFFSETS } from '../core/geometry.js';
@@ -35,9 +36,23 @@ export async function post(e: EngineProcess, path: string, body: unknown): Promi
 }
 
 /** POST that must succeed (2xx); returns the JSON answer. */
+/** The schema of each route's answer: what a client (the operator) validates, so the engine's answers are held to it. */
+const answerSchemas: Record<string, { safeParse(v: unknown): { success: boolean; error?: { message: string } } }> = {
+  '/v1/members/add': memberAnswerSchema,
+  '/v1/members/return': memberAnswerSchema,
+  '/v1/members/remove': removeAnswerSchema,
+  '/v1/bitmaps/delete': deleteBitmapAnswerSchema,
+  '/v1/merge': mergeAnswerSchema,
+  '/v1/settings': settingsAnswerSchema,
+};
+
 export async function postOk<T = Record<string, unknown>>(e: EngineProcess, path: string, body: unknown): Promise<T> {
   const r = await post(e, path, body);
   assert.ok(r.status >= 200 && r.status < 300, `${path} ${JSON.stringify(body)} answered ${r.status}: ${JSON.stringify(r.body)}`);
+  const schema = answerSchemas[path];
+  assert.ok(schema, `no answer schema for ${path}`);
+  const a = schema.safeParse(r.body);
+  assert.ok(a.success, `${path} answered off its schema: ${JSON.stringify(r.body)} (${a.error?.message ?? ''})`);
   return r.body as T;
 }
 
