@@ -4,6 +4,7 @@
  * satisfied request is a no-op. Each validates before it writes anything.
  */
 import { randomUUID } from 'node:crypto';
+import type { DeleteBitmapAnswer, MemberAnswer, MergeAnswer, RemoveAnswer } from '../api/answers.js';
 import type { AddMemberRequest, BitmapStatus, RemoveMemberRequest, ReturnMemberRequest, SettingsRequest } from '../api/control.js';
 import { EngineError, errorMessage } from '../core/errors.js';
 import { chooseReturn } from '../core/member-state.js';
@@ -34,7 +35,7 @@ export class Control {
 
   // ---------------- add ----------------
 
-  addMember(req: AddMemberRequest): Promise<{ id: string; state: string }> {
+  addMember(req: AddMemberRequest): Promise<MemberAnswer> {
     return this.serial(async () => {
       const s = this.set;
       const existing = this.find(req.location);
@@ -122,7 +123,7 @@ export class Control {
 
   // ---------------- remove ----------------
 
-  removeMember(req: RemoveMemberRequest): Promise<{ id: string; bitmap: string | null; state: string }> {
+  removeMember(req: RemoveMemberRequest): Promise<RemoveAnswer> {
     return this.serial(async () => {
       const s = this.set;
       const m = this.find(req.member);
@@ -194,11 +195,11 @@ export class Control {
 
   // ---------------- return ----------------
 
-  returnMember(req: ReturnMemberRequest): Promise<{ id: string; state: string }> {
+  returnMember(req: ReturnMemberRequest): Promise<MemberAnswer> {
     return this.serial(() => this.returnLocked(req));
   }
 
-  private async returnLocked(req: ReturnMemberRequest): Promise<{ id: string; state: string }> {
+  private async returnLocked(req: ReturnMemberRequest): Promise<MemberAnswer> {
     const s = this.set;
     const attached = this.find(req.member);
     const former = attached ? undefined : s.formerMember(req.member);
@@ -270,11 +271,11 @@ export class Control {
     });
   }
 
-  deleteBitmap(id: string): Promise<{ deleted: boolean }> {
+  deleteBitmap(id: string): Promise<DeleteBitmapAnswer> {
     return this.serial(async () => ({ deleted: await this.set.deleteBitmap(id) }));
   }
 
-  demandMerge(full: boolean): Promise<{ started: boolean; chunks: number }> {
+  demandMerge(full: boolean): Promise<MergeAnswer> {
     return this.serial(async () => {
       const s = this.set;
       const chunks = await s.demandMerge(full);
