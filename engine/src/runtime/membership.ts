@@ -6,6 +6,11 @@
  *
  * A departure is recorded on the members that stay before any write that depended on it is acknowledged;
  * each record is one snapshot (one generation, one membership) written to full members first.
+ *
+ * Why one file of ~450 lines: the order of every membership change — the change in memory, the
+ * generation, the write bitmaps, the record on the members and the acknowledgements that wait for it —
+ * is the argument that no acknowledged write is lost, and it has to be readable in one place. The pure
+ * decisions are in core/ (member-state.ts, assemble.ts); the I/O path is in shadow-set.ts.
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -291,23 +296,14 @@ export abstract class Membership {
    */
   private faultBitmap(m: Member): void {
     if (this.faultPolicy === 'Never' || !m.isFull || this.resync.merging || m.scbGeneration === null) return;
-    if ([...this.tracker.bitmaps.values()].some((b) => b.desc.member === m.id)) return;
+    if (this.bitmapOf(m.id)) return;
     const slot = this.tracker.freeSlot();
     if (slot === null) {
       this.log.warn({ event: 'BitmapNotCreated', member: m.id, reason: 'all write-bitmap slots are in use' }, 'no write bitmap for the faulted member');
       return;
     }
-    const map = new ChunkBitmap(this.tracker.chunks);
-    for (const c of this.tracker.wil.list()) map.set(c);
-    map.touchAll();
-    const id = randomUUID();
-    this.tracker.bitmaps.set(id, {
-      desc: {
-        id, member: m.id, slot, chunkSize: this.chunkSize, coveredBytes: this.size, createdAt: this.clock.iso(),
-        generation: m.scbGeneration, masterNode: process.env.NODE_NAME ?? hostname(),
-      },
-      map,
-    });
+    const id = this.newBitmap(m.id, slot, m.scbGeneration, this.tracker.wil.list());
+    const map = this.tracker.bitmaps.get(id)!.map;
     this.log.info({ event: 'BitmapCreated', bitmap: id, member: m.id, reason: 'member faulted', seededChunks: map.count }, 'write bitmap created for the faulted member');
   }
 
@@ -362,12 +358,13 @@ export abstract class Membership {
   }
 
   /**
-   * A new, empty write bitmap for `memberId`, whose data is current as of `generation` (it is not
-   * recorded until the next metadata write). Returns its id.
+   * A new write bitmap for `memberId`, whose data is current as of `generation`, with `seed` chunks
+   * marked (it is not recorded until the next metadata write). Returns its id.
    */
-  newBitmap(memberId: string, slot: number, generation: number): string {
+  newBitmap(memberId: string, slot: number, generation: number, seed: Iterable<number> = []): string {
     const id = randomUUID();
     const map = new ChunkBitmap(this.tracker.chunks);
+    for (const c of seed) map.set(c);
     map.touchAll();
     this.tracker.bitmaps.set(id, {
       desc: {

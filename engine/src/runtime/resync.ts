@@ -7,6 +7,9 @@
  * device writes back while the copy goes on) and before a checkpoint may record progress or the job may
  * call the member complete. Without that, a power loss right after a copy could leave a member whose
  * metadata says InSync over data that never reached its disk.
+ *
+ * Somewhat over 300 lines: the scheduler's loop, its locks and its flush-before-checkpoint rule are
+ * kept together; chunk lists, jobs, buffers and the merge's repair are in files of their own.
  */
 import { ChunkBitmap } from '../core/chunk-bitmap.js';
 import { errorMessage } from '../core/errors.js';

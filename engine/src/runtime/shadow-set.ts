@@ -3,6 +3,9 @@
  * repairs read errors, and removes members that keep failing (membership.ts records each change on the
  * members that stay before any write that depended on it is acknowledged). Also the set's timers (the
  * member timeout, lazy clearing of the intent log) and its start and stop.
+ *
+ * Somewhat over 300 lines because a write's fan-out, its intent bit and its wait for recorded departures
+ * are one path whose order matters; membership and resync live in their own files.
  */
 import { EngineError, errorMessage, isEngineError } from '../core/errors.js';
 import { HEADER_BYTES } from '../core/geometry.js';
