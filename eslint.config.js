@@ -35,6 +35,17 @@ export default tseslint.config(
     },
   },
   {
+    // The adapters and the composition measure durations through the Clock port too (ports/clock.ts is
+    // the one place that reads the system's clocks).
+    files: ['engine/src/adapters/**/*.ts', 'engine/src/cli/**/*.ts', 'engine/src/ports/**/*.ts'],
+    ignores: ['engine/src/**/*.test.ts', 'engine/src/ports/clock.ts'],
+    rules: {
+      'no-restricted-properties': ['error',
+        { object: 'Date', property: 'now', message: 'use the Clock port' },
+        { object: 'performance', property: 'now', message: 'use the Clock port (monotonic)' }],
+    },
+  },
+  {
     // @kubernetes/client-node stays behind operator/src/kube (its API errors are mapped there once).
     files: ['operator/src/**/*.ts'],
     ignores: ['operator/src/kube/**', 'operator/src/**/*.test.ts', 'operator/src/**/*.ctest.ts'],
