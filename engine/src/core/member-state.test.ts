@@ -1,12 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { chooseReturn, isFull, isWritable, step, type MemberEvent } from './member-state.js';
+import { chooseReturn, isFull, isWritable, memberEvents, reachable, step, type MemberEvent } from './member-state.js';
 import { memberStates, type MemberState } from './scb.js';
 
-const events: MemberEvent[] = [
-  { type: 'fault' }, { type: 'remove' }, { type: 'mergeStart' }, { type: 'mergeComplete' }, { type: 'copyComplete' }, { type: 'copyFailed' },
-];
+const events: readonly MemberEvent[] = memberEvents;
 
 test('the manual\'s transitions', () => {
   const next = (s: MemberState, type: MemberEvent['type']) => {
@@ -24,6 +22,18 @@ test('the manual\'s transitions', () => {
   assert.equal(next('Removed', 'copyComplete'), 'rejected', 'a member that left is never made InSync by a copy');
   assert.equal(next('Faulted', 'copyFailed'), 'rejected');
   assert.equal(next('Faulted', 'remove'), 'Faulted', 'a member that left stays as it left');
+  assert.deepEqual(step('Minicopy', { type: 'copyPlanned', mode: 'FullCopy' }), { ok: true, state: 'FullCopy', changed: true });
+  assert.equal(step('InSync', { type: 'copyPlanned', mode: 'FullCopy' }).ok, false, 'a full member is never made a copy target by a plan');
+});
+
+test('reachability: out of the set is final; a copy target reaches InSync only through its copy', () => {
+  for (const gone of ['Removed', 'Faulted'] as const) {
+    for (const s of memberStates) assert.equal(reachable(gone, s), s === gone, `${gone} -> ${s}`);
+  }
+  assert.ok(reachable('FullCopy', 'InSync'));
+  assert.ok(reachable('InSync', 'Faulted'));
+  assert.ok(!reachable('InSync', 'FullCopy'), 'a full member never becomes a copy target (a new life starts as one)');
+  assert.ok(!reachable('Merging', 'Minicopy'));
 });
 
 test('every event sequence: only writable members change, nothing out of the set comes back by an event, repeats are no-ops', () => {

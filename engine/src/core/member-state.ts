@@ -23,7 +23,12 @@ export type MemberEvent =
   /** Its copy (full copy or minicopy) completed and is on stable storage. */
   | { type: 'copyComplete' }
   /** Its copy failed midway: a minicopy becomes a full copy, a full copy resumes. */
-  | { type: 'copyFailed' };
+  | { type: 'copyFailed' }
+  /**
+   * The copy a copy target gets is settled once its bitmap has been checked (at start, or as it joins):
+   * the plan may have assumed the other mode.
+   */
+  | { type: 'copyPlanned'; mode: 'FullCopy' | 'Minicopy' };
 
 export type Step =
   | { ok: true; state: MemberState; changed: boolean }
@@ -54,7 +59,34 @@ export function step(state: MemberState, e: MemberEvent): Step {
       return state === 'InSync' ? to(state, state) : no(state, e);
     case 'copyFailed':
       return isCopyTarget(state) ? to(state, 'FullCopy') : no(state, e);
+    case 'copyPlanned':
+      return isCopyTarget(state) ? to(state, e.mode) : no(state, e);
   }
+}
+
+/** Every event, for exhaustive walks of the machine. */
+export const memberEvents: readonly MemberEvent[] = [
+  { type: 'fault' }, { type: 'remove' }, { type: 'mergeStart' }, { type: 'mergeComplete' }, { type: 'copyComplete' },
+  { type: 'copyFailed' }, { type: 'copyPlanned', mode: 'FullCopy' }, { type: 'copyPlanned', mode: 'Minicopy' },
+];
+
+/** Whether some sequence of events (none included) takes a member from `from` to `to`. */
+export function reachable(from: MemberState, to: MemberState): boolean {
+  const seen = new Set<MemberState>([from]);
+  for (let frontier = [from]; frontier.length > 0;) {
+    const next: MemberState[] = [];
+    for (const s of frontier) {
+      for (const e of memberEvents) {
+        const r = step(s, e);
+        if (r.ok && !seen.has(r.state)) {
+          seen.add(r.state);
+          next.push(r.state);
+        }
+      }
+    }
+    frontier = next;
+  }
+  return seen.has(to);
 }
 
 /** What a returning member's own record says, and the write bitmap kept for it, if any. */

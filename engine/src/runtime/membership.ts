@@ -420,7 +420,7 @@ export abstract class Membership {
   beginCopy(job: ResyncJob): void {
     const t = job.target!;
     if (!isCopyTarget(t.state)) throw new EngineError('ENG_CONFLICT', `member ${t.location} is ${t.state}, not a copy target`);
-    t.state = job.mode === 'Minicopy' ? 'Minicopy' : 'FullCopy';
+    this.transition(t, { type: 'copyPlanned', mode: job.mode === 'Minicopy' ? 'Minicopy' : 'FullCopy' });
     this.resync.add(job);
   }
 

@@ -17,6 +17,7 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { EngineError } from '../core/errors.js';
 import { HEADER_BYTES, MiB } from '../core/geometry.js';
+import { reachable, type MemberState } from '../core/member-state.js';
 import { systemClock } from '../ports/clock.js';
 import { prng } from '../itest/prng.js';
 import { blockData, SIM_BLOCK, SimDisk, SimModel } from '../itest/sim-world.js';
@@ -38,6 +39,8 @@ class Run {
   s!: StartedSet;
   /** Chunks written since each absent member left (writes issued after its removal returned). */
   readonly writtenSince = new Map<string, Set<number>>();
+  /** The state each member object (one life of a member) was last seen in. */
+  private seen = new WeakMap<object, MemberState>();
   /** Writes in flight that were issued by the background writers. */
   private writers = 0;
   step = 0;
@@ -194,7 +197,23 @@ class Run {
     const deadline = Date.now() + 20_000;
     while (this.s.set.resync.jobs.length > 0) {
       if (Date.now() > deadline) throw new Error(`${this.where()}: resync did not finish`);
+      this.observeStates();
       await new Promise((r) => setTimeout(r, 2));
+    }
+    this.observeStates();
+  }
+
+  /**
+   * Every change of a member's state that the run sees is one the core's state machine allows
+   * (core/member-state.ts): no path of the runtime may set a state the machine cannot reach.
+   */
+  observeStates(): void {
+    for (const m of this.s.set.members) {
+      const was = this.seen.get(m);
+      if (was !== undefined && was !== m.state) {
+        assert.ok(reachable(was, m.state), `${this.where()}: member ${m.location} went from ${was} to ${m.state}, which the state machine does not allow`);
+      }
+      this.seen.set(m, m.state);
     }
   }
 
@@ -390,6 +409,7 @@ async function simulate(seed: number, steps: number): Promise<void> {
         await r.settleAndCheck();
       }
       r.checkBitmaps();
+      r.observeStates();
     }
     await r.settleAndCheck();
   } finally {
