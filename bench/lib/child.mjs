@@ -21,7 +21,7 @@ export class LoggedChild {
     this.child = null;
   }
 
-  /** Starts `cmd args`; onStdout(text) sees stdout as it arrives, onExit() runs once it ended or failed to start. */
+  /** Starts `cmd args`; a subclass sees its stdout through onStdout() and its end through onExit(). */
   spawn(cmd, args) {
     const child = track(spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
     this.child = child;

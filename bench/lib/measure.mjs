@@ -26,6 +26,9 @@ export function fioArgs(uri, job, extra) {
   ];
 }
 
+/** fio's extra arguments for a measured run: time-based, `runtime` s after `ramp` s not counted, over the first `bytes`. */
+export const measuredRun = (runtime, ramp, bytes) => ['--time_based', `--runtime=${runtime}`, `--ramp_time=${ramp}`, `--size=${bytes}`];
+
 /** Runs fio and returns its first job's JSON; throws with fio's own words when it failed. */
 export async function runFio(args, expectSeconds) {
   const r = await exec('fio', args, { timeoutMs: (expectSeconds + 120) * 1000 });
