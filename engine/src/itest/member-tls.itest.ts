@@ -13,7 +13,7 @@ import { readScb } from './control-api.js';
 import { nbdkitTlsPsk } from './daemons.js';
 import { ENGINE_BIN, startEngine, startEngineExpectingFailure } from './engine-process.js';
 import { freePort, pskFile, serveDevice } from './tls-support.js';
-import { HEADER_BYTES, memberDataDifference, MiB, randomFile, run, sha256File, sparseFile, testScope } from './support.js';
+import { HEADER_BYTES, memberDataDifference, MiB, randomFile, run, sha256File, sparseFile, testScope, until } from './support.js';
 
 const MEMBER_BYTES = 48 * MiB;
 const UNIT_BYTES = MEMBER_BYTES - HEADER_BYTES;
@@ -54,7 +54,10 @@ test('serve-device --psk-file: libnbd with the set key reads it; plain NBD, a wr
     assert.notEqual(copy.code, 0, `${what}: nbdcopy must fail`);
     assert.ok(!(await leaked(out, data.subarray(0, MiB))), `${what}: no device data reached the client`);
   }
-  assert.ok((srv.output().match(/"event":"NbdTlsRefused"/g) ?? []).length >= 4, `refusals are logged\n${srv.output()}`);
+  // The server logs a refusal after the client has seen it fail: wait (bounded) for the fourth line.
+  const refusals = () => (srv.output().match(/"event":"NbdTlsRefused"/g) ?? []).length;
+  await until('four refusals in the member server\'s log', () => (refusals() >= 4 ? true : undefined), 10_000).catch(() => undefined);
+  assert.ok(refusals() >= 4, `refusals are logged\n${srv.output()}`);
 });
 
 test('serve-device refuses a non-loopback --listen without --psk-file, and a bad key file, before opening the device', async (t) => {
