@@ -5,6 +5,9 @@ import { z } from 'zod/v3';
 /** Bounds of the member timeout (the manual's SHADOW_MBR_TMO), in seconds. */
 export const MEMBER_TIMEOUT_MIN_S = 1;
 export const MEMBER_TIMEOUT_MAX_S = 86400;
+/** The write-intent log's cap, in MiB of marked chunks (0: no cap). */
+export const INTENT_LOG_CAP_DEFAULT_MIB = 256;
+export const INTENT_LOG_CAP_MAX_MIB = 1024 * 1024;
 /** A throttle is 0 (unlimited) or at least this (one 64 KiB chunk a second). */
 export const MIN_THROTTLE_BYTES_PER_SECOND = 65536;
 const throttle = z.number().int().nonnegative().refine((v) => v === 0 || v >= MIN_THROTTLE_BYTES_PER_SECOND, `must be 0 (unlimited) or at least ${MIN_THROTTLE_BYTES_PER_SECOND}`);

@@ -69,6 +69,10 @@ export const statusSchema = z.object({
     pages: z.number().default(0),
     persistMs: z.number().default(0),
     cleared: z.number().default(0),
+    /** The cap on marked chunks (0: none), and how often and how many bits were cleared to keep it. */
+    capChunks: z.number().default(0),
+    evictions: z.number().default(0),
+    evicted: z.number().default(0),
   }),
   settings: z.object({
     copySource: z.string().nullable(),

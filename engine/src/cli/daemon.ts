@@ -137,7 +137,7 @@ function serve(o: DaemonOptions, set: ShadowSet, control: Control, l: Listeners)
     }))),
     recovery: set.resync.recovery(),
     bitmaps: control.bitmaps(),
-    intentLog: { dirtyChunks: set.tracker.wil.count, enabled: set.tracker.intentEnabled, ...set.tracker.stats },
+    intentLog: { dirtyChunks: set.tracker.wil.count, enabled: set.tracker.intentEnabled, capChunks: set.tracker.capChunks, ...set.tracker.stats },
     settings: { ...set.resync.settings, minicopyPolicy: set.faultPolicy },
     export: { name: o.exportName, socket: o.socket, tcp },
     nbd: { ...nbd.stats, requests: { ...nbd.stats.requests } },

@@ -56,6 +56,8 @@ export interface ShadowSetOptions {
   faultPolicy?: 'Required' | 'Optional' | 'Never';
   /** Passes of intentClearMs a chunk must stay unwritten before its intent bit is cleared (default 5). */
   intentIdlePasses?: number;
+  /** Most bytes of chunks the write-intent log marks at once (0: no cap; default 256 MiB). */
+  intentLogCapBytes?: number;
   /** The virtual unit's site: reads prefer full members at the same site. */
   site?: string;
   /** Where the last recorded generation is kept (see witness.ts). */
@@ -63,6 +65,8 @@ export interface ShadowSetOptions {
   log: Logger;
   clock: Clock;
 }
+
+export const DEFAULT_INTENT_LOG_CAP = 256 * 1024 * 1024;
 
 /** How long a failed copy waits before the full copy that follows it starts. */
 const COPY_RETRY_MS = 500;
@@ -109,7 +113,9 @@ export abstract class Membership {
       },
       log: o.log,
       clock: o.clock,
+      flush: () => this.flushMembers(),
     });
+    this.tracker.setCap(o.intentLogCapBytes ?? DEFAULT_INTENT_LOG_CAP);
     this.resync = new Resync(
       {
         size: o.size,
@@ -131,6 +137,9 @@ export abstract class Membership {
       },
     );
   }
+
+  /** Make every writable member's data durable (shadow-set.ts). */
+  abstract flushMembers(): Promise<void>;
 
   /** Application requests in flight (resync yields to them). */
   protected abstract appInFlight(): number;

@@ -70,6 +70,7 @@ export class ShadowSet extends Membership {
     this.clearing = true;
     try {
       await this.tracker.clearIdle(() => this.flushMembers(), this.intentIdlePasses);
+      await this.tracker.keepCap();
     } catch (e) {
       this.log.warn({ event: 'IntentClearFailed', err: errorMessage(e) }, 'could not clear the write-intent log');
     } finally {
