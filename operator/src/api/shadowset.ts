@@ -2,7 +2,7 @@
  * ShadowSet: the single source of its CRD (crds/ and the chart's copy are generated from this file).
  * Input shapes carry defaults; CEL rules check what can be checked without looking at the cluster.
  */
-import { MEMBER_TIMEOUT_MAX_S, MEMBER_TIMEOUT_MIN_S, MIN_THROTTLE_BYTES_PER_SECOND, memberStates, minicopyPolicySchema } from '@shadowset/engine/api';
+import { INTENT_LOG_CAP_DEFAULT_MIB, INTENT_LOG_CAP_MAX_MIB, MEMBER_TIMEOUT_MAX_S, MEMBER_TIMEOUT_MIN_S, MIN_THROTTLE_BYTES_PER_SECOND, memberStates, minicopyPolicySchema } from '@shadowset/engine/api';
 import { z } from 'zod';
 
 const dnsLabel = z.string().min(1).max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS label (a-z, 0-9, -)');
@@ -91,6 +91,8 @@ export const shadowSetSpecSchema = z
         requests: z.record(z.string(), z.string()).optional(),
         limits: z.record(z.string(), z.string()).optional(),
       }).optional(),
+      intentLogCapMiB: z.number().int().min(0).max(INTENT_LOG_CAP_MAX_MIB).optional()
+        .describe(`Most MiB of chunks the write-intent log marks at once, which bounds the merge after a crash (0: no cap). Unset: ${INTENT_LOG_CAP_DEFAULT_MIB}.`),
     }).prefault({}).describe('Where and with what resources the engine runs. Changing it restarts the engine (a clean stop).'),
     hooks: z.object({ freeze: hookSchema.optional(), thaw: hookSchema.optional() }).optional()
       .describe('Run before (freeze) and after (thaw) a member is detached for backup.'),

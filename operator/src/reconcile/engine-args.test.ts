@@ -2,6 +2,7 @@
 // dropped or given another meaning on either side fails here, not in a pod's crash loop.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { INTENT_LOG_CAP_DEFAULT_MIB } from '@shadowset/engine/api';
 import { parseServeArgs, parseServeDeviceArgs } from '@shadowset/engine/cli-args';
 import { z } from 'zod';
 import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
@@ -59,7 +60,7 @@ function engineInputs(): EnginePodInput[] {
     { name: 'u', nbd: 'nbd+unix:///export?socket=/run/nbd.sock', confirmOverwrite: true },
   ], {
     minicopyPolicy: 'Required', memberTimeoutSeconds: 3, throttle: { copyBytesPerSecond: 1048576, mergeBytesPerSecond: 65536, maxCopies: 2 },
-    export: { port: 10900, tlsSecretName: 'vol-tls' },
+    export: { port: 10900, tlsSecretName: 'vol-tls' }, engine: { intentLogCapMiB: 64 },
   });
   const never = spec([{ name: 'a', claimName: 'ca' }], { minicopyPolicy: 'Never', throttle: { copyBytesPerSecond: 0, mergeBytesPerSecond: 0 } });
   const m = (s: ShadowSetSpec, name: string) => s.members.find((x) => x.name === name)!;
@@ -103,6 +104,7 @@ test('every engine command line the operator builds parses with the engine\'s ow
     assert.equal(a.minGeneration, input.minGeneration || undefined);
     assert.equal(a.site, input.site ?? undefined);
     assert.deepEqual([a.resync.copyBytesPerSecond ?? 0, a.resync.mergeBytesPerSecond ?? 0], [s.throttle.copyBytesPerSecond, s.throttle.mergeBytesPerSecond]);
+    assert.equal(a.intentLogCapBytes, (s.engine.intentLogCapMiB ?? INTENT_LOG_CAP_DEFAULT_MIB) * 1024 * 1024, 'the intent log cap');
     assert.equal(a.allowLocations.length, 2 + allowedNbd(s).length);
 
     // Key files are the set's Secrets, mounted: the control token and the member PSK, and the export's TLS.

@@ -19,7 +19,7 @@ export function engine(members: { id: string; path: string; state: MemberState; 
     members: members.map((m) => ({ readCost: 1, site: '', queueDepth: 0, reason: '', progress: null,
       counters: { reads: 0, writes: 0, readBytes: 0, writeBytes: 0, flushes: 0, errors: 0, repairs: 0, timeouts: 0 }, ...m })),
     recovery: { mode: null, source: null, targets: [], bytesTotal: 0, bytesDone: 0, bytesPerSecond: 0, etaSeconds: null },
-    bitmaps: [], intentLog: { dirtyChunks: 0, enabled: true, persists: 0, pages: 0, persistMs: 0, cleared: 0 },
+    bitmaps: [], intentLog: { dirtyChunks: 0, enabled: true, persists: 0, pages: 0, persistMs: 0, cleared: 0, capChunks: 16384, evictions: 0, evicted: 0 },
     settings: { copySource: null, copyBytesPerSecond: 0, mergeBytesPerSecond: 0, maxCopies: 4, minicopyPolicy: 'Optional' },
     export: { name: 'shadow', socket: null, tcp: null }, nbd: { connections: 0, connectionsTotal: 0, requests: {}, errors: 0, rejected: 0 },
     ...extra,
