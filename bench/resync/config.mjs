@@ -15,6 +15,8 @@ export const TARGETS = {
   minicopy: { label: 'minicopy at 1 % of chunks <= 2 % of full-copy time', max: 2 },
   minimerge: { label: 'minimerge <= 2 % of full-merge time', max: 2 },
   intentLog: { label: 'write-intent log costs <= 10 % of 4k randwrite IOPS', max: 10 },
+  intentCap: { label: 'the log\'s cap costs <= 10 % of 4k randwrite IOPS (vs. the log uncapped)', max: 10 },
+  capMerge: { label: 'merge after kill -9 under whole-set 4k randwrite <= the cap + the groups a QD16 load has in flight (MiB)' },
   copyRate: { label: 'full copy >= 80 % of this machine\'s copy rate (dd)', min: 80 },
 };
 

@@ -9,12 +9,16 @@ import { LoggedChild } from '../lib/child.mjs';
 import { ENGINE_BIN, killChild, sleep } from '../lib/run.mjs';
 
 export class Engine extends LoggedChild {
-  /** An engine serving `files` on `socket`; `intentLog: false` starts it with the hidden --no-intent-log. */
-  constructor(files, socket, { intentLog = true } = {}) {
+  /**
+   * An engine serving `files` on `socket`; `intentLog: false` starts it with the hidden --no-intent-log,
+   * `intentCapMiB` sets --intent-log-cap-mib (0: no cap; unset: the engine's default).
+   */
+  constructor(files, socket, { intentLog = true, intentCapMiB } = {}) {
     super('engine', { tailLines: 12 });
     this.files = files;
     this.socket = socket;
     this.intentLog = intentLog;
+    this.intentCapMiB = intentCapMiB;
     this.uri = `nbd+unix:///?socket=${socket}`;
     this.lines = [];
     this.partial = '';
@@ -27,7 +31,8 @@ export class Engine extends LoggedChild {
     // The full-copy phase adds a member by API: the engine may open only members under this prefix.
     this.spawn(process.execPath, [ENGINE_BIN, 'serve', ...this.files.flatMap((f) => ['--member', f]), '--socket', this.socket,
       '--http', '127.0.0.1:0', '--allow-location', `${path.dirname(this.socket)}/`, '--log-level', 'info',
-      ...(this.intentLog ? [] : ['--no-intent-log'])]);
+      ...(this.intentLog ? [] : ['--no-intent-log']),
+      ...(this.intentCapMiB === undefined ? [] : ['--intent-log-cap-mib', String(this.intentCapMiB)])]);
     const ready = await this.waitFor((l) => l.event === 'EngineReady' || l.event === 'StartFailed', { what: 'EngineReady', timeoutMs: 120_000 });
     if (ready.event !== 'EngineReady') throw new Error(`engine did not start: ${ready.msg}\n${this.tail()}`);
     this.http = ready.http;

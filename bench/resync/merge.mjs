@@ -62,7 +62,7 @@ async function crash(rig, cfg, bytes) {
   const { began, done } = await engine.waitRun('Merge');
   return {
     dirtyBeforeLoad: dirtyBefore, writesBeforeKill: before.nbd.requests.write ?? before.nbd.requests.WRITE ?? null,
-    dirtyAtKill: before.intentLog.dirtyChunks, full: req.full, chunks: req.chunks,
+    dirtyAtKill: before.intentLog.dirtyChunks, capChunks: before.intentLog.capChunks ?? 0, full: req.full, chunks: req.chunks,
     seconds: done.seconds, observedSeconds: (done.at - began.at) / 1000, restartSeconds: (done.at - restart) / 1000, bytes: done.bytes,
   };
 }
