@@ -294,18 +294,6 @@ async function fallocateAfresh(file, bytes) {
   await fallocateFile(file, bytes);
 }
 
-/** Deterministic PRNG (mulberry32), so a seed names the chunks written. */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** k consecutive chunk numbers from a random start. */
 function pickRegion(n, k, rand) {
   const first = Math.floor(rand() * (n - k + 1));
@@ -380,6 +368,8 @@ async function main(cfg) {
   await readClockTicks();
   const { HEADER_BYTES } = await importEngine('core/geometry.js');
   const { NbdClientBackend } = await importEngine('adapters/backend-nbd/nbd-client.js');
+  // The tests' seeded PRNG (mulberry32), so a seed names the chunks written.
+  const { prng } = await import('@shadowset/testkit/prng');
 
   const machine = await machineInfo(TOOL_VERSIONS);
   const setBytes = cfg.setMiB * MiB;
