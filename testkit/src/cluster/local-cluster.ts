@@ -12,6 +12,24 @@ import { pino, type Logger } from 'pino';
 import { startControlPlane, NodeSimulator, createBackingDevice, waitFor, PROJECT_IMAGE, type ControlPlane, type BackingDevice, type SimulatedNodeSpec } from '@shadowset/e2e';
 import { buildCrds, Kube, Operator, R, rawRequest, type Hooks } from '@shadowset/operator';
 
+/**
+ * The CRDs as the operator generates them, posted as raw JSON (a typed client would drop their defaults
+ * and x-kubernetes-* extensions), and waited for until the API server reports them Established.
+ */
+export async function installCrds(cp: ControlPlane): Promise<void> {
+  const kube = new Kube(cp.kubeConfig);
+  for (const { object } of buildCrds()) {
+    await rawRequest(cp.kubeConfig, { method: 'POST', path: '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', body: object });
+  }
+  for (const { object } of buildCrds()) {
+    const name = (object as { metadata: { name: string } }).metadata.name;
+    await waitFor(`CRD ${name} established`, async () => {
+      const c = await kube.get({ group: 'apiextensions.k8s.io', version: 'v1', plural: 'customresourcedefinitions', namespaced: false }, undefined, name);
+      return ((c?.status as { conditions?: { type: string; status: string }[] })?.conditions ?? []).some((x) => x.type === 'Established' && x.status === 'True');
+    });
+  }
+}
+
 export interface LocalClusterOptions {
   /** Names the operator's leader-election identity and the label its pods would carry (`shadowset-<name>`). */
   name: string;
@@ -40,7 +58,7 @@ export class LocalCluster {
   async start(nodes: (string | SimulatedNodeSpec)[], o: { podKubeconfig?: boolean } = {}): Promise<void> {
     this.cp = await startControlPlane();
     this.kube = new Kube(this.cp.kubeConfig);
-    await this.installCrds();
+    await installCrds(this.cp);
     this.sim = await NodeSimulator.start({ kubeConfig: this.cp.kubeConfig, nodes, ...(o.podKubeconfig ? { podKubeconfig: this.cp.kubeconfigPath } : {}) });
     this.op = new Operator({
       kubeConfig: this.cp.kubeConfig, log: this.opts.log ?? pino({ level: process.env.OPERATOR_LOG ?? 'silent' }), engineImage: `${PROJECT_IMAGE}:dev`,
@@ -51,20 +69,6 @@ export class LocalCluster {
       key: this.key, operatorPods: this.operatorPods,
     });
     await this.op.start();
-  }
-
-  /** The CRDs as the operator generates them (raw JSON: a typed client would drop defaults and extensions), once established. */
-  private async installCrds(): Promise<void> {
-    for (const { object } of buildCrds()) {
-      await rawRequest(this.cp.kubeConfig, { method: 'POST', path: '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', body: object });
-    }
-    for (const { object } of buildCrds()) {
-      const name = (object as { metadata: { name: string } }).metadata.name;
-      await waitFor(`CRD ${name}`, async () => {
-        const c = await this.kube.get({ group: 'apiextensions.k8s.io', version: 'v1', plural: 'customresourcedefinitions', namespaced: false }, undefined, name);
-        return ((c?.status as { conditions?: { type: string; status: string }[] })?.conditions ?? []).some((x) => x.type === 'Established' && x.status === 'True');
-      });
-    }
   }
 
   /** Every step runs even if one before it failed; the first failure is thrown at the end. */
