@@ -77,7 +77,9 @@ test('/metrics: no token or a forged one 401, a ServiceAccount not bound to the 
     contexts: [{ name: 'op', context: { cluster: 'local', user: 'operator' } }],
   }), { mode: 0o600 });
   const keyFile = join(dir, 'key');
-  await writeFile(keyFile, randomBytes(32), { mode: 0o600 });
+  // Text, as the chart's Secret holds it: raw random bytes may begin or end in whitespace, which the
+  // operator trims, and then fall short of the 32 it requires.
+  await writeFile(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
   const { proc, lines, stderr } = await startOperator([
     '--leader-elect', `--leader-election-namespace=${NS}`, '--metrics-bind-address=127.0.0.1:0', '--metrics-auth=kubernetes',
     '--health-bind-address=127.0.0.1:0', `--key-file=${keyFile}`, '--operator-pod-labels=app.kubernetes.io/name=shadowset',
