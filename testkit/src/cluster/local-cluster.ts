@@ -14,7 +14,8 @@ import { buildCrds, Kube, Operator, R, rawRequest, type Hooks } from '@shadowset
 
 /**
  * The CRDs as the operator generates them, posted as raw JSON (a typed client would drop their defaults
- * and x-kubernetes-* extensions), and waited for until the API server reports them Established.
+ * and x-kubernetes-* extensions). Returns once each is Established and its resources can be listed: an
+ * Established CRD's storage may still be initializing, and a watch started then fails (429) and relists.
  */
 export async function installCrds(cp: ControlPlane): Promise<void> {
   const kube = new Kube(cp.kubeConfig);
@@ -22,10 +23,16 @@ export async function installCrds(cp: ControlPlane): Promise<void> {
     await rawRequest(cp.kubeConfig, { method: 'POST', path: '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', body: object });
   }
   for (const { object } of buildCrds()) {
-    const name = (object as { metadata: { name: string } }).metadata.name;
+    const crd = object as { metadata: { name: string }; spec: { group: string; names: { plural: string }; versions: { name: string; storage: boolean }[] } };
+    const name = crd.metadata.name;
     await waitFor(`CRD ${name} established`, async () => {
       const c = await kube.get({ group: 'apiextensions.k8s.io', version: 'v1', plural: 'customresourcedefinitions', namespaced: false }, undefined, name);
       return ((c?.status as { conditions?: { type: string; status: string }[] })?.conditions ?? []).some((x) => x.type === 'Established' && x.status === 'True');
+    });
+    const version = crd.spec.versions.find((v) => v.storage)!.name;
+    await waitFor(`${name} served`, async () => {
+      await kube.list({ group: crd.spec.group, version, plural: crd.spec.names.plural, namespaced: true }, 'default');
+      return true;
     });
   }
 }
