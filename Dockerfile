@@ -8,20 +8,23 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 COPY engine/package.json engine/
 COPY operator/package.json operator/
+# The test workspaces (e2e, testkit): their manifests only, since npm ci wants every workspace of the
+# lockfile; none of their code is copied, built or shipped.
 COPY e2e/package.json e2e/
+COPY testkit/package.json testkit/
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json tsconfig.base.json ./
+COPY tsconfig.base.json ./
 COPY engine engine
 COPY operator operator
-# The operator's tests reference the e2e workspace, so tsc -b compiles it too; it is not shipped.
-COPY e2e e2e
-RUN npx tsc -b && npm prune --omit=dev --no-audit --no-fund
+# The product projects only: the tests are projects of their own (tsconfig.test.json, engine/itest).
+RUN npx tsc -b engine operator && npm prune --omit=dev --no-audit --no-fund
 # Gather what ships: the root node_modules, and for engine and operator their manifest, bin/ and dist/
-# (without compiled tests and source maps), plus a workspace node_modules where npm made one.
+# (without source maps, and without compiled tests should any be there), plus a workspace node_modules
+# where npm made one.
 RUN set -eu; \
     mkdir -p /out; \
     cp -a package.json node_modules /out/; \
-    rm -f /out/node_modules/@shadowset/e2e; \
+    rm -f /out/node_modules/@shadowset/e2e /out/node_modules/@shadowset/testkit; \
     for ws in engine operator; do \
       mkdir -p "/out/$ws"; \
       cp -a "$ws/package.json" "$ws/bin" "$ws/dist" "/out/$ws/"; \

@@ -23,5 +23,5 @@ if (process.argv.includes('--kind')) {
   run('bash', [join(root, 'scripts', 'demo-kind.sh')]);
   process.exit(0);
 }
-const { runDemo } = await import('../operator/dist/demo/demo.js');
+const { runDemo } = await import('../testkit/dist/cluster/demo.js');
 await runDemo({ memberMiB: Number(process.env.DEMO_MEMBER_MIB ?? 256) });

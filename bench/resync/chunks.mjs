@@ -10,17 +10,8 @@ import { performance } from 'node:perf_hooks';
 import { importEngine } from '../lib/host.mjs';
 import { KiB } from '../lib/run.mjs';
 
-/** Deterministic PRNG (mulberry32), so a seed names the chunks written. */
-export function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The tests' seeded PRNG (mulberry32), so a seed names the chunks written.
+export { prng } from '@shadowset/testkit/prng';
 
 /** k consecutive chunk numbers from a random start. */
 export function pickRegion(n, k, rand) {

@@ -21,8 +21,8 @@ import { EngineError } from '../core/errors.js';
 import { HEADER_BYTES, MiB } from '../core/geometry.js';
 import { reachable, type MemberState } from '../core/member-state.js';
 import { systemClock } from '../ports/clock.js';
-import { prng } from '../itest/prng.js';
-import { blockData, SIM_BLOCK, SimDisk, SimModel } from '../itest/sim-world.js';
+import { prng } from '@shadowset/testkit/prng';
+import { blockData, SIM_BLOCK, SimDisk, SimModel } from '@shadowset/testkit/engine/sim-world';
 import { startShadowSet, type StartedSet } from './engine.js';
 
 const DATA = 2 * MiB; // 512 blocks, 32 chunks of 64 KiB

@@ -9,12 +9,11 @@ import { engineConfig } from './engine-config.js';
 import { refusalReason } from './engine-refusal.js';
 import { replaceReason } from './engine-pod-plan.js';
 import { hookRefusal } from './hooks-check.js';
-import { enginePod, memberServerPod, memberServerUri, DEVICE_DIR } from './pods.js';
+import { engineMemberFor } from './engine-members.js';
+import { enginePod, memberServerPod, memberServerUri } from './pods.js';
 import { exportService, internalSecretName, networkPolicy, policyFingerprint, setSecrets } from './set-objects.js';
 import { buildStatus } from './status.js';
 import type { Action, Observed, Plan } from './types.js';
-
-type EngineMember = EngineStatus['members'][number];
 
 const FAULT_RETURN_PACE_MS = 30_000;
 const MEMBER_SERVER_WAIT_MS = 60_000;
@@ -33,18 +32,6 @@ export function refusal(o: Observed, spec: ShadowSetSpec, members: MemberSpec[])
   }
   void spec;
   return null;
-}
-
-/** Find the engine's record of a spec member: by the id status remembers, else by where it is attached. */
-export function engineMemberFor(m: MemberSpec, o: Observed, eng: EngineStatus): EngineMember | undefined {
-  const id = o.previous.members?.find((x) => x.name === m.name)?.id;
-  if (id) {
-    const byId = eng.members.find((e) => e.id === id);
-    if (byId) return byId;
-  }
-  if (m.nbd) return eng.members.find((e) => e.path === m.nbd);
-  const ms = o.memberServers[m.name];
-  return eng.members.find((e) => e.path.endsWith(`${DEVICE_DIR}/${m.name}`) || (ms?.podIP !== undefined && e.path === memberServerUri(ms.podIP)));
 }
 
 /**

@@ -2,7 +2,7 @@
 import type { EngineStatus, MemberAnswer } from '@shadowset/engine/api';
 import { ConditionType, EventReason, Reason } from '../api/conditions.js';
 import type { Condition, ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
-import { engineMemberFor } from './planner.js';
+import { engineMemberFor } from './engine-members.js';
 import { exportSecretName } from './set-objects.js';
 import type { Action, Observed } from './types.js';
 
