@@ -76,12 +76,15 @@ function importBase(name) {
   });
 }
 
+// Workspaces that hold tests and their tooling only: their own dependencies never ship.
+const TEST_WORKSPACES = ['e2e', 'testkit'];
+
 /** Every package-lock entry a production install has: not dev-only, not a workspace link. */
 function productionPackages() {
   const lock = JSON.parse(readFileSync(join(repoRoot, 'package-lock.json'), 'utf8'));
   if (lock.lockfileVersion < 2) throw new Error('package-lock.json: lockfileVersion 2 or 3 expected');
   return Object.entries(lock.packages)
-    .filter(([path, p]) => path.includes('node_modules/') && !p.dev && !p.link && !path.startsWith('e2e/'))
+    .filter(([path, p]) => path.includes('node_modules/') && !p.dev && !p.link && !TEST_WORKSPACES.some((w) => path.startsWith(`${w}/`)))
     .map(([path]) => path);
 }
 

@@ -26,6 +26,6 @@ if (process.argv.includes('--kind')) {
   process.on('SIGTERM', () => child.kill('SIGTERM'));
   child.once('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
 } else {
-  const { runDemo } = await import('../operator/dist/demo/demo.js');
+  const { runDemo } = await import('../testkit/dist/cluster/demo.js');
   await runDemo({ memberMiB: Number(process.env.DEMO_MEMBER_MIB ?? 256) });
 }

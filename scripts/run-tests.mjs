@@ -39,7 +39,9 @@ function walk(dir, out) {
   return out;
 }
 const files = [];
-for (const ws of ['engine', 'operator', 'e2e', 'e2e/scenarios']) {
+// Every compiled tree that holds tests: the workspaces' dist/ (unit tests beside the code), the engine's
+// program tests (engine/itest), the testkit's own tests and the scenarios.
+for (const ws of ['engine', 'engine/itest', 'operator', 'e2e', 'e2e/scenarios', 'testkit']) {
   try {
     files.push(...walk(join(ws, 'dist'), []).filter((f) => patterns.some((p) => p.test(f))));
   } catch {

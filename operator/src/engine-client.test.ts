@@ -2,14 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { EngineClient } from './engine-client.js';
+import { EngineCallError, EngineClient, refusalCode } from './engine-client.js';
 
-/** An HTTP server answering GET /v1/status with `status` and `body`. */
+/** An HTTP server answering every request with `status` and `body` (JSON; a string is sent as it is). */
 async function answering(status: number, body: unknown): Promise<{ base: string; auth: (string | undefined)[]; close: () => Promise<void> }> {
   const auth: (string | undefined)[] = [];
   const srv = http.createServer((req, res) => {
     auth.push(req.headers.authorization);
-    res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    res.writeHead(status, { 'content-type': 'application/json' }).end(typeof body === 'string' ? body : JSON.stringify(body));
   });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   const { port } = srv.address() as AddressInfo;
@@ -44,5 +44,50 @@ test('every request carries the set\'s bearer token; a 401 is the engine\'s refu
     assert.deepEqual(s.auth, [`Bearer ${'k'.repeat(64)}`, `Bearer ${'k'.repeat(64)}`]);
   } finally {
     await s.close();
+  }
+});
+
+test('answers are validated by the engine\'s schemas: a well-formed one comes back typed, one off its schema is an error', async () => {
+  const t = (base: string) => ({ base, token: 't'.repeat(64) });
+  const good = await answering(200, { id: 'm1', state: 'Minicopy' });
+  try {
+    assert.deepEqual(await new EngineClient(2000).add(t(good.base), { location: '/dev/shadow/m1' }), { id: 'm1', state: 'Minicopy' });
+    assert.deepEqual(await new EngineClient(2000).return(t(good.base), { member: 'm1' }), { id: 'm1', state: 'Minicopy' });
+  } finally {
+    await good.close();
+  }
+  const cases: [string, unknown, (c: EngineClient, base: string) => Promise<unknown>][] = [
+    ['a state the engine does not have', { id: 'm1', state: 'Copying' }, (c, b) => c.add(t(b), { location: '/dev/shadow/m1' })],
+    ['no state', { id: 'm1' }, (c, b) => c.return(t(b), { member: 'm1' })],
+    ['a remove answer without its bitmap', { id: 'm1', state: 'Removed' }, (c, b) => c.remove(t(b), { member: 'm1' })],
+    ['a bitmap delete answer without deleted', {}, (c, b) => c.deleteBitmap(t(b), 'b1')],
+    ['settings without their fields', { maxCopies: 2 }, (c, b) => c.settings(t(b), { maxCopies: 2 })],
+  ];
+  for (const [what, body, call] of cases) {
+    const s = await answering(200, body);
+    try {
+      await assert.rejects(call(new EngineClient(2000), s.base), (e) => e instanceof EngineCallError && e.code === 'OP_ENGINE' && /off its schema/.test(e.message) && refusalCode(e) === null, what);
+    } finally {
+      await s.close();
+    }
+  }
+});
+
+test('an error answer is read by its code: a refusal carries the engine\'s code, a server error or a non-engine body does not', async () => {
+  const cases: [number, unknown, string | null][] = [
+    [409, { code: 'ENG_FOREIGN_DATA', message: 'holds data without shadow metadata' }, 'ENG_FOREIGN_DATA'],
+    [409, { code: 'ENG_BITMAP_REQUIRED', message: 'no usable write bitmap' }, 'ENG_BITMAP_REQUIRED'],
+    [502, { code: 'ENG_IO', message: 'member unreachable' }, null],
+    [409, { message: 'no code' }, null],
+  ];
+  for (const [status, body, code] of cases) {
+    const s = await answering(status, body);
+    try {
+      const e = await new EngineClient(2000).add({ base: s.base, token: 't'.repeat(64) }, { location: '/dev/shadow/m1' }).then(() => null, (x: unknown) => x);
+      assert.ok(e instanceof EngineCallError, JSON.stringify(body));
+      assert.equal(refusalCode(e), code, JSON.stringify(body));
+    } finally {
+      await s.close();
+    }
   }
 });

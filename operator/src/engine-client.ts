@@ -1,5 +1,13 @@
-/** The operator's client of an engine's control/status API (schemas owned by the engine). */
-import { statusSchema, type EngineStatus } from '@shadowset/engine/api';
+/**
+ * The operator's client of an engine's control/status API. Request bodies are typed by the engine's own
+ * schemas, and every answer is validated by them: a body the engine did not promise is an error here, not
+ * a value passed on.
+ */
+import {
+  deleteBitmapAnswerSchema, errorBodySchema, memberAnswerSchema, removeAnswerSchema, settingsAnswerSchema, statusSchema,
+  type AddMemberBody, type DeleteBitmapAnswer, type DeleteBitmapBody, type EngineStatus, type MemberAnswer, type RemoveAnswer,
+  type RemoveMemberBody, type ReturnMemberBody, type SettingsAnswer, type SettingsBody,
+} from '@shadowset/engine/api';
 import { OperatorError } from './kube/errors.js';
 
 /** An engine's HTTP API and the set's bearer token for it. */
@@ -10,10 +18,29 @@ export interface EngineTarget {
 
 export type EngineAnswer = { ok: true; status: EngineStatus } | { ok: false; code: string; message: string; unreachable: boolean };
 
+/** A schema of the engine's API (zod v3 there; only safeParse is used here). */
+interface AnswerSchema<T> {
+  safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } };
+}
+
+/** An engine error answer as the engine sends it: a stable code (ENG_…) and a message for people. */
+export type EngineErrorBody = { code: string; message: string };
+
+/** A call that did not succeed: unreachable, an error answer (`answer` holds it, if it was one), or an answer off its schema. */
+export class EngineCallError extends OperatorError {
+  constructor(code: 'OP_TRANSIENT' | 'OP_ENGINE' | 'OP_REFUSED', message: string, status: number, readonly answer: EngineErrorBody | null, options?: { cause?: unknown }) {
+    super(code, message, status, options);
+    this.name = 'EngineCallError';
+  }
+}
+
+const issues = (e: { issues: { path: PropertyKey[]; message: string }[] }) =>
+  e.issues.slice(0, 3).map((i) => `${i.path.map(String).join('.') || 'body'}: ${i.message}`).join('; ');
+
 export class EngineClient {
   constructor(private readonly timeoutMs = 5000) {}
 
-  private async call(t: EngineTarget, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+  private async call<T>(t: EngineTarget, method: 'GET' | 'POST', path: string, answer: AnswerSchema<T>, body?: unknown): Promise<T> {
     const base = t.base;
     let res: Response;
     try {
@@ -24,7 +51,7 @@ export class EngineClient {
         signal: AbortSignal.timeout(this.timeoutMs),
       });
     } catch (e) {
-      throw new OperatorError('OP_TRANSIENT', `engine at ${base} unreachable: ${(e as Error).message}`, 0, { cause: e });
+      throw new EngineCallError('OP_TRANSIENT', `engine at ${base} unreachable: ${(e as Error).message}`, 0, null, { cause: e });
     }
     const text = await res.text();
     let json: unknown = undefined;
@@ -34,46 +61,49 @@ export class EngineClient {
       json = { code: 'ENG_INTERNAL', message: text };
     }
     if (!res.ok) {
-      const b = (json ?? {}) as { code?: string; message?: string };
-      throw new OperatorError(res.status >= 500 ? 'OP_ENGINE' : 'OP_REFUSED', `${b.code ?? res.status}: ${b.message ?? text}`, res.status, { cause: b });
+      const e = errorBodySchema.safeParse(json);
+      const b = e.success ? e.data : null;
+      throw new EngineCallError(res.status >= 500 ? 'OP_ENGINE' : 'OP_REFUSED', `${b?.code ?? res.status}: ${b?.message ?? text}`, res.status, b);
     }
-    return json;
+    const a = answer.safeParse(json);
+    if (!a.success) throw new EngineCallError('OP_ENGINE', `engine at ${base} answered ${method} ${path} off its schema: ${issues(a.error)}`, res.status, null);
+    return a.data;
   }
 
   async status(t: EngineTarget): Promise<EngineAnswer> {
     try {
-      return { ok: true, status: statusSchema.parse(await this.call(t, 'GET', '/v1/status')) };
+      return { ok: true, status: await this.call(t, 'GET', '/v1/status', statusSchema) };
     } catch (e) {
-      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
       // Only an engine error code is the engine's answer. The engine listens before its routes exist (a
       // bad address must change nothing), so a start-up answers 404 NOT_FOUND for a moment: not a refusal.
-      const engineCode = cause?.code?.startsWith('ENG_') && cause.code !== 'ENG_SHUTTING_DOWN';
-      if (e instanceof OperatorError && e.status > 0 && engineCode) {
-        return { ok: false, code: cause?.code ?? 'ENG_INTERNAL', message: cause?.message ?? e.message, unreachable: false };
+      const answer = e instanceof EngineCallError && e.status > 0 ? e.answer : null;
+      if (answer && answer.code.startsWith('ENG_') && answer.code !== 'ENG_SHUTTING_DOWN') {
+        return { ok: false, code: answer.code, message: answer.message, unreachable: false };
       }
       return { ok: false, code: 'UNREACHABLE', message: (e as Error).message, unreachable: true };
     }
   }
 
-  add(t: EngineTarget, body: { location: string; noCopy?: boolean; confirmOverwrite?: boolean; readCost?: number; site?: string }): Promise<unknown> {
-    return this.call(t, 'POST', '/v1/members/add', body);
+  add(t: EngineTarget, body: AddMemberBody): Promise<MemberAnswer> {
+    return this.call(t, 'POST', '/v1/members/add', memberAnswerSchema, body);
   }
-  remove(t: EngineTarget, body: { member: string; minicopy: string; force?: boolean; reason?: string }): Promise<unknown> {
-    return this.call(t, 'POST', '/v1/members/remove', body);
+  remove(t: EngineTarget, body: RemoveMemberBody): Promise<RemoveAnswer> {
+    return this.call(t, 'POST', '/v1/members/remove', removeAnswerSchema, body);
   }
-  return(t: EngineTarget, body: { member: string; location?: string; minicopy?: string }): Promise<unknown> {
-    return this.call(t, 'POST', '/v1/members/return', body);
+  return(t: EngineTarget, body: ReturnMemberBody): Promise<MemberAnswer> {
+    return this.call(t, 'POST', '/v1/members/return', memberAnswerSchema, body);
   }
-  deleteBitmap(t: EngineTarget, id: string): Promise<unknown> {
-    return this.call(t, 'POST', '/v1/bitmaps/delete', { id });
+  deleteBitmap(t: EngineTarget, id: string): Promise<DeleteBitmapAnswer> {
+    const body: DeleteBitmapBody = { id };
+    return this.call(t, 'POST', '/v1/bitmaps/delete', deleteBitmapAnswerSchema, body);
   }
-  settings(t: EngineTarget, body: Record<string, unknown>): Promise<unknown> {
-    return this.call(t, 'POST', '/v1/settings', body);
+  settings(t: EngineTarget, body: SettingsBody): Promise<SettingsAnswer> {
+    return this.call(t, 'POST', '/v1/settings', settingsAnswerSchema, body);
   }
 }
 
 /** The code of an engine refusal (e.g. ENG_FOREIGN_DATA), if the error is one. */
 export function refusalCode(e: unknown): string | null {
-  if (!(e instanceof OperatorError) || e.code !== 'OP_REFUSED') return null;
-  return (e.cause as { code?: string } | undefined)?.code ?? null;
+  if (!(e instanceof EngineCallError) || e.code !== 'OP_REFUSED') return null;
+  return e.answer?.code ?? null;
 }

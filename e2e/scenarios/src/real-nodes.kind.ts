@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 import { waitFor } from '@shadowset/e2e';
-import { startClusterEnv, type BlockVolume, type ClusterEnv } from './env/cluster-env.js';
+import type { BlockVolume, ClusterEnv } from './env/cluster-env.js';
+import { startClusterEnv } from './env/start-env.js';
 import { NbdClient } from './support/nbd-client.js';
 import { ScenarioChain } from './support/scenario.js';
 import {

@@ -5,6 +5,9 @@ import { z } from 'zod/v3';
 /** Bounds of the member timeout (the manual's SHADOW_MBR_TMO), in seconds. */
 export const MEMBER_TIMEOUT_MIN_S = 1;
 export const MEMBER_TIMEOUT_MAX_S = 86400;
+/** The write-intent log's cap, in MiB of marked chunks (0: no cap). */
+export const INTENT_LOG_CAP_DEFAULT_MIB = 256;
+export const INTENT_LOG_CAP_MAX_MIB = 1024 * 1024;
 /** A throttle is 0 (unlimited) or at least this (one 64 KiB chunk a second). */
 export const MIN_THROTTLE_BYTES_PER_SECOND = 65536;
 const throttle = z.number().int().nonnegative().refine((v) => v === 0 || v >= MIN_THROTTLE_BYTES_PER_SECOND, `must be 0 (unlimited) or at least ${MIN_THROTTLE_BYTES_PER_SECOND}`);
@@ -23,6 +26,8 @@ export const addMemberSchema = z.strictObject({
   site: z.string().regex(/^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/, 'must be a label value (letters, digits, -, _, .; at most 63)').optional(),
 });
 export type AddMemberRequest = z.infer<typeof addMemberSchema>;
+/** What a client sends (fields with defaults may be left out). */
+export type AddMemberBody = z.input<typeof addMemberSchema>;
 
 export const removeMemberSchema = z.strictObject({
   /** Member id or location. */
@@ -34,6 +39,7 @@ export const removeMemberSchema = z.strictObject({
   reason: z.string().max(200).optional(),
 });
 export type RemoveMemberRequest = z.infer<typeof removeMemberSchema>;
+export type RemoveMemberBody = z.input<typeof removeMemberSchema>;
 
 export const returnMemberSchema = z.strictObject({
   member: z.string().min(1),
@@ -43,10 +49,13 @@ export const returnMemberSchema = z.strictObject({
   minicopy: minicopyPolicySchema.default('Optional'),
 });
 export type ReturnMemberRequest = z.infer<typeof returnMemberSchema>;
+export type ReturnMemberBody = z.input<typeof returnMemberSchema>;
 
 export const deleteBitmapSchema = z.strictObject({ id: z.string().min(1) });
+export type DeleteBitmapBody = z.input<typeof deleteBitmapSchema>;
 
 export const mergeSchema = z.strictObject({ full: z.boolean().default(false) });
+export type MergeBody = z.input<typeof mergeSchema>;
 
 export const settingsSchema = z.strictObject({
   /** null: alternate between full members; "master": the first full member; else a member id. */
@@ -59,6 +68,7 @@ export const settingsSchema = z.strictObject({
   minicopyPolicy: minicopyPolicySchema.optional(),
 });
 export type SettingsRequest = z.infer<typeof settingsSchema>;
+export type SettingsBody = z.input<typeof settingsSchema>;
 
 export const bitmapStatusSchema = z.object({
   id: z.string(),

@@ -1,10 +1,17 @@
 /** Schemas of the engine's control/status API: the only engine module the operator imports. */
 // zod's v3 API, for the engine's start-up time: see the note in ../core/scb.ts.
 import { z } from 'zod/v3';
-import { bitmapStatusSchema } from './control.js';
+import { memberStates, type MemberState } from '../core/scb.js';
+import { bitmapStatusSchema, minicopyPolicySchema } from './control.js';
 
-export const memberStateSchema = z.enum(['InSync', 'FullCopy', 'Minicopy', 'Merging', 'Removed', 'Faulted']);
-export type MemberStateApi = z.infer<typeof memberStateSchema>;
+// The member states are declared once, with the metadata that records them; the API and the operator use these.
+export { memberStates, type MemberState };
+export const memberStateSchema = z.enum(memberStates);
+export type MemberStateApi = MemberState;
+
+/** The states in which a member takes the set's writes (full members and copy targets); the others have left the set. */
+export const writableMemberStates = ['InSync', 'FullCopy', 'Minicopy', 'Merging'] as const satisfies readonly MemberState[];
+export const isWritableState = (s: MemberState): boolean => (writableMemberStates as readonly MemberState[]).includes(s);
 
 export const memberCountersSchema = z.object({
   reads: z.number(),
@@ -62,6 +69,10 @@ export const statusSchema = z.object({
     pages: z.number().default(0),
     persistMs: z.number().default(0),
     cleared: z.number().default(0),
+    /** The cap on marked chunks (0: none), and how often and how many bits were cleared to keep it. */
+    capChunks: z.number().default(0),
+    evictions: z.number().default(0),
+    evicted: z.number().default(0),
   }),
   settings: z.object({
     copySource: z.string().nullable(),
@@ -69,7 +80,7 @@ export const statusSchema = z.object({
     mergeBytesPerSecond: z.number(),
     maxCopies: z.number(),
     /** Whether a failing member gets a write bitmap. */
-    minicopyPolicy: z.enum(['Required', 'Optional', 'Never']).default('Optional'),
+    minicopyPolicy: minicopyPolicySchema.default('Optional'),
   }),
   export: z.object({ name: z.string(), socket: z.string().nullable(), tcp: z.string().nullable() }),
   nbd: z.object({

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isEngineError } from '../core/errors.js';
-import { parseHostPort, parseMember, parseServeArgs } from './args.js';
+import { parseHostPort, parseMember, parseServeArgs, parseServeDeviceArgs } from './args.js';
 
 test('serve arguments parse, with loopback as the default host', () => {
   const a = parseServeArgs(['--member', 'a.img', '--member', 'nbd://h:1234/x', '--socket', 's', '--listen', '10809', '--member-timeout', '2.5']);
@@ -48,4 +48,24 @@ test('settings have sane bounds: member timeout 1 s to a day, throttles 0 or at 
   const a = parseServeArgs([...base, '--site', 'zone-a', '--keep-removed', '--state-file', '/run/x', '--min-generation', '7']);
   assert.deepEqual([a.site, a.keepRemoved, a.stateFile, a.minGeneration], ['zone-a', true, '/run/x', 7]);
   assert.throws(() => parseServeArgs([...base, '--site', 'a,b']), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
+});
+
+test('serve-device arguments: a listener off loopback needs a PSK file; nothing is read while parsing', () => {
+  assert.deepEqual(parseServeDeviceArgs(['--device', '/d', '--listen', '10810']), { device: '/d', listen: { host: '127.0.0.1', port: 10810 }, exportName: 'member', pskFile: null });
+  const remote = parseServeDeviceArgs(['--device', '/d', '--listen', '10.1.2.3:10810', '--psk-file', '/no/such/file']);
+  assert.deepEqual([remote.listen, remote.pskFile], [{ host: '10.1.2.3', port: 10810 }, '/no/such/file']);
+  for (const bad of [['--device', '/d'], ['--listen', '1'], ['--device', '/d', '--listen', '10.1.2.3:10810'], ['--device', '/d', '--listen', '1', '--psk', 'x']]) {
+    assert.throws(() => parseServeDeviceArgs(bad), bad.join(' '));
+  }
+  assert.throws(() => parseServeDeviceArgs(['--device', '/d', '--listen', '10.1.2.3:10810']), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
+});
+
+test('the write-intent log cap: 256 MiB by default, 0 for none, whole MiB up to 1 TiB, anything else refused', () => {
+  const base = ['--member', 'a.img', '--socket', 's'];
+  assert.equal(parseServeArgs(base).intentLogCapBytes, 256 * 1024 * 1024);
+  assert.equal(parseServeArgs([...base, '--intent-log-cap-mib', '0']).intentLogCapBytes, 0);
+  assert.equal(parseServeArgs([...base, '--intent-log-cap-mib', '1048576']).intentLogCapBytes, 1024 ** 4);
+  for (const bad of ['-1', '1.5', '1048577', 'lots', '']) {
+    assert.throws(() => parseServeArgs([...base, `--intent-log-cap-mib=${bad}`]), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT') && /intent-log-cap-mib/.test((e as Error).message), bad);
+  }
 });

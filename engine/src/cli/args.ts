@@ -1,9 +1,9 @@
 import { parseArgs } from 'node:util';
 import { EngineError } from '../core/errors.js';
 import type { MemberSpec } from '../runtime/engine.js';
-import type { ResyncSettings } from '../runtime/resync.js';
-import { MEMBER_TIMEOUT_MAX_S, MEMBER_TIMEOUT_MIN_S, MIN_THROTTLE_BYTES_PER_SECOND } from '../api/control.js';
-import { parseSecurityArgs, SECURITY_OPTIONS, type SecurityArgs } from './security-args.js';
+import type { ResyncSettings } from '../runtime/resync-job.js';
+import { INTENT_LOG_CAP_DEFAULT_MIB, INTENT_LOG_CAP_MAX_MIB, MEMBER_TIMEOUT_MAX_S, MEMBER_TIMEOUT_MIN_S, MIN_THROTTLE_BYTES_PER_SECOND } from '../api/control.js';
+import { isLoopbackHost, parseSecurityArgs, SECURITY_OPTIONS, type HostPort, type SecurityArgs } from './security-args.js';
 
 export interface ServeArgs extends SecurityArgs {
   members: MemberSpec[];
@@ -19,6 +19,8 @@ export interface ServeArgs extends SecurityArgs {
   include: boolean;
   holdOnFailure: boolean;
   intentIdlePasses: number;
+  /** Most bytes of chunks the write-intent log marks at once (0: no cap). */
+  intentLogCapBytes: number;
   faultPolicy: 'Required' | 'Optional' | 'Never';
   /** Throttles in force from the start (a merge after a crash runs before anyone can ask by API). */
   resync: Partial<ResyncSettings>;
@@ -31,7 +33,7 @@ export interface ServeArgs extends SecurityArgs {
 export const USAGE = `usage: shadow-engine serve --member <file|device|nbd-uri> [--member ...] --socket <path>
                            [--listen <host:port>] [--http <host:port>] [--export-name <name>]
                            [--member-timeout <seconds>] [--overwrite] [--include] [--hold-on-failure]
-                           [--minicopy-policy Required|Optional|Never] [--intent-idle-seconds 5]
+                           [--minicopy-policy Required|Optional|Never] [--intent-idle-seconds 5] [--intent-log-cap-mib 256]
                            [--log-level <level>] [--site <zone>] [--keep-removed] [--state-file <path>]
                            [--min-generation <n>]
                            [--copy-bytes-per-second <n>] [--merge-bytes-per-second <n>] [--max-copies <n>]
@@ -99,6 +101,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
       include: { type: 'boolean', default: false },
       'hold-on-failure': { type: 'boolean', default: false },
       'intent-idle-seconds': { type: 'string', default: '5' },
+      'intent-log-cap-mib': { type: 'string', default: String(INTENT_LOG_CAP_DEFAULT_MIB) },
       ...SECURITY_OPTIONS,
       'minicopy-policy': { type: 'string', default: 'Optional' },
       'log-level': { type: 'string', default: 'info' },
@@ -121,6 +124,10 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   const idle = Number(values['intent-idle-seconds']);
   if (!Number.isInteger(idle) || idle < 1 || idle > 3600) {
     throw new EngineError('ENG_INVALID_ARGUMENT', '--intent-idle-seconds must be a whole number of seconds, 1..3600');
+  }
+  const cap = values['intent-log-cap-mib']!;
+  if (!/^\d+$/.test(cap) || Number(cap) > INTENT_LOG_CAP_MAX_MIB) {
+    throw new EngineError('ENG_INVALID_ARGUMENT', `--intent-log-cap-mib must be a whole number of MiB, 0 (no cap) to ${INTENT_LOG_CAP_MAX_MIB}, got '${cap}'`);
   }
   const tmo = Number(values['member-timeout']);
   if (!Number.isFinite(tmo) || tmo < MEMBER_TIMEOUT_MIN_S || tmo > MEMBER_TIMEOUT_MAX_S) {
@@ -162,6 +169,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     include: values.include!,
     holdOnFailure: values['hold-on-failure']!,
     intentIdlePasses: idle,
+    intentLogCapBytes: Number(cap) * 1024 * 1024,
     faultPolicy: policy,
     resync,
     ...(values.site !== undefined ? { site: parseSite(values.site, '--site') } : {}),
@@ -169,4 +177,30 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     ...(values['state-file'] ? { stateFile: values['state-file'] } : {}),
     ...(values['min-generation'] !== undefined ? { minGeneration: count('min-generation', 0, Number.MAX_SAFE_INTEGER)! } : {}),
   };
+}
+
+export interface ServeDeviceArgs {
+  device: string;
+  listen: HostPort;
+  exportName: string;
+  /** identity:hexkey file: TLS-PSK is then required of every client. */
+  pskFile: string | null;
+}
+
+/** `serve-device` arguments. Pure: nothing is read or opened, so a bad argument changes nothing. */
+export function parseServeDeviceArgs(argv: string[]): ServeDeviceArgs {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      device: { type: 'string' }, listen: { type: 'string' }, 'export-name': { type: 'string', default: 'member' }, 'log-level': { type: 'string' },
+      'psk-file': { type: 'string' },
+    },
+    strict: true,
+  });
+  if (!values.device || !values.listen) throw new EngineError('ENG_INVALID_ARGUMENT', '--device and --listen are required');
+  const listen = parseHostPort(values.listen, '--listen');
+  if (!values['psk-file'] && !isLoopbackHost(listen.host)) {
+    throw new EngineError('ENG_INVALID_ARGUMENT', `--listen ${listen.host}:${listen.port} is not a loopback address: serving a device there needs --psk-file`);
+  }
+  return { device: values.device, listen, exportName: values['export-name']!, pskFile: values['psk-file'] ?? null };
 }

@@ -1,8 +1,8 @@
 import { pino } from 'pino';
 import { errorMessage, isEngineError } from '../core/errors.js';
 import { systemClock } from '../ports/clock.js';
-import { openBackend } from '../runtime/open-backend.js';
-import { runEngine } from '../runtime/daemon.js';
+import { openBackend } from './open-backend.js';
+import { runEngine } from './daemon.js';
 import { parseServeArgs, USAGE, type ServeArgs } from './args.js';
 import { readControlToken } from './security-args.js';
 import { serveDevice, SERVE_DEVICE_USAGE } from './serve-device.js';

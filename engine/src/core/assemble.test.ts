@@ -123,3 +123,18 @@ test('keepRemoved: a member the newest record lists as Removed stays out even wh
   const joined = assemble(probes, opts);
   assert.deepEqual(joined.members.map((m) => [m.id, m.role]), [['a', 'source'], ['b', 'target']]);
 });
+
+test('a member that recorded its own departure before the others did: the set\'s record is one of a member in the set, and unclean wins', () => {
+  // b was leaving: its own record (same generation) lists itself Removed and says clean; a crash came
+  // before a and c recorded the departure (their record: b InSync, not clean).
+  const running: [string, 'InSync'][] = [['a', 'InSync'], ['b', 'InSync'], ['c', 'InSync']];
+  const leaving: [string, 'InSync' | 'Removed'][] = [['a', 'InSync'], ['b', 'Removed'], ['c', 'InSync']];
+  const p = assemble([
+    probe('b', scb('b', 9, leaving, { clean: true })),
+    probe('a', scb('a', 9, running, { clean: false })),
+    probe('c', scb('c', 9, running, { clean: false })),
+  ], opts);
+  assert.equal(p.unclean, true, 'the others crashed with writes in flight: a merge is owed');
+  assert.equal(p.reference?.memberId, 'a');
+  assert.deepEqual(p.members.map((m) => [m.id, m.role]), [['b', 'source'], ['a', 'source'], ['c', 'source']]);
+});

@@ -7,6 +7,7 @@
 import { EngineError } from './errors.js';
 import type { DecodedSlot, MemberState, Scb, ScbMember } from './scb.js';
 import { chunkSizeFor, MAX_MEMBERS, usableBytes } from './geometry.js';
+import { isWritable } from './member-state.js';
 
 export interface MemberProbe {
   path: string;
@@ -102,7 +103,12 @@ export function assemble(probes: MemberProbe[], opts: AssembleOptions): Assembly
   const family = ours.filter((p) => p.scb.scb.setId === setId);
   const maxGen = Math.max(...family.map((p) => p.scb.scb.generation));
   const newest = family.filter((p) => p.scb.scb.generation === maxGen);
-  const ref = newest[0]!.scb.scb;
+  // Records of one generation may differ: a member that was leaving wrote its own departure (it lists
+  // itself Removed, and clean) before the others recorded it. The set's record is one written by a member
+  // that was in the set at that generation; and the stop was clean only if every such record says so.
+  const inSet = (s: Scb) => s.members.some((x) => x.id === s.memberId && isWritable(x.state));
+  const ref = (newest.find((p) => inSet(p.scb.scb)) ?? newest[0]!).scb.scb;
+  const unclean = newest.some((p) => !p.scb.scb.clean);
   const size = ref.size;
   const chunkSize = ref.chunkSize;
   // The first entry per id counts: records written before a fix could list a returned member twice,
@@ -156,7 +162,7 @@ export function assemble(probes: MemberProbe[], opts: AssembleOptions): Assembly
   const missing = ref.members.filter((m) => !present.has(m.id));
   return {
     created: false, setId, size, chunkSize, generation: maxGen + 1, members: attached, away: members.filter((m) => m.role === 'away'), missing,
-    unclean: !ref.clean, reference: ref,
+    unclean, reference: ref,
   };
 }
 

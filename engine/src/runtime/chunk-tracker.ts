@@ -3,12 +3,20 @@
  * that depends on them. A chunk newly marked dirty costs one batched metadata write (with FUA) on every
  * member that stays; writes to chunks already marked cost nothing. Intent bits are cleared lazily, only
  * after the members were flushed with no write to the chunk in flight.
+ *
+ * The log has a cap (chunks marked at once): a workload spread over the whole unit would otherwise keep
+ * every group marked, and the merge after a crash would be a full one. When a new mark takes the log over
+ * its cap, the least recently written groups with no write in flight are cleared (after a flush) down
+ * to 7/8 of it before that write goes on, so the flushes are shared by many new marks. The new mark
+ * itself is recorded at once, like any other: the cap is a bound on the next merge, never a reason to
+ * issue a write whose chunk is not yet marked on the members.
  */
 import type { Logger } from 'pino';
 import { ChunkBitmap, PAGE_BYTES } from '../core/chunk-bitmap.js';
 import { EngineError, errorMessage } from '../core/errors.js';
 import { bitmapSlotOffset, chunkCount, chunksOf, INTENT_LOG_OFFSET, BITMAP_SLOTS } from '../core/geometry.js';
 import type { BitmapDescriptor } from '../core/scb.js';
+import type { Clock } from '../ports/clock.js';
 import type { Member } from './member.js';
 
 export interface WriteBitmap {
@@ -19,9 +27,17 @@ export interface WriteBitmap {
 export interface TrackerHost {
   /** Members that hold the intent log and bitmaps: every writable member. */
   metadataMembers(): Member[];
-  /** Called when a member failed a metadata write. */
-  memberFailed(m: Member, why: string): Promise<void>;
+  /**
+   * Called when a member failed a metadata write: it leaves the writable members at once. Not awaited:
+   * its departure is recorded by a membership round (which itself writes pending pages first), and the
+   * writes that depend on it wait for that record before they are acknowledged.
+   */
+  memberFailed(m: Member, why: string): void;
   log: Logger;
+  /** For the time spent in metadata writes (monotonic). */
+  clock: Clock;
+  /** Make every writable member's data durable (before intent bits are cleared to keep the cap). */
+  flush(): Promise<void>;
 }
 
 export class ChunkTracker {
@@ -37,6 +53,13 @@ export class ChunkTracker {
   pinned: ChunkBitmap | null = null;
   private nextBatch: Promise<void> | null = null;
   private current: Promise<void> | null = null;
+  /** Most chunks marked at once (0: no cap); see the top of this file. */
+  capChunks = 0;
+  /** A write counter, and the counter's value at each group's latest write (least recently written first). */
+  private writes = 0;
+  private readonly groupWrite: Float64Array;
+  private evicting: Promise<void> | null = null;
+  private capWarned = false;
 
   /**
    * Chunks marked together in the intent log. A write marks its chunk's whole group, so a workload
@@ -50,6 +73,12 @@ export class ChunkTracker {
     this.chunks = chunkCount(size, chunkSize);
     this.wil = new ChunkBitmap(this.chunks);
     this.lastWrite = new Uint32Array(this.chunks);
+    this.groupWrite = new Float64Array(Math.ceil(this.chunks / this.intentGroup));
+  }
+
+  /** The cap in bytes of marked chunks (0: none); at least one group. */
+  setCap(bytes: number): void {
+    this.capChunks = bytes <= 0 ? 0 : Math.max(this.intentGroup, Math.floor(bytes / this.chunkSize));
   }
 
   /**
@@ -59,19 +88,85 @@ export class ChunkTracker {
   begin(offset: number, length: number): Promise<void> | null {
     const [first, last] = chunksOf(offset, length, this.chunkSize);
     let fresh = false;
+    let marked = false;
+    const seq = ++this.writes;
     for (let c = first; c <= last; c++) {
       this.inflight.set(c, (this.inflight.get(c) ?? 0) + 1);
       this.lastWrite[c] = this.epoch;
+      this.groupWrite[Math.floor(c / this.intentGroup)] = seq;
       if (this.intentEnabled && !this.wil.has(c)) {
         // Mark the chunk's whole group: neighbours written next need no metadata write of their own.
         const g0 = c - (c % this.intentGroup);
         const g1 = Math.min(g0 + this.intentGroup, this.chunks);
-        for (let g = g0; g < g1; g++) if (this.wil.set(g)) fresh = true;
+        for (let g = g0; g < g1; g++) if (this.wil.set(g)) fresh = marked = true;
       }
       for (const b of this.bitmaps.values()) if (c < b.map.chunks && b.map.set(c)) fresh = true;
     }
-    if (fresh) return this.schedule();
-    return this.nextBatch ?? this.current;
+    if (!fresh) return this.nextBatch ?? this.current;
+    // A bit set in memory is always in a batch already scheduled: a later write to the same chunk finds
+    // it set and waits only for the pending batch, so that batch must carry it.
+    const batch = this.schedule();
+    // Over the cap: this write also waits while older groups are cleared, so writers cannot outrun it.
+    if (marked && this.capChunks > 0 && this.wil.count > this.capChunks) return Promise.all([batch, this.makeRoom()]).then(() => undefined);
+    return batch;
+  }
+
+  /**
+   * Bring the log back under its cap if it went over while every marked group was busy (the set's
+   * periodic pass calls this), and record the result.
+   */
+  async keepCap(): Promise<void> {
+    if (this.capChunks === 0 || this.wil.count <= this.capChunks) return;
+    await this.makeRoom();
+  }
+
+  /** One eviction at a time; writes that go over the cap meanwhile wait for the same one. */
+  private makeRoom(): Promise<void> {
+    // The cap is a bound on the next merge, not a condition of writing: a failed eviction (a flush that
+    // failed) clears nothing, and the writes go on.
+    this.evicting ??= this.evict()
+      .catch((e: unknown) => this.host.log.warn({ event: 'IntentLogCapFailed', err: errorMessage(e) }, 'could not clear groups to keep the write-intent log\'s cap'))
+      .finally(() => (this.evicting = null));
+    return this.evicting;
+  }
+
+  /**
+   * Clear the least recently written groups with no write in flight (and not pinned by a merge) until
+   * the log is at 7/8 of its cap, after a flush made their data durable on every member. If every marked
+   * group is busy, the log stays over its cap for now (writes are never held back by it).
+   */
+  private async evict(): Promise<void> {
+    const target = Math.floor((this.capChunks * 7) / 8);
+    const busy = (g0: number) => {
+      for (let c = g0; c < Math.min(g0 + this.intentGroup, this.chunks); c++) if (this.inflight.has(c) || this.pinned?.has(c)) return true;
+      return false;
+    };
+    const marked = new Set<number>();
+    for (const c of this.wil.list()) marked.add(c - (c % this.intentGroup));
+    const idle = [...marked].filter((g0) => !busy(g0)).sort((a, b) => this.groupWrite[a / this.intentGroup]! - this.groupWrite[b / this.intentGroup]!);
+    const chosen: { g0: number; seq: number }[] = [];
+    let after = this.wil.count;
+    for (const g0 of idle) {
+      if (after <= target) break;
+      chosen.push({ g0, seq: this.groupWrite[g0 / this.intentGroup]! });
+      for (let c = g0; c < Math.min(g0 + this.intentGroup, this.chunks); c++) if (this.wil.has(c)) after--;
+    }
+    if (chosen.length === 0) {
+      if (!this.capWarned) this.host.log.warn({ event: 'IntentLogOverCap', marked: this.wil.count, cap: this.capChunks }, 'the write-intent log is over its cap: every marked group has a write in flight');
+      this.capWarned = true;
+      return;
+    }
+    await this.host.flush();
+    let n = 0;
+    for (const { g0, seq } of chosen) {
+      // Written again (or being written) since it was chosen: its data may not be on every member yet.
+      if (this.groupWrite[g0 / this.intentGroup] !== seq || busy(g0)) continue;
+      for (let c = g0; c < Math.min(g0 + this.intentGroup, this.chunks); c++) if (this.wil.clear(c)) n++;
+    }
+    this.stats.evicted += n;
+    this.stats.evictions++;
+    this.capWarned = false;
+    if (n > 0) await this.schedule();
   }
 
   end(offset: number, length: number): void {
@@ -129,16 +224,16 @@ export class ChunkTracker {
   }
 
   /** Metadata writes made for the log and bitmaps, and the time spent in them. */
-  readonly stats = { persists: 0, pages: 0, persistMs: 0, cleared: 0 };
+  readonly stats = { persists: 0, pages: 0, persistMs: 0, cleared: 0, evictions: 0, evicted: 0 };
 
   private async writeDirty(): Promise<void> {
     const pages = this.metadataPages((m) => m.takeDirtyPages());
     if (pages.length === 0) return;
-    const t0 = Date.now();
+    const t0 = this.host.clock.monotonic();
     await this.writePages(this.host.metadataMembers(), pages);
     this.stats.persists++;
     this.stats.pages += pages.length;
-    this.stats.persistMs += Date.now() - t0;
+    this.stats.persistMs += this.host.clock.monotonic() - t0;
   }
 
   /**
@@ -165,7 +260,7 @@ export class ChunkTracker {
         continue;
       }
       this.host.log.error({ event: 'MetadataWriteFailed', member: members[i]!.id, err: errorMessage(r.reason) }, 'intent log / bitmap write failed');
-      await this.host.memberFailed(members[i]!, `metadata write failed: ${errorMessage(r.reason)}`);
+      this.host.memberFailed(members[i]!, `metadata write failed: ${errorMessage(r.reason)}`);
     }
     if (okFull === 0 && members.some((m) => m.isFull)) {
       throw new EngineError('ENG_NO_FULL_MEMBER', 'the write-intent log could not be recorded on any full member');

@@ -4,23 +4,23 @@
  * satisfied request is a no-op. Each validates before it writes anything.
  */
 import { randomUUID } from 'node:crypto';
-import { hostname } from 'node:os';
+import type { DeleteBitmapAnswer, MemberAnswer, MergeAnswer, RemoveAnswer } from '../api/answers.js';
 import type { AddMemberRequest, BitmapStatus, RemoveMemberRequest, ReturnMemberRequest, SettingsRequest } from '../api/control.js';
-import { ChunkBitmap } from '../core/chunk-bitmap.js';
 import { EngineError, errorMessage } from '../core/errors.js';
+import { chooseReturn } from '../core/member-state.js';
 import { MAX_MEMBERS, usableBytes } from '../core/geometry.js';
 import type { MemberState, Scb } from '../core/scb.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 import { Member } from './member.js';
 import { probeMember, writeScb } from './metadata.js';
-import { bitmapList, rangeList, ResyncJob } from './resync.js';
+import { bitmapList, rangeList } from './chunk-lists.js';
+import { ResyncJob } from './resync-job.js';
 import type { ShadowSet } from './shadow-set.js';
 
 export class Control {
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly set: ShadowSet, private readonly open: (location: string) => Promise<BlockBackend>) {
-    set.onJobFinished = (job, ok, why) => this.jobFinished(job, ok, why);
   }
 
   private serial<T>(f: () => Promise<T>): Promise<T> {
@@ -35,7 +35,7 @@ export class Control {
 
   // ---------------- add ----------------
 
-  addMember(req: AddMemberRequest): Promise<{ id: string; state: string }> {
+  addMember(req: AddMemberRequest): Promise<MemberAnswer> {
     return this.serial(async () => {
       const s = this.set;
       const existing = this.find(req.location);
@@ -114,21 +114,21 @@ export class Control {
     }
     s.admit(m, o.replace);
     const job = makeJob?.() ?? null;
-    if (job?.mode === 'Minicopy') s.resync.add(job);
+    if (job?.mode === 'Minicopy') s.beginCopy(job);
     await s.tracker.writeAllTo([m]);
     await s.persistMembership();
-    if (job && job.mode !== 'Minicopy') s.resync.add(job);
+    if (job && job.mode !== 'Minicopy') s.beginCopy(job);
     return entered;
   }
 
   // ---------------- remove ----------------
 
-  removeMember(req: RemoveMemberRequest): Promise<{ id: string; bitmap: string | null; state: string }> {
+  removeMember(req: RemoveMemberRequest): Promise<RemoveAnswer> {
     return this.serial(async () => {
       const s = this.set;
       const m = this.find(req.member);
       if (!m) throw new EngineError('ENG_NOT_FOUND', `no member ${req.member}`);
-      if (!m.isWritable) return { id: m.id, bitmap: s.tracker.descriptors().find((d) => d.member === m.id)?.id ?? null, state: m.state };
+      if (!m.isWritable) return { id: m.id, bitmap: s.bitmapOf(m.id)?.desc.id ?? null, state: m.state };
       if (m.isFull && s.members.filter((x) => x.isFull).length === 1) {
         throw new EngineError('ENG_LAST_FULL_MEMBER', `${m.location} is the last full member; removing it would lose the data`);
       }
@@ -152,19 +152,14 @@ export class Control {
       const release = await s.locks.acquire(0, s.size);
       let bitmapId: string | null = null;
       try {
+        // Everything before this removal is recorded on the members that stay first: the leaving member's
+        // own record below must never be newer than theirs (a crash would then find only a Removed member
+        // at the newest generation, and the set would refuse to start).
+        await s.persistMembership();
+        // Its own record could not be written: it has left already, as Faulted.
+        if (!m.isWritable) return { id: m.id, bitmap: s.bitmapOf(m.id)?.desc.id ?? null, state: m.state };
         const leftAt = s.generation;
-        if (wantBitmap) {
-          bitmapId = randomUUID();
-          const map = new ChunkBitmap(s.tracker.chunks);
-          map.touchAll();
-          s.tracker.bitmaps.set(bitmapId, {
-            desc: {
-              id: bitmapId, member: m.id, slot: slot!, chunkSize: s.chunkSize, coveredBytes: s.size,
-              createdAt: new Date().toISOString(), generation: leftAt, masterNode: process.env.NODE_NAME ?? hostname(),
-            },
-            map,
-          });
-        }
+        if (wantBitmap) bitmapId = s.newBitmap(m.id, slot!, leftAt);
         // The leaving member keeps a record that its data is complete as of this generation — if its
         // flush worked. If not, what it holds may never have reached its disk: it leaves as Faulted, its
         // record says its data is not complete, and no bitmap is kept (its return is a full copy).
@@ -178,14 +173,14 @@ export class Control {
           failure ||= `its own record could not be written while leaving: ${errorMessage(e)}`;
         });
         if (failure && bitmapId) {
-          s.tracker.bitmaps.delete(bitmapId);
+          s.dropBitmap(bitmapId);
           refusal = failure;
           bitmapId = null;
         }
         await s.removeMember(m, failure ? 'Faulted' : 'Removed', failure || (req.reason ?? (wantBitmap ? `removed with write bitmap ${bitmapId}` : 'removed')));
         if (m.isWritable) {
           // Another member faulted meanwhile and this one is now the last full member: it stays.
-          if (bitmapId) s.tracker.bitmaps.delete(bitmapId);
+          if (bitmapId) s.dropBitmap(bitmapId);
           throw new EngineError('ENG_LAST_FULL_MEMBER', `${m.location} is now the last full member; it stays in the set`);
         }
         if (bitmapId) await s.tracker.persist();
@@ -200,11 +195,11 @@ export class Control {
 
   // ---------------- return ----------------
 
-  returnMember(req: ReturnMemberRequest): Promise<{ id: string; state: string }> {
+  returnMember(req: ReturnMemberRequest): Promise<MemberAnswer> {
     return this.serial(() => this.returnLocked(req));
   }
 
-  private async returnLocked(req: ReturnMemberRequest): Promise<{ id: string; state: string }> {
+  private async returnLocked(req: ReturnMemberRequest): Promise<MemberAnswer> {
     const s = this.set;
     const attached = this.find(req.member);
     const former = attached ? undefined : s.formerMember(req.member);
@@ -212,7 +207,7 @@ export class Control {
     if (attached?.isWritable) return { id: attached.id, state: attached.state };
     const old = attached ?? { id: former!.id, location: former!.path, readCost: 1, site: '' };
     const location = req.location ?? old.location;
-    const bm = [...s.tracker.bitmaps.values()].find((b) => b.desc.member === old.id);
+    const bm = s.bitmapOf(old.id);
     const backend = await this.open(location);
     try {
       const probe = await probeMember(backend);
@@ -227,23 +222,26 @@ export class Control {
         throw new EngineError('ENG_FOREIGN_DATA', `${location} no longer holds this set's metadata; add it with confirmOverwrite instead`);
       }
       if (usableBytes(backend.size) < s.size) throw new EngineError('ENG_MEMBER_TOO_SMALL', `${location} is too small for the set`);
-      // Usable only if the member is as it left: its own record has the bitmap's generation and says its
-      // data was complete then (a member whose flush failed while leaving says it was not).
-      const usable = bm && d.kind === 'ok' && d.scb.generation === bm.desc.generation && d.scb.dataValid && bm.desc.chunkSize === s.chunkSize;
+      // A minicopy only if the member is as it left (core/member-state.ts: chooseReturn).
+      const choice = chooseReturn({
+        setId: s.setId, memberId: old.id, chunkSize: s.chunkSize,
+        record: d.kind === 'ok' ? d.scb : null, bitmap: bm ? bm.desc : null,
+      });
+      const usable = choice.mode === 'Minicopy' && bm !== undefined;
       if (!usable && req.minicopy === 'Required') {
-        throw new EngineError('ENG_BITMAP_REQUIRED', bm ? `write bitmap ${bm.desc.id} does not match ${location} (it changed after it left)` : `no write bitmap exists for ${old.id}; a full copy would be needed`);
+        throw new EngineError('ENG_BITMAP_REQUIRED', bm ? `write bitmap ${bm.desc.id} does not match ${location}: ${choice.why}` : `no write bitmap exists for ${old.id}; a full copy would be needed`);
       }
       const m = new Member(old.id, backend, usable ? 'Minicopy' : 'FullCopy', old.readCost, old.site);
       m.scbSeq = probe.seq;
       let makeJob: () => ResyncJob;
       if (usable) {
-        for (let c = bm.map.chunks; c < s.tracker.chunks; c++) bm.map.set(c); // the set grew past the bitmap
+        s.coverWholeUnit(bm); // the set may have grown past what the bitmap covers
         m.reason = `returning with write bitmap ${bm.desc.id}`;
         // The chunk list is taken when the member is admitted (see join), not now.
         makeJob = () => new ResyncJob('Minicopy', m, bitmapList(bm.map), s.resync.hostRef, s.resync.settings.copyBytesPerSecond, bm.desc.id);
       } else {
-        if (bm) s.tracker.bitmaps.delete(bm.desc.id);
-        m.reason = bm ? 'bitmap unusable: full copy' : 'no write bitmap: full copy';
+        if (bm) s.dropBitmap(bm.desc.id);
+        m.reason = bm ? `bitmap unusable (${choice.why}): full copy` : 'no write bitmap: full copy';
         makeJob = () => new ResyncJob('FullCopy', m, rangeList(0, s.tracker.chunks), s.resync.hostRef, s.resync.settings.copyBytesPerSecond);
       }
       let job: ResyncJob | null = null;
@@ -273,35 +271,17 @@ export class Control {
     });
   }
 
-  deleteBitmap(id: string): Promise<{ deleted: boolean }> {
-    return this.serial(async () => {
-      const s = this.set;
-      const b = s.tracker.bitmaps.get(id);
-      if (!b) return { deleted: false };
-      if (s.resync.jobs.some((j) => j.bitmapId === id)) {
-        throw new EngineError('ENG_CONFLICT', `write bitmap ${id} is in use by a running minicopy`);
-      }
-      s.tracker.bitmaps.delete(id);
-      await s.persistMembership();
-      s.log.info({ event: 'BitmapDeleted', bitmap: id, member: b.desc.member }, 'write bitmap deleted: the member will need a full copy');
-      return { deleted: true };
-    });
+  deleteBitmap(id: string): Promise<DeleteBitmapAnswer> {
+    return this.serial(async () => ({ deleted: await this.set.deleteBitmap(id) }));
   }
 
-  demandMerge(full: boolean): Promise<{ started: boolean; chunks: number }> {
+  demandMerge(full: boolean): Promise<MergeAnswer> {
     return this.serial(async () => {
       const s = this.set;
-      if (s.resync.merging) return { started: false, chunks: s.resync.mergePending?.count ?? 0 };
-      if (full) {
-        s.tracker.wil.setAll();
-        await s.tracker.persist();
-      }
-      for (const m of s.members) if (m.state === 'InSync') m.state = 'Merging';
-      // With `full`, every chunk was just marked: the log's list is the whole unit.
-      s.startMerge(s.tracker.wil.list());
-      await s.persistMembership();
-      s.log.info({ event: 'MergeDemanded', full, chunks: s.resync.mergePending?.count ?? 0 }, 'merge demanded');
-      return { started: true, chunks: s.resync.mergePending?.count ?? 0 };
+      const chunks = await s.demandMerge(full);
+      if (chunks === null) return { started: false, chunks: s.resync.mergePending?.count ?? 0 };
+      s.log.info({ event: 'MergeDemanded', full, chunks }, 'merge demanded');
+      return { started: true, chunks };
     });
   }
 
@@ -319,36 +299,5 @@ export class Control {
     for (const j of this.set.resync.jobs) j.throttle.bytesPerSecond = j.mode === 'Merge' ? st.mergeBytesPerSecond : st.copyBytesPerSecond;
     if (req.memberTimeoutSeconds !== undefined) this.set.setMemberTimeout(Math.round(req.memberTimeoutSeconds * 1000));
     if (req.minicopyPolicy !== undefined) this.set.faultPolicy = req.minicopyPolicy;
-  }
-
-  // ---------------- resync completions ----------------
-
-  private async jobFinished(job: ResyncJob, ok: boolean, why: string): Promise<void> {
-    const s = this.set;
-    if (job.mode === 'Merge') {
-      if (!ok) return;
-      for (const m of s.members) if (m.state === 'Merging') m.state = 'InSync';
-      s.tracker.pinned = null;
-      await s.persistMembership().catch(() => undefined);
-      return;
-    }
-    const t = job.target!;
-    if (ok && t.isWritable) {
-      t.state = 'InSync';
-      t.reason = job.mode === 'Minicopy' ? 'minicopy complete' : 'full copy complete';
-      if (job.bitmapId) s.tracker.bitmaps.delete(job.bitmapId);
-      s.generation++;
-      await s.persistMembership().catch(() => undefined);
-      return;
-    }
-    if (job.cancelled || !t.isWritable) return;
-    // A minicopy that fails midway becomes a full copy; a full copy resumes where it stopped.
-    if (job.mode === 'Minicopy' && job.bitmapId) s.tracker.bitmaps.delete(job.bitmapId);
-    const from = job.mode === 'FullCopy' ? job.safeCursor() : 0;
-    t.state = 'FullCopy';
-    t.reason = `${job.mode} failed (${why}); full copy`;
-    s.log.warn({ event: 'CopyRetry', member: t.id, mode: job.mode, reason: why }, `${job.mode} failed; a full copy follows`);
-    await new Promise((r) => setTimeout(r, 500));
-    if (t.isWritable) s.resync.add(new ResyncJob('FullCopy', t, rangeList(Math.min(from, s.tracker.chunks), s.tracker.chunks), s.resync.hostRef, s.resync.settings.copyBytesPerSecond));
   }
 }

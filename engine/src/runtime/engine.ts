@@ -9,7 +9,7 @@ import { EngineError, errorMessage, isEngineError } from '../core/errors.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 import type { Clock } from '../ports/clock.js';
 import { Member } from './member.js';
-import type { ResyncSettings } from './resync.js';
+import type { ResyncSettings } from './resync-job.js';
 import { probeMember } from './metadata.js';
 import { ShadowSet } from './shadow-set.js';
 import { Control } from './control.js';
@@ -35,6 +35,8 @@ export interface StartOptions {
   resync?: Partial<ResyncSettings>;
   intentClearMs?: number;
   intentIdlePasses?: number;
+  /** Most bytes of chunks the write-intent log marks at once (0: no cap; default 256 MiB). */
+  intentLogCapBytes?: number;
   /** Write bitmap for members that fail (default Optional). */
   faultPolicy?: 'Required' | 'Optional' | 'Never';
   /** Reconstruct (the manual's /INCLUDE): also attach the members the newest record lists. */
@@ -143,6 +145,7 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
       resync: o.resync,
       intentClearMs: o.intentClearMs,
       ...(o.intentIdlePasses !== undefined ? { intentIdlePasses: o.intentIdlePasses } : {}),
+      ...(o.intentLogCapBytes !== undefined ? { intentLogCapBytes: o.intentLogCapBytes } : {}),
       ...(o.faultPolicy ? { faultPolicy: o.faultPolicy } : {}),
       ...(o.site ? { site: o.site } : {}),
       ...(o.stateFile ? { stateFile: o.stateFile } : {}),

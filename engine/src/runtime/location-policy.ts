@@ -4,7 +4,7 @@
  * refused before it is opened — the control API must not become a way to overwrite any disk of the host.
  */
 import { posix } from 'node:path';
-import { parseNbdUri } from '../adapters/backend-nbd/nbd-uri.js';
+import { parseNbdUri } from '../core/nbd-uri.js';
 import { EngineError } from '../core/errors.js';
 
 const PRINTABLE = /^[\x21-\x7e]+$/;

@@ -4,6 +4,7 @@
  * member stops answering (the manual's SHADOW_MBR_TMO).
  */
 import { EngineError } from '../core/errors.js';
+import { isFull, isWritable } from '../core/member-state.js';
 import type { MemberState } from '../core/scb.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 import { systemClock, type Clock } from '../ports/clock.js';
@@ -139,10 +140,11 @@ export class Member {
 
   /** Full members serve reads (during a merge, reads of unmerged chunks are merged first). */
   get isFull(): boolean {
-    return this.state === 'InSync' || this.state === 'Merging';
+    return isFull(this.state);
   }
 
+  /** Full members and copy targets receive every write. */
   get isWritable(): boolean {
-    return this.state === 'InSync' || this.state === 'FullCopy' || this.state === 'Minicopy' || this.state === 'Merging';
+    return isWritable(this.state);
   }
 }

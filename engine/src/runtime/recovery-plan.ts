@@ -6,12 +6,14 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { AssemblyPlan } from '../core/assemble.js';
+import { chooseReturn } from '../core/member-state.js';
 import { ChunkBitmap, PAGE_BYTES } from '../core/chunk-bitmap.js';
 import { BITMAP_SLOTS, bitmapSlotOffset, INTENT_LOG_OFFSET } from '../core/geometry.js';
 import type { Scb } from '../core/scb.js';
 import type { WriteBitmap } from './chunk-tracker.js';
 import type { Member } from './member.js';
-import { bitmapList, rangeList, ResyncJob } from './resync.js';
+import { bitmapList, rangeList } from './chunk-lists.js';
+import { ResyncJob } from './resync-job.js';
 import type { ShadowSet } from './shadow-set.js';
 
 async function readMap(m: Member, offset: number, chunks: number): Promise<ChunkBitmap> {
@@ -79,12 +81,12 @@ export async function planRecovery(set: ShadowSet, plan: AssemblyPlan, records: 
     });
     set.log.info({ event: 'BitmapCreated', bitmap: id, member: rec.id, reason: 'member could not be opened at start', seededChunks: map.count }, 'write bitmap created for a member missing at start');
   }
-  set.tracker.load(wil, bitmaps);
+  set.loadLog(wil, bitmaps);
 
   const writable = records.filter((r) => r.member.isWritable);
   if (plan.unclean && writable.length > 1) {
     const all = !trusted || !wil;
-    for (const r of sources) r.member.state = 'Merging';
+    for (const r of sources) set.transition(r.member, { type: 'mergeStart' });
     set.log.info(
       { event: 'MergeRequired', full: all, chunks: all ? chunks : wil!.count, reason: all ? 'intent log not trusted' : 'unclean stop' },
       all ? 'unclean stop and no usable write-intent log: full merge' : `unclean stop: minimerge of ${wil!.count} chunks`,
@@ -97,32 +99,32 @@ export async function planRecovery(set: ShadowSet, plan: AssemblyPlan, records: 
     set.startMerge(merged);
   }
   // Every member gets the whole log and bitmaps as loaded (see rewriteAll) before any I/O is accepted.
-  if (ref) await set.tracker.rewriteAll();
+  if (ref) await set.rewriteLog();
 
   for (const r of records) {
     const m = r.member;
     if (m.state !== 'FullCopy') continue;
     const bm = bitmaps.find((b) => b.desc.member === m.id);
-    // Usable: the member is as it was when it left (its own record has that generation), or it was
-    // already in a minicopy from this bitmap when the engine stopped (every write since went to it too).
-    const wasMinicopy = ref?.members.some((x) => x.id === m.id && x.state === 'Minicopy') ?? false;
-    if (bm && r.scb && r.scb.setId === set.setId && r.scb.memberId === m.id && (r.scb.generation === bm.desc.generation || wasMinicopy)) {
-      // Regions past what the bitmap covered need copying too.
-      for (let c = bm.map.chunks; c < chunks; c++) bm.map.set(c);
-      const job = new ResyncJob('Minicopy', m, bitmapList(bm.map), set.resync.hostRef, set.resync.settings.copyBytesPerSecond, bm.desc.id);
-      m.state = 'Minicopy';
+    // A minicopy if the member is as it was when it left, or if it was already in a minicopy from this
+    // bitmap when the engine stopped (every write since went to it too): core/member-state.ts.
+    const choice = chooseReturn({
+      setId: set.setId, memberId: m.id, chunkSize: set.chunkSize, record: r.scb, bitmap: bm ? bm.desc : null,
+      resumingMinicopy: ref?.members.some((x) => x.id === m.id && x.state === 'Minicopy') ?? false,
+    });
+    if (bm && choice.mode === 'Minicopy') {
+      set.coverWholeUnit(bm); // regions past what the bitmap covered need copying too
       m.reason = `returning with write bitmap ${bm.desc.id}`;
-      set.resync.add(job);
+      set.beginCopy(new ResyncJob('Minicopy', m, bitmapList(bm.map), set.resync.hostRef, set.resync.settings.copyBytesPerSecond, bm.desc.id));
       continue;
     }
     if (bm) {
-      set.tracker.bitmaps.delete(bm.desc.id);
-      set.log.warn({ event: 'BitmapUnusable', bitmap: bm.desc.id, member: m.id }, 'write bitmap does not match the returning member; full copy');
+      set.dropBitmap(bm.desc.id);
+      set.log.warn({ event: 'BitmapUnusable', bitmap: bm.desc.id, member: m.id, reason: choice.why }, `write bitmap does not match the returning member (${choice.why}); full copy`);
     }
     const cp = ref?.copies.find((c) => c.target === m.id);
     const from = cp ? Math.min(cp.nextChunk, chunks) : 0;
     const redo = plan.unclean && wil ? wil.list() : [];
-    set.resync.add(new ResyncJob('FullCopy', m, rangeList(from, chunks, redo), set.resync.hostRef, set.resync.settings.copyBytesPerSecond));
+    set.beginCopy(new ResyncJob('FullCopy', m, rangeList(from, chunks, redo), set.resync.hostRef, set.resync.settings.copyBytesPerSecond));
     if (from > 0) set.log.info({ event: 'CopyResumed', member: m.id, fromChunk: from }, 'full copy resumes from its checkpoint');
   }
 }

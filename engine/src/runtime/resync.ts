@@ -7,134 +7,19 @@
  * device writes back while the copy goes on) and before a checkpoint may record progress or the job may
  * call the member complete. Without that, a power loss right after a copy could leave a member whose
  * metadata says InSync over data that never reached its disk.
+ *
+ * Somewhat over 300 lines: the scheduler's loop, its locks and its flush-before-checkpoint rule are
+ * kept together; chunk lists, jobs, buffers and the merge's repair are in files of their own.
  */
-import type { Logger } from 'pino';
 import { ChunkBitmap } from '../core/chunk-bitmap.js';
 import { errorMessage } from '../core/errors.js';
 import { chunkCount, HEADER_BYTES } from '../core/geometry.js';
 import type { Recovery } from '../api/status.js';
+import { BufferPool } from './buffer-pool.js';
+import { bitmapList } from './chunk-lists.js';
 import type { Member } from './member.js';
-import type { RangeLocks } from './range-locks.js';
-import { Throttle } from './throttle.js';
-
-export type ResyncMode = 'FullCopy' | 'Minicopy' | 'Merge';
-
-export interface ResyncHost {
-  readonly size: number;
-  readonly chunkSize: number;
-  readonly locks: RangeLocks;
-  readonly members: Member[];
-  log: Logger;
-  /** Application requests in flight; resync yields while there are any. */
-  appInFlight(): number;
-  removeMember(m: Member, state: 'Faulted', why: string): Promise<void>;
-  /** Persist membership, checkpoints and bitmap descriptors. */
-  checkpoint(): Promise<void>;
-  /** A job finished: the host updates states, bitmaps and metadata. */
-  finished(job: ResyncJob, ok: boolean, why: string): Promise<void>;
-}
-
-export interface ResyncSettings {
-  copyBytesPerSecond: number;
-  mergeBytesPerSecond: number;
-  maxCopies: number;
-  /** `null`: alternate between full members; else a member id (or the master, the first full member). */
-  copySource: string | null;
-}
-
-/** Chunks a job works through, ascending. */
-export interface ChunkList {
-  total: number;
-  /** Take the next run of up to `max` consecutive chunks; empty when done. */
-  nextRun(max: number): number[];
-  /** The first chunk not yet handed out (a safe restart point for ascending lists). */
-  readonly cursor: number;
-}
-
-/** A cursor over an ascending list of chunks that hands out runs of consecutive ones. */
-class SortedRuns {
-  i = 0;
-  constructor(readonly list: number[]) {}
-  take(max: number): number[] {
-    const out: number[] = [];
-    while (out.length < max && this.i < this.list.length) {
-      const c = this.list[this.i]!;
-      if (out.length > 0 && c !== out[out.length - 1]! + 1) break;
-      out.push(c);
-      this.i++;
-    }
-    return out;
-  }
-  get head(): number | undefined {
-    return this.list[this.i];
-  }
-}
-
-/** Chunks [from, to), preceded by `extra` chunks below `from` (chunks to redo after a crash). */
-export function rangeList(from: number, to: number, extra: number[] = []): ChunkList {
-  const pre = new SortedRuns([...new Set(extra.filter((c) => c < from))].sort((a, b) => a - b));
-  let next = from;
-  return {
-    total: pre.list.length + Math.max(0, to - from),
-    nextRun(max) {
-      const out = pre.take(max);
-      if (out.length > 0) return out;
-      while (out.length < max && next < to) out.push(next++);
-      return out;
-    },
-    get cursor() {
-      return pre.head ?? next;
-    },
-  };
-}
-
-export function bitmapList(map: ChunkBitmap): ChunkList {
-  const runs = new SortedRuns(map.list());
-  return {
-    total: runs.list.length,
-    nextRun: (max) => runs.take(max),
-    get cursor() {
-      return runs.head ?? Number.MAX_SAFE_INTEGER;
-    },
-  };
-}
-
-export class ResyncJob {
-  bytesDone = 0;
-  readonly bytesTotal: number;
-  /** performance.now() when the job began to run (its Started event): its Completed event's `seconds`. */
-  startedAt = 0;
-  running = false;
-  cancelled = false;
-  lastSource: string | null = null;
-  /** First chunks of the runs in flight, and of runs dropped by a cancel: a checkpoint must not pass them. */
-  readonly inflightStarts = new Set<number>();
-  readonly unfinished = new Set<number>();
-  readonly throttle: Throttle;
-  /** A restart point whose copied data is on the target's stable storage: what a checkpoint records. */
-  durableCursor: number;
-  /** Bytes written to the target since its last flush began. */
-  unflushed = 0;
-  /** The target flush in progress, if any. */
-  flushing: Promise<void> | null = null;
-  constructor(
-    readonly mode: ResyncMode,
-    readonly target: Member | null,
-    readonly chunks: ChunkList,
-    host: ResyncHost,
-    rate: number,
-    readonly bitmapId: string | null = null,
-  ) {
-    this.bytesTotal = Math.min(chunks.total * host.chunkSize, host.size);
-    this.throttle = new Throttle(rate);
-    this.durableCursor = chunks.cursor;
-  }
-
-  /** Where a restart may resume: before every run still in flight. */
-  safeCursor(): number {
-    return Math.min(this.chunks.cursor, ...this.inflightStarts, ...this.unfinished);
-  }
-}
+import { Merger } from './merge.js';
+import { ResyncJob, type ResyncHost, type ResyncSettings } from './resync-job.js';
 
 /**
  * A run is at most RUN_BYTES (or one chunk, if chunks are larger). Runs of about 1 MiB, with buffers
@@ -151,54 +36,10 @@ const CHECKPOINT_MS = 2000;
  */
 const FLUSH_BYTES = 128 * 1024 * 1024;
 const MIN_FLUSH_BYTES = 2 * 1024 * 1024;
-/** Spare buffers the pool keeps. */
-const POOL_KEEP = 32;
-
-/** Reusable copy buffers of one size. */
-class BufferPool {
-  private readonly free: Buffer[] = [];
-  constructor(readonly size: number) {}
-  take(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
-  }
-  give(buf: Buffer): void {
-    if (this.free.length < POOL_KEEP) this.free.push(buf);
-  }
-  /** Have `n` buffers (at most POOL_KEEP) ready, their pages already faulted in. */
-  warm(n: number): void {
-    while (this.free.length < Math.min(n, POOL_KEEP)) this.free.push(Buffer.allocUnsafeSlow(this.size).fill(0));
-  }
-  lease(): Lease {
-    return new Lease(this);
-  }
-}
-
-/**
- * The buffers one run uses, handed back together when it ends — unless a request on them failed: a
- * request that failed (a timeout, say) may still be running on its device and land in its buffer later,
- * so such buffers are never handed out again.
- */
-class Lease {
-  private readonly taken: Buffer[] = [];
-  poisoned = false;
-  constructor(private readonly pool: BufferPool) {}
-  /** `len` bytes: from the pool when they fit a pooled buffer, else a buffer of their own. */
-  take(len: number): Buffer {
-    if (len > this.pool.size) return Buffer.allocUnsafe(len);
-    const b = this.pool.take();
-    this.taken.push(b);
-    return b.subarray(0, len);
-  }
-  end(): void {
-    if (!this.poisoned) for (const b of this.taken) this.pool.give(b);
-  }
-}
-
 export class Resync {
   readonly jobs: ResyncJob[] = [];
   readonly hostRef: ResyncHost;
-  /** Chunks a merge has yet to reconcile (reads of them are merged first). */
-  mergePending: ChunkBitmap | null = null;
+  private readonly merger: Merger;
   private zero: Buffer;
   /** Buffers of one run (or one chunk, whichever is larger). */
   private readonly pool: BufferPool;
@@ -212,6 +53,21 @@ export class Resync {
     this.runChunks = Math.max(1, Math.floor(RUN_BYTES / host.chunkSize));
     this.pool = new BufferPool(this.runChunks * host.chunkSize);
     this.zero = Buffer.alloc(this.pool.size);
+    this.merger = new Merger(host, this.pool, settings);
+  }
+
+  /** Chunks a merge has yet to reconcile (reads of them are merged first). */
+  get mergePending(): ChunkBitmap | null {
+    return this.merger.pending;
+  }
+
+  private set mergePending(p: ChunkBitmap | null) {
+    this.merger.pending = p;
+  }
+
+  /** Make the pending chunks of [off, off+len) identical on every member (see Merger). */
+  mergeRange(off: number, len: number, job?: ResyncJob): Promise<void> {
+    return this.merger.mergeRange(off, len, job);
   }
 
   /**
@@ -300,11 +156,11 @@ export class Resync {
   private async runJob(job: ResyncJob): Promise<void> {
     const h = this.host;
     const kind = job.mode === 'Merge' ? 'Merge' : job.mode === 'Minicopy' ? 'Minicopy' : 'Copy';
-    job.startedAt = performance.now();
+    job.startedAt = h.clock.monotonic();
     h.log.info({ event: `${kind}Started`, target: job.target?.id ?? null, bytes: job.bytesTotal }, `${job.mode} started`);
     let ok = true;
     let why = 'completed';
-    let lastCheckpoint = Date.now();
+    let lastCheckpoint = h.clock.monotonic();
     const inflight = new Set<Promise<void>>();
     const failure: { e: unknown } = { e: null };
     let bytesInFlight = 0;
@@ -358,7 +214,7 @@ export class Resync {
         if (inflight.size === 0) break;
         await new Promise<void>((r) => (runEnded = r));
         if (failure.e) throw failure.e;
-        const due = Date.now() - lastCheckpoint > CHECKPOINT_MS;
+        const due = h.clock.monotonic() - lastCheckpoint > CHECKPOINT_MS;
         if (job.target && !job.flushing && (job.unflushed >= flushEvery || (due && job.unflushed > 0))) {
           job.flushing = this.flushTarget(job)
             .catch((e: unknown) => {
@@ -368,7 +224,7 @@ export class Resync {
         }
         if (due) {
           // Records the cursor of the last completed flush (the data before it is on stable storage).
-          lastCheckpoint = Date.now();
+          lastCheckpoint = h.clock.monotonic();
           await h.checkpoint().catch(() => undefined);
         }
       }
@@ -388,7 +244,7 @@ export class Resync {
     if (i >= 0 && !keep) this.jobs.splice(i, 1);
     if (job.mode === 'Merge' && ok) this.mergePending = null;
     h.log.info(
-      { event: ok ? `${kind}Completed` : `${kind}Stopped`, target: job.target?.id ?? null, bytes: job.bytesDone, seconds: (performance.now() - job.startedAt) / 1000, reason: why },
+      { event: ok ? `${kind}Completed` : `${kind}Stopped`, target: job.target?.id ?? null, bytes: job.bytesDone, seconds: (h.clock.monotonic() - job.startedAt) / 1000, reason: why },
       `${job.mode} ${ok ? 'completed' : `stopped: ${why}`}`,
     );
     await h.finished(job, ok, why);
@@ -485,109 +341,6 @@ export class Resync {
     } finally {
       release();
       lease.end();
-    }
-  }
-
-  /**
-   * Make the chunks of [off, off+len) still pending identical on every member. The span from the first
-   * to the last pending chunk is locked once and read once from each member (in parallel); each pending
-   * chunk that differs from the master's is written. One I/O per member per span, not per chunk: a
-   * minimerge of a hot region right after a restart (cold code, I/O threads still starting) spent most
-   * of its time on the per-chunk round trips.
-   */
-  async mergeRange(off: number, len: number, job?: ResyncJob): Promise<void> {
-    const pending = this.mergePending;
-    if (!pending) return;
-    const cs = this.host.chunkSize;
-    const first = Math.floor(off / cs);
-    const last = Math.floor((off + Math.max(len, 1) - 1) / cs);
-    const owed = () => {
-      const out: number[] = [];
-      for (let c = first; c <= last; c++) if (pending.has(c)) out.push(c);
-      return out;
-    };
-    let chunks = owed();
-    if (chunks.length === 0) return;
-    const spanOf = (cs0: number[]) => {
-      const from = cs0[0]! * cs;
-      return { from, length: Math.min((cs0[cs0.length - 1]! + 1) * cs, this.host.size) - from };
-    };
-    const span = spanOf(chunks);
-    const release = await this.host.locks.acquire(span.from, span.length);
-    try {
-      chunks = owed(); // some may have been merged while we waited
-      if (chunks.length === 0) return;
-      const now = spanOf(chunks);
-      await this.mergeSpan(now.from, now.length, chunks, job);
-      for (const c of chunks) pending.clear(c);
-    } finally {
-      release();
-    }
-  }
-
-  private async mergeSpan(off: number, len: number, chunks: number[], job?: ResyncJob): Promise<void> {
-    const cs = this.host.chunkSize;
-    for (;;) {
-      const full = this.host.members.filter((m) => m.isFull);
-      const master = this.settings.copySource && this.settings.copySource !== 'master'
-        ? (full.find((m) => m.id === this.settings.copySource) ?? full[0])
-        : full[0];
-      if (!master) throw new Error('no full member left to merge from');
-      const others = this.host.members.filter((m) => m !== master && m.isWritable);
-      const lease = this.pool.lease();
-      try {
-        const good = lease.take(len);
-        const theirs = others.map(() => lease.take(len));
-        const failed = (p: Promise<void>): Promise<unknown> => p.then(() => null, (e: unknown) => {
-          lease.poisoned = true;
-          return e ?? new Error('read failed');
-        });
-        const masterRead = failed(master.read(good, HEADER_BYTES + off));
-        const otherReads = others.map((m, i) => failed(m.read(theirs[i]!, HEADER_BYTES + off)));
-        const err = await masterRead;
-        if (err) {
-          await Promise.all(otherReads);
-          await this.host.removeMember(master, 'Faulted', `merge read failed: ${errorMessage(err)}`);
-          // The last full member is kept (it cannot be removed): the merge of this span fails instead.
-          if (master.isFull) throw err;
-          continue;
-        }
-        if (job) job.lastSource = master.id;
-        await Promise.all(others.map(async (m, i) => {
-          try {
-            const readErr = await otherReads[i];
-            if (readErr) throw readErr;
-            const mine = theirs[i]!;
-            // Pending chunks that differ; adjacent ones go out as one write.
-            const writes: Promise<void>[] = [];
-            let runFrom = -1;
-            let runTo = -1;
-            const emit = () => {
-              if (runFrom >= 0) writes.push(m.write(good.subarray(runFrom, runTo), HEADER_BYTES + off + runFrom, false));
-              runFrom = -1;
-            };
-            for (const c of chunks) {
-              const a = c * cs - off;
-              const b = Math.min(a + cs, len);
-              if (good.compare(mine, a, b, a, b) === 0) continue;
-              if (runFrom >= 0 && a === runTo) runTo = b;
-              else {
-                emit();
-                runFrom = a;
-                runTo = b;
-              }
-            }
-            emit();
-            await Promise.all(writes);
-          } catch (e) {
-            lease.poisoned = true;
-            await this.host.removeMember(m, 'Faulted', `merge failed: ${errorMessage(e)}`);
-          }
-        }));
-        return;
-      } finally {
-        lease.end();
-      }
     }
   }
 

@@ -9,7 +9,9 @@
  *    acknowledged flush; and a block never goes back to an older answer;
  *  - after every resync, all full members are byte-identical;
  *  - while a member is away, every chunk written since it left is set in its bitmap;
- *  - no write fails while the set has a full member.
+ *  - no write fails while the set has a full member;
+ *  - every member state change seen is one the core's state machine allows.
+ * Half the starts cap the write-intent log at one group, so bits are cleared under load all the time.
  * The seed of a failing run is printed; SIM_SEEDS and SIM_STEPS widen the search.
  */
 import { test } from 'node:test';
@@ -17,9 +19,10 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { EngineError } from '../core/errors.js';
 import { HEADER_BYTES, MiB } from '../core/geometry.js';
+import { reachable, type MemberState } from '../core/member-state.js';
 import { systemClock } from '../ports/clock.js';
-import { prng } from '../itest/prng.js';
-import { blockData, SIM_BLOCK, SimDisk, SimModel } from '../itest/sim-world.js';
+import { prng } from '@shadowset/testkit/prng';
+import { blockData, SIM_BLOCK, SimDisk, SimModel } from '@shadowset/testkit/engine/sim-world';
 import { startShadowSet, type StartedSet } from './engine.js';
 
 const DATA = 2 * MiB; // 512 blocks, 32 chunks of 64 KiB
@@ -38,6 +41,8 @@ class Run {
   s!: StartedSet;
   /** Chunks written since each absent member left (writes issued after its removal returned). */
   readonly writtenSince = new Map<string, Set<number>>();
+  /** The state each member object (one life of a member) was last seen in. */
+  private seen = new WeakMap<object, MemberState>();
   /** Writes in flight that were issued by the background writers. */
   private writers = 0;
   step = 0;
@@ -59,6 +64,9 @@ class Run {
     this.s = await startShadowSet({
       members: attach.map((d) => ({ location: d.name })),
       overwrite: false, memberTimeoutMs: 60_000, log, clock: systemClock, intentClearMs: 5, intentIdlePasses: 1,
+      // Half the starts with the intent log capped at one of the unit's two groups: writes then keep
+      // clearing the other group (after a flush), and a crash must still find every unmerged chunk marked.
+      intentLogCapBytes: this.rand() < 0.5 ? MiB : 0,
       open: async (loc) => {
         const d = this.disks.find((x) => x.name === loc);
         if (!d) throw new EngineError('ENG_INVALID_ARGUMENT', `no disk ${loc}`);
@@ -194,7 +202,23 @@ class Run {
     const deadline = Date.now() + 20_000;
     while (this.s.set.resync.jobs.length > 0) {
       if (Date.now() > deadline) throw new Error(`${this.where()}: resync did not finish`);
+      this.observeStates();
       await new Promise((r) => setTimeout(r, 2));
+    }
+    this.observeStates();
+  }
+
+  /**
+   * Every change of a member's state that the run sees is one the core's state machine allows
+   * (core/member-state.ts): no path of the runtime may set a state the machine cannot reach.
+   */
+  observeStates(): void {
+    for (const m of this.s.set.members) {
+      const was = this.seen.get(m);
+      if (was !== undefined && was !== m.state) {
+        assert.ok(reachable(was, m.state), `${this.where()}: member ${m.location} went from ${was} to ${m.state}, which the state machine does not allow`);
+      }
+      this.seen.set(m, m.state);
     }
   }
 
@@ -203,7 +227,14 @@ class Run {
     for (const d of full.slice(1)) {
       const a = full[0]!.mem.bytes.subarray(HEADER_BYTES);
       const b = d.mem.bytes.subarray(HEADER_BYTES);
-      assert.ok(a.equals(b), `${this.where()}: full members ${full[0]!.name} and ${d.name} differ`);
+      if (a.equals(b)) continue;
+      let off = 0;
+      while (off < a.length && a[off] === b[off]) off++;
+      const blk = Math.floor(off / SIM_BLOCK);
+      const v = (x: Buffer) => x.readUInt32LE(blk * SIM_BLOCK + 4);
+      const members = this.s.set.members.map((m) => `${m.location} ${m.state} (${m.reason})`).join(', ');
+      assert.fail(`${this.where()}: full members ${full[0]!.name} and ${d.name} differ at block ${blk} (chunk ${Math.floor(off / this.s.set.chunkSize)}): ` +
+        `v${v(a)} and v${v(b)}; model floor ${this.model.floor[blk]}, durable ${this.model.durable[blk]}, issued ${this.model.issued[blk]} [members ${members}]`);
     }
   }
 
@@ -211,7 +242,12 @@ class Run {
     for (let blk = 0; blk < BLOCKS; blk++) {
       if (this.model.issued[blk] === 0) continue;
       const why = this.model.check(blk, await this.s.set.read(blk * SIM_BLOCK, SIM_BLOCK));
-      assert.equal(why, null, `${this.where()}: ${why}`);
+      if (why === null) continue;
+      // Where each disk stands on that block (cache and stable storage), and the set's members.
+      const at = HEADER_BYTES + blk * SIM_BLOCK;
+      const disks = this.disks.map((d) => `${d.name}: cache v${d.mem.bytes.readUInt32LE(at + 4)}, durable v${d.durable.readUInt32LE(at + 4)}`).join('; ');
+      const members = this.s.set.members.map((m) => `${m.location} ${m.state}`).join(', ');
+      assert.fail(`${this.where()}: ${why} [${disks}] [members ${members}; generation ${this.s.set.generation}]`);
     }
   }
 
@@ -378,6 +414,7 @@ async function simulate(seed: number, steps: number): Promise<void> {
         await r.settleAndCheck();
       }
       r.checkBitmaps();
+      r.observeStates();
     }
     await r.settleAndCheck();
   } finally {

@@ -2,10 +2,9 @@
 // OpenAPI and CEL rules refusing what can be refused statically.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { ApiextensionsV1Api, CustomObjectsApi } from '@kubernetes/client-node';
-import { rawRequest } from '../kube/raw.js';
-import { startControlPlane, waitFor, type ControlPlane } from '@shadowset/e2e';
-import { buildCrds } from './crd.js';
+import { CustomObjectsApi } from '@kubernetes/client-node';
+import { startControlPlane, type ControlPlane } from '@shadowset/e2e';
+import { installCrds } from '@shadowset/testkit/cluster/local-cluster';
 import { GROUP, VERSION } from './group.js';
 
 let cp: ControlPlane;
@@ -13,18 +12,8 @@ let custom: CustomObjectsApi;
 
 before(async () => {
   cp = await startControlPlane();
-  const ext = cp.kubeConfig.makeApiClient(ApiextensionsV1Api);
-  // Raw JSON: the generated client's model would drop `default` and the x-kubernetes-* extensions.
-  for (const { object } of buildCrds()) {
-    await rawRequest(cp.kubeConfig, { method: 'POST', path: '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', body: object });
-  }
-  for (const { object } of buildCrds()) {
-    const name = (object as { metadata: { name: string } }).metadata.name;
-    await waitFor(`CRD ${name} established`, async () => {
-      const c = await ext.readCustomResourceDefinition({ name });
-      return c.status?.conditions?.some((x) => x.type === 'Established' && x.status === 'True') ?? false;
-    }, { timeoutMs: 30_000 });
-  }
+  // buildCrds() as raw JSON (a typed client would drop `default` and the x-kubernetes-* extensions), established.
+  await installCrds(cp);
   custom = cp.kubeConfig.makeApiClient(CustomObjectsApi);
 });
 after(async () => {

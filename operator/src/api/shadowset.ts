@@ -2,6 +2,7 @@
  * ShadowSet: the single source of its CRD (crds/ and the chart's copy are generated from this file).
  * Input shapes carry defaults; CEL rules check what can be checked without looking at the cluster.
  */
+import { INTENT_LOG_CAP_DEFAULT_MIB, INTENT_LOG_CAP_MAX_MIB, MEMBER_TIMEOUT_MAX_S, MEMBER_TIMEOUT_MIN_S, MIN_THROTTLE_BYTES_PER_SECOND, memberStates, minicopyPolicySchema } from '@shadowset/engine/api';
 import { z } from 'zod';
 
 const dnsLabel = z.string().min(1).max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS label (a-z, 0-9, -)');
@@ -13,8 +14,8 @@ export const RESERVED_PORTS = { http: 8080, member: 10810 } as const;
 
 /** A throttle: 0 (unlimited) or at least one 64 KiB chunk a second (the engine refuses less). */
 const throttleRate = z.number().int().min(0)
-  .refine((v) => v === 0 || v >= 65536, 'must be 0 (unlimited) or at least 65536')
-  .meta({ 'x-kubernetes-validations': [{ rule: 'self == 0 || self >= 65536', message: 'must be 0 (unlimited) or at least 65536' }] })
+  .refine((v) => v === 0 || v >= MIN_THROTTLE_BYTES_PER_SECOND, `must be 0 (unlimited) or at least ${MIN_THROTTLE_BYTES_PER_SECOND}`)
+  .meta({ 'x-kubernetes-validations': [{ rule: `self == 0 || self >= ${MIN_THROTTLE_BYTES_PER_SECOND}`, message: `must be 0 (unlimited) or at least ${MIN_THROTTLE_BYTES_PER_SECOND}` }] })
   .default(0);
 
 export const memberSpecSchema = z
@@ -59,13 +60,13 @@ export const shadowSetSpecSchema = z
       })
       .describe('1 to 6 members.'),
     copySource: z.string().default('Alternate').describe('Alternate (between full members), Master (the first full member) or a member name.'),
-    minicopyPolicy: z.enum(['Required', 'Optional', 'Never']).default('Optional')
+    minicopyPolicy: z.enum(minicopyPolicySchema.options).default('Optional')
       .describe('Whether a removed or detached member gets a write bitmap (Required: fail without one).'),
-    memberTimeoutSeconds: z.number().int().min(1).max(86400).optional()
+    memberTimeoutSeconds: z.number().int().min(MEMBER_TIMEOUT_MIN_S).max(MEMBER_TIMEOUT_MAX_S).optional()
       .describe('How long a failing member is retried before removal (SHADOW_MBR_TMO). Unset: the operator\'s default, 120 s unless configured.'),
     throttle: z.object({
-      copyBytesPerSecond: throttleRate.describe('0 = unlimited, else at least 65536 (one chunk a second).'),
-      mergeBytesPerSecond: throttleRate.describe('0 = unlimited, else at least 65536 (one chunk a second).'),
+      copyBytesPerSecond: throttleRate.describe(`0 = unlimited, else at least ${MIN_THROTTLE_BYTES_PER_SECOND} (one chunk a second).`),
+      mergeBytesPerSecond: throttleRate.describe(`0 = unlimited, else at least ${MIN_THROTTLE_BYTES_PER_SECOND} (one chunk a second).`),
       maxCopies: z.number().int().min(1).max(64).optional().describe('Copies running at once (SHADOW_MAX_COPY). Unset: the operator\'s default, 4 unless configured.'),
     }).prefault({}),
     export: z.object({
@@ -90,6 +91,8 @@ export const shadowSetSpecSchema = z
         requests: z.record(z.string(), z.string()).optional(),
         limits: z.record(z.string(), z.string()).optional(),
       }).optional(),
+      intentLogCapMiB: z.number().int().min(0).max(INTENT_LOG_CAP_MAX_MIB).optional()
+        .describe(`Most MiB of chunks the write-intent log marks at once, which bounds the merge after a crash (0: no cap). Unset: ${INTENT_LOG_CAP_DEFAULT_MIB}.`),
     }).prefault({}).describe('Where and with what resources the engine runs. Changing it restarts the engine (a clean stop).'),
     hooks: z.object({ freeze: hookSchema.optional(), thaw: hookSchema.optional() }).optional()
       .describe('Run before (freeze) and after (thaw) a member is detached for backup.'),
@@ -111,10 +114,13 @@ export const conditionSchema = z.object({
 });
 export type Condition = z.infer<typeof conditionSchema>;
 
+/** A member's state in status: the engine's, or Detached (split off on purpose) or Pending (the engine does not have it yet). */
+export const setMemberStates = [...memberStates, 'Detached', 'Pending'] as const;
+
 export const memberStatusSchema = z.object({
   name: z.string(),
   id: z.string().optional(),
-  state: z.string().describe('InSync, FullCopy, Minicopy, Merging, Removed, Faulted, Detached or Pending.'),
+  state: z.string().describe(`${setMemberStates.slice(0, -1).join(', ')} or ${setMemberStates.at(-1)}.`),
   reason: z.string().optional(),
   node: z.string().optional(),
   progress: z.string().optional().describe('Copy progress as a percentage.'),

@@ -3,6 +3,7 @@
  * Every default here equals charts/shadowset/values.yaml (a test parses values.yaml and compares), and our own
  * objects are strict so a misspelt key fails `helm install` instead of being ignored.
  */
+import { MEMBER_TIMEOUT_MAX_S, MEMBER_TIMEOUT_MIN_S } from '@shadowset/engine/api';
 import { z } from 'zod';
 
 const pullPolicy = z.enum(['Always', 'IfNotPresent', 'Never']);
@@ -21,7 +22,7 @@ const engineSchema = z.strictObject({
     repository: z.string().default('').describe('Engine image repository; empty means image.repository (one image holds both programs).'),
     tag: z.string().default('').describe('Engine image tag; empty means image.tag, then the chart\'s appVersion.'),
   }).prefault({}).describe('Image of the engine and member-server pods the operator creates (operator flag --engine-image).'),
-  memberTimeoutSeconds: z.number().int().min(1).max(86400).default(120)
+  memberTimeoutSeconds: z.number().int().min(MEMBER_TIMEOUT_MIN_S).max(MEMBER_TIMEOUT_MAX_S).default(120)
     .describe('Default member timeout (SHADOW_MBR_TMO) for ShadowSets that do not set one (operator flag --default-member-timeout).'),
   maxCopies: z.number().int().min(1).max(64).default(4)
     .describe('Default number of copies run at once (SHADOW_MAX_COPY) for ShadowSets that do not set one (operator flag --default-max-copies).'),

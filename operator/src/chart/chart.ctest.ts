@@ -7,11 +7,10 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
-import { startControlPlane, waitFor, type ControlPlane } from '@shadowset/e2e';
+import { repoRoot, startControlPlane, waitFor, type ControlPlane } from '@shadowset/e2e';
+import { chartDir, runTool } from '@shadowset/testkit/cluster/helm';
 import { ExecHooks } from '../controller/hooks.js';
 import { rawRequest } from '../kube/raw.js';
-import { chartDir, runTool } from './helm.js';
-import { repoRoot } from './tools.js';
 
 const NS = 'shadowset-system';
 const SA = `system:serviceaccount:${NS}:shadowset`;

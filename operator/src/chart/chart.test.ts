@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import yaml from 'js-yaml';
-import { chartDir, helm, template, type KubeObject } from './helm.js';
-import { repoRoot } from './tools.js';
+import { repoRoot } from '@shadowset/e2e';
+import { chartDir, helm, template, type KubeObject } from '@shadowset/testkit/cluster/helm';
 
 const NS = 'shadowset-system';
 

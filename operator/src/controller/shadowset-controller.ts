@@ -3,6 +3,7 @@
  * it, it looks at the world and moves it one step.
  */
 import type { Logger } from 'pino';
+import type { MemberAnswer, MemberState } from '@shadowset/engine/api';
 import { API_VERSION, FIELD_MANAGER, FINALIZER, SET_LABEL } from '../api/group.js';
 import { EventReason, Reason } from '../api/conditions.js';
 import type { ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
@@ -10,10 +11,12 @@ import { refusalCode, type EngineClient } from '../engine-client.js';
 import { R, type Kube, type Obj } from '../kube/client.js';
 import { isOperatorError } from '../kube/errors.js';
 import { mergePatchFrom } from '../kube/merge-patch.js';
+import { refusalReason } from '../reconcile/engine-refusal.js';
 import { consumerOf } from '../reconcile/hooks-check.js';
 import { engineBase } from '../reconcile/pods.js';
 import { networkPolicyName, type OperatorPods } from '../reconcile/set-objects.js';
 import { fingerprint, plan, refusalKey } from '../reconcile/planner.js';
+import { withAnswers } from '../reconcile/status.js';
 import { DEFAULTS, type Action, type EngineDefaults, type Observed } from '../reconcile/types.js';
 import { gather, type SetMemory } from './gather.js';
 import { BITMAP_FINALIZER } from './writebitmap-controller.js';
@@ -51,8 +54,8 @@ export class ShadowSetController {
     this.memory.set(key, memory);
     const o = await gather(this.d.kube, this.d.engine, ss, { engineImage: this.d.engineImage, defaults: this.d.defaults ?? DEFAULTS, memory, key: this.d.key, operatorPods: this.d.operatorPods });
     const p = plan(o);
-    const { problem, created } = await this.act(ss, o, p.actions, memory);
-    let status = p.status;
+    const { problem, created, answers } = await this.act(ss, o, p.actions, memory);
+    let status = withAnswers(p.status, answers);
     // Secrets this operator made (their uids): the only ones it deletes when the set is dissolved.
     if (created.length > 0) status = { ...status, secrets: [...(status.secrets ?? []).filter((x) => !created.some((c) => c.name === x.name)), ...created] };
     if (problem) {
@@ -70,11 +73,14 @@ export class ShadowSetController {
   }
 
   /**
-   * Carry out the plan. Returns an engine refusal to show in the Ready condition, if any, and the Secrets
-   * created (name and uid).
+   * Carry out the plan. Returns an engine refusal to show in the Ready condition, if any, the Secrets
+   * created (name and uid), and the engine's answers to adds and returns (by member name).
    */
-  private async act(ss: Obj, o: Observed, actions: Action[], memory: SetMemory): Promise<{ problem: { reason: string; message: string } | null; created: { name: string; uid: string }[] }> {
+  private async act(ss: Obj, o: Observed, actions: Action[], memory: SetMemory): Promise<{
+    problem: { reason: string; message: string } | null; created: { name: string; uid: string }[]; answers: Record<string, MemberAnswer>;
+  }> {
     const created: { name: string; uid: string }[] = [];
+    const answers: Record<string, MemberAnswer> = {};
     const k = this.d.kube;
     const ns = o.namespace;
     const base = { base: o.enginePod?.podIP ? engineBase(o.enginePod.podIP) : '', token: o.keys.controlToken };
@@ -117,7 +123,8 @@ export class ShadowSetController {
           }
           case 'engineAdd':
             {
-              const r = (await this.d.engine.add(base, a.body)) as { state?: string };
+              const r = await this.d.engine.add(base, a.body);
+              answers[a.member] = r;
               await event('Normal', EventReason.MemberAdded, `member ${a.member} added from ${a.body.location}${a.body.noCopy ? ' without copy (noCopy)' : ''}`);
               await this.copyStarted(ss, a.member, r.state);
             }
@@ -125,7 +132,8 @@ export class ShadowSetController {
           case 'engineReturn':
             memory.lastReturnAttempt[a.member] = o.nowMs;
             {
-              const r = (await this.d.engine.return(base, { member: a.engineId, ...(a.location ? { location: a.location } : {}), minicopy: a.minicopy })) as { state?: string };
+              const r = await this.d.engine.return(base, { member: a.engineId, ...(a.location ? { location: a.location } : {}), minicopy: a.minicopy });
+              answers[a.member] = r;
               await event('Normal', EventReason.MemberReturned, `member ${a.member} returned to the set`);
               await this.copyStarted(ss, a.member, r.state);
             }
@@ -143,7 +151,7 @@ export class ShadowSetController {
             }
             if (a.detach && spec.hooks?.freeze) await this.d.hooks.run(ns, spec.hooks.freeze, 'freeze');
             try {
-              const r = (await this.d.engine.remove(base, { member: a.engineId, minicopy: a.policy, reason: a.detach ? 'detached for backup' : 'removed from spec' })) as { bitmap?: string | null };
+              const r = await this.d.engine.remove(base, { member: a.engineId, minicopy: a.policy, reason: a.detach ? 'detached for backup' : 'removed from spec' });
               await event('Normal', a.detach ? EventReason.MemberDetached : EventReason.MemberRemoved,
                 `member ${a.member} ${a.detach ? 'detached for backup' : 'removed'}${r.bitmap ? ` with write bitmap ${r.bitmap}` : ' without a write bitmap'}`);
               if (r.bitmap) await event('Normal', EventReason.BitmapCreated, `write bitmap ${r.bitmap} records writes for member ${a.member}`);
@@ -169,10 +177,7 @@ export class ShadowSetController {
       } catch (e) {
         const code = refusalCode(e);
         if (!code) throw e;
-        const reason = code === 'ENG_FOREIGN_DATA' || code === 'ENG_OTHER_SET' ? Reason.ForeignData
-          : code === 'ENG_BITMAP_REQUIRED' ? Reason.BitmapRequired
-            : code === 'ENG_MERGE_ACTIVE' || code === 'ENG_LAST_FULL_MEMBER' ? Reason.DetachRefused : Reason.ImpossibleChange;
-        problem = { reason, message: `${'member' in a ? `member ${a.member}: ` : ''}${(e as Error).message}` };
+        problem = { reason: refusalReason(code, 'change'), message: `${'member' in a ? `member ${a.member}: ` : ''}${(e as Error).message}` };
         this.d.log.warn({ event: 'EngineRefused', set: o.name, action: a.kind, code, err: (e as Error).message }, 'engine refused a change');
         await event('Warning', EventReason.Refused, problem.message);
         // Not asked again until the spec or the engine's membership changes: a refusal would only repeat.
@@ -181,7 +186,7 @@ export class ShadowSetController {
         }
       }
     }
-    return { problem, created };
+    return { problem, created, answers };
   }
 
   /** Why the hooks may not run now (their pods are not declared consumers of the set), or null. */
@@ -195,7 +200,7 @@ export class ShadowSetController {
     return null;
   }
 
-  private async copyStarted(ss: Obj, member: string, state: string | undefined): Promise<void> {
+  private async copyStarted(ss: Obj, member: string, state: MemberState): Promise<void> {
     if (state === 'Minicopy') await this.event(ss, 'Normal', EventReason.MinicopyStarted, `minicopy of member ${member} started (write bitmap)`);
     else if (state === 'FullCopy') await this.event(ss, 'Normal', EventReason.CopyStarted, `full copy of member ${member} started`);
   }

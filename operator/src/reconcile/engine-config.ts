@@ -22,6 +22,8 @@ export interface EngineConfig {
   'engine.nodeName': string | null;
   'engine.nodeSelector': Record<string, string> | null;
   'engine.resources': Record<string, unknown> | null;
+  /** Only when set: engines made before the field existed keep their configuration's hash. */
+  'engine.intentLogCapMiB'?: number;
   /** The spec's NBD URIs: the engine's API may add only these (plain nbd://), so a new one needs a new pod. */
   'members.nbd': string[];
 }
@@ -34,6 +36,7 @@ export function engineConfig(spec: ShadowSetSpec, image: string): EngineConfig {
     'engine.nodeName': spec.engine.nodeName ?? null,
     'engine.nodeSelector': spec.engine.nodeSelector ?? null,
     'engine.resources': spec.engine.resources ?? null,
+    ...(spec.engine.intentLogCapMiB !== undefined ? { 'engine.intentLogCapMiB': spec.engine.intentLogCapMiB } : {}),
     'members.nbd': allowedNbd(spec),
   };
 }

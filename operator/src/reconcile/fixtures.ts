@@ -1,5 +1,5 @@
 /** Observed worlds for the planner's unit tests (plain data; no cluster). */
-import type { EngineStatus } from '@shadowset/engine/api';
+import type { EngineStatus, MemberState } from '@shadowset/engine/api';
 import { shadowSetSpecSchema, type ShadowSetSpec } from '../api/shadowset.js';
 import { deriveSetKeys } from '../security/keys.js';
 import { configHash, engineConfig } from './engine-config.js';
@@ -13,13 +13,13 @@ export const pod = (name: string, attached: string[], ip = '127.11.0.2', extra: 
   memberLocations: attached.map((m) => `/dev/shadow/${m}`), claims: Object.fromEntries(attached.map((m) => [m, `c${m}`])), ...extra,
 });
 
-export function engine(members: { id: string; path: string; state: string; reason?: string }[], extra: Partial<EngineStatus> = {}): EngineStatus {
+export function engine(members: { id: string; path: string; state: MemberState; reason?: string }[], extra: Partial<EngineStatus> = {}): EngineStatus {
   return {
     setId: 's', size: 1 << 30, chunkSize: 65536, generation: 3, state: 'Steady', memberTimeoutSeconds: 120,
     members: members.map((m) => ({ readCost: 1, site: '', queueDepth: 0, reason: '', progress: null,
-      counters: { reads: 0, writes: 0, readBytes: 0, writeBytes: 0, flushes: 0, errors: 0, repairs: 0, timeouts: 0 }, ...m })) as EngineStatus['members'],
+      counters: { reads: 0, writes: 0, readBytes: 0, writeBytes: 0, flushes: 0, errors: 0, repairs: 0, timeouts: 0 }, ...m })),
     recovery: { mode: null, source: null, targets: [], bytesTotal: 0, bytesDone: 0, bytesPerSecond: 0, etaSeconds: null },
-    bitmaps: [], intentLog: { dirtyChunks: 0, enabled: true, persists: 0, pages: 0, persistMs: 0, cleared: 0 },
+    bitmaps: [], intentLog: { dirtyChunks: 0, enabled: true, persists: 0, pages: 0, persistMs: 0, cleared: 0, capChunks: 16384, evictions: 0, evicted: 0 },
     settings: { copySource: null, copyBytesPerSecond: 0, mergeBytesPerSecond: 0, maxCopies: 4, minicopyPolicy: 'Optional' },
     export: { name: 'shadow', socket: null, tcp: null }, nbd: { connections: 0, connectionsTotal: 0, requests: {}, errors: 0, rejected: 0 },
     ...extra,

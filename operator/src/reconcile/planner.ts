@@ -2,22 +2,21 @@
  * The ShadowSet planner: (observed world, spec) → actions, status and when to look again. Pure and
  * deterministic; the controller gathers and acts.
  */
-import type { EngineStatus } from '@shadowset/engine/api';
+import { isWritableState, type EngineStatus } from '@shadowset/engine/api';
 import { EventReason, Reason } from '../api/conditions.js';
 import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
 import { engineConfig } from './engine-config.js';
+import { refusalReason } from './engine-refusal.js';
 import { replaceReason } from './engine-pod-plan.js';
 import { hookRefusal } from './hooks-check.js';
-import { enginePod, memberServerPod, memberServerUri, DEVICE_DIR } from './pods.js';
+import { engineMemberFor } from './engine-members.js';
+import { enginePod, memberServerPod, memberServerUri } from './pods.js';
 import { exportService, internalSecretName, networkPolicy, policyFingerprint, setSecrets } from './set-objects.js';
 import { buildStatus } from './status.js';
 import type { Action, Observed, Plan } from './types.js';
 
-type EngineMember = EngineStatus['members'][number];
-
 const FAULT_RETURN_PACE_MS = 30_000;
 const MEMBER_SERVER_WAIT_MS = 60_000;
-const writable = (s: string) => s === 'InSync' || s === 'FullCopy' || s === 'Minicopy' || s === 'Merging';
 
 /** Why the spec cannot be put in place now (terminal until something changes), or null. */
 export function refusal(o: Observed, spec: ShadowSetSpec, members: MemberSpec[]): { reason: string; message: string } | null {
@@ -35,18 +34,6 @@ export function refusal(o: Observed, spec: ShadowSetSpec, members: MemberSpec[])
   return null;
 }
 
-/** Find the engine's record of a spec member: by the id status remembers, else by where it is attached. */
-export function engineMemberFor(m: MemberSpec, o: Observed, eng: EngineStatus): EngineMember | undefined {
-  const id = o.previous.members?.find((x) => x.name === m.name)?.id;
-  if (id) {
-    const byId = eng.members.find((e) => e.id === id);
-    if (byId) return byId;
-  }
-  if (m.nbd) return eng.members.find((e) => e.path === m.nbd);
-  const ms = o.memberServers[m.name];
-  return eng.members.find((e) => e.path.endsWith(`${DEVICE_DIR}/${m.name}`) || (ms?.podIP !== undefined && e.path === memberServerUri(ms.podIP)));
-}
-
 /**
  * What an engine refusal is remembered against: the spec's generation and the engine's membership, states
  * and bitmaps. A refused change is asked again only once one of them changed.
@@ -56,13 +43,6 @@ export function fingerprint(o: Observed, eng: EngineStatus): string {
 }
 const refusalKey = (a: { kind: string; member: string }) => `${a.kind}:${a.member}`;
 export { refusalKey };
-
-/** The Ready reason for an engine that refused to start, from its error code (never its message). */
-function refusedStartReason(code: string): string {
-  if (code === 'ENG_FOREIGN_DATA' || code === 'ENG_SET_MISMATCH' || code === 'ENG_OTHER_SET') return Reason.ForeignData;
-  if (code === 'ENG_STALE_RECORD') return Reason.NewestMemberMissing;
-  return Reason.EngineUnreachable;
-}
 
 export function plan(o: Observed): Plan {
   const actions: Action[] = [];
@@ -133,26 +113,26 @@ export function plan(o: Observed): Plan {
   const policy = networkPolicy(owner, spec, o.operatorPods);
   if (o.networkPolicyFingerprint !== policyFingerprint(policy as never)) actions.push({ kind: 'applyNetworkPolicy', policy });
 
-  if (o.engine.kind === 'refused' && o.engine.code === 'ENG_UNAUTHORIZED') {
+  const refused = o.engine.kind === 'refused' ? { reason: refusalReason(o.engine.code, 'start'), message: `engine refused to start: ${o.engine.message}` } : null;
+  if (refused?.reason === Reason.EngineUnauthorized) {
     // The pod mounts a Secret this operator did not derive for this set (one left by an earlier set of the
     // same name, or made by someone else): it is never overwritten, so say what to do.
     const why = {
-      reason: Reason.EngineUnauthorized,
+      reason: refused.reason,
       message: `the engine refuses this operator's control token: Secret ${internalSecretName(o.name)} was not made for this ShadowSet (uid ${o.uid}); delete that Secret and the pod ${o.enginePod.name}`,
     };
     if (o.previous.conditions?.find((c) => c.type === 'Ready')?.reason !== why.reason) actions.push({ kind: 'event', type: 'Warning', reason: EventReason.Refused, message: why.message });
     return { actions, status: buildStatus(o, null, why, actions), requeueAfterMs: 30_000 };
   }
   if (o.engine.kind !== 'ok') {
-    const why = o.engine.kind === 'refused'
-      ? { reason: refusedStartReason(o.engine.code), message: `engine refused to start: ${o.engine.message}` }
-      : o.engine.kind === 'unreachable'
+    const why = refused
+      ?? (o.engine.kind === 'unreachable'
         ? { reason: Reason.EngineUnreachable, message: o.engine.message }
-        : { reason: Reason.EnginePending, message: `engine pod ${o.enginePod.name} is ${o.enginePod.phase}${o.enginePod.waiting ? ` (${o.enginePod.waiting})` : ''}` };
-    if (o.engine.kind === 'refused' && o.previous.conditions?.find((c) => c.type === 'Ready')?.reason !== why.reason) {
+        : { reason: Reason.EnginePending, message: `engine pod ${o.enginePod.name} is ${o.enginePod.phase}${o.enginePod.waiting ? ` (${o.enginePod.waiting})` : ''}` });
+    if (refused && o.previous.conditions?.find((c) => c.type === 'Ready')?.reason !== why.reason) {
       actions.push({ kind: 'event', type: 'Warning', reason: EventReason.Refused, message: why.message });
     }
-    return { actions, status: buildStatus(o, null, why, actions), requeueAfterMs: o.engine.kind === 'refused' ? 30_000 : 2000 };
+    return { actions, status: buildStatus(o, null, why, actions), requeueAfterMs: refused ? 30_000 : 2000 };
   }
 
   const eng = o.engine.status;
@@ -188,7 +168,7 @@ export function plan(o: Observed): Plan {
     const viaServer = !!m.claimName && !attached.has(m.name);
     const server = o.memberServers[m.name];
     if (m.state === 'Detached') {
-      if (e && writable(e.state)) {
+      if (e && isWritableState(e.state)) {
         const others = eng.members.filter((x) => x.id !== e.id && x.state === 'InSync').length;
         if (merging) problem = { reason: Reason.DetachRefused, message: `member ${m.name} not detached: a merge is running` };
         else if (others < 2) problem = { reason: Reason.DetachRefused, message: `member ${m.name} not detached: fewer than two full members would remain` };
@@ -208,7 +188,7 @@ export function plan(o: Observed): Plan {
       continue;
     }
     // Active.
-    if (e && writable(e.state)) continue;
+    if (e && isWritableState(e.state)) continue;
     if (m.claimName) {
       const why = refusal(o, spec, [m]);
       if (why) {
@@ -234,7 +214,7 @@ export function plan(o: Observed): Plan {
 
   // Members taken out of the spec leave the set (with a bitmap per policy).
   for (const e of eng.members) {
-    if (known.has(e.id) || !writable(e.state)) continue;
+    if (known.has(e.id) || !isWritableState(e.state)) continue;
     const name = o.previous.members?.find((x) => x.id === e.id)?.name ?? e.id;
     ask({ kind: 'engineRemove', member: name, engineId: e.id, policy: spec.minicopyPolicy, detach: false });
   }

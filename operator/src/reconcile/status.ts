@@ -1,8 +1,8 @@
 /** ShadowSet status from what was observed: conditions, members, recovery; events for what changed. */
-import type { EngineStatus } from '@shadowset/engine/api';
+import type { EngineStatus, MemberAnswer } from '@shadowset/engine/api';
 import { ConditionType, EventReason, Reason } from '../api/conditions.js';
 import type { Condition, ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
-import { engineMemberFor } from './planner.js';
+import { engineMemberFor } from './engine-members.js';
 import { exportSecretName } from './set-objects.js';
 import type { Action, Observed } from './types.js';
 
@@ -94,9 +94,11 @@ function events(o: Observed, next: ShadowSetStatus, actions: Action[]): void {
     const before = o.previous.members?.find((x) => x.name === m.name)?.state;
     if (!before || before === m.state) continue;
     const msg = `member ${m.name}: ${before} → ${m.state}${m.reason ? ` (${m.reason})` : ''}`;
-    // Copy starts are announced when the copy is asked for; ends are seen here, however short the copy.
-    if (m.state === 'InSync' && /copy complete/.test(m.reason ?? '')) {
-      ev('Normal', /minicopy/i.test(m.reason ?? '') ? EventReason.MinicopyCompleted : EventReason.CopyCompleted, msg);
+    // Copy starts are announced when the copy is asked for; an end is a copy target become InSync, read
+    // from the engine's states (its reason text is for people). Status holds the state the engine answered
+    // when the copy was asked for (withAnswers), so a copy is seen ending however short it was.
+    if (m.state === 'InSync' && (before === 'FullCopy' || before === 'Minicopy')) {
+      ev('Normal', before === 'Minicopy' ? EventReason.MinicopyCompleted : EventReason.CopyCompleted, msg);
     }
     else if (m.state === 'Faulted') ev('Warning', EventReason.MemberFaulted, msg);
     // Detached and Removed are announced by the action that caused them, not again here.
@@ -105,4 +107,13 @@ function events(o: Observed, next: ShadowSetStatus, actions: Action[]): void {
   const now = next.recovery?.mode;
   if (now === 'Merge' && was !== 'Merge') ev('Normal', EventReason.MergeStarted, `merge of ${next.recovery?.bytesTotal ?? 0} bytes`);
   if (was === 'Merge' && now !== 'Merge') ev('Normal', EventReason.MergeCompleted, 'merge completed');
+}
+
+/**
+ * Status with the engine's answers to this reconcile's adds and returns (by member name): the member's id
+ * and the state it entered (FullCopy, Minicopy, InSync), as the engine said, before its next status.
+ */
+export function withAnswers(status: ShadowSetStatus, answers: Record<string, MemberAnswer>): ShadowSetStatus {
+  if (!status.members || Object.keys(answers).length === 0) return status;
+  return { ...status, members: status.members.map((m) => (Object.hasOwn(answers, m.name) ? { ...m, id: answers[m.name]!.id, state: answers[m.name]!.state } : m)) };
 }

@@ -1,5 +1,5 @@
 /** What a reconcile observed, and what it decided: the planners' inputs and outputs (plain data). */
-import type { EngineStatus } from '@shadowset/engine/api';
+import type { AddMemberBody, EngineStatus, MinicopyPolicy, SettingsBody } from '@shadowset/engine/api';
 import type { ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
 import type { SetKeys } from '../security/keys.js';
 import type { OperatorPods } from './set-objects.js';
@@ -116,10 +116,10 @@ export type Action =
   | { kind: 'applyNetworkPolicy'; policy: Record<string, unknown> }
   /** Create the set's Secrets where missing (an existing one is left as is). */
   | { kind: 'ensureSecrets'; secrets: Record<string, unknown>[] }
-  | { kind: 'engineAdd'; member: string; body: { location: string; noCopy: boolean; confirmOverwrite: boolean; readCost: number; site?: string } }
-  | { kind: 'engineRemove'; member: string; engineId: string; policy: string; detach: boolean }
+  | { kind: 'engineAdd'; member: string; body: AddMemberBody }
+  | { kind: 'engineRemove'; member: string; engineId: string; policy: MinicopyPolicy; detach: boolean }
   | { kind: 'engineReturn'; member: string; engineId: string; minicopy: 'Required' | 'Optional'; location?: string }
-  | { kind: 'engineSettings'; body: Record<string, unknown> }
+  | { kind: 'engineSettings'; body: SettingsBody }
   | { kind: 'applyBitmapCr'; name: string; spec: { shadowSet: string; bitmapId: string; member: string }; status: Record<string, unknown> }
   | { kind: 'deleteBitmapCr'; name: string }
   | { kind: 'event'; type: 'Normal' | 'Warning'; reason: string; message: string };

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { waitFor, DOCKER } from '@shadowset/e2e';
-import { ensureTools } from '@shadowset/operator/tools';
+import { ensureTools } from '@shadowset/testkit/cluster/tools';
 import { KindEnv } from '../env/kind-env.js';
 import { shadowSetYaml } from '../support/shadowset.js';
 

@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, KubeConfig, Watch } from '@kubernetes/client-node';
-import { ensureTools } from '@shadowset/operator/tools';
+import { ensureTools } from '@shadowset/testkit/cluster/tools';
 import { Cleanup } from '../support/cleanup.js';
 import { run, type RunResult } from '../support/exec.js';
 import type { BlockVolume, ClusterEnv, EngineEndpoint, KubeEvent, NodeFailure, SetCredentials } from './cluster-env.js';

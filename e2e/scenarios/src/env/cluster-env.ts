@@ -99,10 +99,3 @@ export interface ClusterEnv {
   diagnostics(ns: string): Promise<string>;
   stop(): Promise<void>;
 }
-
-export async function startClusterEnv(name: string): Promise<ClusterEnv> {
-  const mode = process.env.E2E_CLUSTER ?? 'local';
-  if (mode === 'local') return (await import('./local-env.js')).LocalEnv.start(name);
-  if (mode === 'kind') return (await import('./kind-env.js')).KindEnv.start(name);
-  throw new Error(`E2E_CLUSTER=${mode}: unknown mode (local or kind)`);
-}

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ManagedProcess, waitFor, repoRoot, DOCKER } from '@shadowset/e2e';
-import { ensureTools } from '@shadowset/operator/tools';
+import { ensureTools } from '@shadowset/testkit/cluster/tools';
 import { available, run, runBytes } from '../support/exec.js';
 import { BaseEnv, type Device } from './base-env.js';
 import type { EngineEndpoint, NodeFailure } from './cluster-env.js';

@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { prng } from '../../itest/prng.js';
+import { prng } from '@shadowset/testkit/prng';
 import { RingBackend } from './ring-backend.js';
 import { SLOT_BYTES, SLOTS } from './ring-protocol.js';
 

@@ -9,11 +9,12 @@
 import net from 'node:net';
 import { EngineError, errorMessage } from '../../core/errors.js';
 import type { BlockBackend } from '../../ports/block-backend.js';
+import { systemClock } from '../../ports/clock.js';
 import { ByteQueue } from '../nbd/byte-queue.js';
 import * as P from '../nbd/protocol.js';
 import type { PskKey } from '../nbd/tls.js';
 import { maxBlockFrom } from './block-sizes.js';
-import { parseNbdUri } from './nbd-uri.js';
+import { parseNbdUri } from '../../core/nbd-uri.js';
 import { clientStartTls } from './starttls.js';
 
 /** The largest option reply read during negotiation (INFO replies and error strings are far smaller). */
@@ -276,7 +277,8 @@ export class NbdClientBackend implements BlockBackend {
 
   private async shutdown(): Promise<void> {
     this.closed = new EngineError('ENG_IO', `NBD member ${this.location} is closed`);
-    const deadline = Date.now() + this.closeTimeoutMs;
+    // A duration: the monotonic clock, so a wall-clock step cannot cut it short or stretch it.
+    const deadline = systemClock.monotonic() + this.closeTimeoutMs;
     if (!this.dead && this.pending.size > 0) {
       await this.within(deadline, (done) => (this.idle = done));
       this.idle = null;
@@ -299,7 +301,7 @@ export class NbdClientBackend implements BlockBackend {
   /** Wait for `arm`'s callback or the deadline, whichever comes first. */
   private within(deadline: number, arm: (done: () => void) => void): Promise<void> {
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+      const timer = setTimeout(resolve, Math.max(0, deadline - systemClock.monotonic()));
       arm(() => {
         clearTimeout(timer);
         resolve();

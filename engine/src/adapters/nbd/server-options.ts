@@ -1,0 +1,58 @@
+/**
+ * What an NBD server is given (the export, its handler, limits, TLS) and what it counts.
+ */
+import type { Logger } from 'pino';
+import type { NbdServerTls } from './tls.js';
+
+export interface NbdHandler {
+  size(): number;
+  read(offset: number, length: number): Promise<Buffer>;
+  write(offset: number, data: Buffer, fua: boolean): Promise<void>;
+  flush(): Promise<void>;
+  trim(offset: number, length: number, fua: boolean): Promise<void>;
+  writeZeroes(offset: number, length: number, fua: boolean): Promise<void>;
+}
+
+export interface NbdServerOptions {
+  exportName: string;
+  description: string;
+  handler: NbdHandler;
+  log: Logger;
+  /** Largest READ/WRITE payload (advertised as the maximum block size). */
+  maxPayload?: number;
+  /** True when a FLUSH on one connection covers writes completed on every connection. */
+  multiConn: boolean;
+  /** Requests in flight per connection before the socket is paused. */
+  maxInFlight?: number;
+  /** Bytes one connection may hold (received requests, buffers of requests in flight, unsent replies). */
+  maxConnectionBytes?: number;
+  /** Bytes all connections together may hold. */
+  maxTotalBytes?: number;
+  /** NBD over TLS on the TCP listener (OPT_STARTTLS); `required`: nothing else is negotiated before it. */
+  tls?: NbdServerTls;
+  /**
+   * Listen, but greet no client until `release()`: the engine binds its listeners before it opens any
+   * member, and a client that comes early waits for the set instead of finding no listener.
+   */
+  held?: boolean;
+  /** Connections open at once (held ones included); more are closed at once. */
+  maxConnections?: number;
+  /** A client must reach the transmission phase within this (a silent client cannot hold a connection). */
+  negotiationTimeoutMs?: number;
+}
+
+export interface NbdServerStats {
+  connections: number;
+  connectionsTotal: number;
+  requests: Record<string, number>;
+  errors: number;
+  rejected: number;
+  /** Bytes the connections hold now (gauge): received and not yet run, in flight, replies not yet sent. */
+  heldBytes: number;
+  /** Connections not taking requests now (gauge) until their replies are read or requests complete. */
+  stalled: number;
+  /** Connections closed at once because the server had maxConnections open. */
+  refusedConnections: number;
+  /** Connections closed because they did not finish negotiating in time. */
+  negotiationTimeouts: number;
+}
