@@ -54,6 +54,24 @@ export default tseslint.config(
     },
   },
   {
+    // The CSI driver reaches the API server through the operator's client (operator/src/kube), never its own.
+    files: ['csi/src/**/*.ts'],
+    ignores: ['csi/src/node/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ group: ['@kubernetes/client-node'], message: 'import it through @shadowset/operator/kube' }] }],
+    },
+  },
+  {
+    // The node side talks to no API server and imports no operator internals (only schemas would do).
+    files: ['csi/src/node/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [
+        { group: ['@kubernetes/client-node', '@shadowset/operator/kube', '@shadowset/operator'], message: 'the node plugin has no API server access' },
+        { group: ['**/controller/**'], message: 'the node side does not import the controller' },
+      ] }],
+    },
+  },
+  {
     // The core is pure and deterministic: no node:* imports, no timers, no wall clock.
     files: ['engine/src/core/**/*.ts'],
     ignores: ['engine/src/core/**/*.test.ts'],

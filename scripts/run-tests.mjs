@@ -33,7 +33,7 @@ function walk(dir, out) {
   return out;
 }
 const files = [];
-for (const ws of ['engine', 'operator', 'e2e', 'e2e/scenarios']) {
+for (const ws of ['engine', 'operator', 'e2e', 'e2e/scenarios', 'csi']) {
   try {
     files.push(...walk(join(ws, 'dist'), []).filter((f) => patterns.some((p) => p.test(f))));
   } catch {
