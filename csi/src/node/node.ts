@@ -13,7 +13,7 @@ import type { Handlers } from '../server.js';
 import { parseVolumeId, type VolumeRef } from '../volume-id.js';
 import { run } from './exec.js';
 import { ensureFilesystem } from './filesystem.js';
-import { deviceNumber, mountsAt } from './mounts.js';
+import { deviceNumber, mountsAt, mountsOf } from './mounts.js';
 import { checkPath } from './paths.js';
 import { attach, attachedDevice, detach, type UnitOptions } from './unit.js';
 
@@ -90,8 +90,8 @@ export function nodeService(o: NodeOptions): Handlers {
       const dev = await attachedDevice(o, ref);
       if (dev && (await holds(staging, dev))) await run('umount', [staging]);
       if (dev) {
-        const users = (await run('findmnt', ['-rn', '-S', dev, '-o', 'TARGET'], { allowFail: true })).stdout.trim();
-        if (users) throw new CsiError('FailedPrecondition', `volume ${id} is still mounted at ${users.split('\n').join(', ')}; unpublish it first`);
+        const users = await mountsOf(dev);
+        if (users.length) throw new CsiError('FailedPrecondition', `volume ${id} is still mounted at ${users.join(', ')}; unpublish it first`);
       }
       await detach(o, ref);
       return {};

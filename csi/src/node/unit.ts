@@ -141,8 +141,14 @@ export async function detach(o: UnitOptions, v: VolumeRef): Promise<void> {
   }
   const pid = await daemonPid(pidFile, fuseFile);
   if (pid !== null) {
+    // SIGTERM lets it finish and flush what it holds. With the engine gone it waits out its reconnect
+    // delay first; by then the loop device is flushed and detached, so every write a flush acknowledged
+    // has reached the engine, and what is left is at most unflushed data: SIGKILL after a bound.
     process.kill(pid, 'SIGTERM');
-    if (!(await waitGone(pid, 30_000))) throw new CsiError('Internal', `qemu-storage-daemon ${pid} did not stop within 30 s`);
+    if (!(await waitGone(pid, 15_000))) {
+      process.kill(pid, 'SIGKILL');
+      if (!(await waitGone(pid, 5_000))) throw new CsiError('Internal', `qemu-storage-daemon ${pid} did not stop`);
+    }
   }
   if ((await mountsAt(fuseFile)).length > 0) await run('fusermount3', ['-u', '-z', fuseFile]);
   await rm(dir, { recursive: true, force: true });
