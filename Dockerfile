@@ -41,6 +41,7 @@ RUN set -eu; \
       if [ -d "$ws/node_modules" ]; then cp -a "$ws/node_modules" "/out/$ws/"; fi; \
     done; \
     cp -a csi/proto /out/csi/; \
+    rm -rf /out/csi/dist/itest; \
     find /out/engine/dist /out/operator/dist /out/csi/dist -type f \
       \( -name '*.test.js' -o -name '*.itest.js' -o -name '*.ctest.js' -o -name '*.torture.js' \
          -o -name '*.test.d.ts' -o -name '*.itest.d.ts' -o -name '*.ctest.d.ts' -o -name '*.torture.d.ts' \

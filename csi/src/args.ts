@@ -5,7 +5,7 @@ import { socketPathOf } from './server.js';
 
 export const USAGE = `usage: shadowset-csi --endpoint unix:///path/csi.sock --mode controller|node|all
   [--node-id NAME] [--namespace NS] [--kubelet-dir /var/lib/kubelet] [--unit-socket-dir /run/shadowset/units]
-  [--state-dir /var/lib/shadowset-csi] [--export-name shadow] [--reconnect-delay 120] [--log-level info]`;
+  [--state-dir /var/lib/shadowset-csi] [--export-name shadow] [--reconnect-delay 120] [--socket-wait 15] [--log-level info]`;
 
 export interface CsiArgs {
   endpoint: string;
@@ -18,6 +18,7 @@ export interface CsiArgs {
   stateDir: string;
   exportName: string;
   reconnectDelaySeconds: number;
+  socketWaitSeconds: number;
   logLevel: string;
 }
 
@@ -34,6 +35,7 @@ export function parseCsiArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
       'state-dir': { type: 'string', default: '/var/lib/shadowset-csi' },
       'export-name': { type: 'string', default: 'shadow' },
       'reconnect-delay': { type: 'string', default: '120' },
+      'socket-wait': { type: 'string', default: '15' },
       'log-level': { type: 'string', default: 'info' },
     },
     strict: true,
@@ -49,6 +51,8 @@ export function parseCsiArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   }
   const delay = Number(values['reconnect-delay']);
   if (!Number.isInteger(delay) || delay < 0 || delay > 3600) throw new Error('--reconnect-delay must be 0..3600 seconds');
+  const socketWait = Number(values['socket-wait']);
+  if (!Number.isInteger(socketWait) || socketWait < 0 || socketWait > 600) throw new Error('--socket-wait must be 0..600 seconds');
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(values['export-name']!)) throw new Error('--export-name must be a plain name');
   return {
     endpoint: values.endpoint,
@@ -61,6 +65,7 @@ export function parseCsiArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     stateDir: values['state-dir']!,
     exportName: values['export-name']!,
     reconnectDelaySeconds: delay,
+    socketWaitSeconds: socketWait,
     logLevel: values['log-level']!,
   };
 }

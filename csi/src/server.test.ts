@@ -21,7 +21,7 @@ test('the driver listens on a Unix socket only, owner and group only, and answer
   t.after(() => rm(dir, { recursive: true, force: true }));
   const csi = loadCsi();
   const kubeletDir = join(dir, 'kubelet');
-  const node = nodeService({ nodeId: 'node-a', kubeletDir, unitSocketDir: join(dir, 'units'), stateDir: join(dir, 'state'), exportName: 'shadow', reconnectDelaySeconds: 5 });
+  const node = nodeService({ nodeId: 'node-a', kubeletDir, unitSocketDir: join(dir, 'units'), stateDir: join(dir, 'state'), exportName: 'shadow', reconnectDelaySeconds: 5, socketWaitSeconds: 0 });
   const server = await startServer({ endpoint: `unix://${join(dir, 'csi.sock')}`, csi, identity: identityService({ controller: false }), node, log: pino({ level: 'silent' }) });
   t.after(() => server.close());
   assert.equal((await stat(server.path)).mode & 0o777, 0o660);

@@ -165,6 +165,7 @@ export function controllerService(o: ControllerOptions): Handlers {
     CreateVolume: createVolume,
     DeleteVolume: deleteVolume,
     ValidateVolumeCapabilities: validateVolumeCapabilities,
-    ControllerGetCapabilities: async () => ({ capabilities: [{ rpc: { type: 'CREATE_DELETE_VOLUME' } }] }),
+    // SINGLE_NODE_MULTI_WRITER here and on the node: Kubernetes then sends ReadWriteOncePod as SINGLE_NODE_SINGLE_WRITER.
+    ControllerGetCapabilities: async () => ({ capabilities: [{ rpc: { type: 'CREATE_DELETE_VOLUME' } }, { rpc: { type: 'SINGLE_NODE_MULTI_WRITER' } }] }),
   };
 }

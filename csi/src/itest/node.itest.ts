@@ -14,6 +14,7 @@ import { createInterface } from 'node:readline';
 import * as grpc from '@grpc/grpc-js';
 import { HEADER_BYTES } from '@shadowset/engine/api';
 import { pino } from 'pino';
+import { undoAll } from './cleanup.js';
 import { identityService } from '../identity.js';
 import { nodeService } from '../node/node.js';
 import { startServer } from '../server.js';
@@ -81,21 +82,6 @@ async function writeAt(path: string, offset: number, data: Buffer): Promise<void
   }
 }
 
-/** After a failed test: whatever it left under `dir` (mounts, loop devices, its daemons) is undone. */
-async function undoAll(dir: string): Promise<void> {
-  // The pods' and staging mounts first, then the loop devices (while their FUSE files still have a path),
-  // then the daemons, then the FUSE mounts they leave.
-  const mounts = async (fuse: boolean) => (await readFile('/proc/self/mountinfo', 'utf8')).split('\n')
-    .filter((l) => l.split(' ')[4]?.startsWith(`${dir}/`) && l.includes(' - fuse') === fuse).map((l) => l.split(' ')[4]!);
-  for (const m of (await mounts(false)).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
-  for (const l of spawnSync('losetup', ['-a'], { encoding: 'utf8' }).stdout.split('\n')) {
-    if (l.includes(`(${dir}/`)) spawnSync('losetup', ['-d', l.slice(0, l.indexOf(':'))]);
-  }
-  const pids = spawnSync('pgrep', ['-f', `mountpoint=${dir}/`], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
-  for (const pid of pids) spawnSync('kill', ['-KILL', pid]);
-  for (const m of await mounts(true)) spawnSync('umount', ['-l', m]);
-}
-
 interface Rig {
   dir: string;
   kubelet: string;
@@ -120,7 +106,7 @@ async function rig(t: TestContext, volume: string, unitBytes = UNIT): Promise<Ri
     r.engine = await startEngine(members, socket);
   };
   const csi = loadCsi();
-  const node = nodeService({ nodeId: 'node-a', kubeletDir: kubelet, unitSocketDir: units, stateDir: join(dir, 'state'), exportName: 'shadow', reconnectDelaySeconds: 30 });
+  const node = nodeService({ nodeId: 'node-a', kubeletDir: kubelet, unitSocketDir: units, stateDir: join(dir, 'state'), exportName: 'shadow', reconnectDelaySeconds: 30, socketWaitSeconds: 1 });
   const server = await startServer({ endpoint: `unix://${join(dir, 'csi.sock')}`, csi, identity: identityService({ controller: false }), node, log: pino({ level: 'silent' }) });
   r.node = new csi.Node(`unix://${server.path}`, grpc.credentials.createInsecure()) as unknown as Client;
   t.after(async () => {

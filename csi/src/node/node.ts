@@ -67,9 +67,10 @@ export function nodeService(o: NodeOptions): Handlers {
   const locks = new VolumeLocks();
 
   async function stage(req: StageRequest) {
-    const { id, ref } = volumeRef(req.volume_id);
+    requireField(req.volume_id, 'volume_id');
     const staging = await checkPath(req.staging_target_path, 'staging_target_path', o.kubeletDir);
     const cap = parseCapability(requireField(req.volume_capability, 'volume_capability'));
+    const { id, ref } = volumeRef(req.volume_id);
     return locks.run(id, async () => {
       const dev = await attach(o, ref);
       if (cap.kind === 'block') return {};
@@ -84,8 +85,9 @@ export function nodeService(o: NodeOptions): Handlers {
   }
 
   async function unstage(req: StageRequest) {
-    const { id, ref } = volumeRef(req.volume_id);
+    requireField(req.volume_id, 'volume_id');
     const staging = await checkPath(req.staging_target_path, 'staging_target_path', o.kubeletDir);
+    const { id, ref } = volumeRef(req.volume_id);
     return locks.run(id, async () => {
       const dev = await attachedDevice(o, ref);
       if (dev && (await holds(staging, dev))) await run('umount', [staging]);
@@ -99,15 +101,21 @@ export function nodeService(o: NodeOptions): Handlers {
   }
 
   async function publish(req: PublishRequest) {
-    const { id, ref } = volumeRef(req.volume_id);
+    requireField(req.volume_id, 'volume_id');
     const staging = await checkPath(req.staging_target_path, 'staging_target_path', o.kubeletDir);
     const target = await checkPath(req.target_path, 'target_path', o.kubeletDir);
     const cap = parseCapability(requireField(req.volume_capability, 'volume_capability'));
+    const { id, ref } = volumeRef(req.volume_id);
     const readOnly = req.readonly === true || cap.mode === 'SINGLE_NODE_READER_ONLY';
     return locks.run(id, async () => {
       const dev = await attachedDevice(o, ref);
       if (!dev) throw new CsiError('FailedPrecondition', `volume ${id} is not staged on this node`);
       if (await holds(target, dev)) return {};
+      if (cap.mode === 'SINGLE_NODE_SINGLE_WRITER') {
+        // ReadWriteOncePod: one pod, so one target path.
+        const others = (await mountsOf(dev)).filter((m) => m !== staging && m !== target);
+        if (others.length) throw new CsiError('FailedPrecondition', `volume ${id} is single-writer and already published at ${others.join(', ')}`);
+      }
       if (cap.kind === 'block') {
         await mkdir(dirname(target), { recursive: true });
         await (await open(target, 'a')).close(); // a file to bind the device node onto
@@ -123,8 +131,9 @@ export function nodeService(o: NodeOptions): Handlers {
   }
 
   async function unpublish(req: { volume_id?: string; target_path?: string }) {
-    const { id } = volumeRef(req.volume_id);
+    requireField(req.volume_id, 'volume_id');
     const target = await checkPath(req.target_path, 'target_path', o.kubeletDir);
+    const { id } = volumeRef(req.volume_id);
     return locks.run(id, async () => {
       // Every mount stacked there (a repeated publish by hand, say), then the file or directory itself.
       while ((await mountsAt(target)).length > 0) await run('umount', [target]);

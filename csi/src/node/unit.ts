@@ -22,6 +22,8 @@ export interface UnitOptions {
   exportName: string;
   /** Seconds the NBD client holds I/O while it reconnects to a restarted engine, before failing it. */
   reconnectDelaySeconds: number;
+  /** Seconds NodeStage waits for the engine's socket to appear (the engine may be starting on this node). */
+  socketWaitSeconds: number;
 }
 
 interface UnitState {
@@ -79,7 +81,7 @@ export async function attach(o: UnitOptions, v: VolumeRef): Promise<string> {
   if (have) return have;
   await detach(o, v); // whatever a failed or interrupted attach left
   const socket = socketFor(o, v);
-  if (!existsSync(socket)) {
+  if (!(await appears(socket, o.socketWaitSeconds * 1000))) {
     throw new CsiError('Unavailable', `the virtual unit of ${v.namespace}/${v.name} is not served on this node (no engine socket at ${socket})`);
   }
   const dir = dirFor(o, v);
@@ -118,6 +120,15 @@ function startDaemon(o: UnitOptions, socket: string, fuseFile: string, pidFile: 
       else reject(new CsiError('Unavailable', `qemu-storage-daemon could not attach the unit at ${socket} (exit ${code}): ${err.trim()}`));
     });
   });
+}
+
+async function appears(path: string, timeoutMs: number): Promise<boolean> {
+  // Made by another process (the engine), maybe in a directory that does not exist yet: look, bounded.
+  for (let waited = 0; !existsSync(path); waited += 100) {
+    if (waited >= timeoutMs) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return true;
 }
 
 async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
