@@ -2,8 +2,9 @@
  * The set's virtual unit as a kernel block device on this node, without the nbd module:
  * qemu-storage-daemon's NBD client (on the engine's node-local Unix socket, reconnecting when the engine
  * restarts) → a FUSE export of the unit as a file → a loop device over that file. The daemon is started
- * detached (--daemonize), so a restart of this plugin leaves running volumes alone. What was made is kept
- * in a state file per volume, so detaching undoes exactly that and can be repeated.
+ * detached (--daemonize): on a host a restart of this plugin leaves it running (in a container it lives as
+ * long as the container: csi/README.md). What was made is kept in a state file per volume, so detaching
+ * undoes exactly that and can be repeated.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';

@@ -28,7 +28,7 @@ export const csiValuesSchema = z.strictObject({
     members: z.number().int().min(1).max(6).default(2).describe('Members per volume (1–6).'),
     minicopyPolicy: z.enum(['', ...minicopyPolicySchema.options]).default('').describe('Empty: the ShadowSet default (Optional).'),
     memberTimeoutSeconds: z.number().int().min(0).max(MEMBER_TIMEOUT_MAX_S).default(0)
-      .refine((v) => v === 0 || v >= MEMBER_TIMEOUT_MIN_S).describe('0: the operator\'s default.'),
+      .describe(`0: the operator's default; else ${MEMBER_TIMEOUT_MIN_S} to ${MEMBER_TIMEOUT_MAX_S}.`),
     reclaimPolicy: z.enum(['Delete', 'Retain']).default('Delete'),
     volumeBindingMode: z.enum(['Immediate', 'WaitForFirstConsumer']).default('WaitForFirstConsumer'),
   }).prefault({}),
