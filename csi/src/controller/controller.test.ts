@@ -157,6 +157,20 @@ test('CreateVolume never takes over objects it did not make: a hand-made set or 
   assert.equal(kube.objects.size, before, 'nothing was created');
 });
 
+test('CreateVolume never reuses a member claim left from an earlier volume of the same name', async () => {
+  const { kube, call } = setup();
+  await call('CreateVolume', create({ memberClass: 'local-block' }));
+  // The set is gone but one of its claims is not yet (a DeleteVolume that did not finish).
+  kube.objects.delete(kube.key(RES.shadowsets, 'shadowset-system', 'pvc-0a1b'));
+  await kube.delete(RES.pvcs, 'shadowset-system', 'pvc-0a1b-m1');
+  const before = kube.objects.size;
+  await rejects(call('CreateVolume', create({ memberClass: 'local-block' })), 'Aborted', /claim shadowset-system\/pvc-0a1b-m2 of an earlier volume/);
+  assert.equal(kube.objects.size, before, 'nothing was created');
+  await call('DeleteVolume', { volume_id: 'shadowset-system/pvc-0a1b' });
+  await call('CreateVolume', create({ memberClass: 'local-block' }));
+  assert.equal(kube.count(RES.pvcs), 2);
+});
+
 test('CreateVolume: a name that cannot be a set name maps to a stable hashed one', async () => {
   const { call } = setup();
   const name = 'Sanity-Create_Volume 0123456789-0123456789-0123456789-0123456789';

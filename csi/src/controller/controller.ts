@@ -80,9 +80,14 @@ export function controllerService(o: ControllerOptions): Handlers {
     return Promise.all(Array.from({ length: count }, async (_, i) => {
       const name = memberClaimName(ref.name, i);
       const c = await kube.get(RES.pvcs, ref.namespace, name);
-      const ours = c && c.metadata.labels?.[VOLUME_LABEL] === ref.name
-        && (ownerUid === null || (c.metadata.ownerReferences ?? []).some((r) => r.uid === ownerUid));
-      if (c && !ours) throw new CsiError('AlreadyExists', `claim ${ref.namespace}/${name} exists and is not a member of volume ${ref.name}; nothing was created`);
+      if (!c) return null;
+      const labelled = c.metadata.labels?.[VOLUME_LABEL] === ref.name;
+      // With no set, a claim of ours is left from an earlier volume of this name (its delete is not done):
+      // its device may hold that volume's data, so it is never taken into a new one.
+      if (labelled && ownerUid === null) throw new CsiError('Aborted', `claim ${ref.namespace}/${name} of an earlier volume ${ref.name} is still there; retry once it is deleted`);
+      if (!labelled || !(c.metadata.ownerReferences ?? []).some((r) => r.uid === ownerUid)) {
+        throw new CsiError('AlreadyExists', `claim ${ref.namespace}/${name} exists and is not a member of volume ${ref.name}; nothing was created`);
+      }
       return c;
     }));
   }
