@@ -19,7 +19,7 @@ async function deepestReal(path: string): Promise<string> {
 
 export async function checkPath(path: string | undefined, name: string, kubeletDir: string): Promise<string> {
   if (!path) throw invalid(`${name} is required`);
-  if (path.includes('\0') || !isAbsolute(path) || normalize(path) !== path.replace(/\/+$/, '') || path.length > 4096) {
+  if (path.includes('\0') || !isAbsolute(path) || normalize(path).replace(/\/+$/, '') !== path.replace(/\/+$/, '') || path.length > 4096) {
     throw invalid(`${name} ${JSON.stringify(path)} must be an absolute path without . or .. parts`);
   }
   const root = kubeletDir.replace(/\/+$/, '');
