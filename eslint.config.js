@@ -26,11 +26,11 @@ export default tseslint.config(
     },
   },
   {
-    // Test tooling stays out of the product: no module of engine/src or operator/src but a test imports
+    // Test tooling stays out of the product: no module of engine/src, operator/src or csi/src but a test imports
     // the testkit, the local control plane and node simulator (e2e), or an itest/ directory. (The
     // typescript-eslint form of the rule, so the no-restricted-imports boundaries below still apply.)
-    files: ['engine/src/**/*.ts', 'operator/src/**/*.ts'],
-    ignores: testFiles,
+    files: ['engine/src/**/*.ts', 'operator/src/**/*.ts', 'csi/src/**/*.ts'],
+    ignores: [...testFiles, 'csi/src/itest/**'],
     rules: {
       '@typescript-eslint/no-restricted-imports': ['error', { patterns: [
         { group: ['@shadowset/testkit', '@shadowset/testkit/*', '**/testkit/**'], message: 'test tooling: only tests import the testkit' },
@@ -69,6 +69,24 @@ export default tseslint.config(
     ignores: ['operator/src/kube/**', 'operator/src/**/*.test.ts', 'operator/src/**/*.ctest.ts'],
     rules: {
       'no-restricted-imports': ['error', { patterns: [{ group: ['@kubernetes/client-node'], message: 'import it through operator/src/kube' }] }],
+    },
+  },
+  {
+    // The CSI driver reaches the API server through the operator's client (operator/src/kube), never its own.
+    files: ['csi/src/**/*.ts'],
+    ignores: ['csi/src/node/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ group: ['@kubernetes/client-node'], message: 'import it through @shadowset/operator/kube' }] }],
+    },
+  },
+  {
+    // The node side talks to no API server and imports no operator internals (only schemas would do).
+    files: ['csi/src/node/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [
+        { group: ['@kubernetes/client-node', '@shadowset/operator/kube', '@shadowset/operator'], message: 'the node plugin has no API server access' },
+        { group: ['**/controller/**'], message: 'the node side does not import the controller' },
+      ] }],
     },
   },
   {

@@ -29,12 +29,16 @@ export const BASE_RECIPE = {
   suite: 'trixie',
   mirror: 'http://deb.debian.org/debian',
   variant: 'minbase',
-  // Debian 13's nodejs is 20.19: the engines field asks for >= 20.11. Nothing else is needed at run time
-  // (TLS is node's own; the operator trusts the service account's CA file, not the system store).
-  include: ['nodejs'],
+  // Debian 13's nodejs is 20.19: the engines field asks for >= 20.11 (TLS is node's own; the operator
+  // trusts the service account's CA file, not the system store). The rest is the CSI node plugin's tools:
+  // qemu-storage-daemon (NBD client to FUSE export; Debian 13 ships it in qemu-utils, 12 in
+  // qemu-system-common), fusermount3, losetup, mount, umount, findmnt, blockdev, blkid, mkfs.ext4 and mkfs.xfs.
+  include: ['nodejs', 'qemu-utils', 'fuse3', 'util-linux', 'mount', 'e2fsprogs', 'xfsprogs'],
+  // Only what is named and what it depends on.
+  aptopt: ['APT::Install-Recommends "false"'],
   dpkgopt: ['path-exclude=/usr/share/doc/*', 'path-exclude=/usr/share/man/*', 'path-exclude=/usr/share/locale/*', 'path-exclude=/usr/share/info/*'],
   env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' },
-  recipe: 1,
+  recipe: 2,
 };
 export const baseImageName = () =>
   `localhost/shadowset/node-base:${BASE_RECIPE.suite}-${createHash('sha256').update(JSON.stringify(BASE_RECIPE)).digest('hex').slice(0, 12)}`;
@@ -59,6 +63,7 @@ function importBase(name) {
     const b = BASE_RECIPE;
     const mm = spawn('mmdebstrap', [
       '--quiet', `--variant=${b.variant}`, `--include=${b.include.join(',')}`, '--aptopt=Acquire::Languages "none"',
+      ...b.aptopt.map((o) => `--aptopt=${o}`),
       ...b.dpkgopt.map((o) => `--dpkgopt=${o}`), b.suite, '-', b.mirror,
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
     const imp = spawn(DOCKER, ['import', ...Object.entries(b.env).map(([k, v]) => `--change=ENV ${k}=${v}`), '-', name], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -76,7 +81,9 @@ function importBase(name) {
   });
 }
 
-// Workspaces that hold tests and their tooling only: their own dependencies never ship.
+// The workspaces that ship (package.json, bin/, dist/), and those that hold tests and their tooling only,
+// whose own dependencies never ship.
+const SHIPPED_WORKSPACES = ['engine', 'operator', 'csi'];
 const TEST_WORKSPACES = ['e2e', 'testkit'];
 
 /** Every package-lock entry a production install has: not dev-only, not a workspace link. */
@@ -107,14 +114,16 @@ function stage() {
   }
   // The workspaces, linked as npm links them.
   mkdirSync(join(dest, 'node_modules', '@shadowset'), { recursive: true });
-  for (const ws of ['engine', 'operator']) {
+  for (const ws of SHIPPED_WORKSPACES) {
     const wsDest = join(dest, ws);
     mkdirSync(wsDest, { recursive: true });
     cpSync(join(repoRoot, ws, 'package.json'), join(wsDest, 'package.json'));
     for (const dir of ['bin', 'dist']) {
       const src = join(repoRoot, ws, dir);
       if (!existsSync(src)) throw new Error(`${ws}/${dir} is missing: the build did not run`);
-      cpSync(src, join(wsDest, dir), { recursive: true, filter: (s) => statSync(s).isDirectory() || isShippedFile(s) });
+      // The CSI driver's compiled integration-test helpers (dist/itest) are not part of it.
+      const itest = join(src, 'itest');
+      cpSync(src, join(wsDest, dir), { recursive: true, filter: (s) => s !== itest && !s.startsWith(`${itest}/`) && (statSync(s).isDirectory() || isShippedFile(s)) });
     }
     for (const f of readdirSync(join(wsDest, 'bin'))) chmodSync(join(wsDest, 'bin', f), 0o755);
     symlinkSync(`../../${ws}`, join(dest, 'node_modules', '@shadowset', ws));
@@ -123,11 +132,16 @@ function stage() {
   mkdirSync(bin, { recursive: true });
   symlinkSync(`${PREFIX}/engine/bin/shadow-engine.js`, join(bin, 'shadow-engine'));
   symlinkSync(`${PREFIX}/operator/bin/shadow-operator.js`, join(bin, 'shadow-operator'));
+  // The driver loads the CSI spec's csi.proto at run time; its licence and version travel with it.
+  cpSync(join(repoRoot, 'csi', 'proto'), join(dest, 'csi', 'proto'), { recursive: true });
+  symlinkSync(`${PREFIX}/csi/bin/shadowset-csi.js`, join(bin, 'shadowset-csi'));
   return count;
 }
 
 export async function buildImage({ tag = 'ghcr.io/shadowset/shadowset:dev', labels = [] } = {}) {
-  log('compiling (tsc -b)…');
+  log('compiling (the CSI spec, then tsc -b, as npm run build does)…');
+  // csi/proto/: the spec's csi.proto of the version csi-spec.mjs names, from its Go module (cached in .cache/).
+  run(process.execPath, [join(repoRoot, 'csi', 'scripts', 'csi-spec.mjs')], { stdio: ['ignore', 'inherit', 'inherit'] });
   run(process.execPath, [join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-b'], { stdio: ['ignore', 'inherit', 'inherit'] });
   // The Docker engine that answers, or one started for this build and stopped after it (e2e/src/kind/docker.ts).
   const { ensureDockerd } = await import(pathToFileURL(join(repoRoot, 'e2e', 'dist', 'kind', 'docker.js')).href);
@@ -148,6 +162,10 @@ async function buildOn(engine, { tag, labels }) {
     await importBase(base);
     baseMs = Date.now() - tb;
     log(`base made in ${(baseMs / 1000).toFixed(1)} s`);
+    // Bases of earlier recipes are not used again: their tags go (images built on them keep their layers).
+    const repo = base.slice(0, base.lastIndexOf(':'));
+    const older = run(DOCKER, ['images', '--format', '{{.Repository}}:{{.Tag}}', repo]).stdout.split('\n').filter((t) => t && t !== base);
+    for (const t of older) run(DOCKER, ['rmi', t], { allowFail: true });
   }
   const packages = stage();
   log(`staged ${relative(repoRoot, rootfs)} (${packages} production packages)`);
@@ -165,6 +183,16 @@ async function buildOn(engine, { tag, labels }) {
   if (!/usage: shadow-engine/.test(engineRun.stdout + engineRun.stderr)) throw new Error(`shadow-engine does not start in ${tag}:\n${engineRun.stdout}${engineRun.stderr}`);
   const op = run(DOCKER, ['run', '--rm', '--network', 'none', '--user', '65532:65532', '--read-only', '--entrypoint', 'shadow-operator', tag, '--no-such-flag'], { allowFail: true });
   if (!/shadow-operator: Unknown option/.test(op.stderr)) throw new Error(`shadow-operator does not start in ${tag}:\n${op.stdout}${op.stderr}`);
+  // The CSI driver: its CLI, the spec it loads at run time, and the node plugin's tools.
+  const csi = run(DOCKER, ['run', '--rm', '--network', 'none', '--read-only', '--entrypoint', 'sh', tag, '-c', [
+    'shadowset-csi --no-such-flag 2>&1; true',
+    `node --input-type=module -e "(await import('${PREFIX}/csi/dist/spec.js')).loadCsi(); console.log('csi spec loaded')"`,
+    'for t in qemu-storage-daemon fusermount3 losetup mount umount findmnt blockdev blkid mkfs.ext4 mkfs.xfs; do command -v $t >/dev/null || echo "missing $t"; done',
+  ].join('; ')], { allowFail: true });
+  const csiOut = csi.stdout + csi.stderr;
+  if (!/shadowset-csi: Unknown option/.test(csiOut) || !/csi spec loaded/.test(csiOut) || /missing /.test(csiOut)) {
+    throw new Error(`the CSI driver or its tools are not usable in ${tag}:\n${csiOut}`);
+  }
   log(`docker engine ${engine.version}${engine.started ? ' (started for this build)' : ''}`);
   log(`built ${tag} (${id.slice(7, 19)}) on ${base}`);
   return { image: tag, id, base, baseMs, totalMs: Date.now() - t0 };

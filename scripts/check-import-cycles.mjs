@@ -13,7 +13,7 @@ import ts from 'typescript';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const trees = process.argv.length > 2
   ? process.argv.slice(2)
-  : ['engine/src', 'engine/itest', 'operator/src', 'e2e/src', 'e2e/scenarios/src', 'testkit/src'];
+  : ['engine/src', 'engine/itest', 'operator/src', 'e2e/src', 'e2e/scenarios/src', 'testkit/src', 'csi/src'];
 
 function sources(dir, out) {
   for (const name of readdirSync(dir)) {

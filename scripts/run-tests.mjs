@@ -40,8 +40,8 @@ function walk(dir, out) {
 }
 const files = [];
 // Every compiled tree that holds tests: the workspaces' dist/ (unit tests beside the code), the engine's
-// program tests (engine/itest), the testkit's own tests and the scenarios.
-for (const ws of ['engine', 'engine/itest', 'operator', 'e2e', 'e2e/scenarios', 'testkit']) {
+// program tests (engine/itest), the testkit's own tests, the scenarios and the CSI driver.
+for (const ws of ['engine', 'engine/itest', 'operator', 'e2e', 'e2e/scenarios', 'testkit', 'csi']) {
   try {
     files.push(...walk(join(ws, 'dist'), []).filter((f) => patterns.some((p) => p.test(f))));
   } catch {

@@ -1,7 +1,7 @@
 /**
  * resync-bench's intent-log phase: fio 4k randwrite QD16 over the whole set, each run against a freshly
- * started engine with the write-intent log as shipped (capped), with the log uncapped
- * (--intent-log-cap-mib 0), or with the hidden --no-intent-log flag, the order rotating from round to
+ * started engine with the write-intent log capped at 256 MiB, with the log uncapped
+ * (--intent-log-cap-mib 0, the default for now), or with the hidden --no-intent-log flag, the order rotating from round to
  * round.
  */
 import { fmtNum } from '../lib/format.mjs';
@@ -25,7 +25,7 @@ const LABEL = { capped: 'intent log (capped)  ', uncapped: 'intent log, no cap  
 async function randwriteRun(rig, cfg, round, variant) {
   await settle([rig.A, rig.B]);
   const intentLog = variant !== 'none';
-  const e = await rig.startEngine({ intentLog, ...(variant === 'uncapped' ? { intentCapMiB: 0 } : {}) });
+  const e = await rig.startEngine({ intentLog, ...(variant === 'capped' ? { intentCapMiB: 256 } : variant === 'uncapped' ? { intentCapMiB: 0 } : {}) });
   const s = await e.status();
   if (s.intentLog.enabled !== intentLog) throw new Error(`engine reports intentLog.enabled=${s.intentLog.enabled}, expected ${intentLog}`);
   const args = fioArgs(e.uri, RANDWRITE, measuredRun(cfg.runtime, cfg.ramp, rig.setBytes));

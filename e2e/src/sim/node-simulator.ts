@@ -2,6 +2,9 @@
 // that tests need). It registers Node objects, binds unscheduled pods to them, runs the containers of the
 // project's image as local processes, reports pod status, restarts and kills containers, and can make a
 // node fail and return. See e2e/README.md for the design decisions.
+// Somewhat over 300 lines: the node's lifecycle (register, heartbeat, fail, return) and the pods bound to
+// it share one informer and one state per node; binding (binder.ts), containers (container-runner.ts) and
+// pod status (pod-runtime.ts) are already apart.
 import { CoreV1Api, PatchStrategy, makeInformer, setHeaderOptions } from '@kubernetes/client-node';
 import type { Informer, KubeConfig, ObjectCache, V1NodeCondition, V1Pod, V1PodStatus, V1Taint }
   from '@kubernetes/client-node';

@@ -5,8 +5,12 @@ import { z } from 'zod/v3';
 /** Bounds of the member timeout (the manual's SHADOW_MBR_TMO), in seconds. */
 export const MEMBER_TIMEOUT_MIN_S = 1;
 export const MEMBER_TIMEOUT_MAX_S = 86400;
-/** The write-intent log's cap, in MiB of marked chunks (0: no cap). */
-export const INTENT_LOG_CAP_DEFAULT_MIB = 256;
+/**
+ * The write-intent log's cap, in MiB of marked chunks (0: no cap). Off by default for now: the seeded
+ * simulation with the cap on finds rare divergences after power losses that are not yet understood (see
+ * the engine README); 256 is the intended default once they are.
+ */
+export const INTENT_LOG_CAP_DEFAULT_MIB = 0;
 export const INTENT_LOG_CAP_MAX_MIB = 1024 * 1024;
 /** A throttle is 0 (unlimited) or at least this (one 64 KiB chunk a second). */
 export const MIN_THROTTLE_BYTES_PER_SECOND = 65536;

@@ -60,9 +60,10 @@ test('serve-device arguments: a listener off loopback needs a PSK file; nothing 
   assert.throws(() => parseServeDeviceArgs(['--device', '/d', '--listen', '10.1.2.3:10810']), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT'));
 });
 
-test('the write-intent log cap: 256 MiB by default, 0 for none, whole MiB up to 1 TiB, anything else refused', () => {
+test('the write-intent log cap: off (0) by default, whole MiB up to 1 TiB, anything else refused', () => {
   const base = ['--member', 'a.img', '--socket', 's'];
-  assert.equal(parseServeArgs(base).intentLogCapBytes, 256 * 1024 * 1024);
+  assert.equal(parseServeArgs(base).intentLogCapBytes, 0);
+  assert.equal(parseServeArgs([...base, '--intent-log-cap-mib', '256']).intentLogCapBytes, 256 * 1024 * 1024);
   assert.equal(parseServeArgs([...base, '--intent-log-cap-mib', '0']).intentLogCapBytes, 0);
   assert.equal(parseServeArgs([...base, '--intent-log-cap-mib', '1048576']).intentLogCapBytes, 1024 ** 4);
   for (const bad of ['-1', '1.5', '1048577', 'lots', '']) {

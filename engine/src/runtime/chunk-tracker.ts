@@ -10,6 +10,9 @@
  * to 7/8 of it before that write goes on, so the flushes are shared by many new marks. The new mark
  * itself is recorded at once, like any other: the cap is a bound on the next merge, never a reason to
  * issue a write whose chunk is not yet marked on the members.
+ *
+ * Somewhat over 300 lines: marking, batching, lazy clearing and the cap all decide when a bit may be
+ * set or cleared relative to the batches that record it, and that ordering is read best in one place.
  */
 import type { Logger } from 'pino';
 import { ChunkBitmap, PAGE_BYTES } from '../core/chunk-bitmap.js';

@@ -35,7 +35,7 @@ export interface StartOptions {
   resync?: Partial<ResyncSettings>;
   intentClearMs?: number;
   intentIdlePasses?: number;
-  /** Most bytes of chunks the write-intent log marks at once (0: no cap; default 256 MiB). */
+  /** Most bytes of chunks the write-intent log marks at once (0 or unset: no cap). */
   intentLogCapBytes?: number;
   /** Write bitmap for members that fail (default Optional). */
   faultPolicy?: 'Required' | 'Optional' | 'Never';

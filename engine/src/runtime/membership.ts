@@ -56,7 +56,7 @@ export interface ShadowSetOptions {
   faultPolicy?: 'Required' | 'Optional' | 'Never';
   /** Passes of intentClearMs a chunk must stay unwritten before its intent bit is cleared (default 5). */
   intentIdlePasses?: number;
-  /** Most bytes of chunks the write-intent log marks at once (0: no cap; default 256 MiB). */
+  /** Most bytes of chunks the write-intent log marks at once (0 or unset: no cap). */
   intentLogCapBytes?: number;
   /** The virtual unit's site: reads prefer full members at the same site. */
   site?: string;
@@ -65,8 +65,6 @@ export interface ShadowSetOptions {
   log: Logger;
   clock: Clock;
 }
-
-export const DEFAULT_INTENT_LOG_CAP = 256 * 1024 * 1024;
 
 /** How long a failed copy waits before the full copy that follows it starts. */
 const COPY_RETRY_MS = 500;
@@ -115,7 +113,7 @@ export abstract class Membership {
       clock: o.clock,
       flush: () => this.flushMembers(),
     });
-    this.tracker.setCap(o.intentLogCapBytes ?? DEFAULT_INTENT_LOG_CAP);
+    this.tracker.setCap(o.intentLogCapBytes ?? 0);
     this.resync = new Resync(
       {
         size: o.size,

@@ -5,6 +5,7 @@
  */
 import { MEMBER_TIMEOUT_MAX_S, MEMBER_TIMEOUT_MIN_S } from '@shadowset/engine/api';
 import { z } from 'zod';
+import { csiValuesSchema } from './values-csi.js';
 
 const pullPolicy = z.enum(['Always', 'IfNotPresent', 'Never']);
 /** Kubernetes objects the chart copies verbatim into the pod spec; the API server validates their insides. */
@@ -94,6 +95,7 @@ export const chartValuesSchema = z.strictObject({
   nodeSelector: stringMap.default({}).describe('Node selector of the operator pod.'),
   tolerations: z.array(anyObject).default([]).describe('Tolerations of the operator pod.'),
   affinity: anyObject.default({}).describe('Affinity of the operator pod.'),
+  csi: csiValuesSchema.prefault({}).describe('The CSI driver (csi/README.md); off by default.'),
   // Helm itself may add `global` (umbrella charts); accept it rather than fail.
   global: anyObject.optional().describe('Helm global values (unused by this chart).'),
 });

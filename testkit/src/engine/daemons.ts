@@ -112,8 +112,13 @@ export interface Loop {
   detach: () => Promise<void>;
 }
 
+/** Anything that runs deferred undo steps: the testkit's Scope, the scenarios' Cleanup. */
+export interface Defers {
+  defer(what: string, fn: () => Promise<void>): unknown;
+}
+
 /** Attach a loop device to a file; always detached by the scope. */
-export async function attachLoop(scope: Scope, file: string, o: LoopOptions = {}): Promise<Loop> {
+export async function attachLoop(scope: Defers, file: string, o: LoopOptions = {}): Promise<Loop> {
   const args = ['--find', '--show'];
   if (o.offset !== undefined) args.push('--offset', String(o.offset));
   if (o.sizeLimit !== undefined) args.push('--sizelimit', String(o.sizeLimit));

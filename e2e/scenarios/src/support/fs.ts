@@ -45,21 +45,8 @@ export async function fuseExport(cleanup: Cleanup, dir: string, ep: { host: stri
   };
 }
 
-export interface Loop {
-  dev: string;
-  detach(): Promise<void>;
-}
-
-export async function attachLoop(cleanup: Cleanup, file: string, o: { offset?: number; sizeLimit?: number; readOnly?: boolean } = {}): Promise<Loop> {
-  const args = ['--find', '--show'];
-  if (o.offset !== undefined) args.push('--offset', String(o.offset));
-  if (o.sizeLimit !== undefined) args.push('--sizelimit', String(o.sizeLimit));
-  if (o.readOnly) args.push('--read-only');
-  const dev = (await run('losetup', [...args, file])).stdout.trim();
-  if (!/^\/dev\/loop\d+$/.test(dev)) throw new Error(`losetup gave '${dev}'`);
-  const detach = cleanup.defer(`detach ${dev}`, () => run('losetup', ['--detach', dev]));
-  return { dev, detach };
-}
+// One loop-device helper for every test: the testkit's (detach now, or at cleanup; idempotent).
+export { attachLoop, type Loop } from '@shadowset/testkit/engine/daemons';
 
 export async function mountOn(cleanup: Cleanup, dev: string, dir: string, opts: string[] = []): Promise<{ unmount(): Promise<void> }> {
   await mkdir(dir, { recursive: true });

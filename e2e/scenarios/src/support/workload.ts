@@ -5,6 +5,7 @@
 // not have landed). A read must show one of those; once read, the block is pinned to what it showed,
 // so it can never read differently later. At most one request per block is in flight.
 import type { NbdClient } from './nbd-client.js';
+import { prng } from '@shadowset/testkit/prng';
 
 export const BLOCK = 4096;
 const MAGIC = 0x53534532; // "SSE2"
@@ -67,16 +68,8 @@ export class VersionedBlocks {
     this.blocks = Math.floor(bytes / BLOCK);
     this.acked = new Uint32Array(this.blocks);
     this.busy = new Uint8Array(this.blocks);
-    let s = seed >>> 0 || 1;
-    this.rand = () => {
-      // xorshift32: reproducible choices for a given seed
-      s ^= s << 13;
-      s >>>= 0;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      s >>>= 0;
-      return s / 0x100000000;
-    };
+    // The tests' seeded PRNG: reproducible choices for a given seed.
+    this.rand = prng(seed);
   }
 
   /** Blocks that hold an acknowledged version. */

@@ -1,0 +1,13 @@
+/** The Identity service: who the plugin is and what it offers. */
+import type { Handlers } from './server.js';
+import { DRIVER_NAME, DRIVER_VERSION } from './spec.js';
+
+export function identityService(o: { controller: boolean; probe?: () => Promise<boolean> }): Handlers {
+  return {
+    GetPluginInfo: async () => ({ name: DRIVER_NAME, vendor_version: DRIVER_VERSION, manifest: {} }),
+    GetPluginCapabilities: async () => ({
+      capabilities: o.controller ? [{ service: { type: 'CONTROLLER_SERVICE' } }] : [],
+    }),
+    Probe: async () => ({ ready: { value: o.probe ? await o.probe() : true } }),
+  };
+}

@@ -1,0 +1,35 @@
+/**
+ * The chart's `csi` values: the CSI driver (csi/README.md). Off by default until the sidecar images are built
+ * here; when on, the chart renders the controller Deployment (driver + external-provisioner), the node
+ * DaemonSet (driver + node-driver-registrar), the CSIDriver object, their RBAC and an example StorageClass.
+ */
+import { MEMBER_TIMEOUT_MAX_S, MEMBER_TIMEOUT_MIN_S, minicopyPolicySchema } from '@shadowset/engine/api';
+import { z } from 'zod';
+
+const pullPolicy = z.enum(['Always', 'IfNotPresent', 'Never']);
+const sidecar = (what: string) => z.strictObject({
+  image: z.string().default('').describe(`Image of ${what}; required when csi.enabled (no default until it is built from its Go module here).`),
+  pullPolicy: pullPolicy.default('IfNotPresent'),
+}).prefault({});
+
+export const csiValuesSchema = z.strictObject({
+  enabled: z.boolean().default(false).describe('Deploy the CSI driver (controller Deployment, node DaemonSet, CSIDriver, RBAC, StorageClass).'),
+  kubeletDir: z.string().regex(/^\/[^\s]*[^/\s]$/, 'must be an absolute path without a trailing slash').default('/var/lib/kubelet')
+    .describe('The kubelet\'s root directory on the nodes (staging and target paths must be under it).'),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info').describe('Log level of the driver.'),
+  reconnectDelaySeconds: z.number().int().min(0).max(3600).default(120)
+    .describe('How long the node\'s NBD client holds I/O while the engine restarts, before failing it.'),
+  provisioner: sidecar('external-provisioner (github.com/kubernetes-csi/external-provisioner/v6)'),
+  registrar: sidecar('node-driver-registrar (github.com/kubernetes-csi/node-driver-registrar/v2)'),
+  storageClass: z.strictObject({
+    create: z.boolean().default(true).describe('Create an example StorageClass for the driver (needs memberClass).'),
+    name: z.string().regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a StorageClass name').default('shadowset'),
+    memberClass: z.string().default('').describe('StorageClass of the members\' block volumes (parameter memberClass); required when create.'),
+    members: z.number().int().min(1).max(6).default(2).describe('Members per volume (1–6).'),
+    minicopyPolicy: z.enum(['', ...minicopyPolicySchema.options]).default('').describe('Empty: the ShadowSet default (Optional).'),
+    memberTimeoutSeconds: z.number().int().min(0).max(MEMBER_TIMEOUT_MAX_S).default(0)
+      .describe(`0: the operator's default; else ${MEMBER_TIMEOUT_MIN_S} to ${MEMBER_TIMEOUT_MAX_S}.`),
+    reclaimPolicy: z.enum(['Delete', 'Retain']).default('Delete'),
+    volumeBindingMode: z.enum(['Immediate', 'WaitForFirstConsumer']).default('WaitForFirstConsumer'),
+  }).prefault({}),
+});
