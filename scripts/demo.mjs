@@ -2,8 +2,8 @@
 // The README's first command. On a fresh clone it installs and builds what is missing, then brings up
 // the embedded default: the local control plane, the operator, a simulated node running the engine on
 // two file-backed members, and an example two-member ShadowSet. Ctrl-C tears it all down.
-//   --kind   the same on kind with the Helm chart (needs Docker and kind; not available on every machine)
-import { spawnSync } from 'node:child_process';
+//   --kind   the same on a kind cluster built here, with the Helm chart (root; e2e/scenarios/src/cli/kind-demo.ts)
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,8 +20,12 @@ if (!existsSync(join(root, 'node_modules'))) {
 console.log('demo: building (tsc -b)…');
 run('npx', ['tsc', '-b']);
 if (process.argv.includes('--kind')) {
-  run('bash', [join(root, 'scripts', 'demo-kind.sh')]);
-  process.exit(0);
+  const child = spawn(process.execPath, [join(root, 'e2e', 'scenarios', 'dist', 'cli', 'kind-demo.js')], { cwd: root, stdio: 'inherit' });
+  // A terminal's Ctrl-C reaches the demo itself, which then tears down; this process waits for that.
+  process.on('SIGINT', () => undefined);
+  process.on('SIGTERM', () => child.kill('SIGTERM'));
+  child.once('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+} else {
+  const { runDemo } = await import('../testkit/dist/cluster/demo.js');
+  await runDemo({ memberMiB: Number(process.env.DEMO_MEMBER_MIB ?? 256) });
 }
-const { runDemo } = await import('../testkit/dist/cluster/demo.js');
-await runDemo({ memberMiB: Number(process.env.DEMO_MEMBER_MIB ?? 256) });

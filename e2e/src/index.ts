@@ -14,3 +14,7 @@ export { waitFor } from './wait.js';
 export { repoRoot } from './paths.js';
 export { createBackingDevice } from './devices.js';
 export type { BackingDevice } from './devices.js';
+export { createKindCluster, ensureKindToolchain, kindConfig, KindCluster, KIND_NETWORK, POD_SUBNET, SERVICE_SUBNET } from './kind/cluster.js';
+export type { KindToolchain, KindClusterOptions } from './kind/cluster.js';
+export { ensureDockerd, dockerVersion, docker, DOCKER } from './kind/docker.js';
+export type { DockerEngine } from './kind/docker.js';

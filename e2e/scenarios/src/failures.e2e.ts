@@ -9,7 +9,7 @@ import type { BlockVolume, ClusterEnv } from './env/cluster-env.js';
 import { startClusterEnv } from './env/start-env.js';
 import { NbdClient } from './support/nbd-client.js';
 import { ScenarioChain } from './support/scenario.js';
-import { HEADER_BYTES, MiB, StatusWatch, cond, conditionsOf, member, show, memberDifference, memberState, reasons, shadowSetYaml, steady } from './support/shadowset.js';
+import { HEADER_BYTES, MiB, StatusWatch, cond, conditionsOf, engineLogTime, member, show, memberDifference, memberState, reasons, returnEvents, returnedWithMinicopy, shadowSetYaml, steady } from './support/shadowset.js';
 import { background, VersionedBlocks } from './support/workload.js';
 
 const NS = 'e2e-fail';
@@ -66,15 +66,21 @@ chain.scenario('a member\'s node fails under load: removed after the member time
     await show(env!, note, conditionsOf(NS, 'nf'));
     const acked = load.writesAcked;
     await waitFor('I/O to go on without n3', () => load.writesAcked > acked + 500, { timeoutMs: 30_000 });
-    note(`n3 ${member(faulted, 'n3')?.reason ?? ''}: Faulted ${(removedAfter / 1000).toFixed(1)} s after the node failed; WriteBitmap ${(bitmap.metadata as { name: string }).name}`);
+    const engineRemoved = (await engineLogTime(env!, NS, 'nf', 'MemberFaulted', member(faulted, 'n3')!.id!, t0)) - t0;
+    assert.ok(engineRemoved >= 2500, `the engine removed n3 ${engineRemoved} ms after the node failed: not before the 3 s member timeout`);
+    note(`n3 ${member(faulted, 'n3')?.reason ?? ''}: removed by the engine ${(engineRemoved / 1000).toFixed(1)} s after the node failed, Faulted in status after ${(removedAfter / 1000).toFixed(1)} s; WriteBitmap ${(bitmap.metadata as { name: string }).name}`);
 
     const t1 = Date.now();
     await env!.recoverNode(remote);
     await watch.until('n3 back in sync', steady(3), 180_000);
     const seen = watch.since(t1);
-    assert.ok(seen.some((s) => cond(s, 'Resyncing')?.reason === 'Minicopy'), `a minicopy: ${JSON.stringify(seen.map((s) => cond(s, 'Resyncing')?.reason))}`);
-    assert.ok(!seen.some((s) => cond(s, 'Resyncing')?.reason === 'FullCopy'), 'no full copy');
-    note(`returned with a minicopy ${((Date.now() - t1) / 1000).toFixed(1)} s after the node came back`);
+    // The engine's log and the events say what ran: on kind a minicopy of a few MiB can start and end
+    // between two of the operator's status updates, so the status need not show it.
+    const bytes = await returnedWithMinicopy(env!, NS, 'nf', 'n3', member(faulted, 'n3')!.id!, t0);
+    assert.ok(!seen.some((s) => cond(s, 'Resyncing')?.reason === 'FullCopy'), 'no full copy in status');
+    // The simulator's nodes answer at once, and its minicopy of a throttled 8 MiB load is seen in status.
+    if (env!.mode === 'local') assert.ok(seen.some((s) => cond(s, 'Resyncing')?.reason === 'Minicopy'), `a minicopy in status: ${JSON.stringify(seen.map((s) => cond(s, 'Resyncing')?.reason))}`);
+    note(`returned with a minicopy of ${bytes} bytes ${((Date.now() - t1) / 1000).toFixed(1)} s after the node came back`);
   } finally {
     const stats = await bg.stop();
     assert.equal(stats.ended, null, 'the load never stopped');
@@ -85,7 +91,7 @@ chain.scenario('a member\'s node fails under load: removed after the member time
   assert.deepEqual(load.problems.slice(0, 10), []);
   assert.equal(await memberDifference(env!, [vol.n1!, vol.n2!, vol.n3!], UNIT), null);
   const ev = await env!.events(NS, 'nf');
-  assert.ok(['MemberFaulted', 'MemberReturned', 'MinicopyStarted', 'MinicopyCompleted'].every((r) => ev.some((e) => e.reason === r)), reasons(ev));
+  assert.ok(returnEvents(env!.mode).every((r) => ev.some((e) => e.reason === r)), reasons(ev));
   await env!.kubectl(['delete', 'shadowset', 'nf', '-n', NS, '--wait', '--timeout=120s']);
 }, 300_000);
 

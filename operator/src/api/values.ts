@@ -48,10 +48,13 @@ const podSecurityContextSchema = z.looseObject({
   runAsNonRoot: z.boolean().default(true),
   runAsUser: z.number().int().min(0).default(65532),
   runAsGroup: z.number().int().min(0).default(65532),
+  // Secret volumes are root's: the kubelet gives their files this group (and group read), which is how the
+  // non-root operator reads its key.
+  fsGroup: z.number().int().min(0).default(65532),
   seccompProfile: z.looseObject({
     type: z.string().default('RuntimeDefault'),
   }).prefault({}),
-}).describe('Pod securityContext of the operator: non-root (UID 65532), RuntimeDefault seccomp.');
+}).describe('Pod securityContext of the operator: non-root (UID 65532), fsGroup 65532 (to read its key), RuntimeDefault seccomp.');
 
 const securityContextSchema = z.looseObject({
   allowPrivilegeEscalation: z.boolean().default(false),

@@ -177,6 +177,10 @@ test('the operator\'s key: a Secret of 64 random characters, kept on uninstall, 
   assert.notEqual(other, key, 'random at each render without a cluster (helm upgrade keeps the one in the cluster: chart.ctest)');
   const pod = one<Deployment>(objs, 'Deployment').spec.template.spec as unknown as { volumes: { name: string; secret?: { secretName: string; defaultMode: number } }[]; containers: { volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[] }[] };
   assert.deepEqual(pod.volumes.find((v) => v.name === 'key')?.secret, { secretName: 'shadowset-key', defaultMode: 0o400 });
+  // A kubelet writes the key as root's (0400): the operator (UID 65532) reads it only through the pod's fsGroup,
+  // which makes the files that group's, with group read (found when the chart first ran on a real kubelet).
+  const sc = (pod as unknown as { securityContext: { runAsUser: number; runAsGroup: number; fsGroup?: number } }).securityContext;
+  assert.equal(sc.fsGroup, sc.runAsGroup, 'the key Secret is readable by the operator\'s group');
   assert.deepEqual(pod.containers[0]!.volumeMounts.find((m) => m.name === 'key'), { name: 'key', mountPath: '/etc/shadowset/key', readOnly: true });
 });
 

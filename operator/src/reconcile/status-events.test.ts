@@ -51,3 +51,16 @@ test('the state the engine answered to an add is kept in status: a copy over bef
   assert.deepEqual(events(next.actions).map((e) => [e.reason, e.message]), [['CopyCompleted', 'member c: FullCopy → InSync']]);
   assert.deepEqual(withAnswers(first.status, {}), first.status);
 });
+
+test('a return the operator never heard back about is announced from the engine\'s states', () => {
+  // The reconcile that asks for a return still sees the member away, and the engine's answer goes into
+  // status (withAnswers): nothing is announced from the states then, so nothing twice.
+  assert.deepEqual(reasons(world('Faulted', { state: 'Faulted', reason: 'member timeout' })), []);
+  assert.deepEqual(reasons(world('Minicopy', { state: 'InSync', reason: '' })), ['MinicopyCompleted']);
+  // No answer (the call outlived its timeout while the member's node was silent; the engine finished the
+  // return when the node answered): the member is seen back, in its copy or already in sync.
+  assert.deepEqual(reasons(world('Faulted', { state: 'Minicopy', reason: '' })), ['MemberReturned', 'MinicopyStarted']);
+  assert.deepEqual(reasons(world('Removed', { state: 'FullCopy', reason: '' })), ['MemberReturned', 'CopyStarted']);
+  assert.deepEqual(reasons(world('Faulted', { state: 'InSync', reason: '' })), ['MemberReturned']);
+  assert.deepEqual(reasons(world('Detached', { state: 'InSync', reason: '' })), ['MemberReturned']);
+});

@@ -87,6 +87,10 @@ export function buildStatus(o: Observed, eng: EngineStatus | null, problem: { re
   return status;
 }
 
+/** States a member leaves only by a return, and the states a return leads to. */
+const AWAY = new Set(['Faulted', 'Removed', 'Detached']);
+const BACK = new Set(['InSync', 'FullCopy', 'Minicopy']);
+
 /** Events for every member state change and every copy or merge start and end. */
 function events(o: Observed, next: ShadowSetStatus, actions: Action[]): void {
   const ev = (type: 'Normal' | 'Warning', reason: string, message: string) => actions.push({ kind: 'event', type, reason, message });
@@ -101,6 +105,14 @@ function events(o: Observed, next: ShadowSetStatus, actions: Action[]): void {
       ev('Normal', before === 'Minicopy' ? EventReason.MinicopyCompleted : EventReason.CopyCompleted, msg);
     }
     else if (m.state === 'Faulted') ev('Warning', EventReason.MemberFaulted, msg);
+    // A return is announced when the engine answers it (and withAnswers keeps that state), so a member
+    // seen back here got no answer: the call outlived its timeout (the member's node was silent when it was
+    // made) and the engine finished the return once the node answered.
+    else if (AWAY.has(before) && BACK.has(m.state)) {
+      ev('Normal', EventReason.MemberReturned, `member ${m.name} returned to the set: ${before} → ${m.state}`);
+      if (m.state === 'Minicopy') ev('Normal', EventReason.MinicopyStarted, `minicopy of member ${m.name} started (write bitmap)`);
+      else if (m.state === 'FullCopy') ev('Normal', EventReason.CopyStarted, `full copy of member ${m.name} started`);
+    }
     // Detached and Removed are announced by the action that caused them, not again here.
   }
   const was = o.previous.recovery?.mode;

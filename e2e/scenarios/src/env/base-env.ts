@@ -7,7 +7,7 @@ import { CoreV1Api, CustomObjectsApi, KubeConfig, Watch } from '@kubernetes/clie
 import { ensureTools } from '@shadowset/testkit/cluster/tools';
 import { Cleanup } from '../support/cleanup.js';
 import { run, type RunResult } from '../support/exec.js';
-import type { BlockVolume, ClusterEnv, EngineEndpoint, KubeEvent, SetCredentials } from './cluster-env.js';
+import type { BlockVolume, ClusterEnv, EngineEndpoint, KubeEvent, NodeFailure, SetCredentials } from './cluster-env.js';
 
 const GROUP = 'shadowset.dev';
 const VERSION = 'v1alpha1';
@@ -83,8 +83,10 @@ export abstract class BaseEnv implements ClusterEnv {
   protected abstract writeDevice(node: string, path: string, offset: number, data: Buffer): Promise<void>;
   abstract engine(ns: string, set: string): Promise<EngineEndpoint>;
   abstract killEngine(ns: string, set: string): Promise<void>;
-  abstract failNode(node: string): Promise<void>;
+  abstract failNode(node: string, how?: NodeFailure): Promise<void>;
   abstract recoverNode(node: string): Promise<void>;
+  abstract prepareUpgrade(): Promise<string>;
+  abstract upgradeRelease(image: string): Promise<{ from: string; to: string }>;
   abstract logs(ns: string, pod: string, container: string): Promise<string>;
   protected abstract operatorLogTail(): Promise<string>;
 

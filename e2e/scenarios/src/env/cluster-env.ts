@@ -46,6 +46,8 @@ export interface KubeEvent {
   at: string;
 }
 
+export type NodeFailure = 'freeze' | 'poweroff';
+
 export interface ClusterEnv {
   readonly mode: 'local' | 'kind';
   /** two schedulable nodes for members: nodes[0] holds the engine's members, nodes[1] a remote one */
@@ -76,9 +78,21 @@ export interface ClusterEnv {
   engine(ns: string, set: string): Promise<EngineEndpoint>;
   /** SIGKILL the engine process of a set (its pod restarts it). */
   killEngine(ns: string, set: string): Promise<void>;
-  /** The node stops: its processes die or freeze, it is reported NotReady; pods stay. */
-  failNode(node: string): Promise<void>;
+  /**
+   * The node fails; pods stay. `freeze` (the default): its processes stop where they are and peers see
+   * silence (a hung or partitioned node). `poweroff`: it is cut off and its processes die at once (no
+   * goodbye reaches a peer), and it boots again on recovery (a lost node; kind only tells it for real).
+   */
+  failNode(node: string, how?: NodeFailure): Promise<void>;
+  /** The node is back (thawed, or booted) and reported Ready. */
   recoverNode(node: string): Promise<void>;
+  /**
+   * A new image of the project under a new tag, built and loaded into the nodes but not used yet; returns
+   * its reference. Only where the operator is a Helm release (kind).
+   */
+  prepareUpgrade(): Promise<string>;
+  /** The operator's release upgraded to `image` (`helm upgrade`), waiting for its rollout; the images before and after. */
+  upgradeRelease(image: string): Promise<{ from: string; to: string }>;
   /** A container's output across restarts ('' when unknown). */
   logs(ns: string, pod: string, container: string): Promise<string>;
   /** What to print when a scenario fails: pods, sets, bitmaps, events, operator log tail. */

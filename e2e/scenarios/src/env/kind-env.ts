@@ -1,25 +1,26 @@
 // kind mode (E2E_CLUSTER=kind): the same scenarios on a kind cluster with real kubelets, scheduler and
-// controller-manager. The project image is built and loaded into the nodes, the Helm chart installed,
-// and local PVs made on loop devices created inside the kind node containers (they share this
-// machine's kernel, so the test process reads the same devices through `docker exec`). Pod IPs are not
-// reachable from the host, so the engine's NBD and HTTP ports are reached through a small relay pod and
-// `kubectl port-forward`. A node failure is `docker pause` of the node container: its processes freeze
-// and its peers see silence, as when a node is lost. See e2e/README.md ("kind mode").
+// controller-manager. The project image is built here and loaded into the nodes, the Helm chart installed,
+// and local PVs made on loop devices created inside the kind node containers (they share this machine's
+// kernel, so the test process reads the same devices through `docker exec`). Pod IPs are not reachable
+// from the host, so the engine's NBD and HTTP ports are reached through a small relay pod and
+// `kubectl port-forward`. Node failures are done to the node containers (see kind-nodes.ts). See
+// e2e/README.md ("kind mode").
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ManagedProcess, waitFor, repoRoot } from '@shadowset/e2e';
+import { ManagedProcess, waitFor, repoRoot, DOCKER } from '@shadowset/e2e';
 import { ensureTools } from '@shadowset/testkit/cluster/tools';
 import { available, run, runBytes } from '../support/exec.js';
 import { BaseEnv, type Device } from './base-env.js';
-import type { EngineEndpoint } from './cluster-env.js';
+import type { EngineEndpoint, NodeFailure } from './cluster-env.js';
+import { KindNodes } from './kind-nodes.js';
+import { deviceDir, openKindSession, type KindSession } from './kind-session.js';
 
-const CLUSTER = process.env.E2E_KIND_CLUSTER ?? 'shadowset-e2e';
 const IMAGE_REPO = 'ghcr.io/shadowset/shadowset';
 const IMAGE_TAG = 'e2e';
-const IMAGE = `${IMAGE_REPO}:${IMAGE_TAG}`;
+export const IMAGE = `${IMAGE_REPO}:${IMAGE_TAG}`;
+const RELEASE = 'shadowset';
 const RELEASE_NS = 'shadowset-system';
-const DEVICE_DIR = '/var/lib/shadowset-e2e';
 const HOST_TOOLS = ['losetup', 'mount', 'umount', 'mkfs.ext4', 'e2fsck', 'qemu-storage-daemon', 'fusermount3'];
 
 // Forwards the engine's NBD and HTTP ports from the relay pod (reached by port-forward) to the engine pod.
@@ -27,66 +28,115 @@ const RELAY_JS = `const net=require('net');for(const p of [10809,8080]){net.crea
 
 const sh = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
+/** The project image, built by scripts/build-image.mjs (no pull, no network in the build). */
+export async function buildImage(tag: string, labels: string[] = []): Promise<void> {
+  await run(process.execPath, [join(repoRoot, 'scripts', 'build-image.mjs'), '--tag', tag, ...labels.flatMap((l) => ['--label', l])], { timeoutMs: 1_800_000 });
+}
+
 export class KindEnv extends BaseEnv {
   readonly mode = 'kind' as const;
   nodes: readonly [string, string] = ['', ''];
   private controlPlaneNode = '';
   private readonly namespaces: string[] = [];
-  private readonly paused = new Set<string>();
+  private readonly nodeOps = new KindNodes((args, o) => this.kubectl(args, o));
+  private upgrades = 0;
 
-  static async start(name: string): Promise<KindEnv> {
+  private session: KindSession | undefined;
+
+  private constructor(workDir: string, private readonly cluster: string, private readonly say?: (line: string) => void) {
+    super(workDir);
+  }
+
+  /**
+   * `cluster`: the kind cluster's name (made here unless the kind tier's runner made it); `hostTools`: whether
+   * the scenarios' tools on this machine (mounts, FUSE) are needed too; `log`: progress lines (the cluster's
+   * creation and each step after it).
+   */
+  static async start(name: string, o: { cluster?: string; hostTools?: boolean; log?: (line: string) => void } = {}): Promise<KindEnv> {
     const missing: string[] = [];
-    if (!(await available('docker', ['version', '--format', '{{.Server.Version}}']))) missing.push('docker');
-    else if ((await run('docker', ['info', '--format', '{{.ServerVersion}}'], { allowFail: true })).code !== 0) missing.push('a running Docker engine (docker info fails)');
-    if (!(await available('kind', ['version']))) missing.push('kind (https://kind.sigs.k8s.io)');
-    if (process.getuid?.() !== 0) missing.push('root (the filesystem scenario attaches a loop device and mounts on this machine)');
-    for (const t of HOST_TOOLS) if (!(await available('sh', ['-c', `command -v ${t}`]))) missing.push(t);
+    if (process.getuid?.() !== 0) missing.push('root (loop devices in the nodes; the filesystem scenario mounts on this machine)');
+    if (!(await available(DOCKER, ['--version']))) missing.push('Debian\'s docker.io (npm run cluster:build -- --kind installs it)');
+    if (o.hostTools !== false) for (const t of HOST_TOOLS) if (!(await available('sh', ['-c', `command -v ${t}`]))) missing.push(t);
     if (missing.length > 0) throw new Error(`E2E_CLUSTER=kind needs: ${missing.join(', ')}. Without them run the local mode (unset E2E_CLUSTER).`);
-    return BaseEnv.booted(new KindEnv(await BaseEnv.makeWorkDir(name)));
+    return BaseEnv.booted(new KindEnv(await BaseEnv.makeWorkDir(name), o.cluster ?? process.env.E2E_KIND_CLUSTER ?? 'shadowset-e2e', o.log));
   }
 
   protected async boot(): Promise<void> {
-    const clusters = (await run('kind', ['get', 'clusters'])).stdout.split('\n').map((s) => s.trim());
-    if (!clusters.includes(CLUSTER)) {
-      const cfg = join(this.workDir, 'kind.yaml');
-      await writeFile(cfg, 'kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n  - role: control-plane\n  - role: worker\n  - role: worker\n');
-      const image = process.env.E2E_KIND_NODE_IMAGE ? ['--image', process.env.E2E_KIND_NODE_IMAGE] : [];
-      await run('kind', ['create', 'cluster', '--name', CLUSTER, '--config', cfg, '--wait', '180s', ...image], { timeoutMs: 900_000 });
-      if (process.env.E2E_KEEP_CLUSTER !== '1') {
-        this.cleanup.defer(`delete kind cluster ${CLUSTER}`, () => run('kind', ['delete', 'cluster', '--name', CLUSTER], { timeoutMs: 300_000 }));
-      }
-    }
-    const kubeconfig = join(this.workDir, 'kubeconfig');
-    await writeFile(kubeconfig, (await run('kind', ['get', 'kubeconfig', '--name', CLUSTER])).stdout);
-    this.connect(kubeconfig);
+    this.session = await openKindSession({ name: this.cluster, ...(this.say ? { log: this.say } : {}) });
+    const session = this.session;
+    this.cleanup.defer(`kind cluster ${session.name}`, () => session.close());
+    this.connect(session.kubeconfigPath);
 
     const nodes = JSON.parse((await this.kubectl(['get', 'nodes', '-o', 'json'])).stdout) as { items: { metadata: { name: string; labels?: Record<string, string> } }[] };
     const isCp = (n: { metadata: { labels?: Record<string, string> } }) => 'node-role.kubernetes.io/control-plane' in (n.metadata.labels ?? {});
     const workers = nodes.items.filter((n) => !isCp(n)).map((n) => n.metadata.name).sort();
     this.controlPlaneNode = nodes.items.find(isCp)?.metadata.name ?? '';
-    if (workers.length < 2 || !this.controlPlaneNode) throw new Error(`kind cluster ${CLUSTER} needs a control-plane node and two workers; it has ${nodes.items.map((n) => n.metadata.name).join(', ')}`);
+    if (workers.length < 2 || !this.controlPlaneNode) throw new Error(`kind cluster ${session.name} needs a control-plane node and two workers; it has ${nodes.items.map((n) => n.metadata.name).join(', ')}`);
     this.nodes = [workers[0]!, workers[1]!];
 
     if (process.env.E2E_KIND_SKIP_BUILD !== '1') {
-      await run('docker', ['build', '-t', IMAGE, repoRoot], { timeoutMs: 1_800_000 });
+      this.say?.(`building the image ${IMAGE} (scripts/build-image.mjs)…`);
+      await buildImage(IMAGE);
     }
-    await run('kind', ['load', 'docker-image', IMAGE, '--name', CLUSTER], { timeoutMs: 600_000 });
+    this.say?.(`loading ${IMAGE} into the nodes (kind load docker-image)…`);
+    await session.loadImage(IMAGE);
+    this.say?.(`installing the chart (helm upgrade --install ${RELEASE} -n ${RELEASE_NS})…`);
+    await this.installRelease();
+  }
 
-    const helm = ensureTools().helm;
-    await run(helm, [
-      '--kubeconfig', this.kubeconfigPath, 'upgrade', '--install', 'shadowset', join(repoRoot, 'charts', 'shadowset'),
-      '-n', RELEASE_NS, '--create-namespace', '--set', `image.tag=${IMAGE_TAG}`, '--set', 'image.pullPolicy=Never',
-      '--wait', '--timeout', '300s',
+  /**
+   * The chart, with the operator on the control-plane node: the scenarios stop and pause workers, and an
+   * operator on one of them would wait out its eviction (minutes) before anything is reconciled. A release
+   * that is already there (a shared cluster) is upgraded to these values and left installed.
+   */
+  private async installRelease(): Promise<void> {
+    const values = join(this.workDir, 'values.yaml');
+    await writeFile(values, JSON.stringify({
+      image: { tag: IMAGE_TAG, pullPolicy: 'Never' },
+      nodeSelector: { 'node-role.kubernetes.io/control-plane': '' },
+      tolerations: [{ key: 'node-role.kubernetes.io/control-plane', operator: 'Exists', effect: 'NoSchedule' }],
+    }));
+    const existed = (await this.helm(['status', RELEASE, '-n', RELEASE_NS], { allowFail: true })).code === 0;
+    await this.helm([
+      'upgrade', '--install', RELEASE, join(repoRoot, 'charts', 'shadowset'), '-n', RELEASE_NS, '--create-namespace',
+      '-f', values, '--wait', '--timeout', '300s',
     ], { timeoutMs: 360_000 });
     // Helm does not upgrade CRDs: apply the current ones (a reused cluster may hold older ones).
     await this.kubectl(['apply', '--server-side', '--force-conflicts', '-f', join(repoRoot, 'charts', 'shadowset', 'crds')]);
     await this.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/shadowsets.shadowset.dev', 'crd/writebitmaps.shadowset.dev']);
     await this.forgetDiscovery();
-    this.cleanup.defer('helm uninstall shadowset', () => run(helm, ['--kubeconfig', this.kubeconfigPath, 'uninstall', 'shadowset', '-n', RELEASE_NS], { allowFail: true }));
+    if (!existed) this.cleanup.defer(`helm uninstall ${RELEASE}`, () => this.helm(['uninstall', RELEASE, '-n', RELEASE_NS, '--wait'], { allowFail: true }));
+  }
+
+  private helm(args: string[], o: { allowFail?: boolean; timeoutMs?: number } = {}) {
+    return run(ensureTools().helm, ['--kubeconfig', this.kubeconfigPath, ...args], o);
+  }
+
+  private async releaseImage(): Promise<string> {
+    const d = JSON.parse((await this.kubectl(['get', 'deployment', RELEASE, '-n', RELEASE_NS, '-o', 'json'])).stdout) as { spec: { template: { spec: { containers: { image: string }[] } } } };
+    return d.spec.template.spec.containers[0]!.image;
+  }
+
+  async prepareUpgrade(): Promise<string> {
+    this.upgrades++;
+    const image = `${IMAGE_REPO}:${IMAGE_TAG}-upgrade-${this.upgrades}`;
+    // Another image, not only another name for the same one: its configuration carries a label of its own.
+    await buildImage(image, [`shadowset.dev/e2e-upgrade=${this.upgrades}`]);
+    await this.session!.loadImage(image);
+    return image;
+  }
+
+  async upgradeRelease(image: string): Promise<{ from: string; to: string }> {
+    const from = await this.releaseImage();
+    const tag = image.slice(image.lastIndexOf(':') + 1);
+    if (`${IMAGE_REPO}:${tag}` !== image) throw new Error(`${image} is not an image of ${IMAGE_REPO}`);
+    await this.helm(['upgrade', RELEASE, join(repoRoot, 'charts', 'shadowset'), '-n', RELEASE_NS, '--reuse-values', '--set', `image.tag=${tag}`, '--wait', '--timeout', '300s'], { timeoutMs: 360_000 });
+    await this.kubectl(['rollout', 'status', `deployment/${RELEASE}`, '-n', RELEASE_NS, '--timeout=180s']);
+    return { from, to: await this.releaseImage() };
   }
 
   private docker(node: string, script: string, input?: Buffer): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    return run('docker', ['exec', ...(input ? ['-i'] : []), node, 'sh', '-c', script], input ? { input } : {});
+    return run(DOCKER, ['exec', ...(input ? ['-i'] : []), node, 'sh', '-c', script], input ? { input } : {});
   }
 
   override async createNamespace(ns: string): Promise<void> {
@@ -95,10 +145,11 @@ export class KindEnv extends BaseEnv {
   }
 
   protected async allocateDevice(node: string, bytes: number, name: string): Promise<Device> {
-    const file = `${DEVICE_DIR}/${name}.img`;
+    const dir = deviceDir(this.cluster);
+    const file = `${dir}/${name}.img`;
     // The node container's /dev is its own: make the loop device's node there if the kernel's is missing.
     const script = [
-      'set -e', `mkdir -p ${DEVICE_DIR}`, `rm -f ${sh(file)}`, `truncate -s ${bytes} ${sh(file)}`,
+      'set -e', `mkdir -p ${dir}`, `rm -f ${sh(file)}`, `truncate -s ${bytes} ${sh(file)}`,
       'for i in 1 2 3 4 5; do',
       '  dev=$(losetup -f)', '  [ -b "$dev" ] || mknod "$dev" b 7 "${dev#/dev/loop}"',
       `  if losetup "$dev" ${sh(file)}; then echo "$dev"; exit 0; fi`,
@@ -110,7 +161,7 @@ export class KindEnv extends BaseEnv {
   }
 
   protected readDevice(node: string, path: string, offset: number, length: number): Promise<Buffer> {
-    return runBytes('docker', ['exec', node, 'dd', `if=${path}`, 'bs=1M', 'iflag=skip_bytes,count_bytes', `skip=${offset}`, `count=${length}`, 'status=none'], { timeoutMs: 300_000 });
+    return runBytes(DOCKER, ['exec', node, 'dd', `if=${path}`, 'bs=1M', 'iflag=skip_bytes,count_bytes', `skip=${offset}`, `count=${length}`, 'status=none'], { timeoutMs: 300_000 });
   }
 
   protected async writeDevice(node: string, path: string, offset: number, data: Buffer): Promise<void> {
@@ -129,7 +180,7 @@ export class KindEnv extends BaseEnv {
         body: {
           metadata: { name: relay, labels: { 'shadowset.dev/e2e-relay': set } },
           spec: {
-            nodeName: this.controlPlaneNode, // not on a worker that a scenario may pause
+            nodeName: this.controlPlaneNode, // not on a worker that a scenario may stop
             tolerations: [{ key: 'node-role.kubernetes.io/control-plane', operator: 'Exists', effect: 'NoSchedule' }],
             restartPolicy: 'Always',
             containers: [{ name: 'relay', image: IMAGE, imagePullPolicy: 'Never', command: ['node', '-e', RELAY_JS], env: [{ name: 'TARGET', value: ip }] }],
@@ -181,14 +232,12 @@ export class KindEnv extends BaseEnv {
     await this.docker(node, `kill -9 ${pid}`);
   }
 
-  async failNode(node: string): Promise<void> {
-    await run('docker', ['pause', node]);
-    this.paused.add(node);
+  failNode(node: string, how: NodeFailure = 'freeze'): Promise<void> {
+    return this.nodeOps.fail(node, how);
   }
 
-  async recoverNode(node: string): Promise<void> {
-    await run('docker', ['unpause', node]);
-    this.paused.delete(node);
+  recoverNode(node: string): Promise<void> {
+    return this.nodeOps.recover(node);
   }
 
   async logs(ns: string, pod: string, container: string): Promise<string> {
@@ -198,11 +247,11 @@ export class KindEnv extends BaseEnv {
   }
 
   protected async operatorLogTail(): Promise<string> {
-    return (await this.kubectl(['logs', '-n', RELEASE_NS, 'deployment/shadowset', '--tail=60'], { allowFail: true })).stdout;
+    return (await this.kubectl(['logs', '-n', RELEASE_NS, `deployment/${RELEASE}`, '--tail=60'], { allowFail: true })).stdout;
   }
 
   override async stop(): Promise<void> {
-    for (const node of this.paused) await run('docker', ['unpause', node], { allowFail: true });
+    await this.nodeOps.recoverAll();
     // Dissolve the scenarios' sets while the operator still runs, so their namespaces can go.
     for (const ns of this.namespaces) {
       await this.kubectl(['delete', 'shadowsets', '--all', '-n', ns, '--wait', '--timeout=180s'], { allowFail: true });

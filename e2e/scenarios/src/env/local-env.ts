@@ -8,10 +8,11 @@ import { startControlPlane, NodeSimulator, createBackingDevice, waitFor, PROJECT
 import { Operator } from '@shadowset/operator';
 import { available } from '../support/exec.js';
 import { BaseEnv, type Device } from './base-env.js';
-import type { EngineEndpoint } from './cluster-env.js';
+import type { EngineEndpoint, NodeFailure } from './cluster-env.js';
 
 const NODES = ['node-a', 'node-b'] as const;
 const HOST_TOOLS = ['losetup', 'mount', 'umount', 'mkfs.ext4', 'e2fsck', 'qemu-storage-daemon', 'fusermount3'];
+const NO_RELEASE = 'the local mode runs the operator in the test process: there is no Helm release to upgrade';
 
 export class LocalEnv extends BaseEnv {
   readonly mode = 'local' as const;
@@ -110,13 +111,24 @@ export class LocalEnv extends BaseEnv {
     process.kill(pid, 'SIGKILL');
   }
 
-  async failNode(node: string): Promise<void> {
+  async failNode(node: string, how: NodeFailure = 'freeze'): Promise<void> {
+    // Simulated nodes share this machine's network: processes that die here close their connections, and
+    // peers would see that at once. A power loss, where peers see silence, needs kind.
+    if (how !== 'freeze') throw new Error(`the local mode cannot ${how} a node: its processes' peers would see their connections close`);
     // Frozen, not killed: a lost node's peers see silence (and time out), not closed connections.
     await this.sim!.failNode(node, { freeze: true });
   }
 
   async recoverNode(node: string): Promise<void> {
     await this.sim!.recoverNode(node);
+  }
+
+  prepareUpgrade(): Promise<string> {
+    return Promise.reject(new Error(NO_RELEASE));
+  }
+
+  upgradeRelease(): Promise<{ from: string; to: string }> {
+    return Promise.reject(new Error(NO_RELEASE));
   }
 
   async logs(ns: string, pod: string, container: string): Promise<string> {

@@ -1,5 +1,6 @@
 // ShadowSet helpers for scenarios: manifests, a status watch with history, member data comparison and the
 // engine's own status. Everything goes through a ClusterEnv, so it works in both modes.
+import assert from 'node:assert/strict';
 import yaml from 'js-yaml';
 import type { BlockVolume, ClusterEnv, EngineEndpoint } from '../env/cluster-env.js';
 
@@ -149,3 +150,49 @@ export async function show(env: ClusterEnv, note: (msg: string) => void, args: s
 export const conditionsOf = (ns: string, name: string) => [
   'get', 'shadowset', name, '-n', ns, '-o', 'jsonpath={range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\\n"}{end}',
 ];
+
+/**
+ * When (ms since the epoch) the engine logged `event` for member `id`, first since `since`; the engine's
+ * clock is this machine's in both modes. The status shows a removal only at the operator's next look, so
+ * the member timeout itself is measured here.
+ */
+export async function engineLogTime(env: ClusterEnv, ns: string, set: string, event: string, id: string, since: number): Promise<number> {
+  const times = (await env.logs(ns, `${set}-engine`, 'engine')).split('\n')
+    .filter((l) => l.includes(`"event":"${event}"`) && l.includes(id))
+    .map((l) => Number(/"time":(\d+)/.exec(l)?.[1] ?? NaN))
+    .filter((t) => t >= since);
+  assert.ok(times.length > 0, `the engine log shows ${event} of member ${id}`);
+  return Math.min(...times);
+}
+
+/**
+ * That member `name` (engine id `id`) came back with a minicopy, no full copy, since `since` (ms since the
+ * epoch): the engine's own log says so (`MemberReturned … "mode":"Minicopy"`, no `CopyStarted` of it), and
+ * the set's events announce the return (`MemberReturned`) with no `CopyStarted`. Returns the minicopy's size
+ * in bytes.
+ */
+export async function returnedWithMinicopy(env: ClusterEnv, ns: string, set: string, name: string, id: string, since: number): Promise<number> {
+  const log = (await env.logs(ns, `${set}-engine`, 'engine')).split('\n').filter((l) => {
+    const t = /"time":(\d+)/.exec(l)?.[1];
+    return t !== undefined && Number(t) >= since - 1000 && l.includes(id);
+  });
+  const returned = log.find((l) => l.includes('"event":"MemberReturned"'));
+  assert.ok(returned, `the engine log shows ${name} (${id}) returned`);
+  assert.match(returned, /"mode":"Minicopy"/, `${name} returned with a minicopy: ${returned}`);
+  assert.ok(!log.some((l) => l.includes('"event":"CopyStarted"')), `no full copy of ${name} in the engine log`);
+  const ev = (await env.events(ns, set)).filter((e) => Date.parse(e.at) >= since - 1000);
+  assert.ok(ev.some((e) => e.reason === 'MemberReturned' && e.message.includes(`member ${name} returned`)), `MemberReturned for ${name}: ${reasons(ev)}`);
+  assert.ok(!ev.some((e) => e.reason === 'CopyStarted'), `no CopyStarted event: ${reasons(ev)}`);
+  return Number(/"bytes":(\d+)/.exec(returned)?.[1] ?? 0);
+}
+
+/**
+ * The events a member's fault and return leave. The operator announces a return when the engine answers
+ * its call (MemberReturned, MinicopyStarted, later MinicopyCompleted). On kind that call can outlive the
+ * operator's 5 s timeout (it was made while the member's node was frozen or off, its pod still shown
+ * Ready), and the engine completes the return once the node answers; the operator then announces it from
+ * the states it sees next, and a minicopy that ended between two looks has no start or end event of its
+ * own. The engine's log has the mode (returnedWithMinicopy). The simulator's nodes never hold a call that long.
+ */
+export const returnEvents = (mode: 'local' | 'kind') =>
+  mode === 'kind' ? ['MemberFaulted', 'MemberReturned'] : ['MemberFaulted', 'MemberReturned', 'MinicopyStarted', 'MinicopyCompleted'];
