@@ -92,7 +92,7 @@ export const shadowSetSpecSchema = z
         limits: z.record(z.string(), z.string()).optional(),
       }).optional(),
       intentLogCapMiB: z.number().int().min(0).max(INTENT_LOG_CAP_MAX_MIB).optional()
-        .describe(`Most MiB of chunks the write-intent log marks at once, which bounds the merge after a crash (0: no cap). Unset: ${INTENT_LOG_CAP_DEFAULT_MIB || 'no cap'}; 256 is a good value for a set under writes spread over all of it.`),
+        .describe(`Most MiB of chunks the write-intent log marks at once, which bounds the merge after a crash (0: no cap). Unset: ${INTENT_LOG_CAP_DEFAULT_MIB || 'no cap'}. Experimental: it costs IOPS under writes spread over the set, and rare simulation failures with it are open (engine README, Recovery).`),
     }).prefault({}).describe('Where and with what resources the engine runs. Changing it restarts the engine (a clean stop).'),
     hooks: z.object({ freeze: hookSchema.optional(), thaw: hookSchema.optional() }).optional()
       .describe('Run before (freeze) and after (thaw) a member is detached for backup.'),
