@@ -159,12 +159,23 @@ export class Control {
         // Its own record could not be written: it has left already, as Faulted.
         if (!m.isWritable) return { id: m.id, bitmap: s.bitmapOf(m.id)?.desc.id ?? null, state: m.state };
         const leftAt = s.generation;
-        if (wantBitmap) bitmapId = s.newBitmap(m.id, slot!, leftAt);
         // The leaving member keeps a record that its data is complete as of this generation — if its
         // flush worked. If not, what it holds may never have reached its disk: it leaves as Faulted, its
         // record says its data is not complete, and no bitmap is kept (its return is a full copy).
         let failure = '';
         await m.io(() => m.backend.flush()).catch((e: unknown) => (failure = `flush failed while leaving: ${errorMessage(e)}`));
+        // The empty bitmap is made only now that the member's data is on its disk. Made before, a
+        // concurrent flush of the set that failed on this member would have found it and not seeded a
+        // fault bitmap from the intent log, a record round could have named it, and the set could then
+        // clear intent bits of writes this member never made durable: a return by that empty bitmap after
+        // a power loss would miss them.
+        if (wantBitmap && !failure && m.isWritable) {
+          const free = s.tracker.freeSlot();
+          if (free === null) {
+            refusal = 'all write-bitmap slots are in use';
+            if (req.minicopy === 'Required') throw new EngineError('ENG_BITMAP_REQUIRED', `cannot create a write bitmap (${refusal}); the member stays in the set`);
+          } else bitmapId = s.newBitmap(m.id, free, leftAt);
+        }
         const own: Scb = { ...s.scbFor(m, true), generation: leftAt, dataValid: m.isFull && !failure };
         own.members = own.members.map((x) => (x.id === m.id ? { ...x, state: 'Removed' as const } : x));
         await m.io(() => writeScb(m.backend, own, ++m.scbSeq)).catch((e: unknown) => {
@@ -172,17 +183,22 @@ export class Control {
           // Its old record still says it is current at this generation: a bitmap would match it on return.
           failure ||= `its own record could not be written while leaving: ${errorMessage(e)}`;
         });
+        let dropped = false;
         if (failure && bitmapId) {
-          s.dropBitmap(bitmapId);
+          dropped = s.dropBitmap(bitmapId);
           refusal = failure;
           bitmapId = null;
         }
-        await s.removeMember(m, failure ? 'Faulted' : 'Removed', failure || (req.reason ?? (wantBitmap ? `removed with write bitmap ${bitmapId}` : 'removed')));
+        await s.removeMember(m, failure ? 'Faulted' : 'Removed', failure || (req.reason ?? (bitmapId ? `removed with write bitmap ${bitmapId}` : 'removed')));
         if (m.isWritable) {
           // Another member faulted meanwhile and this one is now the last full member: it stays.
-          if (bitmapId) s.dropBitmap(bitmapId);
+          if (bitmapId) dropped = s.dropBitmap(bitmapId);
+          // A record round of another change may have named the bitmap: record that it is gone.
+          if (dropped) await s.persistMembership();
           throw new EngineError('ENG_LAST_FULL_MEMBER', `${m.location} is now the last full member; it stays in the set`);
         }
+        // The same if the member had already left (its departure's record may name the dropped bitmap).
+        if (dropped) await s.persistMembership();
         if (bitmapId) await s.tracker.persist();
       } finally {
         release();
