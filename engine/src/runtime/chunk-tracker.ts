@@ -79,6 +79,12 @@ export class ChunkTracker {
     this.groupWrite = new Float64Array(Math.ceil(this.chunks / this.intentGroup));
   }
 
+  /** The chunks [first, end) of the intent group that holds chunk `c` (the last group may be short). */
+  private groupOf(c: number): [number, number] {
+    const g0 = c - (c % this.intentGroup);
+    return [g0, Math.min(g0 + this.intentGroup, this.chunks)];
+  }
+
   /** The cap in bytes of marked chunks (0: none); at least one group. */
   setCap(bytes: number): void {
     this.capChunks = bytes <= 0 ? 0 : Math.max(this.intentGroup, Math.floor(bytes / this.chunkSize));
@@ -99,8 +105,7 @@ export class ChunkTracker {
       this.groupWrite[Math.floor(c / this.intentGroup)] = seq;
       if (this.intentEnabled && !this.wil.has(c)) {
         // Mark the chunk's whole group: neighbours written next need no metadata write of their own.
-        const g0 = c - (c % this.intentGroup);
-        const g1 = Math.min(g0 + this.intentGroup, this.chunks);
+        const [g0, g1] = this.groupOf(c);
         for (let g = g0; g < g1; g++) if (this.wil.set(g)) fresh = marked = true;
       }
       for (const b of this.bitmaps.values()) if (c < b.map.chunks && b.map.set(c)) fresh = true;
@@ -141,18 +146,20 @@ export class ChunkTracker {
   private async evict(): Promise<void> {
     const target = Math.floor((this.capChunks * 7) / 8);
     const busy = (g0: number) => {
-      for (let c = g0; c < Math.min(g0 + this.intentGroup, this.chunks); c++) if (this.inflight.has(c) || this.pinned?.has(c)) return true;
+      const [, g1] = this.groupOf(g0);
+      for (let c = g0; c < g1; c++) if (this.inflight.has(c) || this.pinned?.has(c)) return true;
       return false;
     };
     const marked = new Set<number>();
-    for (const c of this.wil.list()) marked.add(c - (c % this.intentGroup));
+    for (const c of this.wil.list()) marked.add(this.groupOf(c)[0]);
     const idle = [...marked].filter((g0) => !busy(g0)).sort((a, b) => this.groupWrite[a / this.intentGroup]! - this.groupWrite[b / this.intentGroup]!);
     const chosen: { g0: number; seq: number }[] = [];
     let after = this.wil.count;
     for (const g0 of idle) {
       if (after <= target) break;
       chosen.push({ g0, seq: this.groupWrite[g0 / this.intentGroup]! });
-      for (let c = g0; c < Math.min(g0 + this.intentGroup, this.chunks); c++) if (this.wil.has(c)) after--;
+      const [, g1] = this.groupOf(g0);
+      for (let c = g0; c < g1; c++) if (this.wil.has(c)) after--;
     }
     if (chosen.length === 0) {
       if (!this.capWarned) this.host.log.warn({ event: 'IntentLogOverCap', marked: this.wil.count, cap: this.capChunks }, 'the write-intent log is over its cap: every marked group has a write in flight');
@@ -164,7 +171,8 @@ export class ChunkTracker {
     for (const { g0, seq } of chosen) {
       // Written again (or being written) since it was chosen: its data may not be on every member yet.
       if (this.groupWrite[g0 / this.intentGroup] !== seq || busy(g0)) continue;
-      for (let c = g0; c < Math.min(g0 + this.intentGroup, this.chunks); c++) if (this.wil.clear(c)) n++;
+      const [, g1] = this.groupOf(g0);
+      for (let c = g0; c < g1; c++) if (this.wil.clear(c)) n++;
     }
     this.stats.evicted += n;
     this.stats.evictions++;
@@ -282,8 +290,8 @@ export class ChunkTracker {
     const idle = (c: number) => !this.inflight.has(c) && this.lastWrite[c]! < threshold && !this.pinned?.has(c);
     // Groups are cleared whole, or a hot neighbour would mark the group again at once.
     const groupIdle = (c: number) => {
-      const g0 = c - (c % this.intentGroup);
-      for (let g = g0; g < Math.min(g0 + this.intentGroup, this.chunks); g++) if (this.wil.has(g) && !idle(g)) return false;
+      const [g0, g1] = this.groupOf(c);
+      for (let g = g0; g < g1; g++) if (this.wil.has(g) && !idle(g)) return false;
       return true;
     };
     const candidates = this.wil.list().filter((c) => idle(c) && groupIdle(c));
