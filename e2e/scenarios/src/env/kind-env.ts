@@ -24,7 +24,9 @@ const RELEASE_NS = 'shadowset-system';
 const HOST_TOOLS = ['losetup', 'mount', 'umount', 'mkfs.ext4', 'e2fsck', 'qemu-storage-daemon', 'fusermount3'];
 
 // Forwards the engine's NBD and HTTP ports from the relay pod (reached by port-forward) to the engine pod.
-const RELAY_JS = `const net=require('net');for(const p of [10809,8080]){net.createServer((c)=>{const u=net.connect(p,process.env.TARGET);c.pipe(u);u.pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy());c.on('close',()=>u.destroy());u.on('close',()=>c.destroy());}).listen(p,'127.0.0.1');}`;
+// It writes /tmp/ready once both ports listen, and its readiness probe waits for that file: a container that
+// has merely started may not listen yet, and a port-forward connection made then is closed at once.
+const RELAY_JS = `const net=require('net'),fs=require('fs');let n=0;for(const p of [10809,8080]){net.createServer((c)=>{const u=net.connect(p,process.env.TARGET);c.pipe(u);u.pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy());c.on('close',()=>u.destroy());u.on('close',()=>c.destroy());}).listen(p,'127.0.0.1',()=>{if(++n===2)fs.writeFileSync('/tmp/ready','');});}`;
 
 const sh = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
@@ -183,7 +185,8 @@ export class KindEnv extends BaseEnv {
             nodeName: this.controlPlaneNode, // not on a worker that a scenario may stop
             tolerations: [{ key: 'node-role.kubernetes.io/control-plane', operator: 'Exists', effect: 'NoSchedule' }],
             restartPolicy: 'Always',
-            containers: [{ name: 'relay', image: IMAGE, imagePullPolicy: 'Never', command: ['node', '-e', RELAY_JS], env: [{ name: 'TARGET', value: ip }] }],
+            containers: [{ name: 'relay', image: IMAGE, imagePullPolicy: 'Never', command: ['node', '-e', RELAY_JS], env: [{ name: 'TARGET', value: ip }],
+              readinessProbe: { exec: { command: ['cat', '/tmp/ready'] }, periodSeconds: 1, failureThreshold: 120 } }],
           },
         },
       });

@@ -90,6 +90,12 @@ export class HttpApi {
       send(401, body, 'application/json', { 'www-authenticate': 'Bearer', connection: 'close' });
       return;
     }
+    if (this.routes.size === 0) {
+      // Bound before the set is assembled (a bad address fails the start early), routed once it is: until
+      // then every path, /healthz too, says "starting" rather than "no such route".
+      send(503, JSON.stringify({ code: 'ENG_STARTING', message: 'the engine is starting' }), 'application/json', { 'retry-after': '1' });
+      return;
+    }
     if (!route) {
       const known = [...this.routes.keys()].some((k) => k.endsWith(` ${url.pathname}`));
       send(known ? 405 : 404, JSON.stringify({ code: known ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', message: `${req.method} ${url.pathname}` }), 'application/json');
