@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { EngineCallError, EngineClient, refusalCode } from './engine-client.js';
+import { EngineCallError, EngineClient, refusalCode, unanswered } from './engine-client.js';
 
 /** An HTTP server answering every request with `status` and `body` (JSON; a string is sent as it is). */
 async function answering(status: number, body: unknown): Promise<{ base: string; auth: (string | undefined)[]; close: () => Promise<void> }> {
@@ -20,6 +20,7 @@ test('status: an engine error code is a refusal; a missing route (an engine stil
   const cases: [number, unknown, boolean][] = [
     [409, { code: 'ENG_FOREIGN_DATA', message: 'holds data without shadow metadata' }, false],
     [404, { code: 'NOT_FOUND', message: 'GET /v1/status' }, true],
+    [503, { code: 'STARTING', message: 'the engine is starting' }, true],
     [503, { code: 'ENG_SHUTTING_DOWN', message: 'stopping' }, true],
   ];
   for (const [status, body, unreachable] of cases) {
@@ -89,5 +90,30 @@ test('an error answer is read by its code: a refusal carries the engine\'s code,
     } finally {
       await s.close();
     }
+  }
+});
+
+test('a call the engine does not answer in time is "unanswered" (retried later, status still written); a refusal or an error answer is not', async () => {
+  const silent = http.createServer(() => undefined); // holds every request, as a call blocked on a silent member does
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+  const refusing = await answering(409, { code: 'ENG_CONFLICT', message: 'busy' });
+  const failing = await answering(500, { code: 'ENG_INTERNAL', message: 'boom' });
+  try {
+    const client = new EngineClient(300);
+    const body = { member: 'm', minicopy: 'Optional' as const };
+    const base = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    const timedOut = await client.return({ base, token: 't'.repeat(64) }, body).then(() => null, (e: unknown) => e);
+    assert.ok(timedOut instanceof EngineCallError && unanswered(timedOut), `timed out: ${String(timedOut)}`);
+    const refused = await client.return({ base: refusing.base, token: 't'.repeat(64) }, body).then(() => null, (e: unknown) => e);
+    assert.equal(unanswered(refused), false);
+    assert.equal(refusalCode(refused), 'ENG_CONFLICT');
+    const failed = await client.return({ base: failing.base, token: 't'.repeat(64) }, body).then(() => null, (e: unknown) => e);
+    assert.equal(unanswered(failed), false, 'an answer, even an error, is not silence');
+    assert.equal(unanswered(new Error('other')), false);
+  } finally {
+    silent.closeAllConnections();
+    await new Promise<void>((r) => silent.close(() => r()));
+    await refusing.close();
+    await failing.close();
   }
 });

@@ -75,7 +75,8 @@ export class EngineClient {
       return { ok: true, status: await this.call(t, 'GET', '/v1/status', statusSchema) };
     } catch (e) {
       // Only an engine error code is the engine's answer. The engine listens before its routes exist (a
-      // bad address must change nothing), so a start-up answers 404 NOT_FOUND for a moment: not a refusal.
+      // bad address must change nothing), so a start-up answers 503 STARTING (404 NOT_FOUND before this
+      // version) for a moment: not a refusal.
       const answer = e instanceof EngineCallError && e.status > 0 ? e.answer : null;
       if (answer && answer.code.startsWith('ENG_') && answer.code !== 'ENG_SHUTTING_DOWN') {
         return { ok: false, code: answer.code, message: answer.message, unreachable: false };
@@ -100,6 +101,14 @@ export class EngineClient {
   settings(t: EngineTarget, body: SettingsBody): Promise<SettingsAnswer> {
     return this.call(t, 'POST', '/v1/settings', settingsAnswerSchema, body);
   }
+}
+
+/**
+ * Whether an engine call failed without an answer (the engine, or a member it was reaching for, silent past
+ * the call's timeout; the connection refused): nothing is known to have changed, and the call may be tried again.
+ */
+export function unanswered(e: unknown): boolean {
+  return e instanceof EngineCallError && e.code === 'OP_TRANSIENT';
 }
 
 /** The code of an engine refusal (e.g. ENG_FOREIGN_DATA), if the error is one. */

@@ -7,7 +7,7 @@ import type { MemberAnswer, MemberState } from '@shadowset/engine/api';
 import { API_VERSION, FIELD_MANAGER, FINALIZER, SET_LABEL } from '../api/group.js';
 import { EventReason, Reason } from '../api/conditions.js';
 import type { ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
-import { refusalCode, type EngineClient } from '../engine-client.js';
+import { refusalCode, unanswered, type EngineClient } from '../engine-client.js';
 import { R, type Kube, type Obj } from '../kube/client.js';
 import { isOperatorError } from '../kube/errors.js';
 import { mergePatchFrom } from '../kube/merge-patch.js';
@@ -54,7 +54,7 @@ export class ShadowSetController {
     this.memory.set(key, memory);
     const o = await gather(this.d.kube, this.d.engine, ss, { engineImage: this.d.engineImage, defaults: this.d.defaults ?? DEFAULTS, memory, key: this.d.key, operatorPods: this.d.operatorPods });
     const p = plan(o);
-    const { problem, created, answers } = await this.act(ss, o, p.actions, memory);
+    const { problem, created, answers, retry } = await this.act(ss, o, p.actions, memory);
     let status = withAnswers(p.status, answers);
     // Secrets this operator made (their uids): the only ones it deletes when the set is dissolved.
     if (created.length > 0) status = { ...status, secrets: [...(status.secrets ?? []).filter((x) => !created.some((c) => c.name === x.name)), ...created] };
@@ -69,6 +69,7 @@ export class ShadowSetController {
     }
     status = p.status;
     this.d.metrics.observe(key, status);
+    if (retry) return { requeueAfterMs: 5000 };
     return p.requeueAfterMs >= 0 ? { requeueAfterMs: problem ? Math.max(p.requeueAfterMs, 5000) : p.requeueAfterMs } : undefined;
   }
 
@@ -77,7 +78,7 @@ export class ShadowSetController {
    * created (name and uid), and the engine's answers to adds and returns (by member name).
    */
   private async act(ss: Obj, o: Observed, actions: Action[], memory: SetMemory): Promise<{
-    problem: { reason: string; message: string } | null; created: { name: string; uid: string }[]; answers: Record<string, MemberAnswer>;
+    problem: { reason: string; message: string } | null; created: { name: string; uid: string }[]; answers: Record<string, MemberAnswer>; retry: boolean;
   }> {
     const created: { name: string; uid: string }[] = [];
     const answers: Record<string, MemberAnswer> = {};
@@ -85,6 +86,7 @@ export class ShadowSetController {
     const ns = o.namespace;
     const base = { base: o.enginePod?.podIP ? engineBase(o.enginePod.podIP) : '', token: o.keys.controlToken };
     let problem: { reason: string; message: string } | null = null;
+    let retry = false;
     const event = (type: 'Normal' | 'Warning', reason: string, message: string) => this.event(ss, type, reason, message);
     for (const a of actions) {
       try {
@@ -175,6 +177,14 @@ export class ShadowSetController {
         }
         if (a.kind === 'engineAdd' || a.kind === 'engineRemove' || a.kind === 'engineReturn') delete memory.refusals[refusalKey(a)];
       } catch (e) {
+        if (unanswered(e) && (a.kind === 'engineAdd' || a.kind === 'engineReturn' || a.kind === 'engineSettings')) {
+          // No answer (e.g. a returning member whose node is silent holds the call past its timeout): what the
+          // engine already said — a member Faulted, say — still reaches status now instead of after the
+          // retry; the call is made again at a later reconcile (returns wait for their backoff).
+          this.d.log.warn({ event: 'EngineCallUnanswered', set: o.name, action: a.kind, err: (e as Error).message }, 'engine call unanswered; will retry');
+          retry = true;
+          continue;
+        }
         const code = refusalCode(e);
         if (!code) throw e;
         problem = { reason: refusalReason(code, 'change'), message: `${'member' in a ? `member ${a.member}: ` : ''}${(e as Error).message}` };
@@ -186,7 +196,7 @@ export class ShadowSetController {
         }
       }
     }
-    return { problem, created, answers };
+    return { problem, created, answers, retry };
   }
 
   /** Why the hooks may not run now (their pods are not declared consumers of the set), or null. */

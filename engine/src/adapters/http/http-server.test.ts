@@ -39,7 +39,7 @@ test('the right token reaches the routes', async () => {
   assert.deepEqual(ran, ['status', 'add {"location":"/dev/sda"}']);
 });
 
-test('bound but not yet routed (the set is still being assembled): 503 ENG_STARTING with Retry-After, /healthz too, not 404', async () => {
+test('bound but not yet routed (the set is still being assembled): 503 STARTING with Retry-After, /healthz too, not 404', async () => {
   const early = new HttpApi(pino({ level: 'silent' }));
   const e = await early.listen('127.0.0.1', 0);
   try {
@@ -47,7 +47,7 @@ test('bound but not yet routed (the set is still being assembled): 503 ENG_START
       const res = await fetch(`http://127.0.0.1:${e.port}${path}`);
       assert.equal(res.status, 503, path);
       assert.equal(res.headers.get('retry-after'), '1');
-      assert.equal(((await res.json()) as { code: string }).code, 'ENG_STARTING');
+      assert.equal(((await res.json()) as { code: string }).code, 'STARTING');
     }
     early.route('GET', '/healthz', async () => ({ json: { ok: true } }));
     assert.equal((await fetch(`http://127.0.0.1:${e.port}/healthz`)).status, 200, 'routed: answered');

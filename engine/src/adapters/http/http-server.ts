@@ -92,8 +92,9 @@ export class HttpApi {
     }
     if (this.routes.size === 0) {
       // Bound before the set is assembled (a bad address fails the start early), routed once it is: until
-      // then every path, /healthz too, says "starting" rather than "no such route".
-      send(503, JSON.stringify({ code: 'ENG_STARTING', message: 'the engine is starting' }), 'application/json', { 'retry-after': '1' });
+      // then every path, /healthz too, says "starting" rather than "no such route". Not an ENG_ code: callers
+      // (the operator) take ENG_ codes on /v1/status as the engine's refusal to start.
+      send(503, JSON.stringify({ code: 'STARTING', message: 'the engine is starting' }), 'application/json', { 'retry-after': '1' });
       return;
     }
     if (!route) {
