@@ -214,7 +214,9 @@ test('restartPolicy Never and OnFailure end in Failed and Succeeded', async () =
 });
 
 test('deleting a pod stops its process, then the pod object is removed', async () => {
-  await createPod('doomed', { nodeName: 'node-a', containers: [probe(['--port', '8081'])] });
+  // Ready only once it answers: without a readiness probe a container is Ready when spawned, and a delete
+  // that quick (a loaded machine) comes before the probe has its SIGTERM handler, so it dies silently.
+  await createPod('doomed', { nodeName: 'node-a', containers: [probe(['--port', '8081'], { readinessProbe: { httpGet: { path: '/ready', port: 8081 }, periodSeconds: 1 } })] });
   await waitReady('doomed');
   const pid = sim.pids(NS, 'doomed').probe;
   assert.ok(pid !== undefined && alive(pid));
