@@ -24,9 +24,9 @@ function setup(status: object = {}, spec: object = {}) {
   kube.put(RES.pvs, undefined, { metadata: { name: 'pv-other' }, spec: { csi: { driver: 'csi.shadowset.dev', volumeHandle: 'apps/other' } } });
   const svc = controllerService({ kube, namespace: 'shadowset-system', log: pino({ level: 'silent' }), publishWaitMs: 300 });
   const call = (name: string, req: unknown) => (svc[name] as (r: unknown) => Promise<Record<string, unknown>>)(req);
-  const attach = (name: string, node: string, o: { pv?: string; deleting?: boolean; attached?: boolean; attacher?: string } = {}) =>
+  const attach = (name: string, node: string, o: { pv?: string; deleting?: boolean; attached?: boolean; attacher?: string; created?: string } = {}) =>
     kube.put(RES.volumeattachments, undefined, {
-      metadata: { name, ...(o.deleting ? { deletionTimestamp: '2026-01-01T00:00:00Z' } : {}) },
+      metadata: { name, creationTimestamp: o.created ?? '2026-01-01T00:00:00Z', ...(o.deleting ? { deletionTimestamp: '2026-01-01T00:00:00Z' } : {}) },
       spec: { attacher: o.attacher ?? 'csi.shadowset.dev', nodeName: node, source: { persistentVolumeName: o.pv ?? 'pv-vol' } },
       status: { attached: o.attached ?? true },
     } as Obj);
@@ -76,6 +76,17 @@ test('one writer: refused while another node holds a live or still-attached Volu
   attach('va-foreign', 'node-y', { attacher: 'other.csi.example' });
   attach('va-x', 'node-x');
   assert.deepEqual(await call('ControllerPublishVolume', publish('node-x')), { publish_context: {} });
+});
+
+test('two nodes asking at once: the older attachment wins (as the operator follows it), the younger is refused', async () => {
+  const { call, attach } = setup(ready('node-x'));
+  attach('va-x', 'node-x', { attached: false, created: '2026-01-01T00:00:01Z' });
+  attach('va-y', 'node-y', { attached: false, created: '2026-01-01T00:00:02Z' });
+  assert.deepEqual(await call('ControllerPublishVolume', publish('node-x')), { publish_context: {} });
+  await rejects(call('ControllerPublishVolume', publish('node-y')), 'FailedPrecondition', /attached to node node-x \(VolumeAttachment va-x\)/);
+  // Once attached, the younger one's node holds it whatever its age (a detach has to finish first).
+  attach('va-y', 'node-y', { attached: true, created: '2026-01-01T00:00:02Z' });
+  await rejects(call('ControllerPublishVolume', publish('node-x')), 'FailedPrecondition', /node-y/);
 });
 
 test('publish waits (bounded) for the engine to serve on the node: Unavailable while it runs elsewhere or is not Ready', async () => {

@@ -45,18 +45,24 @@ async function handleOf(kube: KubePort, va: VolumeAttachment): Promise<string | 
 }
 
 /**
- * VolumeAttachments that hold the volume on another node: not being deleted, or still attached (the
- * attacher has not finished detaching it: its node plugin may still have the unit in use).
+ * VolumeAttachments that hold the volume on another node: attached (a detach not finished: its node plugin
+ * may still have the unit in use), or live and older than this node's own attachment. The operator follows
+ * the older of two live attachments too, so of two nodes asking at once exactly one can win; without an
+ * attachment of its own (a CO calling directly), every live one on another node holds the volume.
  */
 export async function otherHolders(kube: KubePort, volumeId: string, node: string): Promise<{ name: string; node: string }[]> {
-  const out: { name: string; node: string }[] = [];
+  const mine: VolumeAttachment[] = [];
+  const others: VolumeAttachment[] = [];
   for (const va of (await kube.list<VolumeAttachment>(RES.volumeattachments)).items) {
-    const on = va.spec?.nodeName;
-    if (!on || on === node) continue;
-    if (va.metadata.deletionTimestamp && va.status?.attached !== true) continue;
-    if ((await handleOf(kube, va)) === volumeId) out.push({ name: va.metadata.name, node: on });
+    if (!va.spec?.nodeName || (await handleOf(kube, va)) !== volumeId) continue;
+    (va.spec.nodeName === node ? mine : others).push(va);
   }
-  return out;
+  const age = (va: VolumeAttachment) => [va.metadata.creationTimestamp ?? '', va.metadata.name] as const;
+  const older = (a: VolumeAttachment, b: VolumeAttachment) => age(a)[0] < age(b)[0] || (age(a)[0] === age(b)[0] && age(a)[1] < age(b)[1]);
+  const own = mine.find((va) => !va.metadata.deletionTimestamp);
+  return others
+    .filter((va) => va.status?.attached === true || (!va.metadata.deletionTimestamp && (!own || older(va, own))))
+    .map((va) => ({ name: va.metadata.name, node: va.spec!.nodeName! }));
 }
 
 const engineServesOn = (s: SetStatus, node: string): boolean =>
