@@ -15,7 +15,7 @@ import { R } from '../kube/client.js';
 const NS = 'shadow';
 const SET = 'mv';
 const CHUNK = 65536;
-/** Bounds of the writer: attempts in all, and writes acknowledged after the move before it stops. */
+/** Bounds of the writer: attempts in all, and writes acknowledged by the new engine before it stops. */
 const MAX_ATTEMPTS = 600;
 const AFTER_MOVE = 5;
 
@@ -51,25 +51,31 @@ const attach = (name: string, node: string) => c.kube.create(R.volumeattachments
 const socketPath = () => join(units, NS, SET, 'nbd.sock');
 const nbd = () => `driver=nbd,server.type=unix,server.path=${socketPath()},export=shadow`;
 
-/** Writes chunk after chunk through the unit socket (a new connection each), recording what was acknowledged. */
-function writer(moved: () => boolean, early: number) {
+type Phase = 'before' | 'during' | 'after';
+
+/**
+ * Writes chunk after chunk through the unit socket (a new connection each), recording what was acknowledged
+ * in each phase: before the attachment moves, during the move, and once the new engine serves (it stops
+ * after AFTER_MOVE of those).
+ */
+function writer(phase: () => Phase, early: number) {
   const acked: { off: number; pattern: number }[] = [];
   let started!: () => void;
   /** Resolves once `early` writes were acknowledged (or the writer gave up). */
   const warm = new Promise<void>((r) => (started = r));
   let failed = 0;
-  let afterMove = 0;
+  const by: Record<Phase, number> = { before: 0, during: 0, after: 0 };
   const done = (async () => {
-    for (let i = 0; i < MAX_ATTEMPTS && afterMove < AFTER_MOVE; i++) {
+    for (let i = 0; i < MAX_ATTEMPTS && by.after < AFTER_MOVE; i++) {
       const off = acked.length * CHUNK;
       const pattern = 16 + (acked.length % 224);
-      const wasMoved = moved();
+      const at = phase();
       try {
         const r = await run('qemu-io', ['--image-opts', nbd(), '-c', `write -P ${pattern} ${off} 64k`, '-c', 'flush']);
         if (/failed|error/i.test(r.stdout + r.stderr)) throw new Error(r.stdout + r.stderr);
         acked.push({ off, pattern });
         if (acked.length >= early) started();
-        if (wasMoved) afterMove++;
+        by[at]++;
       } catch {
         failed++; // not acknowledged (the engine is stopping or not yet serving): nothing promised
         await new Promise((r) => setTimeout(r, 100)); // a retry's pace, so the attempts last through a slow move
@@ -77,7 +83,7 @@ function writer(moved: () => boolean, early: number) {
     }
     started();
   })();
-  return { acked, done, warm, failed: () => failed, afterMove: () => afterMove };
+  return { acked, done, warm, by, failed: () => failed };
 }
 
 test('the engine follows the VolumeAttachment: served on the host socket there; moved cleanly, no merge, no copy, every acknowledged write kept', { timeout: 240_000 }, async (t) => {
@@ -102,21 +108,22 @@ test('the engine follows the VolumeAttachment: served on the host socket there; 
   // Events are listed by name, not time: count the resync starts seen before the move instead.
   const resyncStarts = async () => (await c.events(NS, SET)).filter((e) => /^(Merge|Copy|Minicopy)Started$/.test(e.reason)).map((e) => `${e.reason}: ${e.message}`).sort();
   const startsBefore = await resyncStarts();
-  let moved = false;
-  const w = writer(() => moved, 5);
+  let phase: Phase = 'before';
+  const w = writer(() => phase, 5);
   // Some writes before the move, then the consumer moves: detach from node-a, attach to node-b.
   await w.warm;
   assert.ok(w.acked.length >= 5, 'writes acknowledged before the move');
   const t0 = Date.now();
   await c.kube.delete(R.volumeattachments, undefined, 'va-a');
   await attach('va-b', 'node-b');
-  moved = true;
+  phase = 'during';
   const after = (await c.until(NS, SET, 'served on node-b', served('node-b', 'va-b') as (s: Status) => boolean, 120_000)) as PlacedStatus;
   assert.equal(after.placement?.source, 'VolumeAttachment');
   const moveMs = Date.now() - t0;
+  phase = 'after';
   await w.done;
-  t.diagnostic(`moved in ${moveMs} ms (attachment switched → Ready on node-b, 2/2 in sync); ${w.acked.length} writes acknowledged (${w.afterMove()} after the switch), ${w.failed()} attempts not acknowledged while no engine served`);
-  assert.ok(w.afterMove() >= AFTER_MOVE, `writes acknowledged after the move: ${w.afterMove()} (of ${w.acked.length}, ${w.failed()} not acknowledged)`);
+  t.diagnostic(`moved in ${moveMs} ms (attachment switched → Ready on node-b, 2/2 in sync); writes acknowledged: ${w.by.before} before, ${w.by.during} during the move, ${w.by.after} by the new engine; ${w.failed()} attempts not acknowledged while no engine served`);
+  assert.ok(w.by.after >= AFTER_MOVE, `writes acknowledged by the new engine: ${w.by.after} (of ${w.acked.length}, ${w.failed()} not acknowledged)`);
 
   // Cleanly stopped on node-a, started on node-b with m2 attached there and m1 through its member server.
   const podB = await c.kube.get(R.pods, NS, `${SET}-engine`);
