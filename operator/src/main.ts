@@ -33,6 +33,8 @@ export async function main(argv: string[]): Promise<number | void> {
       'default-max-copies': { type: 'string', default: '4' },
       'key-file': { type: 'string' },
       'operator-pod-labels': { type: 'string', default: '' },
+      // The CSI node plugin's --unit-socket-dir (the same default); '' serves no unit sockets.
+      'unit-socket-dir': { type: 'string', default: '/run/shadowset/units' },
     },
     strict: true,
   });
@@ -46,6 +48,10 @@ export async function main(argv: string[]): Promise<number | void> {
   if (metricsAddress) checkMetricsListener(metricsAddress, metricsAuth);
   if (!values['key-file']) throw new Error('--key-file is required: a file of at least 32 random bytes (the chart makes one)');
   const key = readKeyFile(values['key-file']);
+  const unitSocketDir = values['unit-socket-dir'] || null;
+  if (unitSocketDir && (!unitSocketDir.startsWith('/') || unitSocketDir.split('/').some((p) => p === '..' || p === '.'))) {
+    throw new Error('--unit-socket-dir must be an absolute path without . or .. components (or empty: no unit sockets)');
+  }
   const operatorPods = { namespace: process.env.POD_NAMESPACE ?? 'default', labels: parseLabels(values['operator-pod-labels']!) };
   const log = pino({ level: values['log-level']!, base: { component: 'operator' } });
   const kc = new KubeConfig();
@@ -53,7 +59,7 @@ export async function main(argv: string[]): Promise<number | void> {
   const op = new Operator({
     kubeConfig: kc, log, engineImage: values['engine-image']!, watchNamespace: values['watch-namespace']!,
     leaderElection: values['leader-elect'] ? { namespace: values['leader-election-namespace']! } : false,
-    defaults: { memberTimeoutSeconds, maxCopies }, key, operatorPods,
+    defaults: { memberTimeoutSeconds, maxCopies }, key, operatorPods, unitSocketDir,
     metrics: metricsAddress ? { address: metricsAddress, auth: metricsAuth } : undefined,
     healthAddress: values['health-bind-address'] || undefined,
   });

@@ -16,6 +16,7 @@ import type { MetricsAuthMode } from './runtime/metrics-auth.js';
 import { LeaderElector } from './runtime/leader.js';
 import { Metrics } from './runtime/metrics.js';
 import { WorkQueue } from './runtime/work-queue.js';
+import { attachedHandle } from './controller/attachments.js';
 import { DEFAULTS, type EngineDefaults } from './reconcile/types.js';
 import type { OperatorPods } from './reconcile/set-objects.js';
 import { MIN_KEY_BYTES } from './security/keys.js';
@@ -44,6 +45,11 @@ export interface OperatorOptions {
   key: Buffer;
   /** The operator's own pods (namespace and labels): the only peers the engines' HTTP API admits. */
   operatorPods: OperatorPods;
+  /**
+   * Host directory where engines of sets consumed through CSI serve their virtual unit for the node plugin
+   * (`<dir>/<namespace>/<set>/nbd.sock`); unset: none do.
+   */
+  unitSocketDir?: string | null;
 }
 
 export class Operator {
@@ -84,7 +90,7 @@ export class Operator {
     const engine = new EngineClient();
     const ss = new ShadowSetController({
       kube: this.kube, engine, log, engineImage: this.o.engineImage, hooks: this.o.hooks ?? new ExecHooks(this.o.kubeConfig), metrics: this.metrics,
-      defaults: this.o.defaults ?? DEFAULTS, key: this.o.key, operatorPods: this.o.operatorPods,
+      defaults: this.o.defaults ?? DEFAULTS, key: this.o.key, operatorPods: this.o.operatorPods, unitSocketDir: this.o.unitSocketDir ?? null,
     });
     const wb = new WriteBitmapController(this.kube, engine, log, (obj, type, reason, message) => ss.event(obj, type, reason, message), this.o.key);
     const onError = (kind: string) => (key: string, err: unknown, attempt: number) => {
@@ -117,6 +123,13 @@ export class Operator {
         () => undefined,
       );
     }, informErr('pvcs')).stop);
+    // A VolumeAttachment of the CSI driver says where a set's consumer is (cluster-scoped: watched whole).
+    this.stops.push(this.kube.inform(R.volumeattachments, undefined, (_t, x) => {
+      void attachedHandle(this.kube, x).then((handle) => {
+        const [setNs, set] = handle?.split('/') ?? [];
+        if (setNs && set && (!ns || setNs === ns)) this.ssQueue.add(`${setNs}/${set}`);
+      }, () => undefined);
+    }, informErr('volumeattachments')).stop);
     log.info({ event: 'OperatorStarted', watchNamespace: ns ?? '*', engineImage: this.o.engineImage }, 'operator started');
   }
 

@@ -111,6 +111,10 @@ user may get /metrics (the reviews are answers, not stored objects: nothing can 
 - apiGroups: [""]
   resources: ["persistentvolumes", "nodes"]
   verbs: ["get", "list", "watch"]
+# Where a set's consumer is: the CSI driver's VolumeAttachments (read only; the attacher owns them).
+- apiGroups: ["storage.k8s.io"]
+  resources: ["volumeattachments"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["authentication.k8s.io"]
   resources: ["tokenreviews"]
   verbs: ["create"]

@@ -1,51 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HEADER_BYTES } from '@shadowset/engine/api';
-import { OperatorError, pathOf, type Obj, type Resource } from '@shadowset/operator/kube';
 import { pino } from 'pino';
 import { isCsiError, type CsiCode } from '../errors.js';
 import { controllerService } from './controller.js';
 import { RES } from './kube-port.js';
-import type { KubePort } from './kube-port.js';
-
-/** The API server as a map: creates conflict, deletes of objects with finalizers only mark them. */
-class FakeKube implements KubePort {
-  readonly objects = new Map<string, Obj>();
-  private uid = 0;
-  key = (r: Resource, ns: string | undefined, name: string) => pathOf(r, ns, name);
-  async get<T extends Obj = Obj>(r: Resource, ns: string | undefined, name: string): Promise<T | null> {
-    const o = this.objects.get(this.key(r, ns, name));
-    return o ? (structuredClone(o) as T) : null;
-  }
-  async list<T extends Obj = Obj>(r: Resource, ns?: string, selector?: string): Promise<{ items: T[] }> {
-    const want = (selector ?? '').split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string]);
-    const prefix = pathOf(r, ns) + '/';
-    const items = [...this.objects.entries()].filter(([k, o]) => k.startsWith(prefix) && want.every(([k2, v]) => o.metadata.labels?.[k2] === v));
-    return { items: items.map(([, o]) => structuredClone(o) as T) };
-  }
-  async create<T extends Obj = Obj>(r: Resource, ns: string | undefined, body: unknown): Promise<T> {
-    const o = structuredClone(body) as Obj;
-    const k = this.key(r, ns, o.metadata.name);
-    if (this.objects.has(k)) throw new OperatorError('OP_CONFLICT', `${k} exists`, 409);
-    o.metadata.uid = `uid-${++this.uid}`;
-    this.objects.set(k, o);
-    return structuredClone(o) as T;
-  }
-  async delete(r: Resource, ns: string | undefined, name: string): Promise<boolean> {
-    const k = this.key(r, ns, name);
-    const o = this.objects.get(k);
-    if (!o) return false;
-    if (o.metadata.finalizers?.length) o.metadata.deletionTimestamp = 'now';
-    else this.objects.delete(k);
-    return true;
-  }
-  put(r: Resource, ns: string | undefined, o: Obj): void {
-    this.objects.set(this.key(r, ns, o.metadata.name), o);
-  }
-  count(r: Resource): number {
-    return [...this.objects.keys()].filter((k) => k.includes(`/${r.plural}/`)).length;
-  }
-}
+import { FakeKube } from '../itest/fake-kube.js';
 
 const readyNode = (name: string) => ({ metadata: { name }, status: { conditions: [{ type: 'Ready', status: 'True' }] } });
 

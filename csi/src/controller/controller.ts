@@ -19,6 +19,7 @@ import {
 } from './objects.js';
 import { PVC_NAMESPACE_KEY, parseParameters, type Parameters } from './params.js';
 import { chooseNodes, type TopologyTerm } from './placement.js';
+import { publishHandlers } from './publish.js';
 
 /** Provisioners known to give filesystem volumes only: a member must be a block device. */
 export const FILESYSTEM_ONLY_PROVISIONERS = [
@@ -27,6 +28,8 @@ export const FILESYSTEM_ONLY_PROVISIONERS = [
 
 export interface ControllerOptions {
   kube: KubePort;
+  /** How long ControllerPublishVolume waits for the engine to serve on the node (default 5 s). */
+  publishWaitMs?: number;
   /** Where sets go when the CO does not say the claim's namespace (external-provisioner without --extra-create-metadata). */
   namespace: string;
   log: Logger;
@@ -168,9 +171,13 @@ export function controllerService(o: ControllerOptions): Handlers {
 
   return {
     CreateVolume: createVolume,
+    ...publishHandlers({ kube, locks, ...(o.publishWaitMs !== undefined ? { readyWaitMs: o.publishWaitMs } : {}) }),
     DeleteVolume: deleteVolume,
     ValidateVolumeCapabilities: validateVolumeCapabilities,
     // SINGLE_NODE_MULTI_WRITER here and on the node: Kubernetes then sends ReadWriteOncePod as SINGLE_NODE_SINGLE_WRITER.
-    ControllerGetCapabilities: async () => ({ capabilities: [{ rpc: { type: 'CREATE_DELETE_VOLUME' } }, { rpc: { type: 'SINGLE_NODE_MULTI_WRITER' } }] }),
+    // PUBLISH_UNPUBLISH_VOLUME: attach is where one writer is enforced and the engine comes to the consumer.
+    ControllerGetCapabilities: async () => ({
+      capabilities: [{ rpc: { type: 'CREATE_DELETE_VOLUME' } }, { rpc: { type: 'PUBLISH_UNPUBLISH_VOLUME' } }, { rpc: { type: 'SINGLE_NODE_MULTI_WRITER' } }],
+    }),
   };
 }

@@ -16,5 +16,7 @@ export const RES = {
   shadowsets: { group: 'shadowset.dev', version: 'v1alpha1', plural: 'shadowsets', namespaced: true },
   pvcs: { group: '', version: 'v1', plural: 'persistentvolumeclaims', namespaced: true },
   nodes: { group: '', version: 'v1', plural: 'nodes', namespaced: false },
+  pvs: { group: '', version: 'v1', plural: 'persistentvolumes', namespaced: false },
+  volumeattachments: { group: 'storage.k8s.io', version: 'v1', plural: 'volumeattachments', namespaced: false },
   storageclasses: { group: 'storage.k8s.io', version: 'v1', plural: 'storageclasses', namespaced: false },
 } satisfies Record<string, Resource>;

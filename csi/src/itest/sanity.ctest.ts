@@ -1,8 +1,9 @@
 // csi-sanity (the CSI conformance suite, built here from github.com/kubernetes-csi/csi-test/v5) against the
 // driver: Identity, Controller on a real kube-apiserver (the local control plane, with the CRDs and a member
-// StorageClass), and Node for real on this machine. The engine beside the consumer is not part of the driver
-// yet, so a stand-in here starts a real engine on two file members for every ShadowSet the driver creates,
-// serving on the node-local socket the node plugin attaches. Needs root, loop devices, FUSE, Go.
+// StorageClass), and Node for real on this machine. No operator runs here, so a stand-in plays its part: a
+// real engine on two file members for every ShadowSet the driver creates, serving on the node-local socket
+// the node plugin attaches, and the set's status saying it serves on the node (what ControllerPublish
+// waits for). Needs root, loop devices, FUSE, Go.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -26,6 +27,7 @@ import { undoAll } from './cleanup.js';
 
 const ENGINE_BIN = join(repoRoot, 'engine', 'bin', 'shadow-engine.js');
 const NS = 'csi-sanity';
+const NODE = 'sanity-node';
 const VOLUME_BYTES = 64 * 1024 * 1024;
 
 /** For every ShadowSet in NS, a real engine on two sparse files, at the node plugin's socket path. */
@@ -55,7 +57,15 @@ class StandInEngines {
       this.engines.delete(name);
       for (const m of members) void rm(m, { force: true });
     });
-    createInterface({ input: proc.stdout! }).on('line', () => undefined);
+    // Ready: say so in the set's status as the operator would (engine on the node, Ready).
+    createInterface({ input: proc.stdout! }).on('line', (line) => {
+      if (!line.includes('"EngineReady"')) return;
+      const status = {
+        engineNode: NODE, placement: { node: NODE, source: 'VolumeAttachment' },
+        conditions: [{ type: 'Ready', status: 'True', reason: 'EngineRunning', message: 'stand-in engine', lastTransitionTime: new Date().toISOString() }],
+      };
+      void this.kube.mergePatch(RES.shadowsets, NS, name, { status }, 'status').catch((e: Error) => process.stderr.write(`stand-in status ${name}: ${e.message}\n`));
+    });
   }
 
   async stop(): Promise<void> {
@@ -94,6 +104,8 @@ test('csi-sanity passes against the driver (controller on the local control plan
   for (const { object } of buildCrds()) await kube.create({ group: 'apiextensions.k8s.io', version: 'v1', plural: 'customresourcedefinitions', namespaced: false }, undefined, object);
   await waitFor('the ShadowSet CRD', async () => (await kube.list(RES.shadowsets, 'default').then(() => true, () => false)));
   await kube.create({ group: '', version: 'v1', plural: 'namespaces', namespaced: false }, undefined, { metadata: { name: NS } });
+  // The node the node service names (ControllerPublish looks it up).
+  await kube.create(RES.nodes, undefined, { metadata: { name: NODE } });
   await kube.create(RES.storageclasses, undefined, { apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: 'sanity-members' }, provisioner: 'members.example', volumeBindingMode: 'Immediate' });
 
   const kubelet = join(dir, 'kubelet');
@@ -107,7 +119,7 @@ test('csi-sanity passes against the driver (controller on the local control plan
     endpoint: `unix://${join(dir, 'csi.sock')}`, csi: loadCsi(), log,
     identity: identityService({ controller: true }),
     controller: controllerService({ kube, namespace: NS, log }),
-    node: nodeService({ nodeId: 'sanity-node', kubeletDir: kubelet, unitSocketDir: units, stateDir: join(dir, 'state'), exportName: 'shadow', reconnectDelaySeconds: 10, socketWaitSeconds: 15 }),
+    node: nodeService({ nodeId: NODE, kubeletDir: kubelet, unitSocketDir: units, stateDir: join(dir, 'state'), exportName: 'shadow', reconnectDelaySeconds: 10, socketWaitSeconds: 15 }),
   });
   t.after(() => server.close());
   t.after(() => undoAll(dir)); // runs before the engines stop: after hooks run last-registered first

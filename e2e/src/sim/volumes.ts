@@ -6,7 +6,8 @@
 // `<podRoot>/dev/xvda` → `/dev/loop3`. The process sees the pod-root paths, because every occurrence of a
 // devicePath (or mountPath) in the container's command, args and env values is rewritten to the pod-root
 // path, and SHADOWSET_SIM_POD_ROOT tells it the root for anything else.
-// Filesystem volumes (volumeMounts): emptyDir becomes a directory under the pod root, hostPath a symlink,
+// Filesystem volumes (volumeMounts): emptyDir becomes a directory under the pod root, hostPath a symlink
+// (its directory made first when the type is DirectoryOrCreate),
 // secret a directory of files (one per key, or per `items` entry) written from the Secret when the container
 // starts, with the mode of `items[].mode` or `defaultMode` (the API server defaults it to 0644; 0400 if unset). Other volume kinds (configMap, projected…) are not supported and fail
 // the container.
@@ -127,6 +128,8 @@ export async function prepareVolumes(
       await writeSecretVolume(core, namespace, vol.secret, localPath);
       out.push({ containerPath: m.mountPath, localPath });
     } else if (vol?.hostPath) {
+      // As the kubelet does: DirectoryOrCreate makes the host directory (0755) when it is missing.
+      if (vol.hostPath.type === 'DirectoryOrCreate') await mkdir(vol.hostPath.path, { recursive: true, mode: 0o755 });
       await mkdir(dirname(localPath), { recursive: true });
       await rm(localPath, { force: true, recursive: false }).catch(() => undefined);
       await symlink(vol.hostPath.path, localPath);

@@ -51,6 +51,10 @@ export const EventReason = {
   BitmapDeleted: 'BitmapDeleted',
   EngineCreated: 'EngineCreated',
   EngineRestarted: 'EngineRestarted',
+  /** The engine followed its consumer to another node (a VolumeAttachment). */
+  EngineMoved: 'EngineMoved',
+  /** Live VolumeAttachments of the set on different nodes: the older is followed. */
+  AttachmentConflict: 'AttachmentConflict',
   HookRefused: 'HookRefused',
   Dissolved: 'Dissolved',
   Refused: 'Refused',

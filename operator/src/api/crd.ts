@@ -74,6 +74,7 @@ export function buildCrds(): { file: string; object: Json }[] {
         { name: 'State', type: 'string', jsonPath: '.status.state' },
         { name: 'Resync', type: 'string', jsonPath: '.status.recovery.mode' },
         { name: 'Progress', type: 'string', jsonPath: '.status.progress' },
+        { name: 'Node', type: 'string', jsonPath: '.status.engineNode', description: 'Where the engine runs' },
         { name: 'Generation', type: 'integer', jsonPath: '.status.shadowGeneration', priority: 1 },
         { name: 'Endpoint', type: 'string', jsonPath: '.status.endpoint', priority: 1 },
         { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },

@@ -152,7 +152,13 @@ export const shadowSetStatusSchema = z.object({
   }).optional(),
   endpoint: z.string().optional().describe('NBD URI of the virtual unit (nbds://: TLS is required).'),
   exportSecret: z.string().optional().describe('Secret with the export\'s PSK (key psk, identity:hexkey) for clients.'),
-  engineNode: z.string().optional(),
+  engineNode: z.string().optional().describe('The node the engine pod runs on.'),
+  placement: z.object({
+    node: z.string().optional().describe('The node the engine should run on.'),
+    source: z.string().describe('Why: Pinned (spec.engine.nodeName), VolumeAttachment (beside the consumer), Running (stays where it runs), Claim (beside the first node-bound member) or Unplaced.'),
+    attachment: z.string().optional().describe('The VolumeAttachment followed.'),
+    conflict: z.string().optional().describe('Live VolumeAttachments on different nodes: which are not followed.'),
+  }).optional().describe('Where the engine runs and why; it follows the consumer of the volume (CSI), never a spec field written by the product.'),
   secrets: z.array(z.object({ name: z.string(), uid: z.string() })).optional()
     .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] })
     .describe('Secrets the operator created for this set; deleted (by uid) when the set is.'),

@@ -108,3 +108,11 @@ test('csi: lint passes when on; missing sidecar images or member class fail the 
   assert.throws(() => template({ csi: { ...ON.csi, kubeletDir: 'var/lib/kubelet' } }), /values don't meet the specifications of the schema/);
   assert.throws(() => template({ csi: { ...ON.csi, sidecars: {} } }), /values don't meet the specifications of the schema/);
 });
+
+test('csi: on, the operator serves attached sets\' units in the node plugin\'s unit-socket directory', () => {
+  const op = one<Workload>(template(ON), 'Deployment', 'shadowset');
+  const args = container(op, 'operator').args;
+  assert.ok(args.includes('--unit-socket-dir=/run/shadowset/units'), args.join(' '));
+  const nodeArgs = container(one<Workload>(template(ON), 'DaemonSet', 'shadowset-csi-node'), 'csi-driver').args;
+  assert.ok(nodeArgs.includes('--unit-socket-dir=/run/shadowset/units'), 'the same directory as the node plugin');
+});

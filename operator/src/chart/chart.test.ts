@@ -59,6 +59,8 @@ const NAMESPACED = [
 ].sort();
 const CLUSTER = [
   ...grant('core', ['persistentvolumes', 'nodes'], read),
+  // Where a set's consumer is: the CSI driver's VolumeAttachments, read only.
+  ...grant('storage.k8s.io', ['volumeattachments'], read),
   // Asking the API server who sent a /metrics request and whether they may get /metrics: create only.
   ...grant('authentication.k8s.io', ['tokenreviews'], ['create']),
   ...grant('authorization.k8s.io', ['subjectaccessreviews'], ['create']),
@@ -148,6 +150,8 @@ test('the operator Deployment: one replica, the flags, probes, metrics port and 
     '--default-max-copies=4',
     '--key-file=/etc/shadowset/key/key',
     '--operator-pod-labels=app.kubernetes.io/component=operator,app.kubernetes.io/instance=shadowset,app.kubernetes.io/name=shadowset',
+    // Without the CSI driver no engine serves a unit socket on its node.
+    '--unit-socket-dir=',
   ]);
   assert.deepEqual(c.ports.map((p) => [p.name, p.containerPort]), [['metrics', 8081], ['health', 8082]]);
   for (const probe of [c.livenessProbe, c.readinessProbe]) assert.deepEqual(probe.httpGet, { path: '/healthz', port: 'health' });

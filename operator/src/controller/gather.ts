@@ -9,6 +9,7 @@ import { ATTACHED_ANNOTATION, MEMBER_ANNOTATION, engineBase, engineName, memberL
 import { networkPolicyName, policyFingerprint, type OperatorPods } from '../reconcile/set-objects.js';
 import type { ClaimInfo, EngineDefaults, EngineView, HeldRefusal, HookPod, Observed, PodInfo } from '../reconcile/types.js';
 import { deriveSetKeys } from '../security/keys.js';
+import { setAttachments } from './attachments.js';
 
 /** What the controller remembers of a set between reconciles (lost on restart, which is harmless). */
 export interface SetMemory {
@@ -75,6 +76,8 @@ export interface GatherOptions {
   /** The operator's key, from which each set's keys are derived. */
   key: Buffer;
   operatorPods: OperatorPods;
+  /** Host directory of the engines' unit sockets for the CSI node plugin, or null. */
+  unitSocketDir: string | null;
 }
 
 export async function gather(kube: Kube, engine: EngineClient, ss: Obj, g: GatherOptions): Promise<Observed> {
@@ -160,5 +163,6 @@ export async function gather(kube: Kube, engine: EngineClient, ss: Obj, g: Gathe
     previous: (ss.status ?? {}) as ShadowSetStatus, engineImage: g.engineImage, defaults: g.defaults,
     hookPods, nodeZones, service, networkPolicyFingerprint: policy ? policyFingerprint(policy as never) : null, keys, operatorPods: g.operatorPods, engineDownSinceMs: g.memory.downSinceMs, refusals: g.memory.refusals,
     now: now.toISOString(), nowMs, lastReturnAttempt: g.memory.lastReturnAttempt,
+    attachments: parsed.success ? await setAttachments(kube, ns, name) : [], unitSocketDir: g.unitSocketDir,
   };
 }

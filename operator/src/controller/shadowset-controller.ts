@@ -34,6 +34,7 @@ export interface ControllerDeps {
   /** The operator's key (each set's token and PSKs derive from it). */
   key: Buffer;
   operatorPods: OperatorPods;
+  unitSocketDir?: string | null;
 }
 
 export class ShadowSetController {
@@ -52,7 +53,7 @@ export class ShadowSetController {
     }
     const memory = this.memory.get(key) ?? { lastReturnAttempt: {}, refusals: {}, downSinceMs: null };
     this.memory.set(key, memory);
-    const o = await gather(this.d.kube, this.d.engine, ss, { engineImage: this.d.engineImage, defaults: this.d.defaults ?? DEFAULTS, memory, key: this.d.key, operatorPods: this.d.operatorPods });
+    const o = await gather(this.d.kube, this.d.engine, ss, { engineImage: this.d.engineImage, defaults: this.d.defaults ?? DEFAULTS, memory, key: this.d.key, operatorPods: this.d.operatorPods, unitSocketDir: this.d.unitSocketDir ?? null });
     const p = plan(o);
     const { problem, created, answers, retry } = await this.act(ss, o, p.actions, memory);
     let status = withAnswers(p.status, answers);

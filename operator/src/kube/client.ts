@@ -43,6 +43,7 @@ export const R = {
   networkpolicies: { group: 'networking.k8s.io', version: 'v1', plural: 'networkpolicies', namespaced: true },
   events: { group: '', version: 'v1', plural: 'events', namespaced: true },
   nodes: { group: '', version: 'v1', plural: 'nodes', namespaced: false },
+  volumeattachments: { group: 'storage.k8s.io', version: 'v1', plural: 'volumeattachments', namespaced: false },
   leases: { group: 'coordination.k8s.io', version: 'v1', plural: 'leases', namespaced: true },
   shadowsets: { group: 'shadowset.dev', version: 'v1alpha1', plural: 'shadowsets', namespaced: true },
   writebitmaps: { group: 'shadowset.dev', version: 'v1alpha1', plural: 'writebitmaps', namespaced: true },

@@ -26,9 +26,14 @@ export interface EngineConfig {
   'engine.intentLogCapMiB'?: number;
   /** The spec's NBD URIs: the engine's API may add only these (plain nbd://), so a new one needs a new pod. */
   'members.nbd': string[];
+  /**
+   * The host directory where the engine serves the virtual unit for the CSI node plugin (a hostPath).
+   * Only when set: engines without one keep their configuration's hash.
+   */
+  'unit.socketDir'?: string;
 }
 
-export function engineConfig(spec: ShadowSetSpec, image: string): EngineConfig {
+export function engineConfig(spec: ShadowSetSpec, image: string, unitSocketDir: string | null = null): EngineConfig {
   return {
     image,
     'export.port': spec.export.port,
@@ -38,6 +43,7 @@ export function engineConfig(spec: ShadowSetSpec, image: string): EngineConfig {
     'engine.resources': spec.engine.resources ?? null,
     ...(spec.engine.intentLogCapMiB !== undefined ? { 'engine.intentLogCapMiB': spec.engine.intentLogCapMiB } : {}),
     'members.nbd': allowedNbd(spec),
+    ...(unitSocketDir ? { 'unit.socketDir': unitSocketDir } : {}),
   };
 }
 
@@ -51,6 +57,16 @@ export function canonical(v: unknown): string {
 }
 
 export const configText = (c: EngineConfig): string => canonical(c);
+/** The unit socket directory recorded in a pod's configuration annotation, or null. */
+export function recordedUnitSocketDir(config: string | undefined): string | null {
+  try {
+    const v = config ? (JSON.parse(config) as Record<string, unknown>)['unit.socketDir'] : undefined;
+    return typeof v === 'string' ? v : null;
+  } catch {
+    return null;
+  }
+}
+
 export const configHash = (c: EngineConfig): string => createHash('sha256').update(canonical(c)).digest('hex').slice(0, 16);
 
 /** Which settings differ between a running pod's configuration (its annotation) and the wanted one. */

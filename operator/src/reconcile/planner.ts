@@ -5,7 +5,8 @@
 import { isWritableState, type EngineStatus } from '@shadowset/engine/api';
 import { EventReason, Reason } from '../api/conditions.js';
 import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
-import { engineConfig } from './engine-config.js';
+import { engineConfig, recordedUnitSocketDir } from './engine-config.js';
+import { liveAttachments, placement, unitSocketHostDir } from './placement.js';
 import { refusalReason } from './engine-refusal.js';
 import { replaceReason } from './engine-pod-plan.js';
 import { hookRefusal } from './hooks-check.js';
@@ -54,14 +55,30 @@ export function plan(o: Observed): Plan {
   const owner = { name: o.name, namespace: o.namespace, uid: o.uid };
   const active = spec.members.filter((m) => m.state === 'Active');
 
-  // The engine's node: pinned, or where the first node-bound claim lives.
+  // The engine's node: pinned, beside the consumer (its VolumeAttachment), where it runs, or where the
+  // first node-bound claim lives (placement.ts).
   const claimNode = (m: MemberSpec) => (m.claimName ? (o.claims[m.claimName]?.node ?? null) : null);
-  const engineNode = spec.engine.nodeName ?? active.map(claimNode).find((n) => n !== null) ?? null;
+  const where = placement(o, spec);
+  const engineNode = where.node;
   const local = (m: MemberSpec) => !!m.claimName && (claimNode(m) === null || engineNode === null || claimNode(m) === engineNode);
 
-  const wanted = engineConfig(spec, o.engineImage);
+  // The unit socket on the host, for the CSI node plugin: once the set has a live attachment, and kept by a
+  // pod that has it (the consumer going away restarts nothing).
+  const unitDir = o.unitSocketDir ? unitSocketHostDir(o.unitSocketDir, o.namespace, o.name) : null;
+  const unit = unitDir && (liveAttachments(o.attachments).length > 0 || recordedUnitSocketDir(o.enginePod?.config) === unitDir) ? unitDir : null;
+  const wanted = engineConfig(spec, o.engineImage, unit);
   if (o.enginePod?.deleting) {
     return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: `engine pod ${o.enginePod.name} is stopping` }, actions), requeueAfterMs: 1000 };
+  }
+  if (where.conflict && o.previous.placement?.conflict !== where.conflict) {
+    actions.push({ kind: 'event', type: 'Warning', reason: EventReason.AttachmentConflict, message: where.conflict });
+  }
+  // The consumer is on another node: stop the engine cleanly here (SIGTERM), start it there next.
+  if (o.enginePod?.node && where.source === 'VolumeAttachment' && o.enginePod.node !== where.node) {
+    const why = `engine moves from node ${o.enginePod.node} to ${where.node}, because of VolumeAttachment ${where.attachment}`;
+    actions.push({ kind: 'deleteEnginePod', reason: why });
+    actions.push({ kind: 'event', type: 'Normal', reason: EventReason.EngineMoved, message: `${why} (a clean stop, then a start there)` });
+    return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: why }, actions), requeueAfterMs: 1000 };
   }
   const replace = replaceReason(o, spec, wanted, claimNode);
   if (replace) {
@@ -98,7 +115,10 @@ export function plan(o: Observed): Plan {
     const site = engineNode ? (o.nodeZones[engineNode] ?? null) : null;
     actions.push({
       kind: 'createEnginePod',
-      pod: enginePod({ owner, spec, image: o.engineImage, node: engineNode, site, attached: active.filter(local), remote: reached, memberTimeoutSeconds: memberTimeout, minGeneration: o.previous.recordedGeneration }),
+      pod: enginePod({
+        owner, spec, image: o.engineImage, node: engineNode, site, attached: active.filter(local), remote: reached,
+        memberTimeoutSeconds: memberTimeout, minGeneration: o.previous.recordedGeneration, unitSocketHostDir: unit,
+      }),
     });
     actions.push({ kind: 'applyService', service: exportService(owner, spec) });
     actions.push({ kind: 'event', type: 'Normal', reason: EventReason.EngineCreated, message: `engine pod created with ${active.length} member(s)` });

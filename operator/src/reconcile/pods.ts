@@ -14,6 +14,9 @@ export const INTERNAL_DIR = '/etc/shadowset/internal';
 export const EXPORT_DIR = '/etc/shadowset/export';
 export const HTTP_PORT = RESERVED_PORTS.http;
 export const MEMBER_PORT = RESERVED_PORTS.member;
+/** Where the engine container sees its unit socket's host directory, and the socket in it. */
+export const UNIT_DIR = '/run/shadowset/unit';
+export const UNIT_SOCKET = 'nbd.sock';
 export const ATTACHED_ANNOTATION = 'shadowset.dev/attached';
 export const MEMBER_ANNOTATION = 'shadowset.dev/member';
 
@@ -79,6 +82,11 @@ export interface EnginePodInput {
   memberTimeoutSeconds: number;
   /** The newest generation the operator saw recorded (status): the engine refuses to start from older records. */
   minGeneration?: number | undefined;
+  /**
+   * The host directory (`<unit-socket-dir>/<namespace>/<set>`) where the virtual unit is served for the CSI
+   * node plugin, or null: the socket stays in the pod's own volume.
+   */
+  unitSocketHostDir?: string | null;
 }
 
 export function enginePod(i: EnginePodInput): Record<string, unknown> {
@@ -87,7 +95,8 @@ export function enginePod(i: EnginePodInput): Record<string, unknown> {
   for (const m of i.attached) args.push('--member', memberArg(`${DEVICE_DIR}/${m.name}`, m));
   for (const r of i.remote) args.push('--member', memberArg(r.location, r.member));
   args.push(
-    '--socket', '/run/shadow/nbd.sock',
+    // Plain NBD on a node-local Unix socket (mode 0660): on the host for the CSI node plugin, else in the pod.
+    '--socket', i.unitSocketHostDir ? `${UNIT_DIR}/${UNIT_SOCKET}` : '/run/shadow/nbd.sock',
     '--listen', `$(POD_IP):${spec.export.port}`,
     '--http', `$(POD_IP):${HTTP_PORT}`,
     '--member-timeout', String(i.memberTimeoutSeconds),
@@ -117,7 +126,8 @@ export function enginePod(i: EnginePodInput): Record<string, unknown> {
   if (spec.export.tlsSecretName) args.push('--tls-cert', `${TLS_DIR}/tls.crt`, '--tls-key', `${TLS_DIR}/tls.key`, '--tls-ca', `${TLS_DIR}/ca.crt`);
   else args.push('--export-psk-file', `${EXPORT_DIR}/psk`);
   const resources = spec.engine.resources ? { resources: spec.engine.resources } : {};
-  const config = engineConfig(spec, i.image);
+  const config = engineConfig(spec, i.image, i.unitSocketHostDir ?? null);
+  const unit = i.unitSocketHostDir ? i.unitSocketHostDir : null;
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -150,6 +160,7 @@ export function enginePod(i: EnginePodInput): Record<string, unknown> {
           volumeDevices: i.attached.map((m) => ({ name: `m-${m.name}`, devicePath: `${DEVICE_DIR}/${m.name}` })),
           volumeMounts: [
             { name: 'run', mountPath: '/run/shadow' },
+            ...(unit ? [{ name: 'unit', mountPath: UNIT_DIR }] : []),
             { name: 'internal', mountPath: INTERNAL_DIR, readOnly: true },
             spec.export.tlsSecretName ? { name: 'tls', mountPath: TLS_DIR, readOnly: true } : { name: 'export', mountPath: EXPORT_DIR, readOnly: true },
           ],
@@ -159,6 +170,8 @@ export function enginePod(i: EnginePodInput): Record<string, unknown> {
       volumes: [
         ...i.attached.map((m) => ({ name: `m-${m.name}`, persistentVolumeClaim: { claimName: m.claimName } })),
         { name: 'run', emptyDir: {} },
+        // Only this set's directory of the host: the node plugin finds the socket there (csi/src/node/unit.ts).
+        ...(unit ? [{ name: 'unit', hostPath: { path: unit, type: 'DirectoryOrCreate' } }] : []),
         // The kubelet mounts the Secrets: the operator itself never reads them. A TLS Secret without ca.crt
         // holds the pod in ContainerCreating, which the Ready condition shows.
         secretVolume('internal', internalSecretName(o.name), [INTERNAL_KEYS.token, INTERNAL_KEYS.memberPsk]),

@@ -4,7 +4,12 @@ import { ConditionType, EventReason, Reason } from '../api/conditions.js';
 import type { Condition, ShadowSetSpec, ShadowSetStatus } from '../api/shadowset.js';
 import { engineMemberFor } from './engine-members.js';
 import { exportSecretName } from './set-objects.js';
+import { placement, type Placement } from './placement.js';
 import type { Action, Observed } from './types.js';
+
+const placementStatus = (p: Placement) => ({
+  ...(p.node ? { node: p.node } : {}), source: p.source, ...(p.attachment ? { attachment: p.attachment } : {}), ...(p.conflict ? { conflict: p.conflict } : {}),
+});
 
 function condition(o: Observed, type: string, ok: boolean, reason: string, message: string): Condition {
   const prev = o.previous.conditions?.find((c) => c.type === type);
@@ -81,6 +86,7 @@ export function buildStatus(o: Observed, eng: EngineStatus | null, problem: { re
       },
     } : {}),
     ...(o.enginePod?.node ? { engineNode: o.enginePod.node } : {}),
+    ...(spec ? { placement: placementStatus(placement(o, spec)) } : {}),
     ...(o.previous.secrets ? { secrets: o.previous.secrets } : {}),
   };
   events(o, status, actions);

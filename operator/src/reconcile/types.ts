@@ -46,6 +46,17 @@ export interface PodInfo {
   claims: Record<string, string>;
 }
 
+/** A VolumeAttachment of the CSI driver that attaches this set's volume to a node. */
+export interface AttachmentInfo {
+  name: string;
+  node: string;
+  /** When it was created (ms since the epoch): of two live ones, the older is followed. */
+  createdMs: number;
+  /** Being deleted (the consumer left the node): no longer followed. */
+  deleting: boolean;
+  attached: boolean;
+}
+
 /** A pod a freeze/thaw hook names: the sets it declares itself a consumer of (null: no such pod). */
 export type HookPod = { consumerOf: string[] } | null;
 
@@ -105,6 +116,13 @@ export interface Observed {
   /** Last time a faulted member was offered back (by member name), for pacing. */
   lastReturnAttempt: Record<string, number>;
   nowMs: number;
+  /** The CSI driver's VolumeAttachments of this set's volume (empty when none, or not consumed through CSI). */
+  attachments: AttachmentInfo[];
+  /**
+   * Host directory under which engines serve the virtual unit on a node-local socket for the CSI node
+   * plugin (`<dir>/<namespace>/<set>/nbd.sock`), or null: no unit sockets.
+   */
+  unitSocketDir: string | null;
 }
 
 export type Action =

@@ -25,9 +25,9 @@ export class Cluster extends LocalCluster {
   readonly hooks: RecordingHooks;
   private readonly pskDirs: string[] = [];
 
-  constructor() {
+  constructor(o: { unitSocketDir?: string } = {}) {
     const hooks = new RecordingHooks();
-    super({ name: 'test', hooks });
+    super({ name: 'test', hooks, ...o });
     this.hooks = hooks;
   }
 

@@ -44,6 +44,8 @@ export interface LocalClusterOptions {
   log?: Logger;
   /** Runs the pre-freeze and post-thaw hooks of a split (default: the operator's own, exec in the pod). */
   hooks?: Hooks;
+  /** The operator's unit-socket directory (engines of attached sets serve their unit there); unset: none. */
+  unitSocketDir?: string;
 }
 
 export class LocalCluster {
@@ -74,6 +76,7 @@ export class LocalCluster {
       metrics: { address: '127.0.0.1:0', auth: 'none' }, healthAddress: '127.0.0.1:0',
       ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
       key: this.key, operatorPods: this.operatorPods,
+      ...(this.opts.unitSocketDir ? { unitSocketDir: this.opts.unitSocketDir } : {}),
     });
     await this.op.start();
   }

@@ -3,7 +3,7 @@
  * on a TLS-required listener for ever, never authenticating), and any beyond the connection limit.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,6 +76,19 @@ test('connections beyond the limit are closed at once', async () => {
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(again.sock.destroyed, false, 'a connection was refused below the limit');
     for (const k of [...kept.slice(1), again]) k.sock.destroy();
+  } finally {
+    await srv.close();
+  }
+});
+
+test('the Unix socket is mode 0660 (owner and group)', async () => {
+  const path = join(dir, 'mode.sock');
+  const srv = server({});
+  await srv.listenUnix(path);
+  try {
+    assert.equal(statSync(path).mode & 0o777, 0o660);
+    const c = await connect(path);
+    c.sock.destroy();
   } finally {
     await srv.close();
   }

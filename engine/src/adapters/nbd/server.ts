@@ -11,7 +11,7 @@
  * to the maximum payload never waits for other clients to read their replies.
  */
 import net from 'node:net';
-import { unlink } from 'node:fs/promises';
+import { chmod, unlink } from 'node:fs/promises';
 import { EngineError } from '../../core/errors.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { PREFERRED_BLOCK } from './handshake.js';
@@ -73,6 +73,9 @@ export class NbdServer implements ConnectionHost {
       srv.once('error', reject);
       srv.listen(path, () => resolve());
     });
+    // Owner and group only (the CSI node plugin runs as root beside the engine); the umask's mode before
+    // this is no wider (a socket without write permission cannot be connected to).
+    await chmod(path, 0o660);
   }
 
   /** Stop accepting, let in-flight requests finish, then close every connection. */

@@ -1,0 +1,56 @@
+/**
+ * Where a set's engine runs. The user may pin it (spec.engine.nodeName); otherwise it follows the set's
+ * consumer, which the CSI attacher names in a VolumeAttachment (an object the product owns, so the user's
+ * spec is never written); with no consumer it stays where it runs (no restart when the consumer goes away);
+ * a set that never ran starts beside its first node-bound claim. Pure: the planner and status both use it.
+ */
+import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
+import type { AttachmentInfo, Observed } from './types.js';
+
+/** The CSI driver's name: the attacher of the VolumeAttachments this operator follows. */
+export const ATTACHER = 'csi.shadowset.dev';
+
+export type PlacementSource = 'Pinned' | 'VolumeAttachment' | 'Running' | 'Claim' | 'Unplaced';
+
+export interface Placement {
+  node: string | null;
+  source: PlacementSource;
+  /** The VolumeAttachment followed (source VolumeAttachment). */
+  attachment?: string;
+  /** Several live attachments on different nodes: which were not followed, and why. */
+  conflict?: string;
+}
+
+/** Live attachments, oldest first (by creation, then name, so the choice is stable). */
+export function liveAttachments(attachments: AttachmentInfo[]): AttachmentInfo[] {
+  return attachments.filter((a) => !a.deleting).sort((a, b) => a.createdMs - b.createdMs || a.name.localeCompare(b.name));
+}
+
+export function placement(o: Observed, spec: ShadowSetSpec): Placement {
+  const live = liveAttachments(o.attachments);
+  const first = live[0];
+  const others = live.filter((a) => first && a.node !== first.node);
+  const conflict = first && others.length > 0
+    ? `VolumeAttachment ${others.map((a) => `${a.name} (node ${a.node})`).join(', ')} also attaches this volume; only one node may hold it, the older attachment ${first.name} (node ${first.node}) is followed`
+    : undefined;
+  const withConflict = (p: Placement): Placement => (conflict ? { ...p, conflict } : p);
+  if (spec.engine.nodeName) return withConflict({ node: spec.engine.nodeName, source: 'Pinned' });
+  if (first) return withConflict({ node: first.node, source: 'VolumeAttachment', attachment: first.name });
+  if (o.enginePod?.node) return { node: o.enginePod.node, source: 'Running' };
+  const claimNode = (m: MemberSpec) => (m.claimName ? (o.claims[m.claimName]?.node ?? null) : null);
+  const node = spec.members.filter((m) => m.state === 'Active').map(claimNode).find((n) => n !== null) ?? null;
+  return node ? { node, source: 'Claim' } : { node: null, source: 'Unplaced' };
+}
+
+/** Namespace and set names are DNS labels or subdomains: no '/', no '..' component. */
+const NAME = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+
+/**
+ * The host directory of a set's unit socket, `<dir>/<namespace>/<set>`, or null when a name could lead the
+ * path out of `dir` (the API server would not admit such names; checked anyway, the path is a hostPath).
+ */
+export function unitSocketHostDir(dir: string, namespace: string, name: string): string | null {
+  if (!dir.startsWith('/') || dir.split('/').some((p) => p === '..' || p === '.')) return null;
+  for (const n of [namespace, name]) if (n.length > 253 || !NAME.test(n) || n.split('.').some((p) => p === '')) return null;
+  return `${dir.replace(/\/+$/, '')}/${namespace}/${name}`;
+}
