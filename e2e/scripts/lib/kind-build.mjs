@@ -1,6 +1,7 @@
 // The kind toolchain (`npm run cluster:build -- --kind`): kind and crictl from their Go modules, the
 // Kubernetes node binaries, etcd and CoreDNS at the versions kubeadm names, this repo's pause and pod-network
-// agent, the CSI driver's sidecars (csi-sidecars.mjs), then the images (see kind-images.mjs). Writes .cache/cluster/kind/build.json with what it made.
+// agent, the CSI driver's sidecars (csi-sidecars.mjs), then the images (see kind-images.mjs). Writes
+// .cache/cluster/kind/build.json with what it made.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
