@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-// Puts the CSI spec's csi.proto where the driver loads it (csi/proto/, ignored by git). The file comes from
-// the Go module github.com/container-storage-interface/spec, fetched with `go mod download` (so the module
-// proxy's checksum database vouches for it) and cached under .cache/csi-spec/<version>/. A no-op when
-// csi/proto/ already holds this version. The spec is Apache-2.0: its LICENSE travels beside the copy.
+// Puts the protos the driver loads where it loads them (csi/proto/, ignored by git): the CSI spec's csi.proto
+// from the Go module github.com/container-storage-interface/spec, and the kubelet's plugin-registration
+// api.proto (the service the node plugin serves so the kubelet registers it) from the Go module k8s.io/kubelet,
+// into csi/proto/pluginregistration/. Both are fetched with `go mod download` (so the module proxy's checksum
+// database vouches for them) and cached under .cache/csi-spec/. A no-op when csi/proto/ already holds these
+// versions. Both modules are Apache-2.0: each LICENSE travels beside its copy.
 //
 // Usage: node csi/scripts/csi-spec.mjs [--print-version]
 import { spawnSync } from 'node:child_process';
@@ -14,12 +16,25 @@ import { fileURLToPath } from 'node:url';
 /** The newest 1.x release the module proxy serves; the Dockerfile names the same version (a unit test checks). */
 export const CSI_SPEC_MODULE = 'github.com/container-storage-interface/spec';
 export const CSI_SPEC_VERSION = process.env.SHADOWSET_CSI_SPEC_VERSION ?? 'v1.13.0';
-const FILES = ['csi.proto', 'LICENSE'];
+/** The kubelet's API module at the Kubernetes version the kind tier runs (1.34); the proto is stable (v1). */
+export const KUBELET_MODULE = 'k8s.io/kubelet';
+export const KUBELET_VERSION = process.env.SHADOWSET_KUBELET_API_VERSION ?? 'v0.34.12';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = resolve(here, '../..');
-const cacheDir = join(repoRoot, '.cache', 'csi-spec', CSI_SPEC_VERSION);
-const outDir = join(here, '..', 'proto');
+const protoDir = join(here, '..', 'proto');
+// What is fetched: each source's files (name in the output → path in the module) and where they go.
+const SOURCES = [
+  {
+    module: CSI_SPEC_MODULE, version: CSI_SPEC_VERSION, cacheDir: join(repoRoot, '.cache', 'csi-spec', CSI_SPEC_VERSION), outDir: protoDir,
+    files: { 'csi.proto': 'csi.proto', LICENSE: 'LICENSE' },
+  },
+  {
+    module: KUBELET_MODULE, version: KUBELET_VERSION, cacheDir: join(repoRoot, '.cache', 'csi-spec', `kubelet-${KUBELET_VERSION}`),
+    outDir: join(protoDir, 'pluginregistration'),
+    files: { 'api.proto': 'pkg/apis/pluginregistration/v1/api.proto', LICENSE: 'LICENSE' },
+  },
+];
 
 function versionIn(dir) {
   try {
@@ -29,17 +44,17 @@ function versionIn(dir) {
   }
 }
 
-function download() {
+function download({ module, version }) {
   // Outside any module, so the project's own go.mod files (if any) play no part.
   const cwd = mkdtempSync(join(tmpdir(), 'csi-spec-'));
   try {
-    const r = spawnSync('go', ['mod', 'download', '-json', `${CSI_SPEC_MODULE}@${CSI_SPEC_VERSION}`], {
+    const r = spawnSync('go', ['mod', 'download', '-json', `${module}@${version}`], {
       cwd, encoding: 'utf8', env: { ...process.env, GOTOOLCHAIN: 'local', GOFLAGS: '-mod=mod' },
     });
-    if (r.error) throw new Error(`the Go toolchain is needed to fetch the CSI spec (${r.error.message})`);
+    if (r.error) throw new Error(`the Go toolchain is needed to fetch ${module} (${r.error.message})`);
     const info = JSON.parse(r.stdout.slice(r.stdout.indexOf('{')) || '{}');
     if (r.status !== 0 || info.Error || !info.Dir) {
-      throw new Error(`go mod download ${CSI_SPEC_MODULE}@${CSI_SPEC_VERSION} failed: ${info.Error ?? r.stderr}`);
+      throw new Error(`go mod download ${module}@${version} failed: ${info.Error ?? r.stderr}`);
     }
     return info.Dir;
   } finally {
@@ -47,21 +62,24 @@ function download() {
   }
 }
 
-function place(from, to) {
+function place(src, from, to, fromModule) {
   mkdirSync(to, { recursive: true });
-  for (const f of FILES) copyFileSync(join(from, f), join(to, f));
-  writeFileSync(join(to, 'VERSION'), `${CSI_SPEC_VERSION}\n`);
+  for (const [name, path] of Object.entries(src.files)) copyFileSync(join(from, fromModule ? path : name), join(to, name));
+  writeFileSync(join(to, 'VERSION'), `${src.version}\n`);
+}
+
+function ensureSource(src) {
+  if (versionIn(src.outDir) === src.version && Object.keys(src.files).every((f) => existsSync(join(src.outDir, f)))) return;
+  if (versionIn(src.cacheDir) !== src.version) {
+    place(src, download(src), src.cacheDir, true);
+    process.stderr.write(`csi-spec: fetched ${src.module}@${src.version}\n`);
+  }
+  place(src, src.cacheDir, src.outDir, false);
 }
 
 export function ensureCsiSpec() {
-  if (versionIn(outDir) === CSI_SPEC_VERSION && FILES.every((f) => existsSync(join(outDir, f)))) return outDir;
-  if (versionIn(cacheDir) !== CSI_SPEC_VERSION) {
-    const dir = download();
-    place(dir, cacheDir);
-    process.stderr.write(`csi-spec: fetched ${CSI_SPEC_MODULE}@${CSI_SPEC_VERSION}\n`);
-  }
-  place(cacheDir, outDir);
-  return outDir;
+  for (const src of SOURCES) ensureSource(src);
+  return protoDir;
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

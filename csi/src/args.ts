@@ -5,7 +5,8 @@ import { socketPathOf } from './server.js';
 
 export const USAGE = `usage: shadowset-csi --endpoint unix:///path/csi.sock --mode controller|node|all
   [--node-id NAME] [--namespace NS] [--kubelet-dir /var/lib/kubelet] [--unit-socket-dir /run/shadowset/units]
-  [--state-dir /var/lib/shadowset-csi] [--export-name shadow] [--reconnect-delay 120] [--socket-wait 15] [--log-level info]`;
+  [--state-dir /var/lib/shadowset-csi] [--export-name shadow] [--reconnect-delay 120] [--socket-wait 15] [--log-level info]
+  [--kubelet-registration-path /var/lib/kubelet/plugins/csi.shadowset.dev/csi.sock]`;
 
 export interface CsiArgs {
   endpoint: string;
@@ -20,6 +21,8 @@ export interface CsiArgs {
   reconnectDelaySeconds: number;
   socketWaitSeconds: number;
   logLevel: string;
+  /** node mode: register with the kubelet, naming this path (the CSI socket as the kubelet sees it) */
+  kubeletRegistrationPath?: string;
 }
 
 export function parseCsiArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): CsiArgs {
@@ -37,6 +40,7 @@ export function parseCsiArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
       'reconnect-delay': { type: 'string', default: '120' },
       'socket-wait': { type: 'string', default: '15' },
       'log-level': { type: 'string', default: 'info' },
+      'kubelet-registration-path': { type: 'string' },
     },
     strict: true,
   });
@@ -48,6 +52,11 @@ export function parseCsiArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   if (node && !values['node-id']) throw new Error('--node-id (or NODE_NAME) is required for the node service');
   for (const k of ['kubelet-dir', 'unit-socket-dir', 'state-dir'] as const) {
     if (!isAbsolute(values[k]!)) throw new Error(`--${k} must be an absolute path`);
+  }
+  const reg = values['kubelet-registration-path'];
+  if (reg !== undefined) {
+    if (!node) throw new Error('--kubelet-registration-path is for the node service (--mode node or all)');
+    if (!isAbsolute(reg) || !reg.endsWith('.sock')) throw new Error('--kubelet-registration-path must be the absolute path of the CSI socket (…/csi.sock) on the host');
   }
   const delay = Number(values['reconnect-delay']);
   if (!Number.isInteger(delay) || delay < 0 || delay > 3600) throw new Error('--reconnect-delay must be 0..3600 seconds');
@@ -67,5 +76,6 @@ export function parseCsiArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     reconnectDelaySeconds: delay,
     socketWaitSeconds: socketWait,
     logLevel: values['log-level']!,
+    ...(reg !== undefined ? { kubeletRegistrationPath: reg } : {}),
   };
 }

@@ -4,6 +4,7 @@ import { parseCsiArgs } from './args.js';
 import { controllerService } from './controller/controller.js';
 import { identityService } from './identity.js';
 import { nodeService } from './node/node.js';
+import { startRegistration, type RunningRegistration } from './node/registration.js';
 import { startServer } from './server.js';
 import { loadCsi } from './spec.js';
 
@@ -21,10 +22,37 @@ export async function main(argv: string[]): Promise<number | void> {
   }
   const node = a.node ? nodeService({ ...a, nodeId: a.nodeId }) : undefined;
   const server = await startServer({ endpoint: a.endpoint, csi, identity: identityService({ controller: a.controller }), controller, node, log });
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
-  });
+  let rejected: string | undefined;
+  let stop!: () => void;
+  const stopped = new Promise<void>((resolve) => (stop = resolve));
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  // After the CSI socket listens: the kubelet calls NodeGetInfo on it as soon as it has GetInfo's answer.
+  let registration: RunningRegistration | undefined;
+  try {
+    if (a.node && a.kubeletRegistrationPath) {
+      registration = await startRegistration({
+        kubeletDir: a.kubeletDir,
+        csiSocketOnHost: a.kubeletRegistrationPath,
+        log,
+        onRejected: (error) => {
+          rejected = error;
+          stop();
+        },
+      });
+    }
+  } catch (e) {
+    await server.close();
+    throw e;
+  }
+  await stopped;
   log.info({ event: 'Stopping' }, 'stopping: volumes stay attached');
+  await registration?.close();
   await server.close();
+  // Not registered, the plugin is of no use on this node: exit non-zero so the kubelet restarts the pod and
+  // the registration is tried again.
+  if (rejected !== undefined) {
+    log.error({ event: 'NotRegistered', err: rejected }, 'exiting: the kubelet did not register the driver');
+    return 1;
+  }
 }

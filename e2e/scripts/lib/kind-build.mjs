@@ -1,10 +1,12 @@
 // The kind toolchain (`npm run cluster:build -- --kind`): kind and crictl from their Go modules, the
 // Kubernetes node binaries, etcd and CoreDNS at the versions kubeadm names, this repo's pause and pod-network
-// agent, then the images (see kind-images.mjs). Writes .cache/cluster/kind/build.json with what it made.
+// agent, the CSI driver's sidecars (csi-sidecars.mjs), then the images (see kind-images.mjs). Writes
+// .cache/cluster/kind/build.json with what it made.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { cacheRoot, downloadModule, log } from './build-util.mjs';
+import { buildSidecarBinaries, buildSidecarImages } from './csi-sidecars.mjs';
 import { buildEtcd, buildKindTools, buildKubernetes, goInstall } from './go-builds.mjs';
 import { ensureDebianPackages, ensureDockerd, DOCKER } from './dockerd.mjs';
 import { buildImage, componentImages, containerdConfig, netBaseImage, nodeBaseImage, nodeImage, pruneStale } from './kind-images.mjs';
@@ -49,6 +51,7 @@ export async function buildKind(gover, { k8sVersion, kubeApiserver }) {
   const corednsVersion = tagOf('coredns');
   const coredns = await goInstall(gover, { name: 'coredns', pkg: 'github.com/coredns/coredns', version: corednsVersion, binary: 'coredns' });
   const tools = await buildKindTools(gover);
+  const sidecars = await buildSidecarBinaries(gover);
 
   const bins = {
     'kube-apiserver': { path: kubeApiserver, key: stampKey(dirname(dirname(kubeApiserver))) },
@@ -74,6 +77,8 @@ export async function buildKind(gover, { k8sVersion, kubeApiserver }) {
       inputs: [netBase.key, tools.key],
       tags: [shadownetRef],
     });
+    // Not preloaded into the node image: `kind load`ed with the project's image when the chart's CSI path is on.
+    const csiSidecars = await buildSidecarImages(work, buildImage, sidecars);
     const pauseRef = required.find((r) => r.includes('/pause:'));
     const images = [...required, shadownetRef];
     const nodeImageRef = await nodeImage(work, {
@@ -100,6 +105,7 @@ export async function buildKind(gover, { k8sVersion, kubeApiserver }) {
       netImage: shadownetRef,
       baseImage: netBase.tag,
       preloaded: images,
+      csiSidecars,
       etcdVersion,
       corednsVersion,
     };

@@ -28,6 +28,8 @@ export interface KindToolchain {
   netImage: string;
   /** every image preloaded into the node image's containerd */
   preloaded: string[];
+  /** the CSI sidecars' images (shadowset.local/csi-provisioner:v6.4.0, …), built here, not preloaded */
+  csiSidecars: string[];
 }
 
 export const POD_SUBNET = '10.244.0.0/16';

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ManagedProcess, waitFor, repoRoot, DOCKER } from '@shadowset/e2e';
+import { ManagedProcess, waitFor, repoRoot, DOCKER, ensureKindToolchain } from '@shadowset/e2e';
 import { ensureTools } from '@shadowset/testkit/cluster/tools';
 import { available, run, runBytes } from '../support/exec.js';
 import { BaseEnv, type Device } from './base-env.js';
@@ -45,7 +45,13 @@ export class KindEnv extends BaseEnv {
 
   private session: KindSession | undefined;
 
-  private constructor(workDir: string, private readonly cluster: string, private readonly say?: (line: string) => void) {
+  private constructor(
+    workDir: string,
+    private readonly cluster: string,
+    private readonly say?: (line: string) => void,
+    /** the chart's csi values (csi.enabled is implied); the sidecar images built here are loaded first */
+    private readonly csi?: Record<string, unknown>,
+  ) {
     super(workDir);
   }
 
@@ -54,13 +60,13 @@ export class KindEnv extends BaseEnv {
    * the scenarios' tools on this machine (mounts, FUSE) are needed too; `log`: progress lines (the cluster's
    * creation and each step after it).
    */
-  static async start(name: string, o: { cluster?: string; hostTools?: boolean; log?: (line: string) => void } = {}): Promise<KindEnv> {
+  static async start(name: string, o: { cluster?: string; hostTools?: boolean; log?: (line: string) => void; csi?: Record<string, unknown> } = {}): Promise<KindEnv> {
     const missing: string[] = [];
     if (process.getuid?.() !== 0) missing.push('root (loop devices in the nodes; the filesystem scenario mounts on this machine)');
     if (!(await available(DOCKER, ['--version']))) missing.push('Debian\'s docker.io (npm run cluster:build -- --kind installs it)');
     if (o.hostTools !== false) for (const t of HOST_TOOLS) if (!(await available('sh', ['-c', `command -v ${t}`]))) missing.push(t);
     if (missing.length > 0) throw new Error(`E2E_CLUSTER=kind needs: ${missing.join(', ')}. Without them run the local mode (unset E2E_CLUSTER).`);
-    return BaseEnv.booted(new KindEnv(await BaseEnv.makeWorkDir(name), o.cluster ?? process.env.E2E_KIND_CLUSTER ?? 'shadowset-e2e', o.log));
+    return BaseEnv.booted(new KindEnv(await BaseEnv.makeWorkDir(name), o.cluster ?? process.env.E2E_KIND_CLUSTER ?? 'shadowset-e2e', o.log, o.csi));
   }
 
   protected async boot(): Promise<void> {
@@ -82,6 +88,13 @@ export class KindEnv extends BaseEnv {
     }
     this.say?.(`loading ${IMAGE} into the nodes (kind load docker-image)…`);
     await session.loadImage(IMAGE);
+    if (this.csi) {
+      // The CSI sidecars' images, built from their Go modules by the kind toolchain (never pulled).
+      for (const ref of (await ensureKindToolchain(this.say)).csiSidecars) {
+        this.say?.(`loading ${ref} into the nodes…`);
+        await session.loadImage(ref);
+      }
+    }
     this.say?.(`installing the chart (helm upgrade --install ${RELEASE} -n ${RELEASE_NS})…`);
     await this.installRelease();
   }
@@ -97,6 +110,7 @@ export class KindEnv extends BaseEnv {
       image: { tag: IMAGE_TAG, pullPolicy: 'Never' },
       nodeSelector: { 'node-role.kubernetes.io/control-plane': '' },
       tolerations: [{ key: 'node-role.kubernetes.io/control-plane', operator: 'Exists', effect: 'NoSchedule' }],
+      ...(this.csi ? { csi: { ...this.csi, enabled: true } } : {}),
     }));
     const existed = (await this.helm(['status', RELEASE, '-n', RELEASE_NS], { allowFail: true })).code === 0;
     await this.helm([
@@ -144,6 +158,28 @@ export class KindEnv extends BaseEnv {
   override async createNamespace(ns: string): Promise<void> {
     await super.createNamespace(ns);
     this.namespaces.push(ns);
+  }
+
+  /**
+   * A local Block PV of `storageClass` on `node`, bound to no claim: for a provisioner's claims to bind to
+   * (the PV controller picks it for a claim of that class). Returns the PV's name; it and its loop device are
+   * removed at stop.
+   */
+  async offerBlockVolume(node: string, name: string, mib: number, storageClass: string): Promise<string> {
+    const dev = await this.allocateDevice(node, mib * 1024 * 1024, `offer-${name}`);
+    this.cleanup.defer(`release device of PV ${name}`, () => dev.release());
+    await this.core.createPersistentVolume({
+      body: {
+        metadata: { name, labels: { 'shadowset.dev/e2e': 'true' } },
+        spec: {
+          capacity: { storage: `${mib}Mi` }, accessModes: ['ReadWriteOnce'], volumeMode: 'Block', storageClassName: storageClass,
+          persistentVolumeReclaimPolicy: 'Retain', local: { path: dev.path },
+          nodeAffinity: { required: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: [node] }] }] } },
+        },
+      },
+    });
+    this.cleanup.defer(`delete PV ${name}`, () => this.core.deletePersistentVolume({ name }).catch(() => undefined));
+    return name;
   }
 
   protected async allocateDevice(node: string, bytes: number, name: string): Promise<Device> {
