@@ -53,6 +53,16 @@ export class FileBackend implements BlockBackend {
     return new FileBackend(path, fd, syncFd, size);
   }
 
+  /**
+   * A regular file with no allocated blocks is all holes: it reads as zeros everywhere. A block device
+   * reports no blocks (st_blocks is 0 for it), so it is never taken as empty; nor is a file with
+   * unwritten (fallocated) extents, which reads as zeros too but cannot be told apart from data here.
+   */
+  holdsNoData(): Promise<boolean> {
+    if (this.closed) return Promise.resolve(false);
+    return new Promise((res) => fs.fstat(this.fd, (e, st) => res(!e && st.isFile() && st.blocks === 0)));
+  }
+
   /** Run a request unless closed, counting it until it settles. */
   private track(run: () => Promise<void>): Promise<void> {
     if (this.closed) return Promise.reject(this.closed);
