@@ -35,7 +35,7 @@ export async function copyPhase(rig, cfg, result) {
  * runs until `<kind>Completed` plus an fdatasync of `file` (the copy ends with its data on disk),
  * split into setup (call -> `<kind>Started`) and copying. Waits until the target is InSync.
  */
-async function timeCopy(engine, kind, file, call) {
+export async function timeCopy(engine, kind, file, call) {
   const from = engine.mark();
   const ta = now();
   const target = await call();
