@@ -18,6 +18,7 @@ export const TARGETS = {
   intentCap: { label: 'the log\'s cap costs <= 10 % of 4k randwrite IOPS (vs. the log uncapped)', max: 10 },
   capMerge: { label: 'merge after kill -9 under whole-set 4k randwrite <= the cap + the groups a QD16 load has in flight (MiB)' },
   copyRate: { label: 'full copy >= 80 % of this machine\'s copy rate (dd)', min: 80 },
+  bareRatio: { max: 1.25 },
 };
 
 export const PHASES = ['copy', 'merge', 'intent', 'scale', 'zero'];

@@ -8,7 +8,8 @@ import path from 'node:path';
 import { fmtNum } from '../lib/format.mjs';
 import { KiB, MiB } from '../lib/run.mjs';
 import { svgChart } from './chart.mjs';
-import { fmtPct, fmtS, tables, targetLine } from './report.mjs';
+import { TARGET_HEADER, fmtPct, fmtS, tables, targetRows } from './report.mjs';
+import { scaleSvg } from './scale-chart.mjs';
 
 /** Writes `docs`/resync-bench.md and .svg for result `r` (with its summary); nothing when `docs` is not set. */
 export async function writeDocs(r, cfg, docs) {
@@ -17,7 +18,9 @@ export async function writeDocs(r, cfg, docs) {
   await mkdir(dir, { recursive: true });
   await writeFile(path.join(dir, 'resync-bench.md'), markdown(r, cfg));
   await writeFile(path.join(dir, 'resync-bench.svg'), svgChart(r));
-  console.log(`docs written to ${path.join(docs, 'resync-bench.md')} and ${path.join(docs, 'resync-bench.svg')}`);
+  const scale = scaleSvg(r.summary, r.when?.slice(0, 10));
+  if (scale) await writeFile(path.join(dir, 'resync-scale.svg'), scale);
+  console.log(`docs written to ${path.join(docs, 'resync-bench.md')} and ${path.join(docs, 'resync-bench.svg')}${scale ? ` and ${path.join(docs, 'resync-scale.svg')}` : ''}`);
 }
 
 function mdTable(header, rows, right) {
@@ -53,15 +56,15 @@ function markdown(r, cfg) {
     `- when: ${r.when}, repo ${m.repo ?? '?'}, run time ${Math.round(r.durationSeconds / 60)} min`,
     `- machine: ${m.nproc} CPUs (${m.cpuModel}), ${m.memGiB} GiB RAM, ${m.kernel}; node ${m.node}, ${m.fio}`,
     `- load average ${m.loadavgStart.join(' ')} at start, ${m.loadavgEnd.join(' ')} at end — a shared machine: treat single figures as rough`,
-    `- set: ${fmtNum(r.config.setBytes / MiB)} MiB virtual unit, ${fmtNum(r.config.chunks)} chunks of ${r.config.chunkSize / KiB} KiB, two members ` +
-      `(fallocated files of ${fmtNum(r.config.memberBytes / MiB)} MiB, prefilled with non-zero data), file page cache warm`,
+    ...(r.config.setBytes ? [`- set: ${fmtNum(r.config.setBytes / MiB)} MiB virtual unit, ${fmtNum(r.config.chunks)} chunks of ${r.config.chunkSize / KiB} KiB, two members ` +
+      `(fallocated files of ${fmtNum(r.config.memberBytes / MiB)} MiB, prefilled with non-zero data), file page cache warm`] : []),
     '',
-    '## Targets',
+    `## Every figure beside its target (${ts.filter((t) => t.pass).length} of ${ts.length} met)`,
     '',
-    ...ts.map((t) => `- ${targetLine(t).replace(/^(PASS|FAIL)/, '**$1**')}`),
+    mdTable(TARGET_HEADER, targetRows(ts).map((row) => [row[0], row[1], row[2], row[3] === 'met' ? 'met' : '**not met**']), [false, true, false, false]),
     '',
-    '![minicopy time as % of the full-copy time vs. % of chunks written](resync-bench.svg)',
-    '',
+    ...(r.summary.minicopy.length ? ['![minicopy time as % of the full-copy time vs. % of chunks written](resync-bench.svg)', ''] : []),
+    ...(r.summary.scale || r.summary.zero ? ['![resync cost against the set size, and a full copy of a half-empty source](resync-scale.svg)', ''] : []),
   ];
   const obs = observations(r);
   if (obs.length) lines.push('## Observations (computed from this run)', '', ...obs.map((o) => `- ${o}`), '');

@@ -6,6 +6,7 @@
 import { median } from '../lib/measure.mjs';
 import { MiB } from '../lib/run.mjs';
 import { MANUAL, TARGETS } from './config.mjs';
+import { summarizeScale } from './scale-summary.mjs';
 
 /** The summary of result `r` (its runs as the bench recorded them) under configuration `cfg`. */
 export function summarize(r, cfg) {
@@ -83,5 +84,14 @@ export function summarize(r, cfg) {
     const v = (100 * s.dd.seconds) / s.fullCopy.seconds;
     s.targets.push({ key: 'copyRate', label: t.copyRate.label, value: v, unit: '%', cmp: '>=', limit: t.copyRate.min, pass: v >= t.copyRate.min });
   }
+  // Issue 16: every row of table 7-1 at or below the manual's ratio, and within 1.25x of a bare copy of the same chunks.
+  for (const m of s.minicopy.filter((x) => x.manual !== null && x.pctOfFull !== null)) {
+    s.targets.push({ key: `manual${m.pct}`, label: `minicopy at ${m.pct} % of chunks, % of full-copy time (the manual's table 7-1)`, value: m.pctOfFull, unit: '%', cmp: '<=', limit: m.manual, pass: m.pctOfFull <= m.manual });
+  }
+  for (const m of s.minicopy.filter((x) => x.manual !== null && x.bareSeconds)) {
+    const v = m.seconds / m.bareSeconds;
+    s.targets.push({ key: `bare${m.pct}`, label: `minicopy at ${m.pct} % / bare copy of the same chunks`, value: v, unit: 'x', cmp: '<=', limit: t.bareRatio.max, pass: v <= t.bareRatio.max });
+  }
+  summarizeScale(r, s);
   return s;
 }
