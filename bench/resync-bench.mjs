@@ -9,9 +9,14 @@
  *      and each minicopy against a bare copy of the same chunks (no engine: pread/pwrite, one fdatasync).
  *   3. Minimerge after kill -9 under a 4k random-write load against a full merge of the same set.
  *   4. 4k randwrite IOPS through the engine with and without the write-intent log (--no-intent-log).
+ *   5. On sparse sets of 1, 8 and 64 GiB: a minicopy and a minimerge of the same 16 MiB of scattered writes
+ *      (the cost should not grow with the set); a full copy of a half-holes source vs. a full one.
+ *   6. The engine's RSS, idle and at its peak under each of these loads.
  *
  * Targets: minicopy at 1 % <= 2 % of the full-copy time; minimerge <= 2 % of the full merge; the intent
- * log costs <= 10 % of 4k randwrite IOPS; the full copy >= 80 % of this machine's copy rate.
+ * log costs <= 10 % of 4k randwrite IOPS; the full copy >= 80 % of this machine's copy rate; and issue
+ * 16's: each row of table 7-1 at or below the manual, 64 GiB / 1 GiB ~ 1, half-empty copy ~ 0.5 of a full
+ * one, RSS <= 128 MiB. The report prints every figure beside its target.
  * bench/README.md ("Resync benchmark") explains every choice; docs/resync-bench.md holds a run.
  *
  * This file is the main flow; the parts live in bench/resync/ (configuration, the engine, the set-up,
