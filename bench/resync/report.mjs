@@ -74,7 +74,8 @@ export function tables(r, cfg) {
         ['--intent-log-cap-mib 256', fmtNum(s.intent.withLog), lat(s.intent.withLogP99Us), ir(s.intent.withLogPerRound)],
         ...(s.intent.uncapped === null ? [] : [['--intent-log-cap-mib 0 (no cap, the default)', fmtNum(s.intent.uncapped), lat(s.intent.uncappedP99Us), ir(s.intent.uncappedPerRound)]]),
         ['--no-intent-log', fmtNum(s.intent.without), lat(s.intent.withoutP99Us), ir(s.intent.withoutPerRound)],
-        ['cost of the log', fmtPct(s.intent.costPct), '', ''],
+        ...(s.intent.defaultCostPct == null ? [] : [['cost of the log as shipped (no cap)', fmtPct(s.intent.defaultCostPct), '', '']]),
+        [s.intent.defaultCostPct == null ? 'cost of the log' : 'cost of the log capped at 256 MiB', fmtPct(s.intent.costPct), '', ''],
         ...(s.intent.capCostPct === null ? [] : [['cost of the cap (vs. no cap)', fmtPct(s.intent.capCostPct), '', '']]),
       ],
     });
