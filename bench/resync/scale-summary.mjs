@@ -23,7 +23,7 @@ export function summarizeScale(r, s) {
   if (sc?.runs?.length) {
     const sizes = [...new Set(sc.runs.map((x) => x.gib))].sort((a, b) => a - b);
     s.scale = {
-      writeMiB: sc.writeMiB, skipped: sc.skipped ?? [],
+      when: sc.when ?? null, writeMiB: sc.writeMiB, skipped: sc.skipped ?? [],
       rows: sizes.map((gib) => {
         const runs = sc.runs.filter((x) => x.gib === gib);
         return {
@@ -90,10 +90,12 @@ export function scaleTables(r) {
   const s = r.summary;
   const out = [];
   const rounds = (xs) => xs.map(fmtS).join(' / ') + noisyMark(xs);
+  const sc = r.scale;
   if (s.scale) {
     out.push({
       title: `Cost with the set's size: the same ${fmtNum(s.scale.writeMiB)} MiB of scattered whole-chunk writes on sparse sets, medians`,
-      note: 'minicopy = return -> MinicopyCompleted + fdatasync; minimerge = MergeStarted -> MergeCompleted after kill -9 while the writes ran ' +
+      note: `${sc.when ? `run ${sc.when.slice(0, 16).replace('T', ' ')} UTC; ` : ''}` +
+        'minicopy = return -> MinicopyCompleted + fdatasync; minimerge = MergeStarted -> MergeCompleted after kill -9 while the writes ran ' +
         '(the intent log marks 1 MiB groups, so it merges more chunks than were written)' +
         (s.scale.skipped.length ? `; skipped: ${s.scale.skipped.map((k) => `${k.gib} GiB (${k.why})`).join(', ')}` : ''),
       header: ['set', 'minicopy (s)', 'of which setup', 'MiB copied', 'per round (s)', 'minimerge (s)', 'chunks merged', 'per round (s)', 'RSS idle / peak (MiB)'],
@@ -105,6 +107,7 @@ export function scaleTables(r) {
   if (s.zero) {
     out.push({
       title: `Full copy of a ${fmtNum(s.zero.setMiB)} MiB set of sparse file members onto a fresh sparse file, medians`,
+      ...(r.zero.when ? { note: `run ${r.zero.when.slice(0, 16).replace('T', ' ')} UTC` } : {}),
       header: ['source', 'seconds', 'copying', 'per round (s)', 'vs. full'],
       right: [false, true, true, false, true],
       rows: [

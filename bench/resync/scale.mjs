@@ -29,7 +29,7 @@ const needBytes = (headerBytes, writeBytes) => 2 * headerBytes + 4 * writeBytes 
 export async function scalePhase(dir, cfg, result, headerBytes) {
   const writeBytes = cfg.scaleMiB * MiB;
   const sets = [];
-  result.scale = { sizesGiB: cfg.scaleGiB, writeMiB: cfg.scaleMiB, skipped: [], runs: [], idleRssMiB: [] };
+  result.scale = { when: new Date().toISOString(), sizesGiB: cfg.scaleGiB, writeMiB: cfg.scaleMiB, skipped: [], runs: [], idleRssMiB: [] };
   for (const gib of cfg.scaleGiB) {
     const free = freeBytes(dir);
     const need = needBytes(headerBytes, writeBytes);

@@ -24,7 +24,7 @@ const VARIANTS = ['full', 'half'];
 /** Fills result.zero (the runs); leaves no engine running. */
 export async function zeroPhase(parent, cfg, result, headerBytes) {
   const setBytes = cfg.setMiB * MiB;
-  result.zero = { setMiB: cfg.setMiB, runs: [] };
+  result.zero = { when: new Date().toISOString(), setMiB: cfg.setMiB, runs: [] };
   const sets = {};
   for (const v of VARIANTS) sets[v] = await makeSet(parent, v, setBytes, headerBytes);
   for (let round = 1; round <= cfg.rounds; round++) {
