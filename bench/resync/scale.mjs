@@ -50,7 +50,7 @@ export async function scalePhase(dir, cfg, result, headerBytes) {
   const rand = prng(cfg.seed + 16);
   for (let round = 1; round <= cfg.rounds; round++) {
     const order = sets.map((_, i) => sets[(i + round - 1) % sets.length]);
-    for (const set of order) result.scale.runs.push(await oneRound(set, cfg, round, rand, result.scale));
+    for (const set of order) result.scale.runs.push(await oneRound(set, cfg, round, rand, result.scale, result.verify));
   }
   for (const set of sets) await rm(set.dir, { recursive: true, force: true });
 }
@@ -78,7 +78,7 @@ async function makeSparseSet(parent, gib, headerBytes) {
 }
 
 /** One round on one size: a fresh engine, the minicopy, then the crash and the minimerge. */
-async function oneRound(set, cfg, round, rand, out) {
+async function oneRound(set, cfg, round, rand, out, checks) {
   let engine = await new Engine([set.A, set.B], set.sock).start();
   const st = await engine.status();
   const idle = memoryOf(engine.pid);
@@ -103,7 +103,7 @@ async function oneRound(set, cfg, round, rand, out) {
     return idB;
   });
   r.minicopy = { ...times, bitmapChunks: bm ? Math.round(bm.dirtyBytes / chunkSize) : null, peakRssMiB: sampler.stop() };
-  sameChunks(set, picked, chunkSize, `minicopy ${set.gib} GiB round ${round}`);
+  checks.push(sameChunks(set, picked, chunkSize, `minicopy ${set.gib} GiB round ${round} (the written chunks)`));
 
   // Minimerge: the same number of chunks (others) written over and over; kill -9 once a pass is acknowledged.
   const hot = pickChunks(chunks, k, rand);
@@ -125,7 +125,7 @@ async function oneRound(set, cfg, round, rand, out) {
     seconds: done.seconds, restartSeconds: (done.at - restart) / 1000, full: req.full, chunks: req.chunks, bytes: done.bytes,
     dirtyAtKill, loadPeakRssMiB: loadPeak, peakRssMiB: merging.stop(),
   };
-  sameChunks(set, hot, chunkSize, `minimerge ${set.gib} GiB round ${round}`);
+  checks.push(sameChunks(set, hot, chunkSize, `minimerge ${set.gib} GiB round ${round} (the written chunks)`));
   await engine.stop();
   console.log(`  round ${round} ${String(set.gib).padStart(2)} GiB  minicopy ${fmtS(r.minicopy.seconds)} s (${fmtNum(r.minicopy.bytes / MiB, 1)} MiB copied, ` +
     `setup ${fmtS(r.minicopy.setupSeconds)} s, copying ${fmtS(r.minicopy.copySeconds)} s)  minimerge ${fmtS(r.minimerge.seconds)} s ` +
@@ -175,7 +175,7 @@ async function writeChunks(uri, chunks, chunkSize, { passes, onPass }) {
   return value;
 }
 
-/** Throws unless the members hold the same bytes in each of `chunks` (the rest is holes on both). */
+/** Throws unless the members hold the same bytes in each of `chunks` (the rest is holes on both); the check, for the record. */
 function sameChunks(set, chunks, chunkSize, what) {
   const a = fs.openSync(set.A, 'r');
   const b = fs.openSync(set.B, 'r');
@@ -191,4 +191,5 @@ function sameChunks(set, chunks, chunkSize, what) {
     fs.closeSync(a);
     fs.closeSync(b);
   }
+  return { what, same: true };
 }

@@ -28,7 +28,7 @@ export async function zeroPhase(parent, cfg, result, headerBytes) {
   const sets = {};
   for (const v of VARIANTS) sets[v] = await makeSet(parent, v, setBytes, headerBytes);
   for (let round = 1; round <= cfg.rounds; round++) {
-    for (const v of round % 2 ? VARIANTS : [...VARIANTS].reverse()) result.zero.runs.push(await copyOnto(sets[v], round));
+    for (const v of round % 2 ? VARIANTS : [...VARIANTS].reverse()) result.zero.runs.push(await copyOnto(sets[v], round, result.verify));
   }
   for (const v of VARIANTS) await rm(sets[v].dir, { recursive: true, force: true });
 }
@@ -71,7 +71,7 @@ function sparseFile(f, bytes) {
 }
 
 /** A fresh sparse new member added to the set and fully copied; checked against A, then removed. */
-async function copyOnto(set, round) {
+async function copyOnto(set, round, checks) {
   const engine = await new Engine([set.A, set.B], set.sock).start();
   try {
     sparseFile(set.C, set.setBytes + set.headerBytes);
@@ -82,6 +82,7 @@ async function copyOnto(set, round) {
     const r = { round, variant: set.variant, ...times, peakRssMiB: sampler.stop() };
     const same = await exec('cmp', ['-n', String(set.setBytes), '-i', `${set.headerBytes}:${set.headerBytes}`, set.A, set.C], { timeoutMs: 300_000 });
     if (!same.ok) throw new Error(`zero phase: the new member differs from its source (${same.stdout.trim() || same.stderr.trim()})`);
+    checks.push({ what: `full copy of the ${set.variant} source round ${round}`, same: true });
     await engine.api('POST', '/v1/members/remove', { member: target, minicopy: 'Never' });
     console.log(`  round ${round} full copy, source ${set.variant === 'full' ? 'all data ' : 'half holes'} ${fmtS(r.seconds)} s ` +
       `(copying ${fmtS(r.copySeconds)} s, fdatasync ${fmtS(r.flushSeconds)} s), RSS peak ${fmtNum(r.peakRssMiB ?? 0)} MiB`);
