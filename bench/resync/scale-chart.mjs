@@ -23,8 +23,8 @@ export function scaleSvg(s, when) {
     const rows = s.scale.rows;
     const gmin = rows[0].gib, gmax = Math.max(rows.at(-1).gib, gmin * 2);
     const ymax = niceMax(Math.max(...rows.flatMap((r) => [r.minicopy, r.minimerge])) * 1.15);
-    const lx = (g) => L + (Math.log(g / gmin) / Math.log(gmax / gmin)) * PW;
-    const ly = (v) => T + PH - (v / ymax) * PH;
+    const lx = (g) => +(L + (Math.log(g / gmin) / Math.log(gmax / gmin)) * PW).toFixed(1);
+    const ly = (v) => +(T + PH - (v / ymax) * PH).toFixed(1);
     for (let i = 0; i <= 5; i++) {
       const v = (ymax * i) / 5;
       el.push(`<line x1="${L}" y1="${ly(v)}" x2="${L + PW}" y2="${ly(v)}" stroke="#e4e4e4"/>`, `<text x="${L - 8}" y="${ly(v) + 4}" text-anchor="end">${f3(v)} s</text>`);
@@ -63,8 +63,9 @@ export function scaleSvg(s, when) {
     [['source all data', s.zero.full, '#2563eb'], ['source half holes', s.zero.half, '#2a7']].forEach(([label, v, color], i) => {
       const y = top + 18 + i * 46;
       el.push(`<text x="${gx}" y="${y + 10}">${esc(label)}</text>`);
-      el.push(`<rect x="${gx}" y="${y + 16}" width="${(bw * v) / max}" height="16" fill="${color}"/>`);
-      el.push(`<text x="${gx + (bw * v) / max + 6}" y="${y + 29}">${f3(v)} s</text>`);
+      const w = +((bw * v) / max).toFixed(1);
+      el.push(`<rect x="${gx}" y="${y + 16}" width="${w}" height="16" fill="${color}"/>`);
+      el.push(`<text x="${gx + w + 6}" y="${y + 29}">${f3(v)} s</text>`);
     });
     if (s.zero.ratio !== null) el.push(`<text x="${gx}" y="${top + 124}">${esc(`half holes / all data: ${s.zero.ratio.toFixed(2)}x (target ~0.5)`)}</text>`);
   }
