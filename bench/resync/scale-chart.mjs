@@ -67,7 +67,7 @@ export function scaleSvg(s, when) {
       el.push(`<rect x="${gx}" y="${y + 16}" width="${w}" height="16" fill="${color}"/>`);
       el.push(`<text x="${gx + w + 6}" y="${y + 29}">${f3(v)} s</text>`);
     });
-    if (s.zero.ratio !== null) el.push(`<text x="${gx}" y="${top + 124}">${esc(`half holes / all data: ${s.zero.ratio.toFixed(2)}x (target ~0.5)`)}</text>`);
+    if (s.zero.ratio !== null) el.push(`<text x="${gx}" y="${top + 124}">${esc(`half holes / all data, same round: ${s.zero.ratio.toFixed(2)}x (median; target ~0.5)`)}</text>`);
   }
   el.push('</svg>');
   return el.join('\n') + '\n';
