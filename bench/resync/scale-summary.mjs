@@ -109,7 +109,7 @@ export function scaleTables(r) {
   }
   if (s.zero) {
     out.push({
-      title: `Full copy of a ${fmtNum(s.zero.setMiB)} MiB set of sparse file members onto a fresh sparse file, medians`,
+      title: `Full copy of a ${fmtNum(s.zero.setMiB)} MiB set of sparse file members onto a fresh sparse file${r.zero.fileSystem ? ` (${r.zero.fileSystem})` : ''}, medians`,
       ...(r.zero.when ? { note: `run ${r.zero.when.slice(0, 16).replace('T', ' ')} UTC` } : {}),
       header: ['source', 'seconds', 'copying', 'per round (s)', 'vs. full, same round (median)'],
       right: [false, true, true, false, true],

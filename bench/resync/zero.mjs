@@ -24,7 +24,7 @@ const VARIANTS = ['full', 'half'];
 /** Fills result.zero (the runs); leaves no engine running. */
 export async function zeroPhase(parent, cfg, result, headerBytes) {
   const setBytes = cfg.setMiB * MiB;
-  result.zero = { when: new Date().toISOString(), setMiB: cfg.setMiB, runs: [] };
+  result.zero = { when: new Date().toISOString(), setMiB: cfg.setMiB, fileSystem: fileSystemOf(parent), runs: [] };
   const sets = {};
   for (const v of VARIANTS) sets[v] = await makeSet(parent, v, setBytes, headerBytes);
   // One untimed copy of each first: the source's holes had never been read (the first read of a hole
@@ -66,6 +66,17 @@ async function makeSet(parent, variant, setBytes, headerBytes) {
   console.log(`  zero: ${variant === 'full' ? 'source written in full       ' : 'source written every other MiB'} ` +
     `(${fmtNum(used / MiB)} MiB allocated of ${fmtNum(setBytes / MiB)} MiB)`);
   return set;
+}
+
+/** The temp directory's file system, by name where known: on tmpfs the copies measure the engine, not a disk. */
+function fileSystemOf(dir) {
+  const names = { 0xef53: 'ext4', 0x58465342: 'xfs', 0x9123683e: 'btrfs', 0x01021994: 'tmpfs' };
+  try {
+    const t = fs.statfsSync(dir).type;
+    return names[t] ?? `0x${t.toString(16)}`;
+  } catch {
+    return null;
+  }
 }
 
 function sparseFile(f, bytes) {
