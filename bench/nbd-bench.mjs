@@ -23,6 +23,7 @@
  */
 import { checkTools, importEngine, machineInfo, printMachine, warnIfBusy } from './lib/host.mjs';
 import { prefill, readClockTicks } from './lib/measure.mjs';
+import { memoryOf, withPeakRss } from './lib/memory.mjs';
 import { installSignalCleanup, runBench } from './lib/run.mjs';
 import { HELP, TOOL_VERSIONS, neededTools, parseConfig } from './nbd/config.mjs';
 import { printReport, summarize, writeJson } from './nbd/report.mjs';
@@ -40,11 +41,15 @@ async function main(cfg) {
 
   const members = await makeMemberFiles(cfg);
   const { servers, dataBytes } = await startServers(cfg, members, HEADER_BYTES);
-  await prefill(servers.engine.uri, dataBytes, members.files, { what: 'export', expectSeconds: 300 });
+  // The engine's memory with its 2-member set and nothing to do, then at its peak during the prefill.
+  const idleRssMiB = memoryOf(servers.engine.pid)?.rssMiB ?? null;
+  const { peakRssMiB: prefillPeakRssMiB } = await withPeakRss(servers.engine.pid,
+    () => prefill(servers.engine.uri, dataBytes, members.files, { what: 'export', expectSeconds: 300 }));
+  console.log(`memory:  engine RSS ${idleRssMiB === null ? '-' : idleRssMiB.toFixed(0)} MiB idle, ${prefillPeakRssMiB === null ? '-' : prefillPeakRssMiB.toFixed(0)} MiB peak during the prefill`);
   await warmup(cfg, servers, members.files);
   const runs = await runRounds(cfg, servers, members.files, dataBytes);
 
-  const results = summarize(cfg, runs);
+  const results = summarize(cfg, runs, { idleRssMiB, prefillPeakRssMiB });
   printReport(cfg, results, machine);
   if (cfg.json) {
     const config = { ...cfg, fileBytes: members.fileBytes, exportBytes: dataBytes, headerBytes: HEADER_BYTES };

@@ -9,9 +9,14 @@
  *      and each minicopy against a bare copy of the same chunks (no engine: pread/pwrite, one fdatasync).
  *   3. Minimerge after kill -9 under a 4k random-write load against a full merge of the same set.
  *   4. 4k randwrite IOPS through the engine with and without the write-intent log (--no-intent-log).
+ *   5. On sparse sets of 1, 8 and 64 GiB: a minicopy and a minimerge of the same 16 MiB of scattered writes
+ *      (the cost should not grow with the set); a full copy of a half-holes source vs. a full one.
+ *   6. The engine's RSS, idle and at its peak under each of these loads.
  *
  * Targets: minicopy at 1 % <= 2 % of the full-copy time; minimerge <= 2 % of the full merge; the intent
- * log costs <= 10 % of 4k randwrite IOPS; the full copy >= 80 % of this machine's copy rate.
+ * log costs <= 10 % of 4k randwrite IOPS; the full copy >= 80 % of this machine's copy rate; and issue
+ * 16's: each row of table 7-1 at or below the manual, 64 GiB / 1 GiB ~ 1, half-empty copy ~ 0.5 of a full
+ * one, RSS <= 128 MiB. The report prints every figure beside its target.
  * bench/README.md ("Resync benchmark") explains every choice; docs/resync-bench.md holds a run.
  *
  * This file is the main flow; the parts live in bench/resync/ (configuration, the engine, the set-up,
@@ -30,15 +35,17 @@ import path from 'node:path';
 
 import { checkTools, importEngine, loadavg, machineInfo, printMachine, warnIfBusy } from './lib/host.mjs';
 import { readClockTicks } from './lib/measure.mjs';
-import { MiB, installSignalCleanup, runBench } from './lib/run.mjs';
-import { HELP, TOOL_VERSIONS, parseConfig } from './resync/config.mjs';
+import { MiB, installSignalCleanup, makeTempDir, runBench } from './lib/run.mjs';
+import { HELP, RIG_PHASES, TOOL_VERSIONS, parseConfig } from './resync/config.mjs';
 import { copyPhase } from './resync/copy.mjs';
 import { intentPhase } from './resync/intent.mjs';
 import { writeDocs } from './resync/markdown.mjs';
 import { mergePhase } from './resync/merge.mjs';
 import { report } from './resync/report.mjs';
 import { Rig } from './resync/rig.mjs';
+import { scalePhase } from './resync/scale.mjs';
 import { summarize } from './resync/summary.mjs';
+import { zeroPhase } from './resync/zero.mjs';
 
 installSignalCleanup('stopping the engine and fio, removing temporary files');
 
@@ -51,19 +58,25 @@ async function main(cfg) {
   const machine = await machineInfo(TOOL_VERSIONS);
   printPlan(cfg, machine, HEADER_BYTES);
 
-  const rig = await Rig.create(cfg, HEADER_BYTES);
+  const dir = await makeTempDir(cfg.dir, 'resync-bench-');
+  // The scale and zero phases make sets of their own: the 1 GiB prefilled set only when a phase uses it.
+  const rig = cfg.phases.some((p) => RIG_PHASES.includes(p)) ? await Rig.create(cfg, HEADER_BYTES, dir) : null;
+  const rigConfig = rig ? { setBytes: rig.setBytes, memberBytes: rig.memberBytes, chunkSize: rig.chunkSize, chunks: rig.chunks } : {};
   const result = {
     when: new Date().toISOString(),
     args: process.argv.slice(2),
     machine,
-    config: { ...cfg, setBytes: rig.setBytes, memberBytes: rig.memberBytes, headerBytes: HEADER_BYTES, chunkSize: rig.chunkSize, chunks: rig.chunks },
+    config: { ...cfg, ...rigConfig, headerBytes: HEADER_BYTES },
     fullCopy: [], dd: [], minicopy: [], minimerge: [], fullMerge: [], uniformMinimerge: [], intent: [],
-    verify: rig.checks,
+    verify: rig ? rig.checks : [],
   };
+  if (rig) result.idleRssMiB = rig.idleRssMiB;
   if (cfg.phases.includes('copy')) await copyPhase(rig, cfg, result);
   if (cfg.phases.includes('merge')) await mergePhase(rig, cfg, result);
   if (cfg.phases.includes('intent')) await intentPhase(rig, cfg, result);
-  if (rig.engine) await rig.engine.stop();
+  if (rig?.engine) await rig.engine.stop();
+  if (cfg.phases.includes('scale')) await scalePhase(dir, cfg, result, HEADER_BYTES);
+  if (cfg.phases.includes('zero')) await zeroPhase(dir, cfg, result, HEADER_BYTES);
 
   machine.loadavgEnd = loadavg();
   result.durationSeconds = Math.round((Date.now() - started) / 1000);

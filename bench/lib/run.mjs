@@ -16,6 +16,7 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const ENGINE_BIN = path.join(ROOT, 'engine', 'bin', 'shadow-engine.js');
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
+export const GiB = 1024 * MiB;
 
 /** A bad command line: reported without the `error:` prefix. */
 export class UsageError extends Error {}

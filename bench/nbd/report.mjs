@@ -8,10 +8,10 @@ import path from 'node:path';
 import { fmtNum, plural, table } from '../lib/format.mjs';
 import { loadavg } from '../lib/host.mjs';
 import { NOISY_PCT, median, noisyMark, spreadPct } from '../lib/measure.mjs';
-import { JOBS, SERVERS, TARGETS } from './config.mjs';
+import { JOBS, MEMORY_TARGET_MIB, SERVERS, TARGETS } from './config.mjs';
 
 /** Per job: the medians of every server and the engine's ratios; and the verdicts, job by job. */
-export function summarize(cfg, runs) {
+export function summarize(cfg, runs, memory = {}) {
   const summary = {};
   const verdicts = [];
   for (const jobKey of cfg.jobs) {
@@ -26,6 +26,7 @@ export function summarize(cfg, runs) {
         mibps: median(mine.map((r) => r.mibps)),
         clatP99Us: median(mine.map((r) => r.clatP99Us)),
         serverCpuPct: median(mine.map((r) => r.serverCpuPct)),
+        peakRssMiB: mine.some((r) => Number.isFinite(r.peakRssMiB)) ? Math.max(...mine.map((r) => r.peakRssMiB).filter(Number.isFinite)) : null,
         perRound: prim,
         spreadPct: spreadPct(prim),
       };
@@ -40,8 +41,13 @@ export function summarize(cfg, runs) {
     }
     summary[jobKey] = { title: job.title, metric: job.metric, servers: cell, ratios };
   }
-  return { summary, verdicts };
+  const peaks = cfg.jobs.map((j) => summary[j].servers.engine?.peakRssMiB).concat(memory.prefillPeakRssMiB).filter(Number.isFinite);
+  const mem = { ...memory, peakRssMiB: peaks.length ? Math.max(...peaks) : null };
+  if (mem.peakRssMiB !== null) verdicts.push({ memory: true, value: mem.peakRssMiB, target: MEMORY_TARGET_MIB, pass: mem.peakRssMiB <= MEMORY_TARGET_MIB });
+  return { summary, verdicts, memory: mem };
 }
+
+const fmtMiB = (x) => (x === null || x === undefined ? '-' : `${x.toFixed(0)} MiB`);
 
 function fmtLat(us) {
   if (us === null || us === undefined) return '-';
@@ -58,12 +64,13 @@ function printJob(cfg, jobKey, { servers: cell, ratios }) {
     return [
       SERVERS[key].label, fmtNum(c.iops), fmtNum(c.mibps, 1), fmtLat(c.clatP99Us),
       c.serverCpuPct === null ? '-' : `${c.serverCpuPct.toFixed(0)}%`,
+      c.peakRssMiB === null ? '-' : `${c.peakRssMiB.toFixed(0)} MiB`,
       c.perRound.map((x) => fmtNum(x, job.metric === 'iops' ? 0 : 1)).join(' / ') + noisyMark(c.perRound),
       key === 'engine' ? '1.00x' : cell.engine ? `${(cell.engine[job.metric] / c[job.metric]).toFixed(2)}x` : '-',
     ];
   });
-  console.log(table(['server', 'IOPS', 'MiB/s', 'p99 clat', 'srv CPU', `per round (${unit})`, 'engine/this'],
-    rows, [false, true, true, true, true, false, true]));
+  console.log(table(['server', 'IOPS', 'MiB/s', 'p99 clat', 'srv CPU', 'peak RSS', `per round (${unit})`, 'engine/this'],
+    rows, [false, true, true, true, true, true, false, true]));
   for (const [other, { ratio, target, pass }] of Object.entries(ratios)) {
     console.log(`  engine/${SERVERS[other].short.padEnd(11)} = ${ratio.toFixed(2)}x   target >= ${target.toFixed(2)}x   ${pass ? 'PASS' : 'FAIL'}`);
   }
@@ -71,14 +78,19 @@ function printJob(cfg, jobKey, { servers: cell, ratios }) {
 }
 
 /** The tables, the verdicts, the load average at start and end (taken now), the noisy cells. */
-export function printReport(cfg, { summary, verdicts }, machine) {
+export function printReport(cfg, { summary, verdicts, memory }, machine) {
   console.log('');
   for (const jobKey of cfg.jobs) printJob(cfg, jobKey, summary[jobKey]);
   machine.loadavgEnd = loadavg();
-  console.log(`targets met: ${verdicts.filter((v) => v.pass).length}/${verdicts.length}`);
-  for (const v of verdicts) {
-    console.log(`  ${v.pass ? 'PASS' : 'FAIL'}  ${JOBS[v.job].title.padEnd(23)} engine/${SERVERS[v.against].short.padEnd(11)} ${v.ratio.toFixed(2)}x (>= ${v.target}x)`);
+  if (memory) {
+    console.log(`engine memory (VmRSS): ${fmtMiB(memory.idleRssMiB)} idle with its 2-member set, ${fmtMiB(memory.prefillPeakRssMiB)} peak during the ` +
+      `sequential prefill, ${fmtMiB(memory.peakRssMiB)} peak under any load (per job: the tables' peak RSS column)\n`);
   }
+  console.log(`Every figure beside its target: ${verdicts.filter((v) => v.pass).length} of ${verdicts.length} met`);
+  console.log(table(['figure', 'measured', 'target', 'met?'], verdicts.map((v) => (v.memory
+    ? ['engine peak RSS under load', fmtMiB(v.value), `<= ${v.target} MiB`, v.pass ? 'met' : 'NOT MET']
+    : [`${JOBS[v.job].title}: engine / ${SERVERS[v.against].short}`, `${v.ratio.toFixed(2)}x`, `>= ${v.target}x`, v.pass ? 'met' : 'NOT MET'])),
+  [false, true, false, false]));
   console.log(`load average at start ${machine.loadavgStart.join(' ')}, at end ${machine.loadavgEnd.join(' ')} (${machine.nproc} CPUs)`);
   const noisy = Object.values(summary).flatMap((s) => Object.entries(s.servers).filter(([, c]) => c.spreadPct > NOISY_PCT).map(([k]) => `${s.title}/${SERVERS[k].short}`));
   if (noisy.length) console.log(`noisy cells (max-min > ${NOISY_PCT}% of median): ${noisy.join(', ')}`);

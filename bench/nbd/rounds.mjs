@@ -7,6 +7,7 @@
 import { settle } from '../lib/host.mjs';
 import { fmtNum } from '../lib/format.mjs';
 import { fioArgs, measuredRun, runFio, summarizeFio, withCpu } from '../lib/measure.mjs';
+import { withPeakRss } from '../lib/memory.mjs';
 import { JOBS, SERVERS } from './config.mjs';
 
 /** A short 4k random read/write run against each server, discarded: warms the page cache and the engine's JIT. */
@@ -47,7 +48,7 @@ export async function runRounds(cfg, servers, files, dataBytes) {
 /** One time-based fio run of `job` over the whole export of `srv`, with the server's CPU meanwhile. */
 async function runOne(cfg, srv, job, dataBytes) {
   const args = fioArgs(srv.uri, job, measuredRun(cfg.runtime, cfg.ramp, dataBytes));
-  const { value: fio, cpuPct } = await withCpu(srv.pid, () => runFio(args, cfg.runtime + cfg.ramp));
+  const { value: { value: fio, cpuPct }, peakRssMiB } = await withPeakRss(srv.pid, () => withCpu(srv.pid, () => runFio(args, cfg.runtime + cfg.ramp)));
   srv.assertAlive();
-  return { ...summarizeFio(fio, job.rw), serverCpuPct: cpuPct };
+  return { ...summarizeFio(fio, job.rw), serverCpuPct: cpuPct, peakRssMiB };
 }

@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 
 import { fmtNum } from '../lib/format.mjs';
 import { settle } from '../lib/host.mjs';
+import { RssSampler } from '../lib/memory.mjs';
 import { MiB, exec } from '../lib/run.mjs';
 import { bareCopy, pickChunks, pickRegion, prng, writeOneBlockEach } from './chunks.mjs';
 import { fmtS } from './report.mjs';
@@ -35,12 +36,14 @@ export async function copyPhase(rig, cfg, result) {
  * runs until `<kind>Completed` plus an fdatasync of `file` (the copy ends with its data on disk),
  * split into setup (call -> `<kind>Started`) and copying. Waits until the target is InSync.
  */
-async function timeCopy(engine, kind, file, call) {
+export async function timeCopy(engine, kind, file, call) {
   const from = engine.mark();
+  const rss = new RssSampler(engine.pid);
   const ta = now();
   const target = await call();
   const { began, done } = await engine.waitRun(kind, { from, target });
   const tb = now();
+  const peakRssMiB = rss.stop();
   await settle([file]);
   const tc = now();
   await engine.waitState(target, 'InSync');
@@ -48,7 +51,7 @@ async function timeCopy(engine, kind, file, call) {
     target,
     times: {
       apiSeconds: (tb - ta) / 1000, setupSeconds: (began.at - ta) / 1000, copySeconds: (done.at - began.at) / 1000,
-      flushSeconds: (tc - tb) / 1000, seconds: (tc - ta) / 1000, engineSeconds: done.seconds, bytes: done.bytes,
+      flushSeconds: (tc - tb) / 1000, seconds: (tc - ta) / 1000, engineSeconds: done.seconds, bytes: done.bytes, peakRssMiB,
     },
   };
 }

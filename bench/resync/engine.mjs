@@ -29,7 +29,9 @@ export class Engine extends LoggedChild {
   /** Starts the engine and resolves once it logged EngineReady (its HTTP address is then known). */
   async start() {
     // The full-copy phase adds a member by API: the engine may open only members under this prefix.
-    this.spawn(process.execPath, [ENGINE_BIN, 'serve', ...this.files.flatMap((f) => ['--member', f]), '--socket', this.socket,
+    // RESYNC_BENCH_ENGINE_NODE_ARGS: node flags for the engine only (e.g. --cpu-prof --cpu-prof-dir=DIR; node refuses them in NODE_OPTIONS).
+    const nodeArgs = (process.env.RESYNC_BENCH_ENGINE_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    this.spawn(process.execPath, [...nodeArgs, ENGINE_BIN, 'serve', ...this.files.flatMap((f) => ['--member', f]), '--socket', this.socket,
       '--http', '127.0.0.1:0', '--allow-location', `${path.dirname(this.socket)}/`, '--log-level', 'info',
       ...(this.intentLog ? [] : ['--no-intent-log']),
       ...(this.intentCapMiB === undefined ? [] : ['--intent-log-cap-mib', String(this.intentCapMiB)])]);

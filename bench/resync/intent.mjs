@@ -7,6 +7,7 @@
 import { fmtNum } from '../lib/format.mjs';
 import { settle } from '../lib/host.mjs';
 import { fioArgs, measuredRun, runFio, summarizeFio, withCpu } from '../lib/measure.mjs';
+import { withPeakRss } from '../lib/memory.mjs';
 import { RANDWRITE } from './config.mjs';
 
 /** Fills result.intent; stops the running engine first and leaves none running. */
@@ -29,14 +30,14 @@ async function randwriteRun(rig, cfg, round, variant) {
   const s = await e.status();
   if (s.intentLog.enabled !== intentLog) throw new Error(`engine reports intentLog.enabled=${s.intentLog.enabled}, expected ${intentLog}`);
   const args = fioArgs(e.uri, RANDWRITE, measuredRun(cfg.runtime, cfg.ramp, rig.setBytes));
-  const { value: job, cpuPct } = await withCpu(e.pid, () => runFio(args, cfg.runtime + cfg.ramp));
+  const { value: { value: job, cpuPct }, peakRssMiB } = await withPeakRss(e.pid, () => withCpu(e.pid, () => runFio(args, cfg.runtime + cfg.ramp)));
   e.assertAlive();
   const end = await e.status();
   await e.stop();
   const fio = summarizeFio(job, RANDWRITE.rw);
   const r = {
     round, intentLog, variant, iops: fio.iops, clatP99Us: fio.clatP99Us, serverCpuPct: cpuPct, dirtyChunksAtEnd: end.intentLog.dirtyChunks,
-    capChunks: end.intentLog.capChunks ?? 0, evictions: end.intentLog.evictions ?? 0,
+    capChunks: end.intentLog.capChunks ?? 0, evictions: end.intentLog.evictions ?? 0, peakRssMiB,
   };
   console.log(`  round ${round} 4k randwrite QD16 ${LABEL[variant]} ${fmtNum(r.iops)} IOPS ` +
     `(p99 ${r.clatP99Us === null ? '-' : (r.clatP99Us / 1000).toFixed(2)} ms, engine CPU ${r.serverCpuPct === null ? '-' : r.serverCpuPct.toFixed(0)} %, ` +

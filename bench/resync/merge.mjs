@@ -9,6 +9,7 @@ import { LoggedChild } from '../lib/child.mjs';
 import { fmtNum } from '../lib/format.mjs';
 import { settle } from '../lib/host.mjs';
 import { fioArgs } from '../lib/measure.mjs';
+import { RssSampler } from '../lib/memory.mjs';
 import { MiB, sleep } from '../lib/run.mjs';
 import { RANDWRITE } from './config.mjs';
 import { fmtS } from './report.mjs';
@@ -53,7 +54,9 @@ async function crash(rig, cfg, bytes, engineOpts = {}) {
   const fio = new LoggedChild('fio', { keepBytes: 8192 })
     .spawn('fio', fioArgs(engine.uri, RANDWRITE, ['--time_based', '--runtime=600', '--offset=0', `--size=${bytes}`]));
   const fioExit = new Promise((r) => fio.child.once('exit', r));
+  const load = new RssSampler(engine.pid);
   await sleep(cfg.crashAfter * 1000);
+  const loadPeakRssMiB = load.stop();
   if (fio.child.exitCode !== null) throw new Error(`fio ended before the crash: ${fio.tail()}`);
   const before = await engine.status();
   await engine.kill9();
@@ -63,12 +66,15 @@ async function crash(rig, cfg, bytes, engineOpts = {}) {
   clearTimeout(fioTimer);
   const restart = now();
   engine = await rig.startEngine(engineOpts);
+  const merging = new RssSampler(engine.pid);
   const req = await engine.waitFor((l) => l.event === 'MergeRequired', { what: 'MergeRequired' });
   const { began, done } = await engine.waitRun('Merge');
+  const peakRssMiB = merging.stop();
   return {
     dirtyBeforeLoad: dirtyBefore, writesBeforeKill: before.nbd.requests.write ?? before.nbd.requests.WRITE ?? null,
     dirtyAtKill: before.intentLog.dirtyChunks, capChunks: before.intentLog.capChunks ?? 0, full: req.full, chunks: req.chunks,
     seconds: done.seconds, observedSeconds: (done.at - began.at) / 1000, restartSeconds: (done.at - restart) / 1000, bytes: done.bytes,
+    loadPeakRssMiB, peakRssMiB,
   };
 }
 
@@ -78,10 +84,11 @@ async function fullMerge(rig, round) {
   await engine.waitIntentIdle();
   await settle([rig.A, rig.B]);
   const from = engine.mark();
+  const rss = new RssSampler(engine.pid);
   const ta = now();
   await engine.api('POST', '/v1/merge', { full: true });
   const { began, done } = await engine.waitRun('Merge', { from });
-  const full = { round, seconds: done.seconds, observedSeconds: (done.at - began.at) / 1000, apiSeconds: (done.at - ta) / 1000, bytes: done.bytes };
+  const full = { round, seconds: done.seconds, observedSeconds: (done.at - began.at) / 1000, apiSeconds: (done.at - ta) / 1000, bytes: done.bytes, peakRssMiB: rss.stop() };
   console.log(`  round ${round} full merge     ${fmtS(full.seconds)} s  (POST -> MergeCompleted ${fmtS(full.apiSeconds)} s, between the log lines' ` +
     `arrival ${fmtS(full.observedSeconds)} s, ${fmtNum(full.bytes / MiB)} MiB)`);
   return full;

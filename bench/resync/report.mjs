@@ -5,6 +5,7 @@
 import { fmtNum, plural, table } from '../lib/format.mjs';
 import { noisyMark } from '../lib/measure.mjs';
 import { KiB, MiB } from '../lib/run.mjs';
+import { scaleTables } from './scale-summary.mjs';
 
 /** Seconds: three decimals below one second, two above; '-' when missing. */
 export const fmtS = (s) => (s === null || s === undefined ? '-' : s < 1 ? s.toFixed(3) : s.toFixed(2));
@@ -73,24 +74,27 @@ export function tables(r, cfg) {
         ['--intent-log-cap-mib 256', fmtNum(s.intent.withLog), lat(s.intent.withLogP99Us), ir(s.intent.withLogPerRound)],
         ...(s.intent.uncapped === null ? [] : [['--intent-log-cap-mib 0 (no cap, the default)', fmtNum(s.intent.uncapped), lat(s.intent.uncappedP99Us), ir(s.intent.uncappedPerRound)]]),
         ['--no-intent-log', fmtNum(s.intent.without), lat(s.intent.withoutP99Us), ir(s.intent.withoutPerRound)],
-        ['cost of the log', fmtPct(s.intent.costPct), '', ''],
+        ...(s.intent.defaultCostPct == null ? [] : [['cost of the log as shipped (no cap)', fmtPct(s.intent.defaultCostPct), '', '']]),
+        [s.intent.defaultCostPct == null ? 'cost of the log' : 'cost of the log capped at 256 MiB', fmtPct(s.intent.costPct), '', ''],
         ...(s.intent.capCostPct === null ? [] : [['cost of the cap (vs. no cap)', fmtPct(s.intent.capCostPct), '', '']]),
       ],
     });
   }
-  return out;
+  return out.concat(scaleTables(r));
 }
 
-/** One target as a line: PASS or FAIL, what it is, the value and the limit. */
-export function targetLine(t) {
-  return `${t.pass ? 'PASS' : 'FAIL'}  ${t.label}: ${t.value.toFixed(t.value < 10 ? 2 : 1)} ${t.unit} (${t.cmp} ${t.limit} ${t.unit})`;
+/** Every figure with a target beside it: figure, measured, target, met / not met (rows for table()). */
+export function targetRows(ts) {
+  const v = (x, unit) => `${x.toFixed(Math.abs(x) < 10 ? 2 : 1)}${unit === 'x' ? 'x' : ` ${unit}`}`;
+  return ts.map((t) => [t.label, v(t.value, t.unit), `${t.cmp} ${t.limit}${t.unit === 'x' ? 'x' : ` ${t.unit}`}`, t.pass ? 'met' : 'NOT MET']);
 }
+export const TARGET_HEADER = ['figure', 'measured', 'target', 'met?'];
 
 /** The text report: the tables, the targets, the cmp checks and the load average. */
 export function report(r, cfg) {
   const parts = tables(r, cfg).map((t) => `${t.title}\n${table(t.header, t.rows, t.right)}${t.note ? `\n  (${t.note})` : ''}`);
   const ts = r.summary.targets;
-  parts.push(`targets met: ${ts.filter((t) => t.pass).length}/${ts.length}\n${ts.map((t) => '  ' + targetLine(t)).join('\n')}`);
+  parts.push(`Every figure beside its target: ${ts.filter((t) => t.pass).length} of ${ts.length} met\n${table(TARGET_HEADER, targetRows(ts), [false, true, false, false])}`);
   parts.push(`members verified identical (cmp of the data areas): ${plural(r.verify.length, 'check')}, all passed\n` +
     `load average at start ${r.machine.loadavgStart.join(' ')}, at end ${r.machine.loadavgEnd.join(' ')} (${r.machine.nproc} CPUs); run took ${Math.round(r.durationSeconds / 60)} min`);
   return parts.join('\n\n');

@@ -10,7 +10,8 @@ import path from 'node:path';
 import { fmtNum } from '../lib/format.mjs';
 import { fallocateFile } from '../lib/host.mjs';
 import { prefill } from '../lib/measure.mjs';
-import { KiB, MiB, exec, makeTempDir } from '../lib/run.mjs';
+import { memoryOf, withPeakRss } from '../lib/memory.mjs';
+import { KiB, MiB, exec } from '../lib/run.mjs';
 import { Engine } from './engine.mjs';
 
 export class Rig {
@@ -34,15 +35,21 @@ export class Rig {
    * A 2-member set on blank fallocated files (the engine lays out its metadata), prefilled with fio's
    * non-zero data through the engine, so both members hold real data everywhere and a copy really copies.
    */
-  static async create(cfg, headerBytes) {
-    const rig = new Rig(cfg, headerBytes, await makeTempDir(cfg.dir, 'resync-bench-'));
+  static async create(cfg, headerBytes, dir) {
+    const rig = new Rig(cfg, headerBytes, dir);
     for (const f of [rig.A, rig.B]) await fallocateAfresh(f, rig.memberBytes);
     const st = await (await rig.startEngine()).status();
     if (st.size !== rig.setBytes) throw new Error(`the engine exports ${st.size} bytes, expected ${rig.setBytes}`);
     rig.chunkSize = st.chunkSize;
     rig.chunks = Math.ceil(rig.setBytes / rig.chunkSize);
     console.log(`set:     ${fmtNum(rig.setBytes / MiB)} MiB, ${fmtNum(rig.chunks)} chunks of ${rig.chunkSize / KiB} KiB, members A and B`);
-    await prefill(rig.engine.uri, rig.setBytes, [rig.A, rig.B], { what: 'set', expectSeconds: 600 });
+    const fresh = memoryOf(rig.engine.pid);
+    const { peakRssMiB } = await withPeakRss(rig.engine.pid,
+      () => prefill(rig.engine.uri, rig.setBytes, [rig.A, rig.B], { what: 'set', expectSeconds: 600 }));
+    // The engine's memory with a 2-member set and nothing to do: just started, and after the prefill.
+    rig.idleRssMiB = { started: fresh?.rssMiB ?? null, afterPrefill: memoryOf(rig.engine.pid)?.rssMiB ?? null, prefillPeak: peakRssMiB };
+    console.log(`memory:  engine RSS ${fmtNum(rig.idleRssMiB.started ?? 0)} MiB idle after start, ${fmtNum(peakRssMiB ?? 0)} MiB peak during the prefill, ` +
+      `${fmtNum(rig.idleRssMiB.afterPrefill ?? 0)} MiB idle after it`);
     return rig;
   }
 

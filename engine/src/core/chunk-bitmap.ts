@@ -5,6 +5,12 @@
  */
 export const PAGE_BYTES = 4096;
 const PAGE_BITS = PAGE_BYTES * 8;
+/** Set bits in each byte value. */
+const BITS_IN = Uint8Array.from({ length: 256 }, (_, v) => {
+  let n = 0;
+  for (let x = v; x; x >>= 1) n += x & 1;
+  return n;
+});
 
 export class ChunkBitmap {
   readonly bits: Uint8Array;
@@ -18,7 +24,8 @@ export class ChunkBitmap {
       this.bits.set(bytes.subarray(0, Math.min(bytes.length, this.bits.length)));
       // Bits past the last chunk are noise from another geometry: drop them.
       for (let c = chunks; c < this.bits.length * 8; c++) this.bits[c >> 3]! &= ~(1 << (c & 7));
-      for (let c = 0; c < chunks; c++) if (this.has(c)) this.setCount++;
+      // Counted a byte at a time (a bit at a time took 50 ms for the largest bitmap, at every start).
+      for (let i = 0; i < this.bits.length; i++) this.setCount += BITS_IN[this.bits[i]!]!;
     }
   }
 
@@ -60,15 +67,19 @@ export class ChunkBitmap {
     return this.setCount;
   }
 
-  /** Chunk indexes that are set, ascending. */
+  /** Chunk indexes that are set, ascending. Skips empty words four bytes at a time (bits past the end are always clear). */
   list(): number[] {
     const out: number[] = [];
-    for (let i = 0; i < this.bits.length; i++) {
-      const b = this.bits[i]!;
-      if (b === 0) continue;
-      for (let k = 0; k < 8; k++) if (b & (1 << k)) out.push(i * 8 + k);
+    const words = new Uint32Array(this.bits.buffer, this.bits.byteOffset, this.bits.length >> 2);
+    for (let w = 0; w < words.length; w++) {
+      if (words[w] === 0) continue;
+      for (let i = w * 4; i < w * 4 + 4; i++) {
+        const b = this.bits[i]!;
+        if (b === 0) continue;
+        for (let k = 0; k < 8; k++) if (b & (1 << k)) out.push(i * 8 + k);
+      }
     }
-    return out.filter((c) => c < this.chunks);
+    return out;
   }
 
   /** Pages changed since the last call, with their bytes (copied). */

@@ -31,6 +31,13 @@ export interface BlockBackend {
    * rejects. Requests work before that, only slower. Backends without a warm-up leave it out.
    */
   ready?(): Promise<void>;
+  /**
+   * True only when the device is known to hold no data at all, so every byte of it reads as zero (a
+   * regular file with no blocks allocated: nothing but holes). False when unknown. Asked before the
+   * engine writes anything to a new copy target: a full copy then need not read the target to learn
+   * that a zero run of the source is already zero there. Backends that cannot tell leave it out.
+   */
+  holdsNoData?(): Promise<boolean>;
 }
 
 export interface BackendOpener {

@@ -46,6 +46,8 @@ export class Control {
       }
       const backend = await this.open(req.location);
       try {
+        // Asked before anything is written to the device (see Member.heldNoDataAtAdmission).
+        const empty = await heldNoData(backend);
         const probe = await probeMember(backend);
         const d = probe.decoded;
         const ownSet = d.kind === 'ok' && d.scb.setId === s.setId;
@@ -72,6 +74,7 @@ export class Control {
         }
         const m = new Member(randomUUID(), backend, req.noCopy ? 'InSync' : 'FullCopy', req.readCost ?? 1, req.site ?? '');
         m.scbSeq = probe.seq;
+        m.heldNoDataAtAdmission = empty;
         m.reason = req.noCopy ? 'added without copy (noCopy)' : 'new member';
         const entered = await this.join(m, req.noCopy ? null : () => new ResyncJob('FullCopy', m, rangeList(0, s.tracker.chunks), s.resync.hostRef, s.resync.settings.copyBytesPerSecond), { ownRecordFirst: true });
         s.log.info({ event: 'MemberAdded', member: m.id, path: m.location, noCopy: req.noCopy, generation: s.generation }, `member ${m.location} added`);
@@ -226,6 +229,7 @@ export class Control {
     const bm = s.bitmapOf(old.id);
     const backend = await this.open(location);
     try {
+      const empty = await heldNoData(backend);
       const probe = await probeMember(backend);
       const d = probe.decoded;
       if (d.kind === 'ok' && d.scb.setId === s.setId && d.scb.memberId !== old.id) {
@@ -249,6 +253,7 @@ export class Control {
       }
       const m = new Member(old.id, backend, usable ? 'Minicopy' : 'FullCopy', old.readCost, old.site);
       m.scbSeq = probe.seq;
+      m.heldNoDataAtAdmission = empty;
       let makeJob: () => ResyncJob;
       if (usable) {
         s.coverWholeUnit(bm); // the set may have grown past what the bitmap covers
@@ -315,5 +320,14 @@ export class Control {
     for (const j of this.set.resync.jobs) j.throttle.bytesPerSecond = j.mode === 'Merge' ? st.mergeBytesPerSecond : st.copyBytesPerSecond;
     if (req.memberTimeoutSeconds !== undefined) this.set.setMemberTimeout(Math.round(req.memberTimeoutSeconds * 1000));
     if (req.minicopyPolicy !== undefined) this.set.faultPolicy = req.minicopyPolicy;
+  }
+}
+
+/** BlockBackend.holdsNoData, false where the backend cannot tell or the question fails. */
+async function heldNoData(b: BlockBackend): Promise<boolean> {
+  try {
+    return (await b.holdsNoData?.()) === true;
+  } catch {
+    return false;
   }
 }

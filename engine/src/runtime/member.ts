@@ -35,6 +35,14 @@ export class Member {
   scbSeq = 0;
   /** Generation last recorded in this member's own SCB (null: never written by this engine). */
   scbGeneration: number | null = null;
+  /**
+   * The device held no data at all when it was admitted (BlockBackend.holdsNoData, asked before the
+   * engine wrote its metadata). Every write it has had since also went to the full members, so where a
+   * full member's data area reads zero, this one's does too: a full copy skips such runs unread.
+   * Only set for a member admitted by add or return; a restart admits it without (the copy resumes
+   * onto a device that is no longer empty).
+   */
+  heldNoDataAtAdmission = false;
   /** Why the member left the set, when it did. */
   reason = '';
   private readonly inflight = new Map<number, InFlight>();

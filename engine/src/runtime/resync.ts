@@ -323,7 +323,10 @@ export class Resync {
       }
       if (!target.isWritable) return;
       if (buf.equals(this.zero.subarray(0, len))) {
-        // Zero on the source: write only if the target is not already zero.
+        // Zero on the source: write only if the target is not already zero. A target that held no data
+        // when it was admitted is zero wherever the source is (Member.heldNoDataAtAdmission): not read.
+        // On a fresh sparse file that read was most of a zero run's cost (the kernel fills a page per 4 KiB).
+        if (target.heldNoDataAtAdmission) return;
         const t = lease.take(len);
         await target.read(t, HEADER_BYTES + off);
         if (t.equals(this.zero.subarray(0, len))) return;

@@ -3,11 +3,13 @@
  * thread pool. Its descriptors are closed only once no request may still use them (see close()).
  */
 import fs from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, statfs } from 'node:fs/promises';
 import { EngineError, errorMessage } from '../../core/errors.js';
 import type { BlockBackend } from '../../ports/block-backend.js';
 
 const ZERO_CHUNK = 1024 * 1024;
+/** statfs f_type of ext4 (also ext2/3), XFS, btrfs and tmpfs: see holdsNoData. */
+const BLOCKS_COUNT_PENDING_DATA = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994]);
 
 function ioError(op: string, location: string, err: unknown): EngineError {
   return new EngineError('ENG_IO', `${op} on ${location} failed: ${errorMessage(err)}`, { cause: err });
@@ -51,6 +53,26 @@ export class FileBackend implements BlockBackend {
     }
     const syncFd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_DSYNC);
     return new FileBackend(path, fd, syncFd, size);
+  }
+
+  /**
+   * A regular file with no allocated blocks is all holes: it reads as zeros everywhere. Only believed on
+   * file systems whose st_blocks counts data not yet written back (ext4, XFS and btrfs add their delayed
+   * allocations, tmpfs counts pages): elsewhere a file written a moment ago may still report 0 blocks (ZFS
+   * until its transaction group commits; network file systems as their server says). A block device
+   * reports no blocks at all, so it is never taken as empty; nor is a file with unwritten (fallocated)
+   * extents, which reads as zeros too but cannot be told apart from data here.
+   */
+  async holdsNoData(): Promise<boolean> {
+    if (this.closed) return false;
+    try {
+      const st = await new Promise<fs.Stats>((res, rej) => fs.fstat(this.fd, (e, x) => (e ? rej(e) : res(x))));
+      if (!st.isFile() || st.blocks !== 0) return false;
+      const fsType = (await statfs(this.location)).type;
+      return BLOCKS_COUNT_PENDING_DATA.has(fsType);
+    } catch {
+      return false;
+    }
   }
 
   /** Run a request unless closed, counting it until it settles. */

@@ -135,6 +135,10 @@ export class RingBackend implements BlockBackend {
     return new RingBackend(file, worker, ring);
   }
 
+  holdsNoData(): Promise<boolean> {
+    return this.file.holdsNoData();
+  }
+
   /** Resolves when the I/O thread runs (until then requests take the thread pool). */
   ready(): Promise<void> {
     return this.started;
