@@ -107,8 +107,9 @@ chain.scenario('kubectl creates a two-member set; ext4 on the virtual unit (FUSE
   const s = await watch.until('two members in sync', steady(2));
   assert.equal(cond(s, 'Resyncing')?.reason, 'Steady');
   const out = await show(env!, note, ['get', 'shadowsets', '-n', NS]);
-  assert.match(out, /^NAME\s+MEMBERS\s+STATE\s+RESYNC\s+PROGRESS\s+AGE\s*$/m, out);
-  assert.match(out, /^vol\s+2\/2\s+Steady\s+\S+\s*$/m, out);
+  assert.match(out, /^NAME\s+MEMBERS\s+STATE\s+RESYNC\s+PROGRESS\s+NODE\s+AGE\s*$/m, out);
+  // RESYNC and PROGRESS empty; NODE is where the engine runs, beside its members.
+  assert.match(out, new RegExp(`^vol\\s+2/2\\s+Steady\\s+${env!.nodes[0]}\\s+\\S+\\s*$`, 'm'), out);
   const early = await env!.events(NS, SET);
   assert.ok(!early.some((e) => e.type === 'Warning'), `no warning while the engine starts: ${reasons(early)}`);
 
@@ -250,9 +251,9 @@ chain.scenario('a member split for backup (Detached) holds the image of the spli
   bitmapDirty = populated.dirtyBytes!;
   assert.ok(bitmapDirty <= 4 * MiB + 64 * 1024, `dirty bytes ${bitmapDirty} cover at most the 4 MiB written`);
   const table = (await env!.kubectl(['get', 'shadowsets,writebitmaps', '-n', NS])).stdout;
-  assert.match(table, /^NAME\s+MEMBERS\s+STATE\s+RESYNC\s+PROGRESS\s+AGE\s*$/m, table);
+  assert.match(table, /^NAME\s+MEMBERS\s+STATE\s+RESYNC\s+PROGRESS\s+NODE\s+AGE\s*$/m, table);
   // Members counts the Active ones: a member detached on purpose does not make the set Degraded.
-  assert.match(table, /^shadowset\.shadowset\.dev\/vol\s+2\/2\s+Steady\s+\S+\s*$/m, table);
+  assert.match(table, new RegExp(`^shadowset\\.shadowset\\.dev/vol\\s+2/2\\s+Steady\\s+${env!.nodes[0]}\\s+\\S+\\s*$`, 'm'), table);
   assert.match(table, /^NAME\s+SET\s+MEMBER\s+POPULATED\s+DIRTY\s+COVERED\s+MASTER NODE\s+AGE\s*$/m, table);
   assert.match(table, new RegExp(`^writebitmap\\.shadowset\\.dev/${wb.metadata.name}\\s+vol\\s+m2\\s+\\d+(\\.\\d+)?%\\s+${bitmapDirty}\\s+${UNIT}\\s+`, 'm'), table);
   note(`$ kubectl get shadowsets,writebitmaps -n ${NS}\n${table.trimEnd()}`);
