@@ -93,14 +93,43 @@ export async function attach(o: UnitOptions, v: VolumeRef): Promise<string> {
   await startDaemon(o, socket, fuseFile, pidFile);
   let loop: string;
   try {
-    loop = (await run('losetup', ['--find', '--show', fuseFile])).stdout.trim();
-    if (!/^\/dev\/loop[0-9]+$/.test(loop)) throw new CsiError('Internal', `losetup answered ${JSON.stringify(loop)}`);
+    loop = await loopAttach(fuseFile);
   } catch (e) {
     await detach(o, v);
     throw e;
   }
   await writeFile(join(dir, 'state.json'), JSON.stringify({ loop, fuseFile, pidFile } satisfies UnitState));
   return loop;
+}
+
+/**
+ * `losetup --find --show`, and where the free device's node is missing from /dev, make it first: in a
+ * container whose /dev is a copy made at its start (a kind node, and a plugin mounting that node's /dev),
+ * the kernel's new loop devices get no node, and losetup then fails. The device number comes from sysfs.
+ * A few tries: another attach may take the same free device between the two steps.
+ */
+async function loopAttach(file: string): Promise<string> {
+  const first = await run('losetup', ['--find', '--show', file], { allowFail: true });
+  if (first.code === 0) return checkedLoop(first.stdout.trim());
+  let last = first.stderr.trim();
+  for (let i = 0; i < 5; i++) {
+    const dev = checkedLoop((await run('losetup', ['--find'])).stdout.trim());
+    if (!existsSync(dev)) {
+      const numbers = (await readFile(`/sys/block/${dev.slice('/dev/'.length)}/dev`, 'utf8')).trim();
+      const m = /^(\d+):(\d+)$/.exec(numbers);
+      if (!m) throw new CsiError('Internal', `no device numbers for ${dev} in sysfs: ${JSON.stringify(numbers)}`);
+      await run('mknod', ['-m', '0660', dev, 'b', m[1]!, m[2]!], { allowFail: true }); // another may have made it
+    }
+    const r = await run('losetup', [dev, file], { allowFail: true });
+    if (r.code === 0) return dev;
+    last = r.stderr.trim();
+  }
+  throw new CsiError('Internal', `cannot attach a loop device to ${file}: ${last}`);
+}
+
+function checkedLoop(dev: string): string {
+  if (!/^\/dev\/loop[0-9]+$/.test(dev)) throw new CsiError('Internal', `losetup answered ${JSON.stringify(dev)}`);
+  return dev;
 }
 
 function startDaemon(o: UnitOptions, socket: string, fuseFile: string, pidFile: string): Promise<void> {
