@@ -3,12 +3,13 @@
 // serve on the node, and idempotence.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Obj } from '@shadowset/operator/kube';
+import { CSI_DRIVER, type Obj } from '@shadowset/operator/kube';
 import { pino } from 'pino';
 import { isCsiError, type CsiCode } from '../errors.js';
 import { FakeKube } from '../itest/fake-kube.js';
 import { controllerService } from './controller.js';
 import { RES } from './kube-port.js';
+import { DRIVER_NAME } from '../spec.js';
 
 const BLOCK = { access_type: 'block', block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 const ready = (node: string) => ({
@@ -112,4 +113,8 @@ test('publish is idempotent; a set pinned to another node is refused; unpublish 
   for (const req of [{ volume_id: 'apps/vol', node_id: 'node-x' }, { volume_id: 'apps/vol', node_id: 'node-x' }, { volume_id: 'apps/gone' }, { volume_id: 'junk' }]) {
     assert.deepEqual(await call('ControllerUnpublishVolume', req), {});
   }
+});
+
+test('the driver\'s name is the one the operator\'s reading of VolumeAttachments looks for', () => {
+  assert.equal(DRIVER_NAME, CSI_DRIVER);
 });

@@ -5,11 +5,10 @@
  * waits, a bounded time, for the engine to serve on X — the node plugin's NodeStage then finds the unit
  * socket there. Unpublish has nothing of its own to undo: the VolumeAttachment going away is the signal.
  */
-import type { Obj } from '@shadowset/operator/kube';
+import { attachedHandle, createdMs, olderFirst, type VolumeAttachment } from '@shadowset/operator/kube';
 import { parseCapability, requireField, type RawCapability } from '../capabilities.js';
 import { CsiError, invalid } from '../errors.js';
 import type { VolumeLocks } from '../locks.js';
-import { DRIVER_NAME } from '../spec.js';
 import { parseVolumeId } from '../volume-id.js';
 import { RES, type KubePort } from './kube-port.js';
 
@@ -22,26 +21,10 @@ export interface PublishOptions {
   pollMs?: number;
 }
 
-interface VolumeAttachment extends Obj {
-  spec?: { attacher?: string; nodeName?: string; source?: { persistentVolumeName?: string; inlineVolumeSpec?: { csi?: { driver?: string; volumeHandle?: string } } } };
-  status?: { attached?: boolean };
-}
-
 interface SetStatus {
   engineNode?: string;
   placement?: { node?: string };
   conditions?: { type: string; status: string; reason: string; message: string }[];
-}
-
-/** The volume handle a VolumeAttachment of this driver attaches, or null. */
-async function handleOf(kube: KubePort, va: VolumeAttachment): Promise<string | null> {
-  if (va.spec?.attacher !== DRIVER_NAME) return null;
-  const inline = va.spec.source?.inlineVolumeSpec?.csi;
-  if (inline) return inline.driver === DRIVER_NAME ? (inline.volumeHandle ?? null) : null;
-  const pvName = va.spec.source?.persistentVolumeName;
-  const pv = pvName ? await kube.get(RES.pvs, undefined, pvName) : null;
-  const csi = (pv?.spec as { csi?: { driver?: string; volumeHandle?: string } } | undefined)?.csi;
-  return csi?.driver === DRIVER_NAME ? (csi.volumeHandle ?? null) : null;
 }
 
 /**
@@ -54,11 +37,11 @@ export async function otherHolders(kube: KubePort, volumeId: string, node: strin
   const mine: VolumeAttachment[] = [];
   const others: VolumeAttachment[] = [];
   for (const va of (await kube.list<VolumeAttachment>(RES.volumeattachments)).items) {
-    if (!va.spec?.nodeName || (await handleOf(kube, va)) !== volumeId) continue;
-    (va.spec.nodeName === node ? mine : others).push(va);
+    if ((await attachedHandle(kube, va)) !== volumeId) continue;
+    (va.spec!.nodeName === node ? mine : others).push(va);
   }
-  const age = (va: VolumeAttachment) => [va.metadata.creationTimestamp ?? '', va.metadata.name] as const;
-  const older = (a: VolumeAttachment, b: VolumeAttachment) => age(a)[0] < age(b)[0] || (age(a)[0] === age(b)[0] && age(a)[1] < age(b)[1]);
+  // The operator's order among attachments: the one it follows is the one that may attach.
+  const older = (a: VolumeAttachment, b: VolumeAttachment) => olderFirst({ createdMs: createdMs(a), name: a.metadata.name }, { createdMs: createdMs(b), name: b.metadata.name }) < 0;
   const own = mine.find((va) => !va.metadata.deletionTimestamp);
   return others
     .filter((va) => va.status?.attached === true || (!va.metadata.deletionTimestamp && (!own || older(va, own))))

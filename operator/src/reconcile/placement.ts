@@ -5,10 +5,8 @@
  * a set that never ran starts beside its first node-bound claim. Pure: the planner and status both use it.
  */
 import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
+import { olderFirst } from '../kube/attachments.js';
 import type { AttachmentInfo, Observed } from './types.js';
-
-/** The CSI driver's name: the attacher of the VolumeAttachments this operator follows. */
-export const ATTACHER = 'csi.shadowset.dev';
 
 export type PlacementSource = 'Pinned' | 'VolumeAttachment' | 'Running' | 'Claim' | 'Unplaced';
 
@@ -23,7 +21,7 @@ export interface Placement {
 
 /** Live attachments, oldest first (by creation, then name, so the choice is stable). */
 export function liveAttachments(attachments: AttachmentInfo[]): AttachmentInfo[] {
-  return attachments.filter((a) => !a.deleting).sort((a, b) => a.createdMs - b.createdMs || a.name.localeCompare(b.name));
+  return attachments.filter((a) => !a.deleting).sort(olderFirst);
 }
 
 export function placement(o: Observed, spec: ShadowSetSpec): Placement {
