@@ -42,6 +42,7 @@ test('CreateVolume: a ShadowSet of new block claims of the member class, owned b
     minicopyPolicy: 'Required', memberTimeoutSeconds: 30, throttle: { copyBytesPerSecond: 1048576, maxCopies: 2 },
   });
   assert.equal(set.metadata.annotations?.['csi.shadowset.dev/volume-name'], 'pvc-0a1b');
+  assert.equal(set.metadata.annotations?.['csi.shadowset.dev/claim'], undefined, 'no claim name given: none recorded');
   for (const m of ['m1', 'm2', 'm3']) {
     const c = await kube.get(RES.pvcs, 'db', `pvc-0a1b-${m}`);
     assert.ok(c, m);
@@ -52,6 +53,18 @@ test('CreateVolume: a ShadowSet of new block claims of the member class, owned b
     assert.deepEqual(c.metadata.ownerReferences, [{ apiVersion: 'shadowset.dev/v1alpha1', kind: 'ShadowSet', name: 'pvc-0a1b', uid: set.metadata.uid, controller: true, blockOwnerDeletion: true }]);
     assert.equal(c.metadata.annotations, undefined, 'an Immediate class places its own volumes');
   }
+});
+
+test('CreateVolume: the set names the claim it was made for when it lives beside it (its warnings go there too)', async () => {
+  const { kube, call } = setup();
+  await call('CreateVolume', create({ memberClass: 'local-block', 'csi.storage.k8s.io/pvc/name': 'data', 'csi.storage.k8s.io/pvc/namespace': 'db' }));
+  assert.equal((await kube.get(RES.shadowsets, 'db', 'pvc-0a1b'))?.metadata.annotations?.['csi.shadowset.dev/claim'], 'data');
+  // Without the claim's namespace the set lives in the driver's: the claim is not beside it.
+  const other = setup();
+  await other.call('CreateVolume', create({ memberClass: 'local-block', 'csi.storage.k8s.io/pvc/name': 'data' }));
+  const set = await other.kube.get(RES.shadowsets, 'shadowset-system', 'pvc-0a1b');
+  assert.ok(set);
+  assert.equal(set.metadata.annotations?.['csi.shadowset.dev/claim'], undefined);
 });
 
 test('CreateVolume: invalid parameters, a missing or unusable member class, a multi-node mode: InvalidArgument and nothing created', async () => {

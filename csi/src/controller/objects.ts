@@ -4,17 +4,17 @@
  * Pure: the controller decides, these functions only shape.
  */
 import { HEADER_BYTES } from '@shadowset/engine/api';
-import { shadowSetSpecSchema } from '@shadowset/operator/api';
+import { CLAIM_ANNOTATION, VOLUME_NAME_ANNOTATION, shadowSetSpecSchema } from '@shadowset/operator/api';
 import type { Obj } from '@shadowset/operator/kube';
 import { CsiError } from '../errors.js';
-import type { Parameters } from './params.js';
+import { PVC_NAME_KEY, PVC_NAMESPACE_KEY, type Parameters } from './params.js';
 
 export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'shadowset-csi' } as const;
 /** On the set and its member claims: which set (by name) they make up. */
 export const VOLUME_LABEL = 'csi.shadowset.dev/volume';
 export const MEMBER_LABEL = 'csi.shadowset.dev/member';
-/** On the set: the CO's name for the volume, its capacity, and the parameters it was made with. */
-export const VOLUME_NAME_ANNOTATION = 'csi.shadowset.dev/volume-name';
+/** On the set: the CO's name for the volume, the claim it was made for, its capacity, and its parameters. */
+export { CLAIM_ANNOTATION, VOLUME_NAME_ANNOTATION };
 export const CAPACITY_ANNOTATION = 'csi.shadowset.dev/capacity-bytes';
 export const PARAMETERS_ANNOTATION = 'csi.shadowset.dev/parameters';
 export const SELECTED_NODE_ANNOTATION = 'volume.kubernetes.io/selected-node';
@@ -62,6 +62,8 @@ export function shadowSetFor(v: VolumePlan): Obj {
       labels: { ...MANAGED_BY, [VOLUME_LABEL]: v.setName },
       annotations: {
         [VOLUME_NAME_ANNOTATION]: v.volumeName,
+        // Only when the set lives beside the claim: the operator looks for it in the set's namespace.
+        ...(p[PVC_NAME_KEY] && p[PVC_NAMESPACE_KEY] === v.namespace ? { [CLAIM_ANNOTATION]: p[PVC_NAME_KEY] } : {}),
         [CAPACITY_ANNOTATION]: String(v.capacityBytes),
         [PARAMETERS_ANNOTATION]: parametersRecord(p),
       },

@@ -12,6 +12,7 @@ import { R, type Kube, type Obj } from '../kube/client.js';
 import { isOperatorError } from '../kube/errors.js';
 import { mergePatchFrom } from '../kube/merge-patch.js';
 import { refusalReason } from '../reconcile/engine-refusal.js';
+import { claimNamed, isVolumeOf } from '../reconcile/claim-events.js';
 import { consumerOf } from '../reconcile/hooks-check.js';
 import { engineBase } from '../reconcile/pods.js';
 import { networkPolicyName, type OperatorPods } from '../reconcile/set-objects.js';
@@ -237,12 +238,21 @@ export class ShadowSetController {
   }
 
   async event(obj: Obj, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
-    const now = new Date().toISOString();
     this.d.log.info({ event: `K8sEvent${reason}`, object: `${obj.kind ?? 'ShadowSet'}/${obj.metadata.name}`, type, reason, message }, message);
+    await this.record(obj, obj.apiVersion ?? API_VERSION, obj.kind ?? 'ShadowSet', type, reason, message);
+    // A set the CSI driver made is a claim's volume: its warnings are shown on the claim as well.
+    const claim = type === 'Warning' && (obj.kind ?? 'ShadowSet') === 'ShadowSet' ? claimNamed(obj) : null;
+    if (!claim) return;
+    const pvc = await this.d.kube.get(R.pvcs, obj.metadata.namespace, claim).catch(() => null);
+    if (isVolumeOf(obj, pvc)) await this.record(pvc, 'v1', 'PersistentVolumeClaim', type, reason, `ShadowSet ${obj.metadata.name}: ${message}`);
+  }
+
+  private async record(obj: Obj, apiVersion: string, kind: string, type: string, reason: string, message: string): Promise<void> {
+    const now = new Date().toISOString();
     await this.d.kube.create(R.events, obj.metadata.namespace, {
       apiVersion: 'v1', kind: 'Event',
       metadata: { generateName: `${obj.metadata.name}.`, namespace: obj.metadata.namespace },
-      involvedObject: { apiVersion: obj.apiVersion ?? API_VERSION, kind: obj.kind ?? 'ShadowSet', name: obj.metadata.name, namespace: obj.metadata.namespace, uid: obj.metadata.uid },
+      involvedObject: { apiVersion, kind, name: obj.metadata.name, namespace: obj.metadata.namespace, uid: obj.metadata.uid },
       reason, message, type, source: { component: FIELD_MANAGER }, firstTimestamp: now, lastTimestamp: now, count: 1,
       reportingComponent: FIELD_MANAGER, reportingInstance: FIELD_MANAGER,
     }).catch((e: unknown) => this.d.log.warn({ err: (e as Error).message }, 'could not record an event'));

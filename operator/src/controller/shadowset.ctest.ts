@@ -135,6 +135,36 @@ test('bad input is refused with a clear condition and an event, and nothing is a
   for (const [name] of cases) await c.kube.delete(R.shadowsets, NS, name);
 });
 
+test('a set the CSI driver made for a claim repeats its warnings on that claim, and only on that claim', async () => {
+  const claim = (name: string) => c.kube.create(R.pvcs, NS, {
+    apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name, namespace: NS },
+    spec: { accessModes: ['ReadWriteOnce'], volumeMode: 'Block', storageClassName: 'shadowset-sc', resources: { requests: { storage: '16Mi' } } },
+  });
+  const consumer = await claim('consumer');
+  const other = await claim('bystander');
+  for (const n of ['fs-made', 'fs-spoof']) await c.blockClaim(NS, n, 'node-a', 16, 'Filesystem');
+  const set = (name: string, forClaim: string, volumeName: string) => c.kube.apply(R.shadowsets, NS, name, {
+    apiVersion: 'shadowset.dev/v1alpha1', kind: 'ShadowSet',
+    metadata: { name, namespace: NS, annotations: { 'csi.shadowset.dev/claim': forClaim, 'csi.shadowset.dev/volume-name': volumeName } },
+    spec: { members: [{ name: 'x', claimName: name.replace('pvc-', 'fs-') }] },
+  }, 'test-user');
+  // The driver's set: its volume name is the claim's uid with external-provisioner's prefix.
+  await set('pvc-made', 'consumer', `pvc-${consumer.metadata.uid}`);
+  // A hand-made set that names another claim: its volume name does not match that claim's uid.
+  await set('pvc-spoof', 'bystander', 'pvc-not-that-claim');
+  for (const name of ['pvc-made', 'pvc-spoof']) await c.until(NS, name, `${name} refused`, (x) => cond(x, 'Ready')?.reason === 'ClaimNotBlock');
+  const onClaim = (await c.events(NS, 'consumer')).filter((e) => e.type === 'Warning' && e.reason === 'Refused');
+  assert.ok(onClaim.length > 0, 'the refusal is on the claim');
+  assert.match(onClaim[0]!.message, /^ShadowSet pvc-made: .*fs-made/);
+  const kinds = (await c.kube.list(R.events, NS)).items
+    .filter((e) => (e.involvedObject as { name?: string }).name === 'consumer')
+    .map((e) => e.involvedObject as { kind?: string; uid?: string });
+  assert.ok(kinds.every((k) => k.kind === 'PersistentVolumeClaim' && k.uid === consumer.metadata.uid), 'the events name the claim by kind and uid');
+  assert.deepEqual(await c.events(NS, 'bystander'), [], 'nothing on a claim the set is not the volume of');
+  assert.ok(other.metadata.uid);
+  for (const name of ['pvc-made', 'pvc-spoof']) await c.kube.delete(R.shadowsets, NS, name);
+});
+
 test('deleting the set dissolves it; re-creating it from the same claims needs no copy and no merge', async () => {
   await c.kube.delete(R.shadowsets, NS, 'vol');
   for (let i = 0; i < 300 && (await c.get(NS, 'vol')); i++) await new Promise((r) => setTimeout(r, 200));
