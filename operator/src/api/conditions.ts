@@ -55,6 +55,8 @@ export const EventReason = {
   EngineMoved: 'EngineMoved',
   /** Live VolumeAttachments of the set on different nodes: the older is followed. */
   AttachmentConflict: 'AttachmentConflict',
+  /** Two or more members' claims are bound to one node: that node's loss takes all their copies. */
+  MembersShareNode: 'MembersShareNode',
   HookRefused: 'HookRefused',
   Dissolved: 'Dissolved',
   Refused: 'Refused',

@@ -10,6 +10,7 @@ import { networkPolicyName, policyFingerprint, type OperatorPods } from '../reco
 import type { ClaimInfo, EngineDefaults, EngineView, HeldRefusal, HookPod, Observed, PodInfo } from '../reconcile/types.js';
 import { deriveSetKeys } from '../security/keys.js';
 import { setAttachments } from './attachments.js';
+import { VOLUME_NAME_ANNOTATION } from '../api/group.js';
 
 /** What the controller remembers of a set between reconciles (lost on restart, which is harmless). */
 export interface SetMemory {
@@ -164,5 +165,6 @@ export async function gather(kube: Kube, engine: EngineClient, ss: Obj, g: Gathe
     hookPods, nodeZones, service, networkPolicyFingerprint: policy ? policyFingerprint(policy as never) : null, keys, operatorPods: g.operatorPods, engineDownSinceMs: g.memory.downSinceMs, refusals: g.memory.refusals,
     now: now.toISOString(), nowMs, lastReturnAttempt: g.memory.lastReturnAttempt,
     attachments: parsed.success ? await setAttachments(kube, ns, name) : [], unitSocketDir: g.unitSocketDir,
+    madeByDriver: !!ss.metadata.annotations?.[VOLUME_NAME_ANNOTATION],
   };
 }

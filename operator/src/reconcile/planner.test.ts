@@ -181,3 +181,16 @@ test('export over TLS: the Secret is mounted for the engine and the endpoint say
   const running = plan({ ...o, enginePod: { ...pod('vol-engine', ['a', 'b']), configHash: configHash(engineConfig(o.spec as never, o.engineImage)) }, engine: { kind: 'ok', status: engine([{ id: 'ia', path: '/dev/shadow/a', state: 'InSync' }, { id: 'ib', path: '/dev/shadow/b', state: 'InSync' }]) } });
   assert.match(running.status.endpoint ?? '', /^nbds:\/\/vol\.ns\.svc:10809\/shadow$/);
 });
+
+test('a CSI set\'s members on one node: a warning when the engine starts, naming them and the node', () => {
+  assert.ok(!plan(observed({})).actions.some((a) => a.kind === 'event' && a.reason === 'MembersShareNode'), 'a hand-made set may mean it');
+  const shared = plan(observed({ madeByDriver: true }));
+  const warn = shared.actions.find((a) => a.kind === 'event' && a.reason === 'MembersShareNode');
+  assert.ok(warn && warn.kind === 'event' && warn.type === 'Warning');
+  assert.match(warn.message, /members a, b are all on node n1: losing that node loses every copy/);
+  const spread = plan(observed({ madeByDriver: true, claims: { ca: claim('ca', 'n1'), cb: claim('cb', 'n2') }, memberServers: { b: pod('vol-member-b', ['b'], '127.11.0.8', { node: 'n2' }) } }));
+  assert.ok(spread.actions.some((a) => a.kind === 'createEnginePod'));
+  assert.ok(!spread.actions.some((a) => a.kind === 'event' && a.reason === 'MembersShareNode'), 'different nodes: no warning');
+  const anywhere = plan(observed({ madeByDriver: true, claims: { ca: claim('ca', null), cb: claim('cb', null) } }));
+  assert.ok(!anywhere.actions.some((a) => a.kind === 'event' && a.reason === 'MembersShareNode'), 'network volumes (no node): no warning');
+});

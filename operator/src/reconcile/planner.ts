@@ -122,6 +122,11 @@ export function plan(o: Observed): Plan {
     });
     actions.push({ kind: 'applyService', service: exportService(owner, spec) });
     actions.push({ kind: 'event', type: 'Normal', reason: EventReason.EngineCreated, message: `engine pod created with ${active.length} member(s)` });
+    // The CSI driver means its sets' members to be on different nodes, but a member class that binds
+    // Immediately places its volumes itself and may put two on one node: said at each engine start. A
+    // hand-made set may mean it (two disks of one node, like md): nothing is said.
+    const crowded = o.madeByDriver ? sharedNodes(active, claimNode) : null;
+    if (crowded) actions.push({ kind: 'event', type: 'Warning', reason: EventReason.MembersShareNode, message: crowded });
     return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: 'engine pod created' }, actions), requeueAfterMs: 2000 };
   }
 
@@ -267,4 +272,17 @@ export function plan(o: Observed): Plan {
   const status = buildStatus(o, eng, problem, actions);
   const transient = eng.state !== 'Steady' || actions.some((a) => a.kind.startsWith('engine') || a.kind === 'createMemberServer');
   return { actions, status, requeueAfterMs: transient ? 1000 : 5000 };
+}
+
+/** Nodes that hold the claims of two or more members, said in one sentence (null: none). */
+export function sharedNodes(members: MemberSpec[], nodeOf: (m: MemberSpec) => string | null): string | null {
+  const byNode = new Map<string, string[]>();
+  for (const m of members) {
+    const n = nodeOf(m);
+    if (n) byNode.set(n, [...(byNode.get(n) ?? []), m.name]);
+  }
+  const shared = [...byNode].filter(([, ms]) => ms.length > 1);
+  if (shared.length === 0) return null;
+  const each = shared.map(([n, ms]) => `members ${ms.join(', ')} are all on node ${n}`).join('; ');
+  return `${each}: losing that node loses every copy they hold (give members claims bound to different nodes)`;
 }

@@ -123,6 +123,11 @@ export interface Observed {
    * plugin (`<dir>/<namespace>/<set>/nbd.sock`), or null: no unit sockets.
    */
   unitSocketDir: string | null;
+  /**
+   * The CSI driver made this set (it carries the driver's volume-name annotation): its members are meant to
+   * be on different nodes, so members found sharing one are warned about.
+   */
+  madeByDriver: boolean;
 }
 
 export type Action =
