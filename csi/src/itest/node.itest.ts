@@ -136,6 +136,14 @@ test('Block: stage attaches the unit as a loop device, publish binds it, data re
   await call(r.node, 'NodePublishVolume', { ...req, target_path: target });
   await call(r.node, 'NodePublishVolume', { ...req, target_path: target });
 
+  // Stats: a raw device says only its size; a path it is not published at, or one outside the kubelet's, is refused.
+  const stats = await call(r.node, 'NodeGetVolumeStats', { volume_id: 'itest/blk', volume_path: target }) as { usage: { unit: string; total: string }[] };
+  assert.deepEqual(stats.usage.map((u) => [u.unit, u.total]), [['BYTES', String(UNIT)]]);
+  await fails(call(r.node, 'NodeGetVolumeStats', { volume_id: 'itest/blk', volume_path: join(r.kubelet, 'pods/other') }), grpc.status.NOT_FOUND, /not published at/);
+  await fails(call(r.node, 'NodeGetVolumeStats', { volume_id: 'itest/other', volume_path: target }), grpc.status.NOT_FOUND, /not staged on this node/);
+  await fails(call(r.node, 'NodeGetVolumeStats', { volume_id: 'itest/blk', volume_path: '/etc' }), grpc.status.NOT_FOUND, /not published at \/etc: .*not under the kubelet's directory/);
+  await fails(call(r.node, 'NodeGetVolumeStats', { volume_id: 'itest/blk' }), grpc.status.INVALID_ARGUMENT, /volume_path is required/);
+
   const a = randomBytes(MiB);
   await writeAt(target, 5 * MiB, a);
   assert.deepEqual(await readAt(target, 5 * MiB, MiB), a, 'read back through the device');
@@ -175,6 +183,14 @@ test('Filesystem: ext4 is made on first stage only; data persists across unstage
   await call(r.node, 'NodePublishVolume', { ...req, target_path: target });
   const data = randomBytes(3 * MiB + 17);
   await writeFile(join(target, 'data.bin'), data);
+  // Stats of a filesystem: bytes (the file counted in what is used) and inodes, as statfs gives them.
+  const before = (await call(r.node, 'NodeGetVolumeStats', { volume_id: 'itest/fs', volume_path: target }) as { usage: { unit: string; total: string; used: string; available: string }[] }).usage;
+  assert.deepEqual(before.map((u) => u.unit), ['BYTES', 'INODES']);
+  const bytes = before[0]!;
+  assert.ok(Number(bytes.total) > UNIT / 2 && Number(bytes.total) <= UNIT, `filesystem size ${bytes.total} of a ${UNIT}-byte unit`);
+  assert.ok(Number(bytes.used) >= 3 * MiB, `used ${bytes.used} counts the 3 MiB file`);
+  assert.ok(Number(bytes.available) < Number(bytes.total) - 3 * MiB);
+  assert.ok(Number(before[1]!.used) >= 12, `inodes used ${before[1]!.used}`);
   await call(r.node, 'NodeUnpublishVolume', { volume_id: 'itest/fs', target_path: target });
   await call(r.node, 'NodeUnstageVolume', req);
   assert.ok(!existsSync(target));

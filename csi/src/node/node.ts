@@ -15,6 +15,7 @@ import { run } from './exec.js';
 import { ensureFilesystem } from './filesystem.js';
 import { deviceNumber, mountsAt, mountsOf } from './mounts.js';
 import { checkPath } from './paths.js';
+import { usageOf } from './stats.js';
 import { attach, attachedDevice, detach, type UnitOptions } from './unit.js';
 
 export interface NodeOptions extends UnitOptions {
@@ -142,13 +143,31 @@ export function nodeService(o: NodeOptions): Handlers {
     });
   }
 
+  /** Usage of a volume published at volume_path on this node; NotFound when it is not published there. */
+  async function stats(req: { volume_id?: string; volume_path?: string }) {
+    requireField(req.volume_id, 'volume_id');
+    requireField(req.volume_path, 'volume_path');
+    const { id, ref } = volumeRef(req.volume_id);
+    // Volumes are published only under the kubelet's directory: a path that is not there (or not a clean
+    // absolute path) cannot be where this one is, which the spec says is NotFound.
+    const path = await checkPath(req.volume_path, 'volume_path', o.kubeletDir).catch((e: CsiError) => {
+      throw new CsiError('NotFound', `volume ${id} is not published at ${req.volume_path}: ${e.message}`);
+    });
+    const dev = await attachedDevice(o, ref);
+    if (!dev) throw new CsiError('NotFound', `volume ${id} is not staged on this node`);
+    if (!(await holds(path, dev))) throw new CsiError('NotFound', `volume ${id} is not published at ${path}`);
+    const s = await stat(path);
+    return { usage: await usageOf(path, s.isBlockDevice() ? 'block' : 'filesystem', dev) };
+  }
+
   return {
     NodeStageVolume: stage,
     NodeUnstageVolume: unstage,
     NodePublishVolume: publish,
     NodeUnpublishVolume: unpublish,
+    NodeGetVolumeStats: stats,
     NodeGetCapabilities: async () => ({
-      capabilities: [{ rpc: { type: 'STAGE_UNSTAGE_VOLUME' } }, { rpc: { type: 'SINGLE_NODE_MULTI_WRITER' } }],
+      capabilities: [{ rpc: { type: 'STAGE_UNSTAGE_VOLUME' } }, { rpc: { type: 'SINGLE_NODE_MULTI_WRITER' } }, { rpc: { type: 'GET_VOLUME_STATS' } }],
     }),
     NodeGetInfo: async () => ({ node_id: o.nodeId, max_volumes_per_node: '0', accessible_topology: null }),
   };
