@@ -68,8 +68,15 @@ test('the member claims grow to unit + header, then the set; the answer asks for
   assert.equal(t.kube.patches.length, patches);
 });
 
-test('claims not bound yet are provisioned at their new request: a set that never ran grows at once', async () => {
+test('member claims not bound yet cannot grow (Kubernetes allows it only once bound): Unavailable, nothing changed', async () => {
   const t = await setup();
+  await rejects(t.expand(96 * MiB, BLOCK), 'Unavailable', /member claims not bound yet \(pvc-1-m1, pvc-1-m2\)/);
+  assert.equal(t.kube.patches.length, 0);
+  assert.equal((await t.set()).spec!.size, undefined);
+  // Once bound, a set that never ran (no status.size) is done when its claims have grown.
+  await t.world(64 * MiB + HEADER_BYTES);
+  await rejects(t.expand(96 * MiB, BLOCK), 'Unavailable', /still growing/);
+  await t.world(96 * MiB + HEADER_BYTES);
   assert.deepEqual(await t.expand(96 * MiB, BLOCK), { capacity_bytes: String(96 * MiB), node_expansion_required: false });
   assert.equal((await t.set()).spec!.size, 96 * MiB);
   assert.equal((await t.set()).metadata.annotations!['csi.shadowset.dev/capacity-bytes'], String(96 * MiB));

@@ -68,10 +68,15 @@ export function expandHandlers(o: { kube: KubePort; locks: VolumeLocks }) {
         if (sc.allowVolumeExpansion !== true) {
           throw new CsiError('FailedPrecondition', `volume ${id} cannot grow: its member StorageClass ${memberClass} does not allow volume expansion (allowVolumeExpansion is not true); nothing was changed`);
         }
+        // Kubernetes lets a claim's request change only once it is bound; one not bound yet would be
+        // provisioned at its old size, so the volume cannot grow before its members exist.
+        const unbound = toGrow.filter((c) => c.status?.phase !== 'Bound');
+        if (unbound.length > 0) {
+          throw new CsiError('Unavailable', `volume ${id}: member claims not bound yet (${unbound.map((c) => c.metadata.name).join(', ')}); a claim can grow only once bound; retry`);
+        }
         for (const c of toGrow) await kube.mergePatch(RES.pvcs, ref.namespace, c.metadata.name, { spec: { resources: { requests: { storage: String(want) } } } });
       }
-      // A claim not bound yet is provisioned at its new request; a bound one must show the capacity.
-      const small = claims.filter((c) => c.status?.phase === 'Bound' && bytesOfQuantity(c.status.capacity?.storage) < want);
+      const small = claims.filter((c) => bytesOfQuantity(c.status?.capacity?.storage) < want);
       if (small.length > 0) {
         throw new CsiError('Unavailable', `volume ${id}: member claims still growing to ${want} bytes: ${small.map((c) => `${c.metadata.name} (${c.status?.capacity?.storage ?? 'no capacity'})`).join(', ')}; retry`);
       }

@@ -149,10 +149,13 @@ export function nodeService(o: NodeOptions): Handlers {
    */
   async function expand(req: { volume_id?: string; volume_path?: string; staging_target_path?: string; volume_capability?: RawCapability | null }) {
     requireField(req.volume_id, 'volume_id');
+    requireField(req.volume_path, 'volume_path');
+    const { id, ref } = volumeRef(req.volume_id);
+    // A volume this node does not hold is NotFound whatever the paths (the spec's order); then the paths.
+    if (!(await attachedDevice(o, ref))) throw new CsiError('NotFound', `volume ${id} is not staged on this node`);
     const path = await checkPath(req.volume_path, 'volume_path', o.kubeletDir);
     const staging = req.staging_target_path ? await checkPath(req.staging_target_path, 'staging_target_path', o.kubeletDir) : null;
     const cap = req.volume_capability ? parseCapability(req.volume_capability) : null;
-    const { id, ref } = volumeRef(req.volume_id);
     return locks.run(id, async () => {
       const dev = await attachedDevice(o, ref);
       if (!dev) throw new CsiError('NotFound', `volume ${id} is not staged on this node`);
