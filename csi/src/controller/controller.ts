@@ -31,6 +31,8 @@ export interface ControllerOptions {
   kube: KubePort;
   /** How long ControllerPublishVolume waits for the engine to serve on the node (default 5 s). */
   publishWaitMs?: number;
+  /** How long ControllerExpandVolume waits for member claims and the set to grow (default 5 s). */
+  expandWaitMs?: number;
   /** Where sets go when the CO does not say the claim's namespace (external-provisioner without --extra-create-metadata). */
   namespace: string;
   log: Logger;
@@ -173,7 +175,7 @@ export function controllerService(o: ControllerOptions): Handlers {
   return {
     CreateVolume: createVolume,
     ...publishHandlers({ kube, locks, ...(o.publishWaitMs !== undefined ? { readyWaitMs: o.publishWaitMs } : {}) }),
-    ...expandHandlers({ kube, locks }),
+    ...expandHandlers({ kube, locks, ...(o.expandWaitMs !== undefined ? { waitMs: o.expandWaitMs } : {}) }),
     DeleteVolume: deleteVolume,
     ValidateVolumeCapabilities: validateVolumeCapabilities,
     // SINGLE_NODE_MULTI_WRITER here and on the node: Kubernetes then sends ReadWriteOncePod as SINGLE_NODE_SINGLE_WRITER.

@@ -23,7 +23,7 @@ async function setup(o: { expandable?: boolean } = {}) {
   const kube = new FakeKube();
   kube.put(RES.storageclasses, undefined, { metadata: { name: 'local-block' }, provisioner: 'local.csi.example', volumeBindingMode: 'Immediate', ...(o.expandable === false ? {} : { allowVolumeExpansion: true }) } as Obj);
   for (const n of ['node-0', 'node-1']) kube.put(RES.nodes, undefined, { metadata: { name: n } });
-  const svc = controllerService({ kube, namespace: 'shadowset-system', log: pino({ level: 'silent' }) });
+  const svc = controllerService({ kube, namespace: 'shadowset-system', log: pino({ level: 'silent' }), expandWaitMs: 100 });
   const call = (name: string, req: unknown) => (svc[name] as (r: unknown) => Promise<Record<string, unknown>>)(req);
   await call('CreateVolume', {
     name: 'pvc-1', capacity_range: { required_bytes: String(64 * MiB) }, volume_capabilities: [MOUNT],

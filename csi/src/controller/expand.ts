@@ -28,8 +28,20 @@ interface Claim extends Obj {
   status?: { phase?: string; capacity?: { storage?: string } };
 }
 
-export function expandHandlers(o: { kube: KubePort; locks: VolumeLocks }) {
+export function expandHandlers(o: { kube: KubePort; locks: VolumeLocks; waitMs?: number; pollMs?: number }) {
   const { kube } = o;
+  // Like Publish, a call waits a bounded time for what it started (claims growing, the set growing)
+  // before it answers Unavailable; the CO calls again after that.
+  const waitMs = o.waitMs ?? 5000;
+  const pollMs = o.pollMs ?? 250;
+  /** Poll `probe` until it answers null (done) or the wait is over; answers its last complaint. */
+  async function waitFor(deadline: number, probe: () => Promise<string | null>): Promise<string | null> {
+    for (;;) {
+      const why = await probe();
+      if (why === null || Date.now() >= deadline) return why;
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+  }
 
   async function controllerExpandVolume(req: ExpandRequest) {
     const id = requireField(req.volume_id, 'volume_id');
@@ -76,16 +88,23 @@ export function expandHandlers(o: { kube: KubePort; locks: VolumeLocks }) {
         }
         for (const c of toGrow) await kube.mergePatch(RES.pvcs, ref.namespace, c.metadata.name, { spec: { resources: { requests: { storage: String(want) } } } });
       }
-      const small = claims.filter((c) => bytesOfQuantity(c.status?.capacity?.storage) < want);
-      if (small.length > 0) {
-        throw new CsiError('Unavailable', `volume ${id}: member claims still growing to ${want} bytes: ${small.map((c) => `${c.metadata.name} (${c.status?.capacity?.storage ?? 'no capacity'})`).join(', ')}; retry`);
-      }
+      const deadline = Date.now() + waitMs;
+      const claimsWhy = await waitFor(deadline, async () => {
+        const now = await Promise.all(claims.map((c) => kube.get<Claim>(RES.pvcs, ref.namespace, c.metadata.name)));
+        const small = now.filter((c): c is Claim => c !== null && bytesOfQuantity(c.status?.capacity?.storage) < want);
+        return small.length ? `volume ${id}: member claims still growing to ${want} bytes: ${small.map((c) => `${c.metadata.name} (${c.status?.capacity?.storage ?? 'no capacity'})`).join(', ')}; retry` : null;
+      });
+      if (claimsWhy) throw new CsiError('Unavailable', claimsWhy);
       if ((set.spec as { size?: number } | undefined)?.size !== target || have !== target) {
         await kube.mergePatch(RES.shadowsets, ref.namespace, ref.name, { metadata: { annotations: { [CAPACITY_ANNOTATION]: String(target) } }, spec: { size: target } });
       }
       // A set whose engine ran reports its size: the filesystem may grow only once the unit has.
-      if (status.size !== undefined && status.size < target) {
-        throw new CsiError('Unavailable', `volume ${id}: the ShadowSet is growing to ${target} bytes (now ${status.size}); retry`);
+      if (status.size !== undefined) {
+        const setWhy = await waitFor(deadline, async () => {
+          const size = ((await kube.get(RES.shadowsets, ref.namespace, ref.name))?.status as { size?: number } | undefined)?.size ?? 0;
+          return size < target ? `volume ${id}: the ShadowSet is growing to ${target} bytes (now ${size}); retry` : null;
+        });
+        if (setWhy) throw new CsiError('Unavailable', setWhy);
       }
       return answer(target);
     });
