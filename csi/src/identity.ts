@@ -6,7 +6,8 @@ export function identityService(o: { controller: boolean; probe?: () => Promise<
   return {
     GetPluginInfo: async () => ({ name: DRIVER_NAME, vendor_version: DRIVER_VERSION, manifest: {} }),
     GetPluginCapabilities: async () => ({
-      capabilities: o.controller ? [{ service: { type: 'CONTROLLER_SERVICE' } }] : [],
+      // Volumes grow offline only: the node's data path cannot learn a bigger unit while attached (controller/expand.ts).
+      capabilities: [...(o.controller ? [{ service: { type: 'CONTROLLER_SERVICE' } }] : []), { volume_expansion: { type: 'OFFLINE' } }],
     }),
     Probe: async () => ({ ready: { value: o.probe ? await o.probe() : true } }),
   };

@@ -30,7 +30,7 @@ test('the driver listens on a Unix socket only, owner and group only, and answer
   t.after(() => { identity.close(); nodeClient.close(); });
   const info = await call(identity, 'GetPluginInfo', {});
   assert.equal(info.name, DRIVER_NAME);
-  assert.deepEqual((await call(identity, 'GetPluginCapabilities', {})).capabilities, []);
+  assert.deepEqual((await call(identity, 'GetPluginCapabilities', {})).capabilities, [{ type: 'volume_expansion', volume_expansion: { type: 'OFFLINE' } }], 'a node plugin offers no controller service; volumes grow offline');
   assert.deepEqual((await call(identity, 'Probe', {})).ready, { value: true });
   assert.equal((await call(nodeClient, 'NodeGetInfo', {})).node_id, 'node-a');
   // A path outside the kubelet's directory is refused before anything is touched.

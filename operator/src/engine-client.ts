@@ -4,9 +4,9 @@
  * a value passed on.
  */
 import {
-  deleteBitmapAnswerSchema, errorBodySchema, memberAnswerSchema, removeAnswerSchema, settingsAnswerSchema, statusSchema,
+  deleteBitmapAnswerSchema, errorBodySchema, memberAnswerSchema, removeAnswerSchema, resizeAnswerSchema, settingsAnswerSchema, statusSchema,
   type AddMemberBody, type DeleteBitmapAnswer, type DeleteBitmapBody, type EngineStatus, type MemberAnswer, type RemoveAnswer,
-  type RemoveMemberBody, type ReturnMemberBody, type SettingsAnswer, type SettingsBody,
+  type RemoveMemberBody, type ResizeAnswer, type ResizeBody, type ReturnMemberBody, type SettingsAnswer, type SettingsBody,
 } from '@shadowset/engine/api';
 import { OperatorError } from './kube/errors.js';
 
@@ -100,6 +100,9 @@ export class EngineClient {
   }
   settings(t: EngineTarget, body: SettingsBody): Promise<SettingsAnswer> {
     return this.call(t, 'POST', '/v1/settings', settingsAnswerSchema, body);
+  }
+  resize(t: EngineTarget, body: ResizeBody): Promise<ResizeAnswer> {
+    return this.call(t, 'POST', '/v1/resize', resizeAnswerSchema, body);
   }
 }
 

@@ -20,6 +20,7 @@ import {
 import { PVC_NAMESPACE_KEY, parseParameters, type Parameters } from './params.js';
 import { chooseNodes, type TopologyTerm } from './placement.js';
 import { publishHandlers } from './publish.js';
+import { expandHandlers } from './expand.js';
 
 /** Provisioners known to give filesystem volumes only: a member must be a block device. */
 export const FILESYSTEM_ONLY_PROVISIONERS = [
@@ -30,6 +31,8 @@ export interface ControllerOptions {
   kube: KubePort;
   /** How long ControllerPublishVolume waits for the engine to serve on the node (default 5 s). */
   publishWaitMs?: number;
+  /** How long ControllerExpandVolume waits for member claims and the set to grow (default 5 s). */
+  expandWaitMs?: number;
   /** Where sets go when the CO does not say the claim's namespace (external-provisioner without --extra-create-metadata). */
   namespace: string;
   log: Logger;
@@ -172,12 +175,14 @@ export function controllerService(o: ControllerOptions): Handlers {
   return {
     CreateVolume: createVolume,
     ...publishHandlers({ kube, locks, ...(o.publishWaitMs !== undefined ? { readyWaitMs: o.publishWaitMs } : {}) }),
+    ...expandHandlers({ kube, locks, ...(o.expandWaitMs !== undefined ? { waitMs: o.expandWaitMs } : {}) }),
     DeleteVolume: deleteVolume,
     ValidateVolumeCapabilities: validateVolumeCapabilities,
     // SINGLE_NODE_MULTI_WRITER here and on the node: Kubernetes then sends ReadWriteOncePod as SINGLE_NODE_SINGLE_WRITER.
     // PUBLISH_UNPUBLISH_VOLUME: attach is where one writer is enforced and the engine comes to the consumer.
+    // EXPAND_VOLUME: offline (expand.ts says why); the plugin capability says so (identity.ts).
     ControllerGetCapabilities: async () => ({
-      capabilities: [{ rpc: { type: 'CREATE_DELETE_VOLUME' } }, { rpc: { type: 'PUBLISH_UNPUBLISH_VOLUME' } }, { rpc: { type: 'SINGLE_NODE_MULTI_WRITER' } }],
+      capabilities: [{ rpc: { type: 'CREATE_DELETE_VOLUME' } }, { rpc: { type: 'PUBLISH_UNPUBLISH_VOLUME' } }, { rpc: { type: 'SINGLE_NODE_MULTI_WRITER' } }, { rpc: { type: 'EXPAND_VOLUME' } }],
     }),
   };
 }

@@ -10,6 +10,8 @@ export interface KubePort {
   create<T extends Obj = Obj>(r: Resource, namespace: string | undefined, body: unknown): Promise<T>;
   /** false when it was not there. */
   delete(r: Resource, namespace: string | undefined, name: string, body?: unknown): Promise<boolean>;
+  /** A JSON merge patch (RFC 7386) of the object. */
+  mergePatch<T extends Obj = Obj>(r: Resource, namespace: string | undefined, name: string, patch: unknown): Promise<T>;
 }
 
 export const RES = {

@@ -2,6 +2,17 @@
 import { OperatorError, pathOf, type Obj, type Resource } from '@shadowset/operator/kube';
 import type { KubePort } from '../controller/kube-port.js';
 
+/** RFC 7386: objects merge key by key, null deletes, anything else replaces. */
+function mergeInto(target: unknown, patch: unknown): unknown {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return structuredClone(patch);
+  const out: Record<string, unknown> = target !== null && typeof target === 'object' && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
+  for (const [k, v] of Object.entries(patch as Record<string, unknown>)) {
+    if (v === null) delete out[k];
+    else out[k] = mergeInto(out[k], v);
+  }
+  return out;
+}
+
 /** The API server as a map: creates conflict, deletes of objects with finalizers only mark them. */
 export class FakeKube implements KubePort {
   readonly objects = new Map<string, Obj>();
@@ -33,6 +44,17 @@ export class FakeKube implements KubePort {
     else this.objects.delete(k);
     return true;
   }
+  async mergePatch<T extends Obj = Obj>(r: Resource, ns: string | undefined, name: string, patch: unknown): Promise<T> {
+    const k = this.key(r, ns, name);
+    const o = this.objects.get(k);
+    if (!o) throw new OperatorError('OP_NOT_FOUND', `${k} not found`, 404);
+    const merged = mergeInto(o, patch) as Obj;
+    this.objects.set(k, merged);
+    this.patches.push({ key: k, patch: structuredClone(patch) });
+    return structuredClone(merged) as T;
+  }
+  /** Every merge patch made, in order. */
+  readonly patches: { key: string; patch: unknown }[] = [];
   put(r: Resource, ns: string | undefined, o: Obj): void {
     this.objects.set(this.key(r, ns, o.metadata.name), o);
   }

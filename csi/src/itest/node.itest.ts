@@ -35,10 +35,13 @@ const fails = (p: Promise<unknown>, code: grpc.status, pattern: RegExp) =>
     return true;
   });
 
+/** The HTTP API address of each engine started here (loopback, a port of its own). */
+const engineHttp = new WeakMap<ChildProcess, string>();
+
 /** A real engine on two sparse file members, serving on `socket`; resolves once it logged EngineReady. */
 async function startEngine(members: string[], socket: string): Promise<ChildProcess> {
   await mkdir(join(socket, '..'), { recursive: true });
-  const proc = spawn(process.execPath, [ENGINE_BIN, 'serve', ...members.flatMap((m) => ['--member', m]), '--socket', socket, '--member-timeout', '5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [ENGINE_BIN, 'serve', ...members.flatMap((m) => ['--member', m]), '--socket', socket, '--member-timeout', '5', '--http', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
   await new Promise<void>((resolve, reject) => {
@@ -46,6 +49,7 @@ async function startEngine(members: string[], socket: string): Promise<ChildProc
     const timer = setTimeout(() => reject(new Error(`engine not ready in 30 s: ${err}`)), 30_000);
     lines.on('line', (l) => {
       if (l.includes('"event":"EngineReady"')) {
+        engineHttp.set(proc, (JSON.parse(l) as { http: string }).http);
         clearTimeout(timer);
         resolve();
       }
@@ -239,3 +243,58 @@ test('Filesystem: xfs on request', { skip: hasXfs ? false : 'mkfs.xfs is not ins
   assert.equal(spawnSync('findmnt', ['-rn', '-o', 'FSTYPE', staging], { encoding: 'utf8' }).stdout.trim(), 'xfs');
   await call(r.node, 'NodeUnstageVolume', req);
 });
+
+/** CAP_SYS_RESOURCE (bit 24 of CapEff): the kernel allows growing a mounted ext4 only with it (the node plugin runs privileged). */
+const canGrowExt4 = (BigInt(`0x${/CapEff:\s*([0-9a-f]+)/.exec(spawnSync('cat', ['/proc/self/status'], { encoding: 'utf8' }).stdout)?.[1] ?? '0'}`) >> 24n) & 1n;
+
+for (const [fs, unit, skip] of [
+  ['ext4', UNIT, canGrowExt4 ? false : 'this process lacks CAP_SYS_RESOURCE, which growing a mounted ext4 needs'],
+  ['xfs', 320 * MiB, hasXfs ? false : 'mkfs.xfs is not installed (Debian: xfsprogs)'],
+] as const) {
+test(`Expansion (offline, ${fs}): the unit grows while unstaged; staged again, NodeExpandVolume grows the filesystem (df shows it, data intact) and a block volume's device has the new size`, { skip }, async (t) => {
+  const r = await rig(t, 'itest/grow', unit);
+  const staging = join(r.kubelet, 'plugins/kubernetes.io/csi/csi.shadowset.dev/grow/globalmount');
+  const target = join(r.kubelet, 'pods/pod-4/volumes/kubernetes.io~csi/pv-grow/mount');
+  const req = { volume_id: 'itest/grow', staging_target_path: staging, volume_capability: mount(fs) };
+  const df = () => Number(spawnSync('df', ['-B1', '--output=size', target], { encoding: 'utf8' }).stdout.trim().split('\n').pop());
+  await call(r.node, 'NodeStageVolume', req);
+  await call(r.node, 'NodePublishVolume', { ...req, target_path: target });
+  const data = randomBytes(5 * MiB + 3);
+  await writeFile(join(target, 'data.bin'), data);
+  const before = df();
+  await call(r.node, 'NodeUnpublishVolume', { volume_id: 'itest/grow', target_path: target });
+  await call(r.node, 'NodeUnstageVolume', req);
+
+  // What ControllerExpandVolume and the operator bring about: bigger members, then a bigger set.
+  const grown = unit + 128 * MiB;
+  for (const m of r.members) spawnSync('truncate', ['-s', String(grown + HEADER_BYTES), m]);
+  const res = await fetch(`http://${engineHttp.get(r.engine)!}/v1/resize`, { method: 'POST', body: JSON.stringify({ size: grown }) });
+  assert.equal(res.status, 200, await res.clone().text());
+
+  await call(r.node, 'NodeStageVolume', req);
+  await call(r.node, 'NodePublishVolume', { ...req, target_path: target });
+  await fails(call(r.node, 'NodeExpandVolume', { volume_id: 'itest/grow', volume_path: '/tmp/elsewhere', capacity_range: { required_bytes: String(grown) } }), grpc.status.INVALID_ARGUMENT, /not under the kubelet's directory/);
+  await fails(call(r.node, 'NodeExpandVolume', { volume_id: 'itest/other', volume_path: target, capacity_range: { required_bytes: String(grown) } }), grpc.status.NOT_FOUND, /not staged on this node/);
+  const out = await call(r.node, 'NodeExpandVolume', { volume_id: 'itest/grow', volume_path: target, staging_target_path: staging, capacity_range: { required_bytes: String(grown) }, volume_capability: mount(fs) });
+  assert.equal(out.capacity_bytes, String(grown));
+  const after = df();
+  assert.ok(after > before + 100 * MiB, `df: ${before} bytes before, ${after} after`);
+  assert.deepEqual(await readFile(join(target, 'data.bin')), data, 'the data is intact');
+  // A repeat changes nothing and answers the same.
+  assert.equal((await call(r.node, 'NodeExpandVolume', { volume_id: 'itest/grow', volume_path: target, capacity_range: { required_bytes: String(grown) }, volume_capability: mount(fs) })).capacity_bytes, String(grown));
+  assert.equal(df(), after);
+  await call(r.node, 'NodeUnpublishVolume', { volume_id: 'itest/grow', target_path: target });
+  await call(r.node, 'NodeUnstageVolume', req);
+
+  // The same volume as a block device: nothing to grow but the device, which has the new size.
+  const blockStaging = join(r.kubelet, 'plugins/kubernetes.io/csi/volumeDevices/staging/pv-grow');
+  const blockTarget = join(r.kubelet, 'plugins/kubernetes.io/csi/volumeDevices/publish/pv-grow/pod-5');
+  await call(r.node, 'NodeStageVolume', { volume_id: 'itest/grow', staging_target_path: blockStaging, volume_capability: block });
+  await call(r.node, 'NodePublishVolume', { volume_id: 'itest/grow', staging_target_path: blockStaging, target_path: blockTarget, volume_capability: block });
+  const b = await call(r.node, 'NodeExpandVolume', { volume_id: 'itest/grow', volume_path: blockTarget, capacity_range: { required_bytes: String(grown) }, volume_capability: block });
+  assert.equal(b.capacity_bytes, String(grown));
+  assert.equal(spawnSync('blockdev', ['--getsize64', blockTarget], { encoding: 'utf8' }).stdout.trim(), String(grown));
+  await call(r.node, 'NodeUnpublishVolume', { volume_id: 'itest/grow', target_path: blockTarget });
+  await call(r.node, 'NodeUnstageVolume', { volume_id: 'itest/grow', staging_target_path: blockStaging });
+});
+}

@@ -106,7 +106,7 @@ test('csi-sanity passes against the driver (controller on the local control plan
   await kube.create({ group: '', version: 'v1', plural: 'namespaces', namespaced: false }, undefined, { metadata: { name: NS } });
   // The node the node service names (ControllerPublish looks it up).
   await kube.create(RES.nodes, undefined, { metadata: { name: NODE } });
-  await kube.create(RES.storageclasses, undefined, { apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: 'sanity-members' }, provisioner: 'members.example', volumeBindingMode: 'Immediate' });
+  await kube.create(RES.storageclasses, undefined, { apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: 'sanity-members' }, provisioner: 'members.example', volumeBindingMode: 'Immediate', allowVolumeExpansion: true });
 
   const kubelet = join(dir, 'kubelet');
   const units = join(dir, 'units');
@@ -114,6 +114,16 @@ test('csi-sanity passes against the driver (controller on the local control plan
   const engines = new StandInEngines(kube, dir, units);
   engines.start();
   t.after(() => engines.stop());
+  // No PV provisioner runs here either: the member claims are bound, and grown when their request grows,
+  // by a stand-in for the member class's provisioner and resizer (Kubernetes lets a bound claim grow only).
+  const binder = kube.inform(RES.pvcs, NS, (type, c: Obj) => {
+    const spec = c.spec as { resources?: { requests?: { storage?: string } } } | undefined;
+    const status = c.status as { phase?: string; capacity?: { storage?: string } } | undefined;
+    const want = spec?.resources?.requests?.storage;
+    if (type === 'DELETED' || !want || (status?.phase === 'Bound' && status.capacity?.storage === want)) return;
+    void kube.mergePatch(RES.pvcs, NS, c.metadata.name, { status: { phase: 'Bound', capacity: { storage: want } } }, 'status').catch(() => undefined);
+  }, () => undefined);
+  t.after(() => binder.stop());
   const log = pino({ level: process.env.CSI_LOG ?? 'silent' });
   const server = await startServer({
     endpoint: `unix://${join(dir, 'csi.sock')}`, csi: loadCsi(), log,

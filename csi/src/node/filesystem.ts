@@ -21,6 +21,17 @@ export async function probe(dev: string): Promise<Probe> {
   return { type: kv.TYPE ?? kv.PTTYPE ?? 'unknown', usage: kv.USAGE ?? (kv.PTTYPE ? 'partition table' : null) };
 }
 
+/**
+ * Grow the filesystem mounted at `mountPath` from `dev` to the device's size: resize2fs for ext4 (online,
+ * on the device), xfs_growfs for XFS (on the mount point). Anything else is refused.
+ */
+export async function growFilesystem(dev: string, mountPath: string): Promise<void> {
+  const found = await probe(dev);
+  if (found.type === 'ext4') await run('resize2fs', [dev], { timeoutMs: 600_000 });
+  else if (found.type === 'xfs') await run('xfs_growfs', [mountPath], { timeoutMs: 600_000 });
+  else throw new CsiError('FailedPrecondition', `${dev} holds ${found.type ?? 'no filesystem'}; only ext4 and xfs are grown`);
+}
+
 export async function mkfs(dev: string, fs: FsType): Promise<void> {
   // No discard: a new set reads zeros already, and discarding the whole unit through FUSE and NBD only costs time.
   if (fs === 'ext4') await run('mkfs.ext4', ['-q', '-F', '-E', 'nodiscard', dev], { timeoutMs: 600_000 });

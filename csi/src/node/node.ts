@@ -12,7 +12,7 @@ import { VolumeLocks } from '../locks.js';
 import type { Handlers } from '../server.js';
 import { parseVolumeId, type VolumeRef } from '../volume-id.js';
 import { run } from './exec.js';
-import { ensureFilesystem } from './filesystem.js';
+import { ensureFilesystem, growFilesystem } from './filesystem.js';
 import { deviceNumber, mountsAt, mountsOf } from './mounts.js';
 import { checkPath } from './paths.js';
 import { usageOf } from './stats.js';
@@ -160,14 +160,46 @@ export function nodeService(o: NodeOptions): Handlers {
     return { usage: await usageOf(path, s.isBlockDevice() ? 'block' : 'filesystem', dev) };
   }
 
+  /**
+   * The unit grew (ControllerExpandVolume, offline): the device of a fresh stage already has the new size
+   * (its NBD connection is new); `losetup -c` makes sure the loop device follows its file. A filesystem is
+   * grown where it is mounted; a block volume needs nothing more. Answers the device's size.
+   */
+  async function expand(req: { volume_id?: string; volume_path?: string; staging_target_path?: string; volume_capability?: RawCapability | null }) {
+    requireField(req.volume_id, 'volume_id');
+    requireField(req.volume_path, 'volume_path');
+    const { id, ref } = volumeRef(req.volume_id);
+    // A volume this node does not hold is NotFound whatever the paths (the spec's order); then the paths.
+    if (!(await attachedDevice(o, ref))) throw new CsiError('NotFound', `volume ${id} is not staged on this node`);
+    const path = await checkPath(req.volume_path, 'volume_path', o.kubeletDir);
+    const staging = req.staging_target_path ? await checkPath(req.staging_target_path, 'staging_target_path', o.kubeletDir) : null;
+    const cap = req.volume_capability ? parseCapability(req.volume_capability) : null;
+    return locks.run(id, async () => {
+      const dev = await attachedDevice(o, ref);
+      if (!dev) throw new CsiError('NotFound', `volume ${id} is not staged on this node`);
+      await run('losetup', ['-c', dev]);
+      const bytes = Number((await run('blockdev', ['--getsize64', dev])).stdout.trim());
+      const isBlock = cap?.kind === 'block' || ((await stat(path).catch(() => null))?.isBlockDevice() ?? false);
+      if (!isBlock) {
+        const at = (await holds(path, dev)) ? path : staging && (await holds(staging, dev)) ? staging : null;
+        if (!at) throw new CsiError('NotFound', `volume ${id} is not mounted at ${path}`);
+        await growFilesystem(dev, at);
+      } else if (!(await holds(path, dev))) {
+        throw new CsiError('NotFound', `volume ${id} is not published at ${path}`);
+      }
+      return { capacity_bytes: String(bytes) };
+    });
+  }
+
   return {
     NodeStageVolume: stage,
+    NodeExpandVolume: expand,
     NodeUnstageVolume: unstage,
     NodePublishVolume: publish,
     NodeUnpublishVolume: unpublish,
     NodeGetVolumeStats: stats,
     NodeGetCapabilities: async () => ({
-      capabilities: [{ rpc: { type: 'STAGE_UNSTAGE_VOLUME' } }, { rpc: { type: 'SINGLE_NODE_MULTI_WRITER' } }, { rpc: { type: 'GET_VOLUME_STATS' } }],
+      capabilities: [{ rpc: { type: 'STAGE_UNSTAGE_VOLUME' } }, { rpc: { type: 'SINGLE_NODE_MULTI_WRITER' } }, { rpc: { type: 'GET_VOLUME_STATS' } }, { rpc: { type: 'EXPAND_VOLUME' } }],
     }),
     NodeGetInfo: async () => ({ node_id: o.nodeId, max_volumes_per_node: '0', accessible_topology: null }),
   };

@@ -22,6 +22,10 @@ export type DeleteBitmapAnswer = z.infer<typeof deleteBitmapAnswerSchema>;
 export const mergeAnswerSchema = z.object({ started: z.boolean(), chunks: z.number() });
 export type MergeAnswer = z.infer<typeof mergeAnswerSchema>;
 
+/** POST /v1/resize: the size before and after (equal when the set already had that size). */
+export const resizeAnswerSchema = z.object({ from: z.number(), size: z.number(), grown: z.boolean() });
+export type ResizeAnswer = z.infer<typeof resizeAnswerSchema>;
+
 /** POST /v1/settings: the settings in force afterwards (as in GET /v1/status). */
 export const settingsAnswerSchema = statusSchema.shape.settings;
 export type SettingsAnswer = z.infer<typeof settingsAnswerSchema>;

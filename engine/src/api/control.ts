@@ -55,6 +55,14 @@ export const returnMemberSchema = z.strictObject({
 export type ReturnMemberRequest = z.infer<typeof returnMemberSchema>;
 export type ReturnMemberBody = z.input<typeof returnMemberSchema>;
 
+/** The largest virtual unit a request may name (2^53 bytes: what a JSON number holds exactly). */
+export const resizeSchema = z.strictObject({
+  /** The new size of the virtual unit in bytes: a multiple of 4096, not smaller than the current size. */
+  size: z.number().int().positive().max(Number.MAX_SAFE_INTEGER).refine((v) => v % 4096 === 0, 'must be a multiple of 4096'),
+});
+export type ResizeRequest = z.infer<typeof resizeSchema>;
+export type ResizeBody = z.input<typeof resizeSchema>;
+
 export const deleteBitmapSchema = z.strictObject({ id: z.string().min(1) });
 export type DeleteBitmapBody = z.input<typeof deleteBitmapSchema>;
 

@@ -168,6 +168,7 @@ function serve(o: DaemonOptions, set: ShadowSet, control: Control, l: Listeners)
     api.route('GET', '/v1/bitmaps', async () => ({ json: control.bitmaps() }));
     api.route('POST', '/v1/bitmaps/delete', async (b) => ({ json: await control.deleteBitmap(body(C.deleteBitmapSchema, b).id) }));
     api.route('POST', '/v1/merge', async (b) => ({ json: await control.demandMerge(body(C.mergeSchema, b).full) }));
+    api.route('POST', '/v1/resize', async (b) => ({ json: await control.resize(body(C.resizeSchema, b)) }));
     api.route('POST', '/v1/settings', async (b) => {
       control.settings(body(C.settingsSchema, b));
       return { json: status().settings };

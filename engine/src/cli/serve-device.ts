@@ -12,6 +12,9 @@ import { parseServeDeviceArgs } from './args.js';
 export const SERVE_DEVICE_USAGE = `usage: shadow-engine serve-device --device <file|block-device> --listen <host:port> [--export-name member] [--psk-file <path>]
   --psk-file: identity:hexkey lines; TLS 1.3 with one of these keys is then required. Without it, --listen must be loopback.`;
 
+/** How often serve-device asks its device's size (a grown volume is served within this). */
+const SIZE_POLL_MS = 2000;
+
 export async function serveDevice(argv: string[], log: Logger): Promise<() => Promise<void>> {
   const a = parseServeDeviceArgs(argv);
   // The key is read before the device is opened: a bad file must change nothing.
@@ -36,15 +39,23 @@ export async function serveDevice(argv: string[], log: Logger): Promise<() => Pr
       writeZeroes: (off, len, fua) => dev.writeZeroes(off, len, fua),
     },
   });
+  // The device may grow (a volume expansion): its size is asked again every few seconds, so a client
+  // that connects later is told the new size, and requests up to it are served on every connection.
+  const follow = setInterval(() => {
+    dev.refreshSize?.().catch((e: unknown) => log.warn({ event: 'DeviceSizeUnknown', device: a.device, err: String(e) }, 'could not read the device size'));
+  }, SIZE_POLL_MS);
+  follow.unref();
   let bound;
   try {
     bound = await server.listenTcp(a.listen.host, a.listen.port);
   } catch (e) {
+    clearInterval(follow);
     await dev.close();
     throw e;
   }
   log.info({ event: 'DeviceServing', device: a.device, listen: `${bound.address}:${bound.port}`, size: dev.size, tls: tls?.mode ?? null }, 'serving device over NBD');
   return async () => {
+    clearInterval(follow);
     await server.close();
     await dev.flush().catch(() => undefined);
     await dev.close();

@@ -5,7 +5,7 @@
 export interface BlockBackend {
   /** Human-readable location (path or URI). */
   readonly location: string;
-  /** Raw size in bytes. */
+  /** Raw size in bytes (as of opening, or of the last refreshSize). */
   readonly size: number;
   read(buf: Buffer, offset: number): Promise<void>;
   write(buf: Buffer, offset: number, fua: boolean): Promise<void>;
@@ -38,6 +38,13 @@ export interface BlockBackend {
    * that a zero run of the source is already zero there. Backends that cannot tell leave it out.
    */
   holdsNoData?(): Promise<boolean>;
+  /**
+   * Ask the device its size again (a file grown with truncate, a block device after `losetup -c` or a
+   * volume expansion, an NBD export that grew) and make requests up to it possible; resolves to the
+   * size now in force (`size` follows). Rejects with ENG_IO when the size cannot be learnt, or when a
+   * larger device cannot be used without reopening it. A backend without it cannot grow.
+   */
+  refreshSize?(): Promise<number>;
 }
 
 export interface BackendOpener {

@@ -44,13 +44,14 @@ export interface TrackerHost {
 }
 
 export class ChunkTracker {
-  readonly chunks: number;
-  readonly wil: ChunkBitmap;
+  /** Not readonly: the unit can grow (grow()). */
+  chunks: number;
+  wil: ChunkBitmap;
   readonly bitmaps = new Map<string, WriteBitmap>();
   /** Whether writes mark the intent log (off only for the benchmark that measures its cost). */
   intentEnabled = true;
   private readonly inflight = new Map<number, number>();
-  private readonly lastWrite: Uint32Array;
+  private lastWrite: Uint32Array;
   private epoch = 1;
   /** Chunks that must stay marked (a merge has not reached them yet). */
   pinned: ChunkBitmap | null = null;
@@ -60,7 +61,7 @@ export class ChunkTracker {
   capChunks = 0;
   /** A write counter, and the counter's value at each group's latest write (least recently written first). */
   private writes = 0;
-  private readonly groupWrite: Float64Array;
+  private groupWrite: Float64Array;
   private evicting: Promise<void> | null = null;
   private capWarned = false;
 
@@ -71,7 +72,7 @@ export class ChunkTracker {
    */
   readonly intentGroup: number;
 
-  constructor(readonly size: number, readonly chunkSize: number, private readonly host: TrackerHost, intentGroupBytes = 1024 * 1024) {
+  constructor(public size: number, readonly chunkSize: number, private readonly host: TrackerHost, intentGroupBytes = 1024 * 1024) {
     this.intentGroup = Math.max(1, Math.floor(intentGroupBytes / chunkSize));
     this.chunks = chunkCount(size, chunkSize);
     this.wil = new ChunkBitmap(this.chunks);
@@ -337,5 +338,41 @@ export class ChunkTracker {
 
   descriptors(): BitmapDescriptor[] {
     return [...this.bitmaps.values()].map((b) => b.desc);
+  }
+
+  /**
+   * The unit grew to `size` bytes (the chunk size stays). The log gets room for the new chunks, and every
+   * write bitmap is extended over them (see coverGrown). All their pages are written by the next persist.
+   */
+  grow(size: number): void {
+    const chunks = chunkCount(size, this.chunkSize);
+    this.size = size;
+    if (chunks > this.chunks) {
+      this.wil = new ChunkBitmap(chunks, this.wil.bits);
+      this.wil.touchAll();
+      const lastWrite = new Uint32Array(chunks);
+      lastWrite.set(this.lastWrite);
+      this.lastWrite = lastWrite;
+      const groupWrite = new Float64Array(Math.ceil(chunks / this.intentGroup));
+      groupWrite.set(this.groupWrite);
+      this.groupWrite = groupWrite;
+      this.chunks = chunks;
+    }
+    for (const b of this.bitmaps.values()) this.coverGrown(b);
+  }
+
+  /**
+   * A write bitmap covers the unit as it was when it was made (`coveredBytes`). When the unit is larger,
+   * the bitmap is extended and every chunk from the one holding its last covered byte onwards is marked:
+   * the absent member never received anything there (nor, in a partial last chunk, past the old end), so
+   * its minicopy must copy it. Afterwards the bitmap covers the whole unit.
+   */
+  coverGrown(b: WriteBitmap): void {
+    if (b.desc.coveredBytes >= this.size) return;
+    const map = b.map.chunks >= this.chunks ? b.map : new ChunkBitmap(this.chunks, b.map.bits);
+    for (let c = Math.floor(b.desc.coveredBytes / this.chunkSize); c < this.chunks; c++) map.set(c);
+    map.touchAll();
+    b.map = map;
+    b.desc = { ...b.desc, coveredBytes: this.size };
   }
 }

@@ -4,11 +4,11 @@
  * satisfied request is a no-op. Each validates before it writes anything.
  */
 import { randomUUID } from 'node:crypto';
-import type { DeleteBitmapAnswer, MemberAnswer, MergeAnswer, RemoveAnswer } from '../api/answers.js';
-import type { AddMemberRequest, BitmapStatus, RemoveMemberRequest, ReturnMemberRequest, SettingsRequest } from '../api/control.js';
+import type { DeleteBitmapAnswer, MemberAnswer, MergeAnswer, RemoveAnswer, ResizeAnswer } from '../api/answers.js';
+import type { AddMemberRequest, BitmapStatus, RemoveMemberRequest, ResizeRequest, ReturnMemberRequest, SettingsRequest } from '../api/control.js';
 import { EngineError, errorMessage } from '../core/errors.js';
 import { chooseReturn } from '../core/member-state.js';
-import { MAX_MEMBERS, usableBytes } from '../core/geometry.js';
+import { MAX_CHUNKS, MAX_MEMBERS, SECTOR, usableBytes } from '../core/geometry.js';
 import type { MemberState, Scb } from '../core/scb.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 import { Member } from './member.js';
@@ -277,6 +277,48 @@ export class Control {
       if (!s.members.some((x) => x.backend === backend)) await backend.close().catch(() => undefined);
       throw e;
     }
+  }
+
+  // ---------------- resize ----------------
+
+  /**
+   * Grow the virtual unit (the manual has no such thing; a PVC expansion needs it). Checked before
+   * anything changes: not smaller than now, a multiple of 4096, within what the chunk size allows (the
+   * log and each bitmap hold one bit per chunk in 1 MiB: chunk size x 8 Mi bytes, 512 GiB at 64 KiB),
+   * no copy, minicopy or merge running (a copy's chunk list is fixed when it starts), and every member
+   * that holds the set's data large enough — each device is asked its size again; the error names every
+   * one that is too small. A member away with a write bitmap is not reachable to ask: its bitmap is
+   * extended over the grown region, and its return is refused while it is too small, as any return is.
+   */
+  resize(req: ResizeRequest): Promise<ResizeAnswer> {
+    return this.serial(async () => {
+      const s = this.set;
+      const from = s.size;
+      if (req.size === from) return { from, size: from, grown: false };
+      if (req.size < from) throw new EngineError('ENG_INVALID_ARGUMENT', `shrinking is refused: the virtual unit has ${from} bytes, ${req.size} were asked`);
+      if (req.size % SECTOR !== 0) throw new EngineError('ENG_INVALID_ARGUMENT', `size ${req.size} is not a multiple of ${SECTOR}`);
+      const limit = s.chunkSize * MAX_CHUNKS;
+      if (req.size > limit) {
+        throw new EngineError('ENG_INVALID_ARGUMENT', `size ${req.size} is more than this set can hold: its chunk size (${s.chunkSize} bytes) is fixed, and the write-intent log and each write bitmap have room for ${MAX_CHUNKS} chunks (${limit} bytes)`);
+      }
+      if (s.resync.jobs.length > 0) {
+        const what = s.resync.jobs.map((j) => (j.target ? `${j.mode} of ${j.target.location}` : j.mode)).join(', ');
+        throw new EngineError('ENG_CONFLICT', `cannot grow while resync runs (${what}); the set can grow once it completes`);
+      }
+      const writable = s.members.filter((m) => m.isWritable);
+      const notFull = writable.filter((m) => !m.isFull);
+      if (notFull.length > 0) throw new EngineError('ENG_CONFLICT', `cannot grow while ${notFull.map((m) => `${m.location} is ${m.state}`).join(', ')}`);
+      const small: string[] = [];
+      for (const m of writable) {
+        const raw = m.backend.refreshSize ? await m.io(() => m.backend.refreshSize!()) : m.backend.size;
+        if (usableBytes(raw) < req.size) small.push(`${m.location} (${usableBytes(raw)} usable bytes${m.backend.refreshSize ? '' : ', and this kind of member cannot grow'})`);
+      }
+      if (small.length > 0) {
+        throw new EngineError('ENG_MEMBER_TOO_SMALL', `cannot grow the virtual unit to ${req.size} bytes: ${small.length === 1 ? 'this member is' : 'these members are'} too small: ${small.join(', ')}`);
+      }
+      await s.grow(req.size);
+      return { from, size: s.size, grown: true };
+    });
   }
 
   // ---------------- bitmaps, merge, settings ----------------

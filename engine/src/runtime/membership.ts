@@ -71,7 +71,10 @@ const COPY_RETRY_MS = 500;
 
 export abstract class Membership {
   readonly setId: string;
-  readonly size: number;
+  /** The virtual unit's size; it only grows (grow()). */
+  size: number;
+  /** While a growth is being recorded: the size the records name before the unit serves it. */
+  private recordingSize: number | null = null;
   readonly chunkSize: number;
   generation: number;
   readonly members: Member[];
@@ -114,9 +117,14 @@ export abstract class Membership {
       flush: () => this.flushMembers(),
     });
     this.tracker.setCap(o.intentLogCapBytes ?? 0);
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
     this.resync = new Resync(
       {
-        size: o.size,
+        // A getter: the unit can grow while the engine runs.
+        get size() {
+          return self.size;
+        },
         chunkSize: o.chunkSize,
         locks: this.locks,
         members: this.members,
@@ -166,7 +174,7 @@ export abstract class Membership {
       memberId: m.id,
       generation: this.generation,
       clean,
-      size: this.size,
+      size: this.recordingSize ?? this.size,
       chunkSize: this.chunkSize,
       members: [
         // A merging member is a full member: the merge still owed is recorded by `clean` and the intent log.
@@ -403,7 +411,59 @@ export abstract class Membership {
 
   /** A bitmap covers the unit's size when it was made: chunks past that (the set grew) are marked. */
   coverWholeUnit(b: WriteBitmap): void {
-    for (let c = b.map.chunks; c < this.tracker.chunks; c++) b.map.set(c);
+    this.tracker.coverGrown(b);
+  }
+
+  /**
+   * Grow the unit to `size` bytes (control.ts has checked the members, the chunk limit and that no
+   * resync runs). Writes are held while it happens. In order:
+   * 1. the log and every write bitmap are extended (a bitmap marks everything past what it covered, so
+   *    an absent member's minicopy copies the grown region); with more than one member, the chunks of
+   *    the grown region are marked in the log and pinned: the members' bytes there are whatever their
+   *    devices held, and must be made identical before anyone reads them;
+   * 2. a new generation naming the new size is recorded on every member (the log and bitmaps first);
+   * 3. only then does the unit serve the new size, and a merge of the grown region starts (a read of a
+   *    chunk not merged yet is merged first, as after a crash; a crash before it ends merges it from the
+   *    log). A write past the old end is never acknowledged before the record that makes it part of the
+   *    unit: a crash would otherwise bring the set back at the old size without it.
+   */
+  async grow(size: number): Promise<void> {
+    const from = this.size;
+    const release = await this.locks.acquire(0, from);
+    try {
+      this.tracker.grow(size);
+      const fresh: number[] = [];
+      const writable = this.members.filter((m) => m.isWritable);
+      if (writable.length > 1) {
+        for (let c = Math.floor(from / this.chunkSize); c < this.tracker.chunks; c++) fresh.push(c);
+        const pin = new ChunkBitmap(this.tracker.chunks);
+        for (const c of fresh) {
+          this.tracker.wil.set(c);
+          pin.set(c);
+        }
+        this.tracker.pinned = pin;
+      }
+      this.recordingSize = size;
+      this.generation++;
+      try {
+        await this.persistMembership();
+      } catch (e) {
+        // Not recorded on any full member: the unit keeps its size (the extended log and bitmaps only cost
+        // copying a little more). Pinned bits are released for the periodic clearing.
+        this.tracker.pinned = null;
+        throw e;
+      } finally {
+        this.recordingSize = null;
+      }
+      this.size = size;
+      if (fresh.length > 0) {
+        for (const m of this.members) this.transition(m, { type: 'mergeStart' });
+        this.startMerge(fresh);
+      }
+      this.log.info({ event: 'ShadowSetResized', from, size, generation: this.generation, mergeChunks: fresh.length }, `virtual unit grown from ${from} to ${size} bytes`);
+    } finally {
+      release();
+    }
   }
 
   // ---------- the log and bitmaps as found at start ----------

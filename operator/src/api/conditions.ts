@@ -60,4 +60,8 @@ export const EventReason = {
   HookRefused: 'HookRefused',
   Dissolved: 'Dissolved',
   Refused: 'Refused',
+  /** The virtual unit grew to spec.size (message: from → to). */
+  Resized: 'Resized',
+  /** spec.size is not reached yet: the message names the members still too small (or what runs). */
+  ResizePending: 'ResizePending',
 } as const;

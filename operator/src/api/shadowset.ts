@@ -2,12 +2,18 @@
  * ShadowSet: the single source of its CRD (crds/ and the chart's copy are generated from this file).
  * Input shapes carry defaults; CEL rules check what can be checked without looking at the cluster.
  */
-import { INTENT_LOG_CAP_DEFAULT_MIB, INTENT_LOG_CAP_MAX_MIB, MEMBER_TIMEOUT_MAX_S, MEMBER_TIMEOUT_MIN_S, MIN_THROTTLE_BYTES_PER_SECOND, memberStates, minicopyPolicySchema } from '@shadowset/engine/api';
+import { SECTOR, INTENT_LOG_CAP_DEFAULT_MIB, INTENT_LOG_CAP_MAX_MIB, MEMBER_TIMEOUT_MAX_S, MEMBER_TIMEOUT_MIN_S, MIN_THROTTLE_BYTES_PER_SECOND, memberStates, minicopyPolicySchema } from '@shadowset/engine/api';
 import { z } from 'zod';
 
 const dnsLabel = z.string().min(1).max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS label (a-z, 0-9, -)');
 /** A label value (like a zone name): also what the engine's `--member PATH#site=NAME` syntax can carry. */
 const labelValue = z.string().max(63).regex(/^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/, 'must be a label value (A-Z, a-z, 0-9, -, _, ., at most 63)');
+
+/**
+ * The most a spec may ask for (1 PiB). The engine's own limit is lower for most sets: its chunk size is
+ * fixed when the set is made, and the log and each bitmap hold 8 Mi chunks (512 GiB at 64 KiB chunks).
+ */
+export const MAX_UNIT_BYTES = 2 ** 50;
 
 /** The engine pod's HTTP API port, and the member servers' NBD port: the export may use neither. */
 export const RESERVED_PORTS = { http: 8080, member: 10810 } as const;
@@ -59,6 +65,13 @@ export const shadowSetSpecSchema = z
         ],
       })
       .describe('1 to 6 members.'),
+    size: z.number().int().multipleOf(SECTOR).min(SECTOR).max(MAX_UNIT_BYTES).optional()
+      .meta({
+        'x-kubernetes-validations': [
+          { rule: 'self >= oldSelf', message: 'size may only grow (a set cannot shrink)' },
+        ],
+      })
+      .describe('Desired size of the virtual unit in bytes (like a PVC\'s request): the set grows to it once every member is big enough. Unset: the size the set was created with. Never smaller than the set.'),
     copySource: z.string().default('Alternate').describe('Alternate (between full members), Master (the first full member) or a member name.'),
     minicopyPolicy: z.enum(minicopyPolicySchema.options).default('Optional')
       .describe('Whether a removed or detached member gets a write bitmap (Required: fail without one).'),

@@ -24,9 +24,9 @@ export const csiValuesSchema = z.strictObject({
   provisioner: sidecar('external-provisioner (github.com/kubernetes-csi/external-provisioner/v6)', 'shadowset.local/csi-provisioner:v6.4.0'),
   attacher: sidecar('external-attacher (github.com/kubernetes-csi/external-attacher/v4)', 'shadowset.local/csi-attacher:v4.13.0'),
   resizer: z.strictObject({
-    // external-resizer exits at start against a driver that offers neither expansion nor modification, which
-    // this one does not offer yet (csi/README.md, What remains): off until it does.
-    enabled: z.boolean().default(false).describe('Run external-resizer; only once the driver offers volume expansion.'),
+    // The driver offers expansion (offline): a PVC resize grows the member claims, then the set, then the
+    // filesystem at the next stage (csi/README.md, Expansion).
+    enabled: z.boolean().default(true).describe('Run external-resizer: PVC expansion (offline: while no pod uses the volume).'),
     image: z.string().min(1).default('shadowset.local/csi-resizer:v2.3.0')
       .describe('Image of external-resizer (github.com/kubernetes-csi/external-resizer/v2); the default is the tag the kind toolchain\'s build gives it.'),
     pullPolicy: pullPolicy.default('IfNotPresent'),

@@ -49,7 +49,9 @@ test('csi: on, the controller (driver, provisioner, attacher on a shared socket)
 
   const ctl = one<Workload>(objs, 'Deployment', 'shadowset-csi-controller');
   assert.equal(ctl.spec.template.spec.serviceAccountName, 'shadowset-csi-controller');
-  assert.deepEqual(ctl.spec.template.spec.containers.map((c) => c.name), ['csi-provisioner', 'csi-attacher', 'csi-driver'], 'no resizer unless asked');
+  assert.deepEqual(ctl.spec.template.spec.containers.map((c) => c.name), ['csi-provisioner', 'csi-attacher', 'csi-resizer', 'csi-driver'], 'the resizer by default (the driver grows volumes)');
+  const noResizer = one<Workload>(template({ csi: { ...ON.csi, resizer: { enabled: false } } }), 'Deployment', 'shadowset-csi-controller');
+  assert.deepEqual(noResizer.spec.template.spec.containers.map((c) => c.name), ['csi-provisioner', 'csi-attacher', 'csi-driver'], 'no resizer when turned off');
   const prov = container(ctl, 'csi-provisioner');
   assert.equal(prov.image, 'example.org/csi-provisioner:v6');
   assert.ok(prov.args.includes('--csi-address=/csi/csi.sock') && prov.args.includes('--extra-create-metadata'), prov.args.join(' '));
@@ -97,22 +99,22 @@ test('csi: the sidecar images default to the tags the kind toolchain gives the i
 
 test('csi: the controller\'s RBAC is exactly what the sidecars and the driver use; leases only in the release namespace', () => {
   const objs = template(ON);
-  const role = one<KubeObject & { rules: Rule[] }>(objs, 'ClusterRole', 'shadowset-csi-controller');
+  const role = one<KubeObject & { rules: Rule[] }>(template({ csi: { ...ON.csi, resizer: { enabled: false } } }), 'ClusterRole', 'shadowset-csi-controller');
   assert.deepEqual(permissions(role.rules), [
     'core/events:create', 'core/events:list', 'core/events:patch', 'core/events:update', 'core/events:watch',
     'core/nodes:get', 'core/nodes:list', 'core/nodes:watch',
     'core/persistentvolumeclaims:create', 'core/persistentvolumeclaims:delete', 'core/persistentvolumeclaims:get', 'core/persistentvolumeclaims:list',
-    'core/persistentvolumeclaims:update', 'core/persistentvolumeclaims:watch',
+    'core/persistentvolumeclaims:patch', 'core/persistentvolumeclaims:update', 'core/persistentvolumeclaims:watch',
     'core/persistentvolumes:create', 'core/persistentvolumes:delete', 'core/persistentvolumes:get', 'core/persistentvolumes:list',
     'core/persistentvolumes:patch', 'core/persistentvolumes:watch',
-    'shadowset.dev/shadowsets:create', 'shadowset.dev/shadowsets:delete', 'shadowset.dev/shadowsets:get',
+    'shadowset.dev/shadowsets:create', 'shadowset.dev/shadowsets:delete', 'shadowset.dev/shadowsets:get', 'shadowset.dev/shadowsets:patch',
     'storage.k8s.io/csinodes:get', 'storage.k8s.io/csinodes:list', 'storage.k8s.io/csinodes:watch',
     'storage.k8s.io/storageclasses:get', 'storage.k8s.io/storageclasses:list', 'storage.k8s.io/storageclasses:watch',
     'storage.k8s.io/volumeattachments/status:patch',
     'storage.k8s.io/volumeattachments:get', 'storage.k8s.io/volumeattachments:list', 'storage.k8s.io/volumeattachments:patch', 'storage.k8s.io/volumeattachments:watch',
   ]);
-  // The resizer's rules come only with it.
-  const resizerRole = one<KubeObject & { rules: Rule[] }>(template({ csi: { ...ON.csi, resizer: { enabled: true } } }), 'ClusterRole', 'shadowset-csi-controller');
+  // The resizer's rules come only with it (on by default).
+  const resizerRole = one<KubeObject & { rules: Rule[] }>(objs, 'ClusterRole', 'shadowset-csi-controller');
   assert.deepEqual(permissions(resizerRole.rules).filter((p) => !permissions(role.rules).includes(p)), [
     'core/persistentvolumeclaims/status:patch',
     'storage.k8s.io/volumeattributesclasses:get', 'storage.k8s.io/volumeattributesclasses:list', 'storage.k8s.io/volumeattributesclasses:watch',

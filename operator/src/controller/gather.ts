@@ -20,6 +20,8 @@ export interface SetMemory {
   refusals: Record<string, HeldRefusal>;
   /** Since when the engine pod has not served (ms), or null. */
   downSinceMs: number | null;
+  /** The last ResizePending message reported (the event is not repeated while it stays the same). */
+  resizePending?: string;
 }
 
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';

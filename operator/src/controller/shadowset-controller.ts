@@ -167,6 +167,12 @@ export class ShadowSetController {
           case 'engineSettings':
             await this.d.engine.settings(base, a.body);
             break;
+          case 'engineResize': {
+            const r = await this.d.engine.resize(base, { size: a.size });
+            delete memory.resizePending;
+            if (r.grown) await event('Normal', EventReason.Resized, `virtual unit grown from ${r.from} to ${r.size} bytes`);
+            break;
+          }
           case 'applyBitmapCr':
             await this.applyBitmap(ss, a);
             break;
@@ -189,6 +195,14 @@ export class ShadowSetController {
         }
         const code = refusalCode(e);
         if (!code) throw e;
+        if (a.kind === 'engineResize' && (code === 'ENG_MEMBER_TOO_SMALL' || code === 'ENG_CONFLICT')) {
+          // Not a fault: the members grow (their claims are being expanded) or a resync ends, and the
+          // next reconcile asks again. Reported once per distinct reason.
+          const message = `growing to ${a.size} bytes waits: ${(e as Error).message}`;
+          if (memory.resizePending !== message) await event('Normal', EventReason.ResizePending, message);
+          memory.resizePending = message;
+          continue;
+        }
         problem = { reason: refusalReason(code, 'change'), message: `${'member' in a ? `member ${a.member}: ` : ''}${(e as Error).message}` };
         this.d.log.warn({ event: 'EngineRefused', set: o.name, action: a.kind, code, err: (e as Error).message }, 'engine refused a change');
         await event('Warning', EventReason.Refused, problem.message);

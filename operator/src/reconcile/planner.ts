@@ -187,6 +187,14 @@ export function plan(o: Observed): Plan {
     actions.push({ kind: 'engineSettings', body: { ...want, memberTimeoutSeconds: memberTimeout } });
   }
 
+  // spec.size: grow once nothing resyncs (the engine refuses while a copy or merge runs, and names the
+  // members still too small otherwise; the controller reports that as ResizePending).
+  if (spec.size !== undefined && spec.size > eng.size && eng.recovery.mode === null) {
+    actions.push({ kind: 'engineResize', from: eng.size, size: spec.size });
+  } else if (spec.size !== undefined && spec.size < eng.size) {
+    problem = { reason: Reason.InvalidSpec, message: `spec.size ${spec.size} is smaller than the set (${eng.size} bytes); a set cannot shrink` };
+  }
+
   for (const m of spec.members) {
     const e = engineMemberFor(m, o, eng);
     if (e) known.add(e.id);

@@ -143,6 +143,7 @@ export type Action =
   | { kind: 'engineRemove'; member: string; engineId: string; policy: MinicopyPolicy; detach: boolean }
   | { kind: 'engineReturn'; member: string; engineId: string; minicopy: 'Required' | 'Optional'; location?: string }
   | { kind: 'engineSettings'; body: SettingsBody }
+  | { kind: 'engineResize'; from: number; size: number }
   | { kind: 'applyBitmapCr'; name: string; spec: { shadowSet: string; bitmapId: string; member: string }; status: Record<string, unknown> }
   | { kind: 'deleteBitmapCr'; name: string }
   | { kind: 'event'; type: 'Normal' | 'Warning'; reason: string; message: string };

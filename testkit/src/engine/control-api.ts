@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import {
-  deleteBitmapAnswerSchema, errorBodySchema, memberAnswerSchema, mergeAnswerSchema, removeAnswerSchema, settingsAnswerSchema, type EngineStatus,
+  deleteBitmapAnswerSchema, errorBodySchema, memberAnswerSchema, mergeAnswerSchema, removeAnswerSchema, resizeAnswerSchema, settingsAnswerSchema, type EngineStatus,
 } from '@shadowset/engine/api';
 import { decodeScb, pickScb, type Scb } from '@shadowset/engine/core/scb';
 import { SCB_SLOT_BYTES, SCB_SLOT_OFFSETS } from '@shadowset/engine/core/geometry';
@@ -44,6 +44,7 @@ const answerSchemas: Record<string, { safeParse(v: unknown): { success: boolean;
   '/v1/members/remove': removeAnswerSchema,
   '/v1/bitmaps/delete': deleteBitmapAnswerSchema,
   '/v1/merge': mergeAnswerSchema,
+  '/v1/resize': resizeAnswerSchema,
   '/v1/settings': settingsAnswerSchema,
 };
 

@@ -34,7 +34,22 @@ export class FileBackend implements BlockBackend {
    * range is on stable storage, without flushing every other dirty page of the member (which is what an
    * fdatasync after the write would do, and what made each metadata update cost a full writeback).
    */
-  private constructor(readonly location: string, readonly fd: number, readonly syncFd: number, readonly size: number) {}
+  private constructor(readonly location: string, readonly fd: number, readonly syncFd: number, public size: number) {}
+
+  /**
+   * The size as the device says it now: fstat for a file (grown with truncate), sysfs for a block
+   * device (a loop device after `losetup -c`, a volume after expansion). Positioned I/O needs nothing
+   * else to reach the new bytes. A device never shrinks under a set: a smaller answer is an error.
+   */
+  refreshSize(): Promise<number> {
+    return this.track(async () => {
+      const st = await new Promise<fs.Stats>((res, rej) => fs.fstat(this.fd, (e, s) => (e ? rej(ioError('fstat', this.location, e)) : res(s))));
+      const now = st.isBlockDevice() ? await blockDeviceBytes(st.rdev) : st.size;
+      if (now < this.size) throw new EngineError('ENG_IO', `${this.location} shrank from ${this.size} to ${now} bytes`);
+      this.size = now;
+      return now;
+    });
+  }
 
   static async open(path: string): Promise<FileBackend> {
     let fd: number;
@@ -76,7 +91,7 @@ export class FileBackend implements BlockBackend {
   }
 
   /** Run a request unless closed, counting it until it settles. */
-  private track(run: () => Promise<void>): Promise<void> {
+  private track<T>(run: () => Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(this.closed);
     this.inFlight++;
     return run().finally(() => {

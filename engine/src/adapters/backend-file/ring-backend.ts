@@ -139,6 +139,10 @@ export class RingBackend implements BlockBackend {
     return this.file.holdsNoData();
   }
 
+  refreshSize(): Promise<number> {
+    return this.file.refreshSize();
+  }
+
   /** Resolves when the I/O thread runs (until then requests take the thread pool). */
   ready(): Promise<void> {
     return this.started;

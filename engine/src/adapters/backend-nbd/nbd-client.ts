@@ -33,6 +33,8 @@ export class NbdClientBackend implements BlockBackend {
   private dead: Error | null = null;
   private closed: Error | null = null;
   private closing: Promise<void> | null = null;
+  /** Opens another connection to the same export (refreshSize asks the export's size on it). */
+  private reopen: (() => Promise<NbdClientBackend>) | null = null;
   /** Called when nothing is pending any more (or the connection died). */
   private idle: (() => void) | null = null;
   private waitingReply: { handle: bigint; error: number } | null = null;
@@ -42,7 +44,7 @@ export class NbdClientBackend implements BlockBackend {
   private constructor(
     readonly location: string,
     private readonly sock: net.Socket,
-    readonly size: number,
+    public size: number,
     private readonly flags: number,
     private readonly maxBlock: number,
   ) {
@@ -158,6 +160,7 @@ export class NbdClientBackend implements BlockBackend {
       // Only our own listeners: a TLS socket has some of its own.
       sock.off('data', onData).off('error', onErr).off('close', onClose);
       const b = new NbdClientBackend(uri, sock, size, tflags, maxBlock);
+      b.reopen = () => NbdClientBackend.open(uri, timeoutMs, o);
       if (q.length > 0) b.q.push(q.take(q.length));
       return b;
     } catch (e) {
@@ -167,6 +170,31 @@ export class NbdClientBackend implements BlockBackend {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * The export's size now, asked on a connection of its own (a connection keeps the size it was told).
+   * A larger export is used through this connection only if its server serves the new bytes on it: the
+   * last block of the new size is read here first. Our member server (serve-device) does; a server that
+   * holds a connection to the size it announced makes this fail, and the member must leave and return
+   * (a minicopy) to be reached on a new connection.
+   */
+  async refreshSize(): Promise<number> {
+    if (this.closed || this.dead) throw this.closed ?? this.dead!;
+    const probe = await this.reopen!();
+    const now = probe.size;
+    await probe.close().catch(() => undefined);
+    if (now < this.size) throw new EngineError('ENG_IO', `NBD member ${this.location} shrank from ${this.size} to ${now} bytes`);
+    if (now > this.size) {
+      const tail = Buffer.alloc(Math.min(4096, now));
+      try {
+        await this.read(tail, now - tail.length);
+      } catch (e) {
+        throw new EngineError('ENG_IO', `NBD member ${this.location} now exports ${now} bytes, but its server refuses requests past ${this.size} on the open connection (${errorMessage(e)}); remove the member and return it to reach it on a new connection`);
+      }
+      this.size = now;
+    }
+    return now;
   }
 
   private pump(): void {

@@ -47,6 +47,9 @@ export class FaultyBackend implements BlockBackend {
     if (this.plan.writeErrors) return Promise.reject(this.eio('write'));
     return this.gate() ?? this.inner.writeZeroes(offset, length, fua);
   }
+  refreshSize(): Promise<number> {
+    return this.inner.refreshSize?.() ?? Promise.resolve(this.inner.size);
+  }
   ready(): Promise<void> {
     return this.inner.ready?.() ?? Promise.resolve();
   }

@@ -3,10 +3,24 @@ import { EngineError } from '../../core/errors.js';
 import type { BlockBackend } from '../../ports/block-backend.js';
 
 export class MemoryBackend implements BlockBackend {
-  readonly bytes: Buffer;
+  bytes: Buffer;
   flushes = 0;
-  constructor(readonly location: string, readonly size: number) {
+  /** What refreshSize will find (a test grows the device with grow()). */
+  private deviceBytes: number;
+  constructor(readonly location: string, public size: number) {
     this.bytes = Buffer.alloc(size);
+    this.deviceBytes = size;
+  }
+  /** The device grows (like a file after truncate); the backend sees it at its next refreshSize. */
+  grow(size: number, fill = 0): void {
+    const b = Buffer.alloc(size, fill);
+    this.bytes.copy(b);
+    this.bytes = b;
+    this.deviceBytes = size;
+  }
+  async refreshSize(): Promise<number> {
+    this.size = this.deviceBytes;
+    return this.size;
   }
   private check(offset: number, length: number): void {
     if (offset < 0 || offset + length > this.size) {
