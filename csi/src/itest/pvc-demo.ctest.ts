@@ -1,22 +1,25 @@
-// The demo's PVC path (testkit/src/cluster/pvc-path.ts), run end to end as `npm run demo` sets it up, less
-// the interactive wait: a claim of the shadowset class is provisioned by the real driver (its ShadowSet Steady
-// with two members on two simulated nodes), a pod writes through it (attach, engine beside the pod, stage and
-// publish for real), the data read back through the unit and found on both members; the pod deleted and
-// another made (the record kept); the claim deleted (the set dissolved, member claims and volumes gone); then
-// nothing left on the host. Needs root, loop devices, FUSE, qemu-storage-daemon.
+// `npm run demo` as root, end to end (less the interactive wait): the demo's own code (testkit's runDemo,
+// the PVC path of pvc-path.ts) as a process, checked from outside through its kubeconfig and its work
+// directory as a user would. The claim of the shadowset class provisioned by the real driver (its ShadowSet
+// Steady with two members on two simulated nodes); the pod's record read back through the unit and found on
+// both members; the pod deleted (unpublished, unstaged, detached: nothing of it left on the host) and another
+// made on the other node (the engine follows; the record kept); the claim deleted (the set dissolved, member
+// claims and volumes gone); then Ctrl-C: nothing left. Needs root, loop devices, FUSE, qemu-storage-daemon.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { open } from 'node:fs/promises';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { open, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HEADER_BYTES } from '@shadowset/engine/api';
-import { R } from '@shadowset/operator/kube';
+import { repoRoot, waitFor } from '@shadowset/e2e';
+import { Kube, KubeConfig, R, type Obj } from '@shadowset/operator/kube';
 import { leftovers } from '@shadowset/testkit/cluster/node-cleanup';
-import { PVC_DEMO, PvcPath, pvcPathUnavailable } from '@shadowset/testkit/cluster/pvc-path';
+import { PVC_DEMO, pvcPathUnavailable } from '@shadowset/testkit/cluster/pvc-path';
 
 const RECORD = 4096;
+const { ns } = PVC_DEMO;
 
-async function head(path: string, offset: number): Promise<Buffer> {
+async function at(path: string, offset: number): Promise<Buffer> {
   const f = await open(path, 'r');
   try {
     const b = Buffer.alloc(RECORD);
@@ -29,68 +32,106 @@ async function head(path: string, offset: number): Promise<Buffer> {
 
 /** The first 4 KiB of a device read with O_DIRECT, past the page cache: what the unit itself answers. */
 const direct = (dev: string): Buffer => execFileSync('dd', [`if=${dev}`, 'bs=4096', 'count=1', 'iflag=direct', 'status=none']);
+const backingFile = (loop: string): string => spawnSync('cat', [`/sys/block/${loop.replace('/dev/', '')}/loop/backing_file`], { encoding: 'utf8' }).stdout.trim();
+const phase = (o: Obj | null) => (o?.status as { phase?: string } | undefined)?.phase;
 
-test('npm run demo\'s PVC path: provisioned, attached beside the pod, written through, on both members, torn down to nothing', { timeout: 300_000, skip: pvcPathUnavailable() ?? false }, async (t) => {
+test('npm run demo as root: a PVC provisioned by the driver, a pod writing through it (on both members), pod and claim deleted, then Ctrl-C leaves nothing', { timeout: 300_000, skip: pvcPathUnavailable() ?? false }, async (t) => {
   const t0 = Date.now();
-  const env = await PvcPath.start();
-  let stopped = false;
+  const demo = spawn(process.execPath, ['-e', `import(${JSON.stringify(join(repoRoot, 'testkit', 'dist', 'cluster', 'demo.js'))}).then((m) => m.runDemo({ memberMiB: 32 }))`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  demo.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  demo.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  const exited = new Promise<number | null>((resolve) => demo.once('exit', (code) => resolve(code)));
   t.after(async () => {
-    if (!stopped) await env.stop();
+    if (demo.exitCode === null) {
+      demo.kill('SIGINT');
+      await exited;
+    }
   });
-  const { kube } = env.cluster;
-  const { pvName, setName } = await env.provision(64);
-  const claim = await kube.get(R.pvcs, PVC_DEMO.ns, PVC_DEMO.claim);
-  assert.equal((claim?.status as { phase: string }).phase, 'Bound');
-  const set = await env.setSteady(setName);
-  const members = (set.spec as { members: { claimName: string }[] }).members;
-  assert.equal(members.length, 2);
-  const memberPvs = await Promise.all(members.map(async (m) => {
-    const c = await kube.get(R.pvcs, PVC_DEMO.ns, m.claimName);
-    return String((c?.spec as { volumeName: string }).volumeName);
-  }));
-  const nodesOf = await Promise.all(memberPvs.map(async (p) => JSON.stringify((await kube.get(R.pvs, undefined, p))?.spec?.nodeAffinity)));
-  assert.notEqual(nodesOf[0], nodesOf[1], 'the members are on different nodes');
-  const ready = Date.now() - t0;
+  try {
+    await waitFor('the demo\'s what to try', () => {
+      if (/^demo: .*(failed|timed out)/m.test(out) || demo.exitCode !== null) throw new Error('the demo failed');
+      return out.includes('Ctrl-C tears everything down.');
+    }, { timeoutMs: 200_000, intervalMs: 200 });
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\n${out.slice(-3000)}`);
+  }
+  const up = Date.now() - t0;
+  const dir = /work directory (\S+)/.exec(out)?.[1];
+  const kubeconfig = /export KUBECONFIG=(\S+)/.exec(out)?.[1];
+  assert.ok(dir && kubeconfig, 'the demo prints its work directory and kubeconfig');
+  assert.match(out, /wrote record 1 /);
+  const kc = new KubeConfig();
+  kc.loadFromFile(kubeconfig);
+  const kube = new Kube(kc);
 
-  // The pod: attached on its node, the engine there, the record written through the published device.
-  const first = await env.runWriter();
-  const node = String((first.pod.spec as { nodeName: string }).nodeName);
-  assert.equal(first.line.record.count, 1);
-  assert.equal(first.line.record.node, node);
-  const vas = (await kube.list(R.volumeattachments)).items;
-  assert.deepEqual(vas.map((v) => [(v.spec as { nodeName: string }).nodeName, (v.status as { attached: boolean }).attached]), [[node, true]]);
-  const st = (await kube.get(R.shadowsets, PVC_DEMO.ns, setName))?.status as { engineNode: string; placement: { source: string } };
+  // Provisioned: the PVC Bound to the driver's PV; its set Steady with two members on different nodes.
+  const claim = await kube.get(R.pvcs, ns, PVC_DEMO.claim);
+  assert.equal(phase(claim), 'Bound');
+  const pvName = String((claim?.spec as { volumeName: string }).volumeName);
+  const handle = String(((await kube.get(R.pvs, undefined, pvName))?.spec as { csi: { driver: string; volumeHandle: string } }).csi.volumeHandle);
+  const setName = handle.slice(ns.length + 1);
+  assert.equal(handle, `${ns}/${setName}`);
+  const set = await kube.get(R.shadowsets, ns, setName);
+  const st = set?.status as { state: string; membersInSync: string; engineNode: string; placement: { source: string } };
+  assert.equal(st.state, 'Steady');
+  assert.equal(st.membersInSync, '2/2');
+  const claims = (set?.spec as { members: { claimName: string }[] }).members.map((m) => m.claimName);
+  const memberPvs = await Promise.all(claims.map(async (c) => (await kube.get(R.pvs, undefined, String(((await kube.get(R.pvcs, ns, c))?.spec as { volumeName: string }).volumeName)))!));
+  const memberNodes = memberPvs.map((p) => JSON.stringify(p.spec?.nodeAffinity));
+  assert.notEqual(memberNodes[0], memberNodes[1], 'the members are on different nodes');
+  const memberDevices = memberPvs.map((p) => String((p.spec as { local: { path: string } }).local.path));
+  const memberFiles = memberDevices.map((d) => (d.startsWith('/dev/loop') ? backingFile(d) : d));
+
+  // Attached beside the pod, its record read back through the unit and found on both members.
+  const pod = (await kube.get(R.pods, ns, PVC_DEMO.pod))!;
+  const node = String((pod.spec as { nodeName: string }).nodeName);
+  assert.deepEqual((await kube.list(R.volumeattachments)).items.map((v) => [(v.spec as { nodeName: string }).nodeName, (v.status as { attached: boolean }).attached]), [[node, true]]);
   assert.equal(st.engineNode, node, 'the engine runs beside its consumer');
   assert.equal(st.placement.source, 'VolumeAttachment');
-  const target = join(env.kubeletDirOf(node), 'plugins/kubernetes.io/csi/volumeDevices/publish', pvName, first.pod.metadata.uid!);
+  const target = join(dir, 'nodes', node, 'kubelet', 'plugins/kubernetes.io/csi/volumeDevices/publish', pvName, pod.metadata.uid!);
   const unit = direct(target);
-  assert.match(unit.toString('utf8'), new RegExp(`"pod":"${PVC_DEMO.pod}"`), 'the record reads back through the unit');
-  for (const pv of memberPvs) {
-    assert.ok((await head(env.provisioner.disks.get(pv)!.path, HEADER_BYTES)).equals(unit), `member ${pv} holds the record`);
-  }
-  const memberLoops = memberPvs.map((p) => env.provisioner.disks.get(p)!.path);
+  assert.match(unit.toString('utf8'), /^shadowset-demo-record\n\{"count":1,"pod":"writer"/, 'the record reads back through the unit');
+  for (const d of memberDevices) assert.ok((await at(d, HEADER_BYTES)).equals(unit), `member ${d} holds the record`);
 
-  // The pod deleted: unpublished, unstaged, detached — nothing of it left on the host; another pod finds the record.
-  await env.deletePod();
+  // The pod deleted: unpublished, unstaged, detached; nothing of it on the host.
+  await kube.delete(R.pods, ns, PVC_DEMO.pod);
+  await waitFor('the pod gone', async () => (await kube.get(R.pods, ns, PVC_DEMO.pod)) === null, { timeoutMs: 60_000, intervalMs: 250 });
   assert.deepEqual((await kube.list(R.volumeattachments)).items.map((v) => v.metadata.name), []);
-  const afterPod = await leftovers(env.dir);
-  assert.deepEqual(afterPod.filter((l) => l.startsWith('mount') || l.startsWith('loop') || l.includes('qemu-storage-daemon')), [], 'no mount, loop device or daemon once the pod is gone');
-  const second = await env.runWriter();
-  assert.equal(second.line.record.count, 2, 'the second pod found the first one\'s record');
-  await env.deletePod();
+  const host = (await leftovers(dir)).filter((l) => l.startsWith('mount') || l.startsWith('loop') || l.includes('qemu-storage-daemon'));
+  assert.deepEqual(host, [], 'no mount, loop device or daemon once the pod is gone');
 
-  // The claim deleted: the set dissolved, its member claims and their volumes gone.
-  await env.deleteClaim(pvName);
-  assert.equal(await kube.get(R.shadowsets, PVC_DEMO.ns, setName), null);
-  for (const m of members) assert.equal(await kube.get(R.pvcs, PVC_DEMO.ns, m.claimName), null);
-  for (const p of memberPvs) assert.equal(await kube.get(R.pvs, undefined, p), null);
-  assert.equal(env.provisioner.disks.size, 0, 'the member devices are freed');
+  // Another pod, on the other node: the engine follows it; the pod finds the first record and writes the next.
+  const other = PVC_DEMO.nodes.find((n) => n !== node)!;
+  const second = await kube.create(R.pods, ns, {
+    metadata: { name: PVC_DEMO.pod },
+    spec: { ...(pod.spec as object), nodeName: other },
+  });
+  const log = join(dir, 'sim', 'pods', `${ns}_${PVC_DEMO.pod}_${second.metadata.uid!.slice(0, 8)}`, 'logs', 'writer.log');
+  await waitFor('the second pod\'s record', async () => (await readFile(log, 'utf8').catch(() => '')).includes('"event":"RecordWritten"'), { timeoutMs: 90_000, intervalMs: 250 });
+  assert.match(await readFile(log, 'utf8'), /"event":"FoundRecord","record":\{"count":1.*"event":"RecordWritten","record":\{"count":2,"pod":"writer","node":"[a-z-]+"/s);
+  const moved = (await kube.get(R.shadowsets, ns, setName))?.status as { engineNode: string };
+  assert.equal(moved.engineNode, other, 'the engine moved beside the new pod');
+  await kube.delete(R.pods, ns, PVC_DEMO.pod);
+  await waitFor('the second pod gone', async () => (await kube.get(R.pods, ns, PVC_DEMO.pod)) === null, { timeoutMs: 60_000, intervalMs: 250 });
 
-  stopped = true;
-  await env.stop();
-  const dir = env.dir;
-  assert.deepEqual(await leftovers(dir), [], 'no mount, loop device, daemon or engine left');
+  // The claim deleted: DeleteVolume dissolves the set; its member claims and their volumes go.
+  await kube.delete(R.pvcs, ns, PVC_DEMO.claim);
+  await waitFor('the PV, the set, the member claims and their volumes gone', async () => {
+    if (await kube.get(R.pvs, undefined, pvName)) return false;
+    if (await kube.get(R.shadowsets, ns, setName)) return false;
+    for (const c of claims) if (await kube.get(R.pvcs, ns, c)) return false;
+    for (const p of memberPvs) if (await kube.get(R.pvs, undefined, p.metadata.name)) return false;
+    return true;
+  }, { timeoutMs: 120_000, intervalMs: 250 });
+
+  // Ctrl-C: the demo stops everything and finds nothing left; neither do we.
+  demo.kill('SIGINT');
+  assert.equal(await exited, 0, out.slice(-3000));
+  assert.match(out, /nothing left: no loop device, FUSE mount, qemu-storage-daemon or engine/, out.slice(-3000));
+  assert.deepEqual(await leftovers(dir), []);
+  assert.deepEqual(await readdir(dir).catch(() => 'removed'), 'removed', 'the work directory is removed');
   const loops = spawnSync('losetup', ['-a'], { encoding: 'utf8' }).stdout;
-  for (const l of memberLoops) assert.ok(!loops.includes(`${l}:`), `${l} detached`);
-  t.diagnostic(`PVC Bound and set Steady in ${ready} ms; whole story ${Date.now() - t0} ms`);
+  for (const f of memberFiles) assert.ok(!loops.includes(`(${f})`), `no loop device over member file ${f}`);
+  t.diagnostic(`demo up (PVC Bound, set Steady, pod's record written) in ${up} ms; whole story ${Date.now() - t0} ms`);
 });

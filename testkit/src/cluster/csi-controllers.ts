@@ -86,7 +86,7 @@ class Loop {
         try {
           more = await this.pass();
         } catch (e) {
-          this.log.warn({ standIn: this.name, err: (e as Error).message }, 'pass failed; retrying');
+          this.log.debug({ standIn: this.name, err: (e as Error).message }, 'pass failed; retrying');
           more = true;
         }
         if (more && !this.stopped) {
@@ -126,6 +126,8 @@ export class Events {
 export class VolumeProvisioner {
   /** The member volumes' devices, by PV name (tests read the members' bytes there). */
   readonly disks = new Map<string, BackingDevice>();
+  /** The files behind every member device made, freed or not (what a leftover loop device would name). */
+  readonly made: string[] = [];
   private readonly loop: Loop;
   private readonly events: Events;
 
@@ -210,6 +212,7 @@ export class VolumeProvisioner {
     const bytes = quantityBytes(pvc.spec.resources?.requests?.storage ?? '0');
     const disk = this.disks.get(pvName) ?? (await createBackingDevice(bytes));
     this.disks.set(pvName, disk);
+    if (!this.made.includes(disk.file)) this.made.push(disk.file);
     await this.createAndBind(pvc, pvName, bytes, LOCAL_PROVISIONER, 'Delete', {
       local: { path: disk.path },
       nodeAffinity: { required: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: [node] }] }] } },

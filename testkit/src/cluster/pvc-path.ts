@@ -21,7 +21,7 @@ import { CsiClient } from './csi-client.js';
 import { ExternalAttacher, LOCAL_PROVISIONER, STORAGE_CLASSES, VolumeProvisioner } from './csi-controllers.js';
 import { KubeletCsi } from './csi-kubelet.js';
 import { LocalCluster } from './local-cluster.js';
-import { undoAll } from './node-cleanup.js';
+import { leftovers, undoAll } from './node-cleanup.js';
 
 export const PVC_DEMO = { ns: 'demo', claim: 'data', pod: 'writer', shadowClass: 'shadowset', memberClass: 'sim-local', nodes: ['node-a', 'node-b'] } as const;
 const WRITER = 'shadowset-demo-writer';
@@ -136,13 +136,17 @@ export class PvcPath {
     };
   }
 
-  /** The manifests, as files for `kubectl apply -f`. */
-  async writeManifests(mib: number): Promise<{ claim: string; pod: string }> {
+  /** The manifests, as files for `kubectl apply -f`; `podOn` is the pod pinned to `node` (spec.nodeName). */
+  async writeManifests(mib: number, node: string): Promise<{ claim: string; pod: string; podOn: string }> {
     const claim = join(this.dir, 'pvc.yaml');
     const pod = join(this.dir, 'pod.yaml');
+    const podOn = join(this.dir, `pod-${node}.yaml`);
+    const pinned = this.podManifest();
+    (pinned.spec as { nodeName?: string }).nodeName = node;
     await writeFile(claim, yaml.dump(this.claimManifest(mib)));
     await writeFile(pod, yaml.dump(this.podManifest()));
-    return { claim, pod };
+    await writeFile(podOn, yaml.dump(pinned));
+    return { claim, pod, podOn };
   }
 
   /** The setup path: the claim, Bound; its ShadowSet Steady with both members; then the pod, its record written. */
@@ -225,6 +229,13 @@ export class PvcPath {
     const pvName = (claim?.spec as { volumeName?: string } | undefined)?.volumeName;
     if (claim && pvName) await this.deleteClaim(pvName, timeoutMs);
     else if (claim) await kube.delete(R.pvcs, PVC_DEMO.ns, PVC_DEMO.claim);
+  }
+
+  /** What is left on the host: under the work directory (leftovers), and loop devices over the member devices' files. */
+  async leftovers(): Promise<string[]> {
+    const loops = spawnSync('losetup', ['-a'], { encoding: 'utf8' }).stdout.split('\n');
+    const made = this.provisioner?.made ?? [];
+    return [...(await leftovers(this.dir)), ...loops.filter((l) => made.some((f) => l.includes(`(${f})`))).map((l) => `loop ${l}`)];
   }
 
   /** Stops everything and undoes whatever is left on the host (mounts, loop devices, daemons under dir; the member devices). */
