@@ -6,8 +6,8 @@
 // `<podRoot>/dev/xvda` → `/dev/loop3`. The process sees the pod-root paths, because every occurrence of a
 // devicePath (or mountPath) in the container's command, args and env values is rewritten to the pod-root
 // path, and SHADOWSET_SIM_POD_ROOT tells it the root for anything else.
-// Filesystem volumes (volumeMounts): emptyDir becomes a directory (kept under the simulator's `v/` and
-// linked from the pod root, its short path given to the process), hostPath a symlink
+// Filesystem volumes (volumeMounts): emptyDir becomes a directory (kept under the simulator's `v/`, linked
+// from the pod root and from a short path given to the process), hostPath a symlink
 // (its directory made first when the type is DirectoryOrCreate; paths in the command name the host path),
 // secret a directory of files (one per key, or per `items` entry) written from the Secret when the container
 // starts, with the mode of `items[].mode` or `defaultMode` (the API server defaults it to 0644; 0400 if unset). Other volume kinds (configMap, projected…) are not supported and fail
@@ -150,14 +150,17 @@ export async function prepareVolumes(
     if (vol?.emptyDir && extra.emptyDirBase) {
       // Kept outside the pod root and given to the process by that short path: a socket in it (the
       // engine's) must fit in 108 bytes, which a pod root's path (its pod's and namespace's names) may not.
-      const dir = join(extra.emptyDirBase, m.name);
+      // The volume is one directory for all the pod's containers (`e/<volume>`); each mount is a link to it at
+      // `m/<mountPath>`, the path the process is given, and one at its place in the pod root.
+      const dir = join(extra.emptyDirBase, 'e', m.name);
+      const alias = join(extra.emptyDirBase, 'm', m.mountPath);
       await mkdir(dir, { recursive: true });
-      await mkdir(dirname(localPath), { recursive: true });
-      await rm(localPath, { force: true, recursive: false }).catch(() => undefined);
-      await symlink(dir, localPath).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'EEXIST') throw e;
-      });
-      out.push({ containerPath: m.mountPath, localPath: dir, target: dir });
+      for (const link of [alias, localPath]) {
+        await mkdir(dirname(link), { recursive: true });
+        await rm(link, { force: true, recursive: false }).catch(() => undefined);
+        await symlink(dir, link);
+      }
+      out.push({ containerPath: m.mountPath, localPath: alias, target: dir });
     } else if (vol?.emptyDir) {
       await mkdir(localPath, { recursive: true });
       out.push({ containerPath: m.mountPath, localPath });

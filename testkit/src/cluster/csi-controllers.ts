@@ -222,11 +222,12 @@ export class VolumeProvisioner {
   /** The PV, then the PV controller's binding of claim and volume. */
   private async createAndBind(pvc: Pvc, pvName: string, bytes: number, by: string, reclaim: string, source: Record<string, unknown>): Promise<void> {
     const ns = pvc.metadata.namespace!;
+    const size = bytes % 2 ** 20 === 0 ? `${bytes / 2 ** 20}Mi` : String(bytes);
     if (!(await this.kube.get(R.pvs, undefined, pvName))) {
       await this.kube.create(R.pvs, undefined, {
         metadata: { name: pvName, annotations: { [PROVISIONED_BY]: by } },
         spec: {
-          capacity: { storage: String(bytes) }, accessModes: pvc.spec.accessModes ?? ['ReadWriteOnce'], volumeMode: pvc.spec.volumeMode ?? 'Filesystem',
+          capacity: { storage: size }, accessModes: pvc.spec.accessModes ?? ['ReadWriteOnce'], volumeMode: pvc.spec.volumeMode ?? 'Filesystem',
           storageClassName: pvc.spec.storageClassName, persistentVolumeReclaimPolicy: reclaim,
           claimRef: { kind: 'PersistentVolumeClaim', apiVersion: 'v1', namespace: ns, name: pvc.metadata.name, uid: pvc.metadata.uid },
           ...source,
@@ -238,7 +239,7 @@ export class VolumeProvisioner {
       metadata: { annotations: { 'pv.kubernetes.io/bind-completed': 'yes', 'pv.kubernetes.io/bound-by-controller': 'yes' } },
       spec: { volumeName: pvName },
     });
-    await this.kube.mergePatch(R.pvcs, ns, pvc.metadata.name, { status: { phase: 'Bound', accessModes: pvc.spec.accessModes, capacity: { storage: String(bytes) } } }, 'status');
+    await this.kube.mergePatch(R.pvcs, ns, pvc.metadata.name, { status: { phase: 'Bound', accessModes: pvc.spec.accessModes, capacity: { storage: size } } }, 'status');
   }
 
   /** The claim is gone: DeleteVolume (retried while the set dissolves) or the device freed, then the PV. */

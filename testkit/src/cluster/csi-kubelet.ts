@@ -11,7 +11,8 @@
  *    the published device node (or directory) into the pod's root at its devicePath (or mountPath).
  *
  * When the pod goes: NodeUnpublishVolume; NodeUnstageVolume once no other pod on X publishes the volume; then
- * the VolumeAttachment is deleted and awaited (external-attacher's ControllerUnpublishVolume lets it go).
+ * the VolumeAttachment, once no pod on X wants it (also one that never attached), is deleted and awaited
+ * (external-attacher's ControllerUnpublishVolume lets it go).
  * The node plugin does everything on the host for real (qemu-storage-daemon → FUSE → loop, bind mounts).
  */
 import { createHash } from 'node:crypto';
@@ -48,6 +49,8 @@ export class KubeletCsi implements PodVolumePlugin {
   private readonly clients = new Map<string, CsiClient>();
   /** By pod uid: what was published for it. */
   private readonly pods = new Map<string, Published[]>();
+  /** By pod uid: the attachments made for it (`<pv> <node>`), published or not. */
+  private readonly wanted = new Map<string, Set<string>>();
   private readonly events: Events;
 
   constructor(private readonly o: KubeletCsiOptions) {
@@ -80,6 +83,7 @@ export class KubeletCsi implements PodVolumePlugin {
         out[claim] = already.target;
         continue;
       }
+      this.wanted.set(uid, (this.wanted.get(uid) ?? new Set()).add(`${pvName} ${node}`));
       const context = await this.attach(pod as unknown as Obj, pvName, node);
       const block = (pv.spec as { volumeMode?: string }).volumeMode === 'Block';
       const handleHash = createHash('sha256').update(csi.volumeHandle).digest('hex');
@@ -143,14 +147,21 @@ export class KubeletCsi implements PodVolumePlugin {
       const othersHere = [...this.pods.entries()].some(([u, ps]) => u !== uid && ps.some((q) => q.pv === p.pv && q.node === node));
       if (othersHere) continue;
       await this.retry(`unstage ${p.pv}`, () => this.client(node).call('Node', 'NodeUnstageVolume', { volume_id: p.handle, staging_target_path: p.staging }));
-      // Unmounted from the node: the attach/detach controller detaches (external-attacher lets the attachment go).
-      const kube = this.o.kube();
-      const name = attachmentName(p.pv, node);
-      await kube.delete(R.volumeattachments, undefined, name);
-      await waitFor(`VolumeAttachment ${name} gone`, async () => (await kube.get(R.volumeattachments, undefined, name)) === null, { timeoutMs: 60_000, intervalMs: 250 });
-      this.o.log.info({ pod: `${pod.metadata?.namespace}/${pod.metadata?.name}`, node, pv: p.pv }, 'volume unpublished, unstaged and detached');
+      this.o.log.info({ pod: `${pod.metadata?.namespace}/${pod.metadata?.name}`, node, pv: p.pv }, 'volume unpublished and unstaged');
     }
     this.pods.delete(uid);
+    // The attach/detach controller: an attachment no pod on the node needs any more is deleted (external-attacher
+    // unpublishes and lets it go) — also one that never attached (refused: another node held the volume).
+    const mine = this.wanted.get(uid) ?? new Set<string>();
+    this.wanted.delete(uid);
+    const kube = this.o.kube();
+    for (const key of mine) {
+      if ([...this.wanted.values()].some((w) => w.has(key))) continue;
+      const [pv, on] = key.split(' ') as [string, string];
+      const name = attachmentName(pv, on);
+      await kube.delete(R.volumeattachments, undefined, name);
+      await waitFor(`VolumeAttachment ${name} gone`, async () => (await kube.get(R.volumeattachments, undefined, name)) === null, { timeoutMs: 60_000, intervalMs: 250 });
+    }
   }
 
   /** The kubelet retries a failed unmount; bounded here (30 s). */

@@ -93,8 +93,14 @@ or on the other node: the engine follows it (an EngineMoved event; no copy, no m
   ${k} delete pod ${PVC_DEMO.pod} -n ${PVC_DEMO.ns} && ${k} apply -f ${files.podOn}
   ${k} get shadowsets -n ${PVC_DEMO.ns}; ${k} get events -n ${PVC_DEMO.ns} --field-selector reason=EngineMoved
 
+One writer: a second pod on the other node while the first runs waits; its events say why (FailedAttachVolume:
+the volume is attached to the first pod's node). Delete the first and the second starts, the engine beside it:
+  ${k} apply -f ${files.second}
+  ${k} describe pod ${PVC_DEMO.pod}-2 -n ${PVC_DEMO.ns}      # after ~20 s
+  ${k} delete pod ${PVC_DEMO.pod} -n ${PVC_DEMO.ns}; ${k} get pods,volumeattachments -n ${PVC_DEMO.ns}
+
 Delete the claim (DeleteVolume: the set dissolved, its member claims and their volumes deleted), and make it again:
-  ${k} delete pod ${PVC_DEMO.pod} -n ${PVC_DEMO.ns} && ${k} delete pvc ${PVC_DEMO.claim} -n ${PVC_DEMO.ns}
+  ${k} delete pod ${PVC_DEMO.pod} ${PVC_DEMO.pod}-2 -n ${PVC_DEMO.ns} --ignore-not-found && ${k} delete pvc ${PVC_DEMO.claim} -n ${PVC_DEMO.ns}
   ${k} get pvc,pv,shadowsets -n ${PVC_DEMO.ns}
   ${k} apply -f ${files.claim} && ${k} apply -f ${files.pod}
 

@@ -136,17 +136,22 @@ export class PvcPath {
     };
   }
 
-  /** The manifests, as files for `kubectl apply -f`; `podOn` is the pod pinned to `node` (spec.nodeName). */
-  async writeManifests(mib: number, node: string): Promise<{ claim: string; pod: string; podOn: string }> {
-    const claim = join(this.dir, 'pvc.yaml');
-    const pod = join(this.dir, 'pod.yaml');
-    const podOn = join(this.dir, `pod-${node}.yaml`);
-    const pinned = this.podManifest();
-    (pinned.spec as { nodeName?: string }).nodeName = node;
-    await writeFile(claim, yaml.dump(this.claimManifest(mib)));
-    await writeFile(pod, yaml.dump(this.podManifest()));
-    await writeFile(podOn, yaml.dump(pinned));
-    return { claim, pod, podOn };
+  /**
+   * The manifests, as files for `kubectl apply -f`: `podOn` is the pod pinned to `node` (spec.nodeName),
+   * `second` a second pod (`writer-2`) pinned there.
+   */
+  async writeManifests(mib: number, node: string): Promise<{ claim: string; pod: string; podOn: string; second: string }> {
+    const files = { claim: join(this.dir, 'pvc.yaml'), pod: join(this.dir, 'pod.yaml'), podOn: join(this.dir, `pod-${node}.yaml`), second: join(this.dir, `pod-2-${node}.yaml`) };
+    const pinned = (name: string) => {
+      const p = this.podManifest(name);
+      (p.spec as { nodeName?: string }).nodeName = node;
+      return p;
+    };
+    await writeFile(files.claim, yaml.dump(this.claimManifest(mib)));
+    await writeFile(files.pod, yaml.dump(this.podManifest()));
+    await writeFile(files.podOn, yaml.dump(pinned(PVC_DEMO.pod)));
+    await writeFile(files.second, yaml.dump(pinned(`${PVC_DEMO.pod}-2`)));
+    return files;
   }
 
   /** The setup path: the claim, Bound; its ShadowSet Steady with both members; then the pod, its record written. */
