@@ -14,7 +14,7 @@ import { createInterface } from 'node:readline';
 import * as grpc from '@grpc/grpc-js';
 import { HEADER_BYTES } from '@shadowset/engine/api';
 import { pino } from 'pino';
-import { undoAll } from './cleanup.js';
+import { undoAll } from '@shadowset/testkit/cluster/node-cleanup';
 import { identityService } from '../identity.js';
 import { nodeService } from '../node/node.js';
 import { startServer } from '../server.js';

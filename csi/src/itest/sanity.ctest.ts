@@ -23,7 +23,7 @@ import { identityService } from '../identity.js';
 import { nodeService } from '../node/node.js';
 import { startServer } from '../server.js';
 import { loadCsi } from '../spec.js';
-import { undoAll } from './cleanup.js';
+import { undoAll } from '@shadowset/testkit/cluster/node-cleanup';
 
 const ENGINE_BIN = join(repoRoot, 'engine', 'bin', 'shadow-engine.js');
 const NS = 'csi-sanity';

@@ -12,6 +12,8 @@ import { openSync, closeSync } from 'node:fs';
 const live = new Set<ManagedProcess>();
 let reaper: ChildProcess | undefined;
 let hooked = false;
+/** The program tears its children down itself on SIGINT/SIGTERM (ownSignalHandling): no kill on the signal. */
+let ownSignals = false;
 
 function reaperChannel(): ChildProcess {
   if (reaper && reaper.exitCode === null && reaper.stdin && !reaper.stdin.destroyed) return reaper;
@@ -36,6 +38,7 @@ function installHooks(): void {
   if (hooked) return;
   hooked = true;
   process.on('exit', killAllNow);
+  if (ownSignals) return;
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     const handler = (): void => {
       killAllNow();
@@ -44,6 +47,16 @@ function installHooks(): void {
     };
     process.on(sig, handler);
   }
+}
+
+/**
+ * For a program that handles SIGINT/SIGTERM itself with an orderly teardown that still needs its children
+ * (the demo deletes its pod and volume through the API server first): the signal handlers that SIGKILL every
+ * child are not installed. The exit hook and the reaper stay, so nothing outlives the process. Call before the
+ * first ManagedProcess.start.
+ */
+export function ownSignalHandling(): void {
+  ownSignals = true;
 }
 
 export interface ExitInfo {

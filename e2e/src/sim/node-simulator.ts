@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { DEFAULT_COMMANDS } from './commands.js';
 import type { CommandTable } from './commands.js';
 import type { Backoff } from './container-runner.js';
+import type { PodVolumePlugin } from './volumes.js';
 import { PodRuntime } from './pod-runtime.js';
 import { choose } from './binder.js';
 import { forgetTempDir, registerTempDir } from '../cluster/processes.js';
@@ -36,6 +37,8 @@ export interface NodeSimulatorOptions {
   bindPods?: boolean;
   /** exported to pod processes as KUBECONFIG (there are no service-account tokens here) */
   podKubeconfig?: string;
+  /** sets up the CSI volumes of pods (kubelet's CSI calls); without it a pod of a CSI PV waits */
+  volumes?: PodVolumePlugin;
   log?: (line: string) => void;
   /** echo containers' output through log (default: SHADOWSET_SIM_VERBOSE=1) */
   echoOutput?: boolean;
@@ -260,7 +263,9 @@ export class NodeSimulator {
       backoff: this.backoff,
       node: { name: node.name, labels: node.labels, ip: node.ip },
       dir,
+      emptyDirBase: join(this.workDir, 'v', (pod.metadata?.uid ?? '').slice(0, 8)),
       ...(this.opts.podKubeconfig ? { podKubeconfig: this.opts.podKubeconfig } : {}),
+      ...(this.opts.volumes ? { volumes: this.opts.volumes } : {}),
       patchStatus: (namespace, name, status) => this.patchPodStatus(namespace, name, status),
       log: this.log,
       echoOutput: this.opts.echoOutput ?? process.env.SHADOWSET_SIM_VERBOSE === '1',

@@ -8,7 +8,7 @@ import type { CommandTable } from './commands.js';
 import { ContainerRunner } from './container-runner.js';
 import type { Backoff, ContainerHost, LaunchSpec } from './container-runner.js';
 import { containerEnv, expandVars } from './env.js';
-import { ContainerConfigError, prepareVolumes, rewritePaths } from './volumes.js';
+import { ContainerConfigError, prepareVolumes, rewritePaths, type PodVolumePlugin } from './volumes.js';
 import type { Labels } from './selectors.js';
 
 export interface PodRuntimeDeps {
@@ -18,7 +18,11 @@ export interface PodRuntimeDeps {
   node: { name: string; labels: Labels; ip: string };
   /** the pod's own directory */
   dir: string;
+  /** where its emptyDirs live (a short path: sockets in them must fit in 108 bytes) */
+  emptyDirBase?: string;
   podKubeconfig?: string;
+  /** CSI volumes: staged and published before containers start, undone when the pod goes */
+  volumes?: PodVolumePlugin;
   patchStatus(namespace: string, name: string, status: V1PodStatus): Promise<void>;
   log(line: string): void;
   echoOutput: boolean;
@@ -79,7 +83,9 @@ export class PodRuntime implements ContainerHost {
     const resolved = resolveCommand(this.deps.commands, c.command, c.args);
     if ('error' in resolved) throw new ContainerConfigError('CreateContainerError', resolved.error);
     const withIP: V1Pod = { ...this.pod, status: { ...this.pod.status, podIP: this.podIP, hostIP: this.deps.node.ip } };
-    const mappings = await prepareVolumes(this.deps.core, this.pod, c, this.root, this.deps.node);
+    const pluginPaths = this.deps.volumes ? await this.deps.volumes.setUp(this.pod, this.deps.node.name) : {};
+    const mappings = await prepareVolumes(this.deps.core, this.pod, c, this.root, this.deps.node,
+      { pluginPaths, ...(this.deps.emptyDirBase ? { emptyDirBase: this.deps.emptyDirBase } : {}) });
     const userEnv = await containerEnv(this.deps.core, withIP, c);
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
@@ -190,10 +196,14 @@ export class PodRuntime implements ContainerHost {
     };
   }
 
-  /** Pod deletion: stop every container (SIGTERM, SIGKILL after the grace period). */
+  /** Pod deletion: stop every container (SIGTERM, SIGKILL after the grace period), then its CSI volumes. */
   async terminate(graceSeconds: number): Promise<void> {
     this.gone = true;
     await Promise.all(this.runners.map((r) => r.stop(graceSeconds * 1000)));
+    if (this.deps.volumes) {
+      await this.deps.volumes.tearDown(this.pod, this.deps.node.name)
+        .catch((err: unknown) => this.deps.log(`volumes of ${this.namespace}/${this.name}: ${(err as Error).message}`));
+    }
   }
 
   /** The node failed: SIGKILL everything; report the pod not ready, as the node lifecycle controller would. */

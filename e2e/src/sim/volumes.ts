@@ -6,11 +6,14 @@
 // `<podRoot>/dev/xvda` → `/dev/loop3`. The process sees the pod-root paths, because every occurrence of a
 // devicePath (or mountPath) in the container's command, args and env values is rewritten to the pod-root
 // path, and SHADOWSET_SIM_POD_ROOT tells it the root for anything else.
-// Filesystem volumes (volumeMounts): emptyDir becomes a directory under the pod root, hostPath a symlink
-// (its directory made first when the type is DirectoryOrCreate),
+// Filesystem volumes (volumeMounts): emptyDir becomes a directory (kept under the simulator's `v/`, linked
+// from the pod root and from a short path given to the process), hostPath a symlink
+// (its directory made first when the type is DirectoryOrCreate; paths in the command name the host path),
 // secret a directory of files (one per key, or per `items` entry) written from the Secret when the container
 // starts, with the mode of `items[].mode` or `defaultMode` (the API server defaults it to 0644; 0400 if unset). Other volume kinds (configMap, projected…) are not supported and fail
 // the container.
+// Claims bound to CSI PVs are set up by a PodVolumePlugin (what kubelet does with a CSI driver: stage and
+// publish); the simulator only links the path the plugin answers into the pod root, like a local path.
 import type { CoreV1Api, V1Container, V1PersistentVolume, V1Pod, V1SecretVolumeSource } from '@kubernetes/client-node';
 import { chmod, mkdir, symlink, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -24,6 +27,18 @@ export interface PathMapping {
   localPath: string;
   /** what it points at, for block devices and hostPath */
   target?: string;
+}
+
+/**
+ * kubelet's volume manager for volumes the simulator cannot follow to a local path (CSI PVs): `setUp` runs
+ * before each container start (idempotent; it may wait a bounded time, or throw ContainerConfigError to be
+ * retried with back-off) and answers, per claim it handles, the host path the pod gets (the published
+ * device node or directory); `tearDown` runs once the pod's containers have stopped, before the pod is
+ * removed from the API.
+ */
+export interface PodVolumePlugin {
+  setUp(pod: V1Pod, node: string): Promise<Record<string, string>>;
+  tearDown(pod: V1Pod, node: string): Promise<void>;
 }
 
 /** A container cannot start (yet): becomes a Waiting state with this reason and message. */
@@ -91,7 +106,14 @@ export async function prepareVolumes(
   container: V1Container,
   podRoot: string,
   node: { name: string; labels: Labels },
+  extra: {
+    /** claim → host path from the PodVolumePlugin (CSI volumes) */
+    pluginPaths?: Record<string, string>;
+    /** where the pod's emptyDirs live (a short path), linked from the pod root */
+    emptyDirBase?: string;
+  } = {},
 ): Promise<PathMapping[]> {
+  const pluginPaths = extra.pluginPaths ?? {};
   const namespace = pod.metadata?.namespace ?? 'default';
   const volumes = new Map((pod.spec?.volumes ?? []).map((v) => [v.name, v]));
   const out: PathMapping[] = [];
@@ -102,13 +124,17 @@ export async function prepareVolumes(
       throw new ContainerConfigError('CreateContainerConfigError', `volumeDevice ${dev.name} is not a persistentVolumeClaim`);
     }
     const pv = await pvForClaim(core, namespace, claim);
-    const target = pv.spec?.local?.path ?? pv.spec?.hostPath?.path;
+    const published = pv.spec?.csi ? pluginPaths[claim] : undefined;
+    if (pv.spec?.csi && !published) {
+      throw new ContainerConfigError('CreateContainerConfigError', `persistentvolume ${pv.metadata?.name} is a CSI volume and no volume plugin set it up`);
+    }
+    const target = published ?? pv.spec?.local?.path ?? pv.spec?.hostPath?.path;
     if (!target) {
       throw new ContainerConfigError('CreateContainerConfigError',
         `persistentvolume ${pv.metadata?.name} is neither local nor hostPath`);
     }
     // A local PV is only reachable on the nodes its affinity names; kubelet would fail the mount.
-    if (!matchNodeSelector(pv.spec?.nodeAffinity?.required, node.name, node.labels)) {
+    if (!published && !matchNodeSelector(pv.spec?.nodeAffinity?.required, node.name, node.labels)) {
       throw new ContainerConfigError('CreateContainerConfigError',
         `persistentvolume ${pv.metadata?.name} is not reachable from node ${node.name} (node affinity)`);
     }
@@ -121,22 +147,45 @@ export async function prepareVolumes(
   for (const m of container.volumeMounts ?? []) {
     const vol = volumes.get(m.name);
     const localPath = localPathOf(podRoot, m.mountPath);
-    if (vol?.emptyDir) {
+    if (vol?.emptyDir && extra.emptyDirBase) {
+      // Kept outside the pod root and given to the process by that short path: a socket in it (the
+      // engine's) must fit in 108 bytes, which a pod root's path (its pod's and namespace's names) may not.
+      // The volume is one directory for all the pod's containers (`e/<volume>`); each mount is a link to it at
+      // `m/<mountPath>`, the path the process is given, and one at its place in the pod root.
+      const dir = join(extra.emptyDirBase, 'e', m.name);
+      const alias = join(extra.emptyDirBase, 'm', m.mountPath);
+      await mkdir(dir, { recursive: true });
+      for (const link of [alias, localPath]) {
+        await mkdir(dirname(link), { recursive: true });
+        await rm(link, { force: true, recursive: false }).catch(() => undefined);
+        await symlink(dir, link);
+      }
+      out.push({ containerPath: m.mountPath, localPath: alias, target: dir });
+    } else if (vol?.emptyDir) {
       await mkdir(localPath, { recursive: true });
       out.push({ containerPath: m.mountPath, localPath });
     } else if (vol?.secret) {
       await writeSecretVolume(core, namespace, vol.secret, localPath);
       out.push({ containerPath: m.mountPath, localPath });
+    } else if (vol?.persistentVolumeClaim && pluginPaths[vol.persistentVolumeClaim.claimName]) {
+      // a Filesystem CSI volume: the directory the plugin published
+      const target = pluginPaths[vol.persistentVolumeClaim.claimName]!;
+      await mkdir(dirname(localPath), { recursive: true });
+      await rm(localPath, { force: true, recursive: false }).catch(() => undefined);
+      await symlink(target, localPath);
+      out.push({ containerPath: m.mountPath, localPath, target });
     } else if (vol?.hostPath) {
       // As the kubelet does: DirectoryOrCreate makes the host directory (0755) when it is missing.
       if (vol.hostPath.type === 'DirectoryOrCreate') await mkdir(vol.hostPath.path, { recursive: true, mode: 0o755 });
       await mkdir(dirname(localPath), { recursive: true });
       await rm(localPath, { force: true, recursive: false }).catch(() => undefined);
       await symlink(vol.hostPath.path, localPath);
-      out.push({ containerPath: m.mountPath, localPath, target: vol.hostPath.path });
+      // The process is given the host path itself, not the link: a socket's path must fit in 108 bytes,
+      // which a pod root's path (its pod's and namespace's names in it) can exceed.
+      out.push({ containerPath: m.mountPath, localPath: vol.hostPath.path, target: vol.hostPath.path });
     } else {
       throw new ContainerConfigError('CreateContainerConfigError',
-        `volume ${m.name}: only emptyDir, hostPath and secret mounts are simulated`);
+        `volume ${m.name}: only emptyDir, hostPath, secret and CSI claim mounts are simulated`);
     }
   }
   return out;

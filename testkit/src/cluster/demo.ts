@@ -1,7 +1,9 @@
 /**
- * The README's first command: the embedded default. A local control plane (built from Go modules on
- * first use), the CRDs, a simulated node, two file-backed members as local block PVs, the operator, and
- * an example two-member ShadowSet. Prints what to try; Ctrl-C tears everything down.
+ * The README's first command: the embedded default. As root (with qemu-storage-daemon, loop devices and
+ * FUSE) the PVC path (pvc-demo.ts): a PVC of the shadowset StorageClass provisioned by the CSI driver and a
+ * pod writing to it. Otherwise, saying why, what it showed before: a local control plane (built from Go
+ * modules on first use), the CRDs, a simulated node, two file-backed members as local block PVs, the
+ * operator, and an example two-member ShadowSet. Prints what to try; Ctrl-C tears everything down.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,12 +12,23 @@ import { pino } from 'pino';
 import { waitFor } from '@shadowset/e2e';
 import { API_VERSION, R } from '@shadowset/operator';
 import { LocalCluster } from './local-cluster.js';
+import { runPvcDemo } from './pvc-demo.js';
+import { pvcPathUnavailable } from './pvc-path.js';
 import { ensureTools } from './tools.js';
 
 const NS = 'demo';
 const say = (s: string) => process.stdout.write(`demo: ${s}\n`);
 
 export async function runDemo(o: { memberMiB: number }): Promise<void> {
+  const why = pvcPathUnavailable();
+  if (why === null) return runPvcDemo({ volumeMiB: o.memberMiB });
+  say(`the PVC path (a StorageClass, a PVC and a pod through the CSI driver) needs root: ${why}.`);
+  say('showing a hand-made ShadowSet instead (run as root for the PVC path).');
+  return runSetDemo(o);
+}
+
+/** Without root: a hand-made two-member ShadowSet and its authenticated NBD export. */
+async function runSetDemo(o: { memberMiB: number }): Promise<void> {
   say('starting the local control plane (etcd + kube-apiserver; built from Go modules on first use, which takes a few minutes)…');
   const cluster = new LocalCluster({ name: 'demo', log: pino({ level: 'warn', base: { component: 'operator' } }) });
   let stopping = false;

@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { pino, type Logger } from 'pino';
-import { startControlPlane, NodeSimulator, createBackingDevice, waitFor, PROJECT_IMAGE, type ControlPlane, type BackingDevice, type SimulatedNodeSpec } from '@shadowset/e2e';
+import { startControlPlane, NodeSimulator, createBackingDevice, waitFor, PROJECT_IMAGE, type ControlPlane, type BackingDevice, type CommandTable, type PodVolumePlugin, type SimulatedNodeSpec } from '@shadowset/e2e';
 import { buildCrds, Kube, Operator, R, rawRequest, type Hooks } from '@shadowset/operator';
 
 /**
@@ -63,12 +63,18 @@ export class LocalCluster {
     this.operatorPods = { namespace: 'default', labels: { 'app.kubernetes.io/name': `shadowset-${opts.name}` } };
   }
 
-  /** Control plane, CRDs, simulated nodes, then the operator. */
-  async start(nodes: (string | SimulatedNodeSpec)[], o: { podKubeconfig?: boolean } = {}): Promise<void> {
+  /**
+   * Control plane, CRDs, simulated nodes, then the operator. `volumes` sets up pods' CSI volumes (the
+   * kubelet's part), `commands` adds programs pods may run, `simWorkDir` holds the pods' directories.
+   */
+  async start(nodes: (string | SimulatedNodeSpec)[], o: { podKubeconfig?: boolean; volumes?: PodVolumePlugin; commands?: CommandTable; simWorkDir?: string } = {}): Promise<void> {
     this.cp = await startControlPlane();
     this.kube = new Kube(this.cp.kubeConfig);
     await installCrds(this.cp);
-    this.sim = await NodeSimulator.start({ kubeConfig: this.cp.kubeConfig, nodes, ...(o.podKubeconfig ? { podKubeconfig: this.cp.kubeconfigPath } : {}) });
+    this.sim = await NodeSimulator.start({
+      kubeConfig: this.cp.kubeConfig, nodes, ...(o.podKubeconfig ? { podKubeconfig: this.cp.kubeconfigPath } : {}),
+      ...(o.volumes ? { volumes: o.volumes } : {}), ...(o.commands ? { commands: o.commands } : {}), ...(o.simWorkDir ? { workDir: o.simWorkDir } : {}),
+    });
     this.op = new Operator({
       kubeConfig: this.cp.kubeConfig, log: this.opts.log ?? pino({ level: process.env.OPERATOR_LOG ?? 'silent' }), engineImage: `${PROJECT_IMAGE}:dev`,
       leaderElection: { namespace: 'default', identity: this.opts.name },
