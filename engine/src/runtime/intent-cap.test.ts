@@ -152,15 +152,16 @@ test('while the cap is being kept, a write to a newly marked group never reaches
   assert.deepEqual(markedWhenIssued, devs.map(() => true), 'each member\'s log had group 2 when the write reached it');
 });
 
-test('one flush clears a quarter of the cap or more: 32 groups written in turn under a cap of 8 take at most 12 flushes', async (t) => {
+test('one flush clears a quarter of the cap or more: 32 groups written in turn under a cap of 8 take at most 10 flushes', async (t) => {
   const { set, flushes } = await setWithCap(8 * GROUP);
   t.after(() => set.stop());
   for (let g = 0; g < 32; g++) await set.write(g * GROUP + 8192, Buffer.alloc(4096, g + 1), false);
   await set.tracker.capSettled();
   const { evictions, evicted } = set.tracker.stats;
-  // 24 groups had to be cleared; clearing one group per flush (down to just under the cap) took 24 flushes.
-  assert.ok(evictions > 0 && evictions <= 12, `${evictions} flushes to keep the cap (${evicted} chunks cleared)`);
-  assert.ok(flushes() <= 2 * 12, `${flushes()} member flushes`);
+  // 24 or more groups had to be cleared. Clearing at the cap down to 7/8 of it (two groups per flush) took
+  // 12 flushes; from 3/4 of it down to half, three groups or more go per flush (9 flushes in this test).
+  assert.ok(evictions > 0 && evictions <= 10, `${evictions} flushes to keep the cap (${evicted} chunks cleared)`);
+  assert.ok(flushes() <= 2 * 10, `${flushes()} member flushes`);
   assert.ok(set.tracker.wil.count <= 8 * 16);
 });
 
