@@ -38,9 +38,13 @@ async function randwriteRun(rig, cfg, round, variant) {
   const r = {
     round, intentLog, variant, iops: fio.iops, clatP99Us: fio.clatP99Us, serverCpuPct: cpuPct, dirtyChunksAtEnd: end.intentLog.dirtyChunks,
     capChunks: end.intentLog.capChunks ?? 0, evictions: end.intentLog.evictions ?? 0, peakRssMiB,
+    // Per 1,000 writes the log saw (ramp included): metadata writes (marks and clears) and member flushes made to keep the cap.
+    writesSeen: end.intentLog.writes ?? 0, persists: end.intentLog.persists ?? 0,
   };
+  const per1k = (n) => (r.writesSeen > 0 ? ((n * 1000) / r.writesSeen).toFixed(1) : '-');
   console.log(`  round ${round} 4k randwrite QD16 ${LABEL[variant]} ${fmtNum(r.iops)} IOPS ` +
     `(p99 ${r.clatP99Us === null ? '-' : (r.clatP99Us / 1000).toFixed(2)} ms, engine CPU ${r.serverCpuPct === null ? '-' : r.serverCpuPct.toFixed(0)} %, ` +
-    `${fmtNum(r.dirtyChunksAtEnd)} chunks marked at the end${r.capChunks ? ` of a cap of ${fmtNum(r.capChunks)}, ${fmtNum(r.evictions)} evictions` : ''})`);
+    `${fmtNum(r.dirtyChunksAtEnd)} chunks marked at the end${r.capChunks ? ` of a cap of ${fmtNum(r.capChunks)}, ${fmtNum(r.evictions)} evictions` : ''}` +
+    `${intentLog ? `; per 1,000 writes: ${per1k(r.persists)} metadata writes, ${per1k(r.evictions)} flushes to keep the cap` : ''})`);
   return r;
 }

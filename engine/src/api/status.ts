@@ -64,6 +64,8 @@ export const statusSchema = z.object({
   intentLog: z.object({
     dirtyChunks: z.number(),
     enabled: z.boolean(),
+    /** Writes noted by the log (whether or not they marked anything new). */
+    writes: z.number().optional(),
     /** Metadata writes made to mark chunks (each forced to media), pages written, time spent, bits cleared. */
     persists: z.number().default(0),
     pages: z.number().default(0),

@@ -46,6 +46,8 @@ test('a write to each of 32 groups in turn keeps at most the cap (4 groups) mark
     assert.ok(set.tracker.wil.count <= 64, `after group ${g}: ${set.tracker.wil.count} chunks marked, cap 64`);
     for (const d of devs) assert.ok(loggedOn(d).count <= 64, `after group ${g}: ${loggedOn(d).count} chunks in ${d.location}'s log`);
   }
+  // Clearing runs in the background once the log nears its cap: let the last one finish.
+  await set.tracker.capSettled();
   // Least recently written first: the last group written and the ones just before it are the ones kept.
   const kept = groupsOf(set.tracker.wil);
   assert.ok(kept.includes(31) && kept.every((g) => g >= 27), `kept groups ${kept.join(',')}`);
@@ -148,4 +150,48 @@ test('while the cap is being kept, a write to a newly marked group never reaches
   release();
   await Promise.all([first, next]);
   assert.deepEqual(markedWhenIssued, devs.map(() => true), 'each member\'s log had group 2 when the write reached it');
+});
+
+test('one flush clears a quarter of the cap or more: 32 groups written in turn under a cap of 8 take at most 10 flushes', async (t) => {
+  const { set, flushes } = await setWithCap(8 * GROUP);
+  t.after(() => set.stop());
+  for (let g = 0; g < 32; g++) await set.write(g * GROUP + 8192, Buffer.alloc(4096, g + 1), false);
+  await set.tracker.capSettled();
+  const { evictions, evicted } = set.tracker.stats;
+  // 24 or more groups had to be cleared. Clearing at the cap down to 7/8 of it (two groups per flush) took
+  // 12 flushes; from 3/4 of it down to half, three groups or more go per flush (9 flushes in this test).
+  assert.ok(evictions > 0 && evictions <= 10, `${evictions} flushes to keep the cap (${evicted} chunks cleared)`);
+  assert.ok(flushes() <= 2 * 10, `${flushes()} member flushes`);
+  assert.ok(set.tracker.wil.count <= 8 * 16);
+});
+
+test('clearing starts before the cap is reached and holds no write back until the log is at its cap; then the write that would pass it waits', async (t) => {
+  const { set, devs } = await setWithCap(4 * GROUP);
+  t.after(() => set.stop());
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  t.after(() => release()); // after-hooks run last-in first-out: before the set's stop, which flushes
+  let flushesAsked = 0;
+  for (const d of devs) {
+    const flush = d.flush.bind(d);
+    d.flush = async () => {
+      flushesAsked++;
+      await held;
+      await flush();
+    };
+  }
+  // Four groups: the fourth takes the log past 3/4 of its cap, and clearing starts (its flush is held).
+  for (let g = 0; g < 4; g++) await set.write(g * GROUP, Buffer.alloc(4096, g + 1), false);
+  assert.ok(flushesAsked > 0, 'clearing started before the log reached its cap');
+  assert.equal(set.tracker.wil.count, 64, 'the log is at its cap, and no write waited for the held flush');
+  // A fifth group would pass the cap: that write waits until the clearing is done.
+  let done = false;
+  const fifth = set.write(4 * GROUP, Buffer.alloc(4096, 5), false).then(() => (done = true));
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(done, false, 'the write that passes the cap waited for the clearing');
+  release();
+  await fifth;
+  await set.tracker.capSettled();
+  assert.ok(set.tracker.wil.count <= 64, `${set.tracker.wil.count} chunks marked after the clearing`);
+  assert.deepEqual(await set.read(4 * GROUP, 4096), Buffer.alloc(4096, 5));
 });

@@ -19,7 +19,7 @@ import type { BlockBackend } from '../../ports/block-backend.js';
 import { FileBackend } from './file-backend.js';
 import type { Assignment } from './io-worker.js';
 import {
-  allocRing, COMP_HEAD, CTL_INTS, OP_READ, OP_WRITE, OP_WRITE_FUA, SLOT_BYTES, SLOTS, STOP, SUB_HEAD,
+  allocRing, COMP_HEAD, CTL_INTS, OP_READ, OP_WRITE, SLOT_BYTES, SLOTS, STOP, SUB_HEAD,
   WORKER_IDLE,
 } from './ring-protocol.js';
 
@@ -229,10 +229,15 @@ export class RingBackend implements BlockBackend {
     return this.file.read(buf, offset);
   }
 
+  /**
+   * A FUA write goes through the thread pool, as a flush does: forced to media it can take milliseconds,
+   * and on the ring it would hold up every request queued behind it (each new mark of the write-intent
+   * log is one, so under writes spread over the unit the data writes stalled behind them).
+   */
   write(buf: Buffer, offset: number, fua: boolean): Promise<void> {
     if (this.closed) return Promise.reject(this.closed);
-    if (buf.length <= SLOT_BYTES) {
-      const p = this.submit(fua ? OP_WRITE_FUA : OP_WRITE, offset, buf.length, buf, null);
+    if (buf.length <= SLOT_BYTES && !fua) {
+      const p = this.submit(OP_WRITE, offset, buf.length, buf, null);
       if (p) return p;
     }
     return this.file.write(buf, offset, fua);
