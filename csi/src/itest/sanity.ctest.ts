@@ -128,7 +128,9 @@ test('csi-sanity passes against the driver (controller on the local control plan
   const server = await startServer({
     endpoint: `unix://${join(dir, 'csi.sock')}`, csi: loadCsi(), log,
     identity: identityService({ controller: true }),
-    controller: controllerService({ kube, namespace: NS, log }),
+    // Publish waits for the stand-in engine to start and say so; on a loaded machine that takes more than
+    // the driver's default 5 s, and csi-sanity does not retry.
+    controller: controllerService({ kube, namespace: NS, log, publishWaitMs: 30_000 }),
     node: nodeService({ nodeId: NODE, kubeletDir: kubelet, unitSocketDir: units, stateDir: join(dir, 'state'), exportName: 'shadow', reconnectDelaySeconds: 10, socketWaitSeconds: 15 }),
   });
   t.after(() => server.close());
