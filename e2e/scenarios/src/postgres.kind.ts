@@ -8,8 +8,10 @@
 // minicopy). Then pg_amcheck finds nothing, pgbench's own balances add up, and the members are identical.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { DOCKER, ensureKindToolchain, waitFor } from '@shadowset/e2e';
+import { ensureTools } from '@shadowset/testkit/cluster/tools';
 import type { KindEnv } from './env/kind-env.js';
 import { run } from './support/exec.js';
 import { clientPod, parseBench, statefulSet, type BenchResult, type PgUser } from './support/postgres.js';
@@ -26,6 +28,7 @@ const UNIT_MIB = 384;
 const MEMBER_MIB = UNIT_MIB + 16; // the unit, the engine's 8 MiB header, and room to spare
 const TIMEOUT_S = 10;
 const SCALE = 5;
+const BENCH_DEADLINE_MS = 900_000;
 const kind = process.env.E2E_CLUSTER === 'kind';
 
 interface Obj { metadata: { name: string; uid?: string }; spec?: Record<string, unknown>; status?: Record<string, unknown> }
@@ -99,23 +102,44 @@ async function sql(query: string, timeoutMs = 60_000): Promise<string> {
 }
 const historyRows = async () => Number(await sql('select count(*) from pgbench_history'));
 
-/** pgbench's TPC-B-like script, 4 clients for `seconds`, bounded by a deadline of its own. */
-async function bench(seconds: number): Promise<BenchResult> {
+/**
+ * pgbench's TPC-B-like script: 4 clients, `perClient` transactions each (a fixed count, so a run cannot end
+ * before the fault that is meant to hit it), progress every 5 s, under a deadline of its own. Its output is
+ * streamed: `running` resolves at the first progress line that shows transactions completing, the moment a
+ * fault is injected (polling the database from here is too slow on a loaded machine to say when).
+ */
+async function bench(perClient: number): Promise<{ running: Promise<void>; done: Promise<BenchResult>; ended: () => boolean }> {
   const db = await readyDb('the database pod Ready');
-  const r = await client(['pgbench', '-h', db.ip, '-c', '4', '-j', '2', '-T', String(seconds), '-P', '5', '-n', 'bench'], seconds * 1000 + 300_000);
-  return parseBench(r.code, r.out);
-}
-/** Starts pgbench and returns once it has committed some transactions (the history grows). */
-async function benchRunning(seconds: number): Promise<Promise<BenchResult>> {
-  const h0 = await historyRows();
-  const done = bench(seconds);
+  let out = '';
   let ended = false;
-  void done.then(() => (ended = true));
-  await waitFor('pgbench to commit transactions', async () => {
-    if (ended) throw new Error(`pgbench ended before the fault: ${(await done).output}`);
-    return (await historyRows()) > h0 + 100 ? true : undefined;
-  }, { timeoutMs: 120_000, intervalMs: 1000 });
-  return done;
+  let progressed!: () => void;
+  const running = new Promise<void>((resolve) => (progressed = resolve));
+  const child = spawn(ensureTools().kubectl, ['--kubeconfig', env!.kubeconfigPath, 'exec', '-n', NS, CLIENT, '--',
+    'pgbench', '-h', db.ip, '-c', '4', '-j', '2', '-t', String(perClient), '-P', '5', '-n', 'bench'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const onData = (b: Buffer) => {
+    out += b.toString('utf8');
+    if (/^progress: [\d.]+ s, [1-9]/m.test(out)) progressed();
+  };
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
+  const timer = setTimeout(() => child.kill('SIGKILL'), BENCH_DEADLINE_MS);
+  const done = new Promise<BenchResult>((resolve) => child.once('close', (code) => {
+    clearTimeout(timer);
+    ended = true;
+    progressed();
+    resolve(parseBench(code, out));
+  }));
+  return { running, done, ended: () => ended };
+}
+/**
+ * Starts pgbench and returns once it has committed transactions; it must still be running then. (The result
+ * is wrapped: an async function that returned the run's promise itself would wait for the whole run.)
+ */
+async function benchRunning(perClient: number): Promise<{ done: Promise<BenchResult> }> {
+  const b = await bench(perClient);
+  await b.running;
+  if (b.ended()) throw new Error(`pgbench ended before the fault: ${(await b.done).output}`);
+  return { done: b.done };
 }
 const clean = (b: BenchResult, what: string) => {
   assert.equal(b.code, 0, `${what}: pgbench exited ${b.code}: ${b.errors.join(' | ') || b.output.slice(-2000)}`);
@@ -163,7 +187,7 @@ if (kind) {
   chain.scenario('(a) the engine is killed under pgbench: I/O waits in the NBD client, the engine comes back and merges, pgbench completes without error', async (note) => {
     const before = await enginePod();
     const restarts = before?.status?.containerStatuses?.find((c) => c.name === 'engine')?.restartCount ?? 0;
-    const done = await benchRunning(120);
+    const { done } = await benchRunning(600);
     const t0 = Date.now();
     await env!.killEngine(NS, state.set!);
     const back = await waitFor('the engine container restarted and Ready', async () => {
@@ -186,13 +210,13 @@ if (kind) {
     assert.ok(!logSince(log, t0, 'CopyStarted').length, 'no copy');
     note(`engine on ${back.spec.nodeName} killed; Ready again ${secs(readyAfter)} later; ${merges[0]!.match(/"chunks":\d+/)?.[0] ?? ''}; Steady ${secs(Date.now() - t0)} after the kill; events: ${reasons(await eventsSince(t0))}`);
     note(`pgbench: ${b.processed} transactions, 0 failed; ${end - mid} of them after the engine was back; the longest time with none completing: ${b.longestStallS} s`);
-  }, 600_000);
+  }, 1_200_000);
 
   chain.scenario('(b) the pod is deleted with its node cordoned: it comes back on the other worker, the engine follows with no merge and no copy, pgbench completes after the move', async (note) => {
     const from = (await readyDb('pg-0 Ready')).node;
     const to = env!.nodes.find((n) => n !== from)!;
     const engineBefore = await enginePod();
-    const done = await benchRunning(60);
+    const { done } = await benchRunning(2000);
     await env!.kubectl(['cordon', from]);
     const t0 = Date.now();
     try {
@@ -202,7 +226,7 @@ if (kind) {
       // Postgres's fast stop ends the sessions of a pgbench that was running: that run is not expected to pass.
       const during = await done;
       note(`pgbench during the move: exit ${during.code}, ${during.processed} transactions; ${during.errors.slice(0, 3).join(' | ') || 'no error printed'}`);
-      const afterMove = await bench(30);
+      const afterMove = await (await bench(200)).done;
       clean(afterMove, 'pgbench after the move');
       const engine = await enginePod();
       assert.equal(engine?.spec.nodeName, to, 'the engine runs beside the database');
@@ -218,12 +242,12 @@ if (kind) {
     } finally {
       await env!.kubectl(['uncordon', from]);
     }
-  }, 600_000);
+  }, 1_200_000);
 
   chain.scenario('(c) the worker of the other member loses power under pgbench: the member is removed with a bitmap, returns by minicopy when the node boots, pgbench completes', async (note) => {
     const db = await readyDb('pg-0 Ready');
     const away = (await members()).find((m) => m.node !== db.node)!;
-    const done = await benchRunning(150);
+    const { done } = await benchRunning(1000);
     const t0 = Date.now();
     await env!.failNode(away.node, 'poweroff');
     const faulted = await watch!.until(`${away.name} removed`, (s) => memberState(s, away.name) === 'Faulted', 120_000);
@@ -241,7 +265,7 @@ if (kind) {
     const b = await done;
     clean(b, 'pgbench through the member node\'s loss');
     note(`${away.name} on ${away.node}: Faulted in status ${secs(removedAfter)} after the power went (timeout ${TIMEOUT_S} s), WriteBitmap ${(bitmap.metadata as { name: string }).name}; node Ready ${secs(booted)} after power returned; back by a minicopy of ${bytes} bytes, Steady ${secs(Date.now() - t1)} after; pgbench ${b.processed} transactions, 0 failed, the longest time with none completing ${b.longestStallS} s`);
-  }, 600_000);
+  }, 1_200_000);
 
   chain.scenario('afterwards: pg_amcheck finds nothing, pgbench\'s balances add up, and the members are identical', async (note) => {
     const db = await readyDb('pg-0 Ready');
