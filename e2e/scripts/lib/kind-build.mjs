@@ -9,6 +9,7 @@ import { cacheRoot, downloadModule, log } from './build-util.mjs';
 import { buildSidecarBinaries, buildSidecarImages } from './csi-sidecars.mjs';
 import { buildEtcd, buildKindTools, buildKubernetes, goInstall } from './go-builds.mjs';
 import { ensureDebianPackages, ensureDockerd, DOCKER } from './dockerd.mjs';
+import { postgresImage } from './pg-image.mjs';
 import { buildImage, componentImages, containerdConfig, netBaseImage, nodeBaseImage, nodeImage, pruneStale } from './kind-images.mjs';
 
 const KIND_VERSION = process.env.SHADOWSET_KIND_VERSION ?? 'v0.30.0';
@@ -79,6 +80,8 @@ export async function buildKind(gover, { k8sVersion, kubeApiserver }) {
     });
     // Not preloaded into the node image: `kind load`ed with the project's image when the chart's CSI path is on.
     const csiSidecars = await buildSidecarImages(work, buildImage, sidecars);
+    // Not preloaded either: the database consumer's image (pg-image.mjs), `kind load`ed by its scenario.
+    const postgres = await postgresImage(work);
     const pauseRef = required.find((r) => r.includes('/pause:'));
     const images = [...required, shadownetRef];
     const nodeImageRef = await nodeImage(work, {
@@ -106,6 +109,7 @@ export async function buildKind(gover, { k8sVersion, kubeApiserver }) {
       baseImage: netBase.tag,
       preloaded: images,
       csiSidecars,
+      postgres,
       etcdVersion,
       corednsVersion,
     };

@@ -45,8 +45,8 @@ function place(src, dst) {
 }
 
 /** A Debian root filesystem made by mmdebstrap and imported as an image; `hook` customizes the tree. */
-async function debianImage(work, { name, variant, packages, hook, changes }) {
-  const key = hashInputs([`recipe ${RECIPE}`, SUITE, variant, ...MIRRORS, ...packages, ...DPKG_EXCLUDES, ...changes, ...(hook?.inputs ?? [])]);
+export async function debianImage(work, { name, variant, packages, hook, changes }) {
+  const key = hashInputs([`recipe ${RECIPE}`, SUITE, variant, ...MIRRORS, ...packages, ...DPKG_EXCLUDES, ...changes, ...(hook?.essential ? [hook.essential] : []), ...(hook?.inputs ?? [])]);
   const tag = `shadowset.local/${name}:${key}`;
   current.add(tag);
   if (imageExists(tag)) {
@@ -57,6 +57,7 @@ async function debianImage(work, { name, variant, packages, hook, changes }) {
   const tar = join(work, `${name}.tar`);
   const args = [`--variant=${variant}`, '--mode=root', '--format=tar', `--include=${packages.join(',')}`];
   for (const x of DPKG_EXCLUDES) args.push(`--dpkgopt=path-exclude=${x}`);
+  if (hook?.essential) args.push(`--essential-hook=${hook.essential}`);
   if (hook) args.push(`--customize-hook=${hook.command}`);
   args.push(SUITE, tar, ...MIRRORS);
   log(`image ${tag}: mmdebstrap ${SUITE} (${packages.length} packages; downloads from Debian's mirror)`);

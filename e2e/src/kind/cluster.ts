@@ -30,6 +30,8 @@ export interface KindToolchain {
   preloaded: string[];
   /** the CSI sidecars' images (shadowset.local/csi-provisioner:v6.4.0, …), built here, not preloaded */
   csiSidecars: string[];
+  /** PostgreSQL from Debian's packages (e2e/scripts/lib/pg-image.mjs), built here, not preloaded */
+  postgres?: { ref: string; tag: string; uid: number; gid: number };
 }
 
 export const POD_SUBNET = '10.244.0.0/16';

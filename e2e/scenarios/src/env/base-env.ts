@@ -90,8 +90,8 @@ export abstract class BaseEnv implements ClusterEnv {
   abstract logs(ns: string, pod: string, container: string): Promise<string>;
   protected abstract operatorLogTail(): Promise<string>;
 
-  kubectl(args: string[], opts: { input?: string; allowFail?: boolean } = {}): Promise<RunResult> {
-    return run(ensureTools().kubectl, ['--kubeconfig', this.kubeconfigPath, '--cache-dir', join(this.workDir, 'kubectl-cache'), ...args], { ...opts, timeoutMs: 120_000 });
+  kubectl(args: string[], opts: { input?: string; allowFail?: boolean; timeoutMs?: number } = {}): Promise<RunResult> {
+    return run(ensureTools().kubectl, ['--kubeconfig', this.kubeconfigPath, '--cache-dir', join(this.workDir, 'kubectl-cache'), ...args], { ...opts, timeoutMs: opts.timeoutMs ?? 120_000 });
   }
 
   /**

@@ -56,7 +56,8 @@ export interface ClusterEnv {
   readonly workDir: string;
 
   /** The real kubectl against this cluster; rejects on a non-zero exit unless allowFail. */
-  kubectl(args: string[], opts?: { input?: string; allowFail?: boolean }): Promise<RunResult>;
+  /** (timeoutMs: 120 s unless given, e.g. for a long `kubectl exec`) */
+  kubectl(args: string[], opts?: { input?: string; allowFail?: boolean; timeoutMs?: number }): Promise<RunResult>;
   /** `kubectl apply -f` of YAML text (saved under workDir as `name`). */
   apply(name: string, yamlText: string, opts?: { allowFail?: boolean }): Promise<RunResult>;
   createNamespace(ns: string): Promise<void>;

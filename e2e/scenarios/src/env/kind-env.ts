@@ -51,6 +51,8 @@ export class KindEnv extends BaseEnv {
     private readonly say?: (line: string) => void,
     /** the chart's csi values (csi.enabled is implied); the sidecar images built here are loaded first */
     private readonly csi?: Record<string, unknown>,
+    /** more images built here (never pulled) to `kind load` into the nodes, e.g. a workload's */
+    private readonly images: readonly string[] = [],
   ) {
     super(workDir);
   }
@@ -60,13 +62,13 @@ export class KindEnv extends BaseEnv {
    * the scenarios' tools on this machine (mounts, FUSE) are needed too; `log`: progress lines (the cluster's
    * creation and each step after it).
    */
-  static async start(name: string, o: { cluster?: string; hostTools?: boolean; log?: (line: string) => void; csi?: Record<string, unknown> } = {}): Promise<KindEnv> {
+  static async start(name: string, o: { cluster?: string; hostTools?: boolean; log?: (line: string) => void; csi?: Record<string, unknown>; images?: string[] } = {}): Promise<KindEnv> {
     const missing: string[] = [];
     if (process.getuid?.() !== 0) missing.push('root (loop devices in the nodes; the filesystem scenario mounts on this machine)');
     if (!(await available(DOCKER, ['--version']))) missing.push('Debian\'s docker.io (npm run cluster:build -- --kind installs it)');
     if (o.hostTools !== false) for (const t of HOST_TOOLS) if (!(await available('sh', ['-c', `command -v ${t}`]))) missing.push(t);
     if (missing.length > 0) throw new Error(`E2E_CLUSTER=kind needs: ${missing.join(', ')}. Without them run the local mode (unset E2E_CLUSTER).`);
-    return BaseEnv.booted(new KindEnv(await BaseEnv.makeWorkDir(name), o.cluster ?? process.env.E2E_KIND_CLUSTER ?? 'shadowset-e2e', o.log, o.csi));
+    return BaseEnv.booted(new KindEnv(await BaseEnv.makeWorkDir(name), o.cluster ?? process.env.E2E_KIND_CLUSTER ?? 'shadowset-e2e', o.log, o.csi, o.images));
   }
 
   protected async boot(): Promise<void> {
@@ -94,6 +96,10 @@ export class KindEnv extends BaseEnv {
         this.say?.(`loading ${ref} into the nodes…`);
         await session.loadImage(ref);
       }
+    }
+    for (const ref of this.images) {
+      this.say?.(`loading ${ref} into the nodes…`);
+      await session.loadImage(ref);
     }
     this.say?.(`installing the chart (helm upgrade --install ${RELEASE} -n ${RELEASE_NS})…`);
     await this.installRelease();
