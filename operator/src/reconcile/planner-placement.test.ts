@@ -101,3 +101,22 @@ test('unit socket directory: only <dir>/<namespace>/<set>, never a path that cou
     assert.equal(unitSocketHostDir(dir, ns, name), null, `${dir} ${ns} ${name}`);
   }
 });
+
+test('a new engine is not started while a member server still serves a member it will attach (the old engine\'s path to it): the server is deleted first', () => {
+  // The engine ran on n1 and reached b through b's member server on n2; now the consumer is on n2 and the
+  // engine pod is gone (moved, or its node lost). Until that server is gone, an engine on n1 that is cut off
+  // rather than stopped could still write b through it.
+  const serverB = pod('vol-member-b', ['b'], '127.11.0.8', { node: 'n2' });
+  const p = plan(observed({ claims, attachments: [va('csi-2', 'n2', 9)], memberServers: { a: serverA, b: serverB } }));
+  assert.equal(created(p.actions), undefined, 'no engine pod yet');
+  assert.deepEqual(p.actions.filter((a) => a.kind === 'deleteMemberServer').map((a) => (a as { name: string }).name), ['vol-member-b']);
+  assert.match(p.status.conditions?.find((c) => c.type === 'Ready')?.message ?? '', /member server.*b/);
+  // Still stopping: not deleted again, still no engine.
+  const stopping = plan(observed({ claims, attachments: [va('csi-2', 'n2', 9)], memberServers: { a: serverA, b: { ...serverB, deleting: true } } }));
+  assert.equal(created(stopping.actions), undefined);
+  assert.ok(!stopping.actions.some((a) => a.kind === 'deleteMemberServer'));
+  // Gone: the engine starts on n2 with b as its device and a through its server.
+  const next = created(plan(observed({ claims, attachments: [va('csi-2', 'n2', 9)], memberServers: { a: serverA } })).actions)!;
+  assert.equal(next.spec.nodeName, 'n2');
+  assert.deepEqual(next.spec.containers[0]!.args.slice(0, 5), ['serve', '--member', '/dev/shadow/b', '--member', 'nbds://127.11.0.9:10810/member']);
+});
