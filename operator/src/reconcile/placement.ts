@@ -52,3 +52,18 @@ export function unitSocketHostDir(dir: string, namespace: string, name: string):
   for (const n of [namespace, name]) if (n.length > 253 || !NAME.test(n) || n.split('.').some((p) => p === '')) return null;
   return `${dir.replace(/\/+$/, '')}/${namespace}/${name}`;
 }
+
+export const OUT_OF_SERVICE_TAINT = 'node.kubernetes.io/out-of-service';
+
+/**
+ * Why a node cannot run a member server now, or null: gone, tainted out-of-service (the administrator says it
+ * is shut down: Kubernetes' non-graceful node shutdown) or not Ready. A member on such a node is not waited
+ * for when an engine starts: a member server there would never run.
+ */
+export function nodeDown(node: { spec?: unknown; status?: unknown } | null): string | null {
+  if (!node) return 'no such node';
+  const taints = ((node.spec ?? {}) as { taints?: { key?: string }[] }).taints ?? [];
+  if (taints.some((t) => t.key === OUT_OF_SERVICE_TAINT)) return `tainted ${OUT_OF_SERVICE_TAINT}`;
+  const ready = ((node.status ?? {}) as { conditions?: { type?: string; status?: string }[] }).conditions?.find((c) => c.type === 'Ready');
+  return ready?.status === 'True' ? null : `not Ready (${ready?.status ?? 'no Ready condition'})`;
+}

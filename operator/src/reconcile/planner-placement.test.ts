@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { configHash, configText, engineConfig } from './engine-config.js';
 import { claim, engine, events, kinds, observed, pod, spec } from './fixtures.js';
-import { unitSocketHostDir } from './placement.js';
+import { nodeDown, unitSocketHostDir } from './placement.js';
 import { plan } from './planner.js';
 import type { Action, AttachmentInfo, Observed } from './types.js';
 
@@ -119,4 +119,33 @@ test('a new engine is not started while a member server still serves a member it
   const next = created(plan(observed({ claims, attachments: [va('csi-2', 'n2', 9)], memberServers: { a: serverA } })).actions)!;
   assert.equal(next.spec.nodeName, 'n2');
   assert.deepEqual(next.spec.containers[0]!.args.slice(0, 5), ['serve', '--member', '/dev/shadow/b', '--member', 'nbds://127.11.0.9:10810/member']);
+});
+
+test('a member whose node is down (NotReady, or tainted out-of-service) is not waited for: no member server is made there and the engine starts without it', () => {
+  // The consumer moved to n2 after n1 died: a member server on n1 would never run (the taint evicts it,
+  // the operator makes it again), and waiting for it kept the new engine from ever starting.
+  const down = { n1: 'NotReady' };
+  const p = plan(observed({ claims, attachments: [va('csi-2', 'n2', 9)], nodesDown: down }));
+  assert.ok(!p.actions.some((a) => a.kind === 'createMemberServer'), JSON.stringify(kinds(p.actions)));
+  const podObj = created(p.actions)!;
+  assert.equal(podObj.spec.nodeName, 'n2');
+  assert.deepEqual(podObj.spec.containers[0]!.args.slice(0, 3), ['serve', '--member', '/dev/shadow/b']);
+  assert.ok(!podObj.spec.containers[0]!.args.includes('nbds://127.11.0.9:10810/member'));
+  // A server left there (being evicted) is not waited for either.
+  const evicted = plan(observed({ claims, attachments: [va('csi-2', 'n2', 9)], nodesDown: down, memberServers: { a: { ...serverA, ready: false, deleting: true } } }));
+  assert.equal(created(evicted.actions)?.spec.nodeName, 'n2');
+  // The node up: the member server is made and waited for, as before.
+  const up = plan(observed({ claims, attachments: [va('csi-2', 'n2', 9)] }));
+  assert.ok(up.actions.some((a) => a.kind === 'createMemberServer'));
+  assert.equal(created(up.actions), undefined);
+});
+
+test('nodeDown: gone, tainted out-of-service or not Ready is down; Ready and untainted is not', () => {
+  const ready = { type: 'Ready', status: 'True' };
+  assert.equal(nodeDown(null), 'no such node');
+  assert.equal(nodeDown({ status: { conditions: [ready] } }), null);
+  assert.match(nodeDown({ status: { conditions: [{ type: 'Ready', status: 'Unknown' }] } }) ?? '', /not Ready \(Unknown\)/);
+  assert.match(nodeDown({ status: {} }) ?? '', /no Ready condition/);
+  assert.match(nodeDown({ spec: { taints: [{ key: 'node.kubernetes.io/out-of-service', value: 'nodeshutdown', effect: 'NoExecute' }] }, status: { conditions: [ready] } }) ?? '', /out-of-service/);
+  assert.equal(nodeDown({ spec: { taints: [{ key: 'example.com/other', effect: 'NoSchedule' }] }, status: { conditions: [ready] } }), null);
 });

@@ -110,7 +110,10 @@ export function plan(o: Observed): Plan {
     const policy = networkPolicy(owner, spec, o.operatorPods);
     if (o.networkPolicyFingerprint !== policyFingerprint(policy as never)) actions.push({ kind: 'applyNetworkPolicy', policy });
     // Members on other nodes are served by member servers; start the engine with those already running.
-    const remote = active.filter((m) => m.claimName && !local(m));
+    // A member whose node is down is not waited for (a member server there would never run): the engine
+    // starts without it, records it away with a write bitmap, and it is returned once its node is back.
+    const down = (m: MemberSpec) => { const n = claimNode(m); return n !== null && o.nodesDown[n] !== undefined; };
+    const remote = active.filter((m) => m.claimName && !local(m) && !down(m));
     const reached = [
       ...remote.filter((m) => o.memberServers[m.name]?.ready && o.memberServers[m.name]?.podIP).map((m) => ({ member: m, location: memberServerUri(o.memberServers[m.name]!.podIP!) })),
       ...active.filter((m) => m.nbd).map((m) => ({ member: m, location: m.nbd! })),
