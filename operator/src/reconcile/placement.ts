@@ -36,7 +36,9 @@ export function placement(o: Observed, spec: ShadowSetSpec): Placement {
   if (first) return withConflict({ node: first.node, source: 'VolumeAttachment', attachment: first.name });
   if (o.enginePod?.node) return { node: o.enginePod.node, source: 'Running' };
   const claimNode = (m: MemberSpec) => (m.claimName ? (o.claims[m.claimName]?.node ?? null) : null);
-  const node = spec.members.filter((m) => m.state === 'Active').map(claimNode).find((n) => n !== null) ?? null;
+  // A node that is down would only have the engine pod evicted and made again: the first claim's node that is up.
+  const nodes = spec.members.filter((m) => m.state === 'Active').map(claimNode).filter((n): n is string => n !== null);
+  const node = nodes.find((n) => o.nodesDown[n] === undefined) ?? nodes[0] ?? null;
   return node ? { node, source: 'Claim' } : { node: null, source: 'Unplaced' };
 }
 

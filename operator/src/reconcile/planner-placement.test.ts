@@ -149,3 +149,11 @@ test('nodeDown: gone, tainted out-of-service or not Ready is down; Ready and unt
   assert.match(nodeDown({ spec: { taints: [{ key: 'node.kubernetes.io/out-of-service', value: 'nodeshutdown', effect: 'NoExecute' }] }, status: { conditions: [ready] } }) ?? '', /out-of-service/);
   assert.equal(nodeDown({ spec: { taints: [{ key: 'example.com/other', effect: 'NoSchedule' }] }, status: { conditions: [ready] } }), null);
 });
+
+test('without an attachment or a running engine, a new engine goes beside the first claim whose node is up', () => {
+  const p = plan(observed({ claims, nodesDown: { n1: 'not Ready (Unknown)' } }));
+  assert.equal(created(p.actions)!.spec.nodeName, 'n2');
+  assert.deepEqual(p.status.placement, { node: 'n2', source: 'Claim' });
+  // Every claim's node down: the first, as before (nothing better to do).
+  assert.equal(plan(observed({ claims, nodesDown: { n1: 'x', n2: 'y' } })).status.placement?.node, 'n1');
+});
