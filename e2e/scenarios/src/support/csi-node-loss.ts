@@ -82,20 +82,25 @@ export function registerNodeLoss(chain: ScenarioChain, ctx: () => { env: KindEnv
       assert.match(mounted, /"unclean":true/, `the new engine found the old one's end unclean: ${mounted}`);
       const merge = log.split('\n').find((l) => l.includes('"event":"MergeRequired"')) ?? '';
       assert.match(merge, /"full":false/, `a minimerge from the write-intent log: ${merge || 'no MergeRequired in the engine log'}`);
+      const merged = await waitFor('the merge to complete', async () => (await env.logs(k.ns, `${set}-engine`, 'engine')).split('\n').find((l) => l.includes('"event":"MergeCompleted"')), { timeoutMs: 120_000, intervalMs: 1000 });
       assert.ok(['Removed', 'Faulted'].includes(memberState(watch.current, lostMember) ?? ''), `${lostMember} out of the set: ${JSON.stringify(watch.current.members)}`);
       const bitmap = await waitFor(`a WriteBitmap for ${lostMember}`, async () =>
         (await env.list(k.ns, 'writebitmaps')).find((x) => (x.spec as { member?: string }).member === lostMember), { timeoutMs: 60_000, intervalMs: 1000 });
-      note(`merge: ${merge.slice(0, 200)}; WriteBitmap ${(bitmap.metadata as { name: string }).name}`);
+      note(`minimerge of ${/"chunks":(\d+)/.exec(merge)?.[1]} chunks: ${/"bytes":(\d+)/.exec(merged)?.[1]} bytes in ${/"seconds":([\d.]+)/.exec(merged)?.[1]} s; WriteBitmap ${(bitmap.metadata as { name: string }).name}`);
 
       const before = acked(await k.podLog('loss-second')).length;
       const tBack = Date.now();
       await env.recoverNode(lost);
       await env.kubectl(['taint', 'node', lost, `${TAINT.split(':')[0]!.split('=')[0]}:NoExecute-`]);
+      const tUntaint = Date.now();
       const atUntaint = acked(await k.podLog('loss-second')).length;
       await watch.until('the lost member back in sync', steady(3), 420_000);
+      const tSync = Date.now();
       const atSync = acked(await k.podLog('loss-second')).length;
       const bytes = await returnedWithMinicopy(env, k.ns, set, lostMember, lostId, tBack);
-      note(`${lost} Ready and untainted ${secs(Date.now() - tBack)}… the member back by minicopy of ${bytes} bytes; writes acknowledged while it was away ${atUntaint - before}, between the taint's removal and in sync ${atSync - atUntaint}`);
+      const copied = (await env.logs(k.ns, `${set}-engine`, 'engine')).split('\n').find((l) => l.includes('"event":"MinicopyCompleted"') && l.includes(lostId)) ?? '';
+      assert.ok(copied, 'the engine log shows the minicopy completed');
+      note(`${lost} booted, Ready and untainted ${secs(tUntaint - tBack)} after it was started; ${lostMember} in sync ${secs(tSync - tUntaint)} after the taint went, by a minicopy of ${bytes} bytes (${/"seconds":([\d.]+)/.exec(copied)?.[1]} s in the engine); writes acknowledged while it was away ${atUntaint - before}, between the taint's removal and in sync ${atSync - atUntaint}`);
       assert.ok(atSync > atUntaint, 'the pod wrote while the member returned');
 
       await env.kubectl(['exec', '-n', k.ns, 'loss-second', '--', 'touch', '/tmp/stop']);
