@@ -78,7 +78,7 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
     const probes: (MemberProbe & { seq: number })[] = [];
     // Open and probe what can be; a member that cannot be (its server's node is down, its address
     // changed) is left out below if the set's record knows it, and refused otherwise.
-    const unopened: { spec: MemberSpec; err: unknown }[] = [];
+    const unopened: { spec: MemberSpec; err: unknown; included?: true }[] = [];
     for (const spec of o.members) {
       let b: BlockBackend | null = null;
       try {
@@ -105,6 +105,8 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
     const newest = plan.reference?.generation ?? 0;
     for (const u of unopened) {
       // A new set needs every member; a location no record knows is a bad argument, not a member away.
+      // (One --include found in a record is never an argument: at worst it is simply not recorded away.)
+      if (u.included) continue;
       if (!plan.reference || !plan.missing.some((m) => m.path === u.spec.location)) throw u.err;
     }
     const witness = Math.max(o.minGeneration ?? 0, plan.reference ? await readWitness(o.stateFile, plan.setId) : 0);
@@ -195,8 +197,8 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
 /** Find the other members of the set from the newest record among the given ones, and attach them. */
 async function includeFormerMembers(
   o: StartOptions, specs: MemberSpec[], backends: BlockBackend[], probes: (MemberProbe & { seq: number })[],
-): Promise<{ spec: MemberSpec; err: unknown }[]> {
-  const unopened: { spec: MemberSpec; err: unknown }[] = [];
+): Promise<{ spec: MemberSpec; err: unknown; included: true }[]> {
+  const unopened: { spec: MemberSpec; err: unknown; included: true }[] = [];
   const ours = probes.map((p) => (p.scb.kind === 'ok' ? p.scb.scb : null)).filter((x) => x !== null);
   if (ours.length === 0) return unopened;
   const newest = ours.reduce((a, b) => (b.generation > a.generation ? b : a));
@@ -209,7 +211,7 @@ async function includeFormerMembers(
       b = await o.open(rec.path);
     } catch (e) {
       o.log.warn({ event: 'IncludeMemberMissing', member: rec.id, path: rec.path, err: errorMessage(e) }, `former member ${rec.path} could not be opened`);
-      unopened.push({ spec: { location: rec.path }, err: e });
+      unopened.push({ spec: { location: rec.path }, err: e, included: true });
       continue;
     }
     const p = await probeMember(b);
