@@ -82,6 +82,11 @@ if (kind) {
     const move = Date.now() - t0;
     assert.equal(sums(read)[0], fs.sum, 'the same file and checksum on the other worker');
     await k.placedOn(fs.set!, there);
+    // Compared at rest: while the filesystem is mounted, ext4 writes on its own (journal commits, lazy inode
+    // table zeroing), and two members read a moment apart can differ by a write in flight. The staging mount
+    // goes at NodeUnstage, before the detach, so with the attachment gone nothing writes.
+    await k.deletePod('fs-reader');
+    await waitFor('the attachment to go', async () => (await k.attachments(fs.pv!)).length === 0, { timeoutMs: 180_000, intervalMs: 1000 });
     const members = [...(await k.members(fs.set!, MEMBER_MIB)).values()];
     assert.deepEqual(members.map((m) => m.node).sort(), [...env!.nodes].sort(), 'one member on each worker');
     assert.equal(await memberDifference(env!, members, UNIT_MIB * MiB), null, 'the members hold the same bytes');
@@ -91,6 +96,8 @@ if (kind) {
   files.scenario('one writer: a pod on the other worker waits ContainerCreating with a FailedAttachVolume event naming the holder; deleting the holder lets it attach and run', async (note) => {
     const [here, there] = env!.nodes;
     // fs-reader (on `there`) holds the volume; a second pod on `here` wants it.
+    await k.pod('fs-reader', fs.pvc, 'Filesystem', there, readFile('f'));
+    await k.said('fs-reader', /^read$/m);
     await k.pod('fs-second', fs.pvc, 'Filesystem', here, readFile('f'));
     const ev = await waitFor('a FailedAttachVolume event on the second pod', async () =>
       (await env!.events(NS, 'fs-second')).find((e) => e.reason === 'FailedAttachVolume'), { timeoutMs: 180_000, intervalMs: 1000 });
