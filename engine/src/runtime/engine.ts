@@ -78,7 +78,7 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
     const probes: (MemberProbe & { seq: number })[] = [];
     // Open and probe what can be; a member that cannot be (its server's node is down, its address
     // changed) is left out below if the set's record knows it, and refused otherwise.
-    const unopened: { spec: MemberSpec; err: unknown }[] = [];
+    const unopened: { spec: MemberSpec; err: unknown; included?: true }[] = [];
     for (const spec of o.members) {
       let b: BlockBackend | null = null;
       try {
@@ -96,12 +96,17 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
       }
     }
     if (probes.length === 0 && unopened.length > 0) throw unopened[0]!.err;
-    if (o.include) await includeFormerMembers(o, specs, backends, probes);
+    // A former member the record lists that cannot be opened is away like a given one: left out with a
+    // write bitmap (an engine started on another node after an unclean end does not find the old node's
+    // member, and its return should be a minicopy, not a full copy).
+    if (o.include) unopened.push(...await includeFormerMembers(o, specs, backends, probes));
     // Pure decision; throws (and nothing has been written) if any member must not be touched.
     const plan = assemble(probes, { overwrite: o.overwrite, keepRemoved: o.keepRemoved ?? false, newId: randomUUID, now: o.clock.iso() });
     const newest = plan.reference?.generation ?? 0;
     for (const u of unopened) {
       // A new set needs every member; a location no record knows is a bad argument, not a member away.
+      // (One --include found in a record is never an argument: at worst it is simply not recorded away.)
+      if (u.included) continue;
       if (!plan.reference || !plan.missing.some((m) => m.path === u.spec.location)) throw u.err;
     }
     const witness = Math.max(o.minGeneration ?? 0, plan.reference ? await readWitness(o.stateFile, plan.setId) : 0);
@@ -192,9 +197,10 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
 /** Find the other members of the set from the newest record among the given ones, and attach them. */
 async function includeFormerMembers(
   o: StartOptions, specs: MemberSpec[], backends: BlockBackend[], probes: (MemberProbe & { seq: number })[],
-): Promise<void> {
+): Promise<{ spec: MemberSpec; err: unknown; included: true }[]> {
+  const unopened: { spec: MemberSpec; err: unknown; included: true }[] = [];
   const ours = probes.map((p) => (p.scb.kind === 'ok' ? p.scb.scb : null)).filter((x) => x !== null);
-  if (ours.length === 0) return;
+  if (ours.length === 0) return unopened;
   const newest = ours.reduce((a, b) => (b.generation > a.generation ? b : a));
   const given = new Set(probes.map((p) => p.path));
   const ids = new Set(ours.map((x) => x.memberId));
@@ -205,6 +211,7 @@ async function includeFormerMembers(
       b = await o.open(rec.path);
     } catch (e) {
       o.log.warn({ event: 'IncludeMemberMissing', member: rec.id, path: rec.path, err: errorMessage(e) }, `former member ${rec.path} could not be opened`);
+      unopened.push({ spec: { location: rec.path }, err: e, included: true });
       continue;
     }
     const p = await probeMember(b);
@@ -218,4 +225,5 @@ async function includeFormerMembers(
     probes.push({ path: b.location, rawBytes: b.size, scb: p.decoded, blank: p.blank, seq: p.seq });
     o.log.info({ event: 'IncludeMemberFound', member: rec.id, path: rec.path }, `former member ${rec.path} included`);
   }
+  return unopened;
 }

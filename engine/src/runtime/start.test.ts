@@ -62,6 +62,32 @@ test('a member that cannot be opened is left out: the set starts, records it awa
   }
 });
 
+test('--include: a former member the record lists as current but that cannot be opened is left out with a write bitmap, as if it had been given', async () => {
+  // The engine moved to another node after an unclean end: the member that was local to the old node is not
+  // given (its member server's node is down), and the path the record names does not exist here.
+  const w = world(['a', 'b', 'c']);
+  const first = await startShadowSet(w.opts(['a', 'b', 'c']));
+  const idC = first.set.members[2]!.id;
+  await first.set.write(0, Buffer.alloc(4096, 1), false);
+  await first.set.stop();
+  w.down.add('c');
+  const second = await startShadowSet(w.opts(['a', 'b'], { include: true }));
+  try {
+    assert.deepEqual(second.set.members.map((m) => m.location), ['a', 'b']);
+    const former = second.set.formerMembers();
+    assert.deepEqual(former.map((f) => [f.id, f.state]), [[idC, 'Removed']]);
+    assert.match(former[0]!.reason ?? '', /could not be opened at start/);
+    const bm = [...second.set.tracker.bitmaps.values()];
+    assert.deepEqual(bm.map((b) => b.desc.member), [idC], 'a write bitmap records writes for the member left out');
+    await second.set.write(MiB, Buffer.alloc(4096, 2), false);
+    w.down.delete('c');
+    const back = await second.control.returnMember({ member: idC, minicopy: 'Required' });
+    assert.equal(back.state, 'Minicopy');
+  } finally {
+    await second.set.stop();
+  }
+});
+
 test('a location that no record knows is refused, and a new set needs every member', async () => {
   const w = world(['a', 'b']);
   await assert.rejects(startShadowSet(w.opts(['a', 'nope'])), /cannot reach nope/);

@@ -9,6 +9,7 @@ import { ATTACHED_ANNOTATION, MEMBER_ANNOTATION, engineBase, engineName, memberL
 import { networkPolicyName, policyFingerprint, type OperatorPods } from '../reconcile/set-objects.js';
 import type { ClaimInfo, EngineDefaults, EngineView, HeldRefusal, HookPod, Observed, PodInfo } from '../reconcile/types.js';
 import { deriveSetKeys } from '../security/keys.js';
+import { nodeDown } from '../reconcile/placement.js';
 import { setAttachments } from './attachments.js';
 import { VOLUME_NAME_ANNOTATION } from '../api/group.js';
 
@@ -139,11 +140,14 @@ export async function gather(kube: Kube, engine: EngineClient, ss: Obj, g: Gathe
   }
   // The engine's zone matters when its pod is made: only then are nodes read.
   const nodeZones: Record<string, string | null> = {};
+  const nodesDown: Record<string, string> = {};
   if (parsed.success && !enginePod) {
     const names = new Set([parsed.data.engine.nodeName, ...Object.values(claims).map((c) => c.node)].filter((n): n is string => !!n));
     for (const n of names) {
       const node = await kube.get(R.nodes, undefined, n);
       nodeZones[n] = node?.metadata.labels?.[ZONE_LABEL] ?? null;
+      const why = nodeDown(node);
+      if (why) nodesDown[n] = why;
     }
   }
   const svc = await kube.get(R.services, ns, name);
@@ -164,7 +168,7 @@ export async function gather(kube: Kube, engine: EngineClient, ss: Obj, g: Gathe
     name, namespace: ns, uid: ss.metadata.uid!, generation: ss.metadata.generation ?? 0,
     deleting: !!ss.metadata.deletionTimestamp, spec, claims, enginePod, memberServers, engine: engineView, bitmapCrs,
     previous: (ss.status ?? {}) as ShadowSetStatus, engineImage: g.engineImage, defaults: g.defaults,
-    hookPods, nodeZones, service, networkPolicyFingerprint: policy ? policyFingerprint(policy as never) : null, keys, operatorPods: g.operatorPods, engineDownSinceMs: g.memory.downSinceMs, refusals: g.memory.refusals,
+    hookPods, nodeZones, nodesDown, service, networkPolicyFingerprint: policy ? policyFingerprint(policy as never) : null, keys, operatorPods: g.operatorPods, engineDownSinceMs: g.memory.downSinceMs, refusals: g.memory.refusals,
     now: now.toISOString(), nowMs, lastReturnAttempt: g.memory.lastReturnAttempt,
     attachments: parsed.success ? await setAttachments(kube, ns, name) : [], unitSocketDir: g.unitSocketDir,
     madeByDriver: !!ss.metadata.annotations?.[VOLUME_NAME_ANNOTATION],

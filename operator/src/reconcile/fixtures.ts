@@ -36,7 +36,7 @@ export function observed(o: Partial<Observed>): Observed {
     spec: spec([{ name: 'a', claimName: 'ca' }, { name: 'b', claimName: 'cb' }]),
     claims: { ca: claim('ca'), cb: claim('cb') }, enginePod: null, memberServers: {}, engine: { kind: 'none' },
     bitmapCrs: [], previous: {}, engineImage: 'img:1', defaults: { memberTimeoutSeconds: 120, maxCopies: 4 }, now: '2026-01-01T00:00:00Z', nowMs: 1_000_000, lastReturnAttempt: {},
-    hookPods: {}, nodeZones: {}, service: null, engineDownSinceMs: null, refusals: {}, networkPolicyFingerprint: null,
+    hookPods: {}, nodeZones: {}, nodesDown: {}, service: null, engineDownSinceMs: null, refusals: {}, networkPolicyFingerprint: null,
     attachments: [], unitSocketDir: null, madeByDriver: false,
     keys: deriveSetKeys(Buffer.alloc(32, 7), { namespace: 'ns', name: 'vol', uid: 'u1' }), operatorPods: { namespace: 'shadowset-system', labels: { app: 'op' } },
     ...o,

@@ -36,7 +36,9 @@ export function placement(o: Observed, spec: ShadowSetSpec): Placement {
   if (first) return withConflict({ node: first.node, source: 'VolumeAttachment', attachment: first.name });
   if (o.enginePod?.node) return { node: o.enginePod.node, source: 'Running' };
   const claimNode = (m: MemberSpec) => (m.claimName ? (o.claims[m.claimName]?.node ?? null) : null);
-  const node = spec.members.filter((m) => m.state === 'Active').map(claimNode).find((n) => n !== null) ?? null;
+  // A node that is down would only have the engine pod evicted and made again: the first claim's node that is up.
+  const nodes = spec.members.filter((m) => m.state === 'Active').map(claimNode).filter((n): n is string => n !== null);
+  const node = nodes.find((n) => o.nodesDown[n] === undefined) ?? nodes[0] ?? null;
   return node ? { node, source: 'Claim' } : { node: null, source: 'Unplaced' };
 }
 
@@ -51,4 +53,19 @@ export function unitSocketHostDir(dir: string, namespace: string, name: string):
   if (!dir.startsWith('/') || dir.split('/').some((p) => p === '..' || p === '.')) return null;
   for (const n of [namespace, name]) if (n.length > 253 || !NAME.test(n) || n.split('.').some((p) => p === '')) return null;
   return `${dir.replace(/\/+$/, '')}/${namespace}/${name}`;
+}
+
+export const OUT_OF_SERVICE_TAINT = 'node.kubernetes.io/out-of-service';
+
+/**
+ * Why a node cannot run a member server now, or null: gone, tainted out-of-service (the administrator says it
+ * is shut down: Kubernetes' non-graceful node shutdown) or not Ready. A member on such a node is not waited
+ * for when an engine starts: a member server there would never run.
+ */
+export function nodeDown(node: { spec?: unknown; status?: unknown } | null): string | null {
+  if (!node) return 'no such node';
+  const taints = ((node.spec ?? {}) as { taints?: { key?: string }[] }).taints ?? [];
+  if (taints.some((t) => t.key === OUT_OF_SERVICE_TAINT)) return `tainted ${OUT_OF_SERVICE_TAINT}`;
+  const ready = ((node.status ?? {}) as { conditions?: { type?: string; status?: string }[] }).conditions?.find((c) => c.type === 'Ready');
+  return ready?.status === 'True' ? null : `not Ready (${ready?.status ?? 'no Ready condition'})`;
 }

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { configHash, configText, engineConfig } from './engine-config.js';
 import { claim, engine, events, kinds, observed, pod, spec } from './fixtures.js';
-import { unitSocketHostDir } from './placement.js';
+import { nodeDown, unitSocketHostDir } from './placement.js';
 import { plan } from './planner.js';
 import type { Action, AttachmentInfo, Observed } from './types.js';
 
@@ -100,4 +100,60 @@ test('unit socket directory: only <dir>/<namespace>/<set>, never a path that cou
   for (const [dir, ns, name] of [['/run/u', '..', 'vol'], ['/run/u', 'ns', '../x'], ['/run/u', 'ns', 'a/b'], ['run/u', 'ns', 'vol'], ['/run/../etc', 'ns', 'vol'], ['/run/u', 'ns', 'a..b'], ['/run/u', '', 'vol']] as const) {
     assert.equal(unitSocketHostDir(dir, ns, name), null, `${dir} ${ns} ${name}`);
   }
+});
+
+test('a new engine is not started while a member server still serves a member it will attach (the old engine\'s path to it): the server is deleted first', () => {
+  // The engine ran on n1 and reached b through b's member server on n2; now the consumer is on n2 and the
+  // engine pod is gone (moved, or its node lost). Until that server is gone, an engine on n1 that is cut off
+  // rather than stopped could still write b through it.
+  const serverB = pod('vol-member-b', ['b'], '127.11.0.8', { node: 'n2' });
+  const p = plan(observed({ claims, attachments: [va('csi-2', 'n2', 9)], memberServers: { a: serverA, b: serverB } }));
+  assert.equal(created(p.actions), undefined, 'no engine pod yet');
+  assert.deepEqual(p.actions.filter((a) => a.kind === 'deleteMemberServer').map((a) => (a as { name: string }).name), ['vol-member-b']);
+  assert.match(p.status.conditions?.find((c) => c.type === 'Ready')?.message ?? '', /member server.*b/);
+  // Still stopping: not deleted again, still no engine.
+  const stopping = plan(observed({ claims, attachments: [va('csi-2', 'n2', 9)], memberServers: { a: serverA, b: { ...serverB, deleting: true } } }));
+  assert.equal(created(stopping.actions), undefined);
+  assert.ok(!stopping.actions.some((a) => a.kind === 'deleteMemberServer'));
+  // Gone: the engine starts on n2 with b as its device and a through its server.
+  const next = created(plan(observed({ claims, attachments: [va('csi-2', 'n2', 9)], memberServers: { a: serverA } })).actions)!;
+  assert.equal(next.spec.nodeName, 'n2');
+  assert.deepEqual(next.spec.containers[0]!.args.slice(0, 5), ['serve', '--member', '/dev/shadow/b', '--member', 'nbds://127.11.0.9:10810/member']);
+});
+
+test('a member whose node is down (NotReady, or tainted out-of-service) is not waited for: no member server is made there and the engine starts without it', () => {
+  // The consumer moved to n2 after n1 died: a member server on n1 would never run (the taint evicts it,
+  // the operator makes it again), and waiting for it kept the new engine from ever starting.
+  const down = { n1: 'NotReady' };
+  const p = plan(observed({ claims, attachments: [va('csi-2', 'n2', 9)], nodesDown: down }));
+  assert.ok(!p.actions.some((a) => a.kind === 'createMemberServer'), JSON.stringify(kinds(p.actions)));
+  const podObj = created(p.actions)!;
+  assert.equal(podObj.spec.nodeName, 'n2');
+  assert.deepEqual(podObj.spec.containers[0]!.args.slice(0, 3), ['serve', '--member', '/dev/shadow/b']);
+  assert.ok(!podObj.spec.containers[0]!.args.includes('nbds://127.11.0.9:10810/member'));
+  // A server left there (being evicted) is not waited for either.
+  const evicted = plan(observed({ claims, attachments: [va('csi-2', 'n2', 9)], nodesDown: down, memberServers: { a: { ...serverA, ready: false, deleting: true } } }));
+  assert.equal(created(evicted.actions)?.spec.nodeName, 'n2');
+  // The node up: the member server is made and waited for, as before.
+  const up = plan(observed({ claims, attachments: [va('csi-2', 'n2', 9)] }));
+  assert.ok(up.actions.some((a) => a.kind === 'createMemberServer'));
+  assert.equal(created(up.actions), undefined);
+});
+
+test('nodeDown: gone, tainted out-of-service or not Ready is down; Ready and untainted is not', () => {
+  const ready = { type: 'Ready', status: 'True' };
+  assert.equal(nodeDown(null), 'no such node');
+  assert.equal(nodeDown({ status: { conditions: [ready] } }), null);
+  assert.match(nodeDown({ status: { conditions: [{ type: 'Ready', status: 'Unknown' }] } }) ?? '', /not Ready \(Unknown\)/);
+  assert.match(nodeDown({ status: {} }) ?? '', /no Ready condition/);
+  assert.match(nodeDown({ spec: { taints: [{ key: 'node.kubernetes.io/out-of-service', value: 'nodeshutdown', effect: 'NoExecute' }] }, status: { conditions: [ready] } }) ?? '', /out-of-service/);
+  assert.equal(nodeDown({ spec: { taints: [{ key: 'example.com/other', effect: 'NoSchedule' }] }, status: { conditions: [ready] } }), null);
+});
+
+test('without an attachment or a running engine, a new engine goes beside the first claim whose node is up', () => {
+  const p = plan(observed({ claims, nodesDown: { n1: 'not Ready (Unknown)' } }));
+  assert.equal(created(p.actions)!.spec.nodeName, 'n2');
+  assert.deepEqual(p.status.placement, { node: 'n2', source: 'Claim' });
+  // Every claim's node down: the first, as before (nothing better to do).
+  assert.equal(plan(observed({ claims, nodesDown: { n1: 'x', n2: 'y' } })).status.placement?.node, 'n1');
 });

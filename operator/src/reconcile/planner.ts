@@ -95,12 +95,25 @@ export function plan(o: Observed): Plan {
       }
       return { actions, status: buildStatus(o, null, why, actions), requeueAfterMs: -1 };
     }
+    // A member server of a member this engine will attach as a device served the engine before it, on
+    // another node. While it lives, that engine, if its node is cut off rather than stopped, could still
+    // write the member through it: delete it, and start nothing until it is gone (operator/README.md,
+    // *Node loss*).
+    const served = active.filter((m) => local(m) && o.memberServers[m.name]);
+    if (served.length > 0) {
+      for (const m of served) if (!o.memberServers[m.name]!.deleting) actions.push({ kind: 'deleteMemberServer', member: m.name, name: o.memberServers[m.name]!.name });
+      const names = served.map((m) => m.name).join(', ');
+      return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: `waiting for the member server of ${names} to stop: the new engine attaches it as a device` }, actions), requeueAfterMs: 1000 };
+    }
     // The Secrets first: the pods mount them. Then the NetworkPolicy, before any listener exists.
     actions.push({ kind: 'ensureSecrets', secrets: setSecrets(owner, o.keys) });
     const policy = networkPolicy(owner, spec, o.operatorPods);
     if (o.networkPolicyFingerprint !== policyFingerprint(policy as never)) actions.push({ kind: 'applyNetworkPolicy', policy });
     // Members on other nodes are served by member servers; start the engine with those already running.
-    const remote = active.filter((m) => m.claimName && !local(m));
+    // A member whose node is down is not waited for (a member server there would never run): the engine
+    // starts without it, records it away with a write bitmap, and it is returned once its node is back.
+    const down = (m: MemberSpec) => { const n = claimNode(m); return n !== null && o.nodesDown[n] !== undefined; };
+    const remote = active.filter((m) => m.claimName && !local(m) && !down(m));
     const reached = [
       ...remote.filter((m) => o.memberServers[m.name]?.ready && o.memberServers[m.name]?.podIP).map((m) => ({ member: m, location: memberServerUri(o.memberServers[m.name]!.podIP!) })),
       ...active.filter((m) => m.nbd).map((m) => ({ member: m, location: m.nbd! })),

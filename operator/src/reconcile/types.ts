@@ -98,6 +98,11 @@ export interface Observed {
   hookPods: Record<string, HookPod>;
   /** topology.kubernetes.io/zone of the nodes an engine may run on (null: no zone label). */
   nodeZones: Record<string, string | null>;
+  /**
+   * Nodes of member claims that are down, with why (not Ready, tainted out-of-service, gone); read with
+   * nodeZones, only when the engine pod is to be made. A member there is not waited for.
+   */
+  nodesDown: Record<string, string>;
   /** The export Service as it is (null: none). */
   service: { type: string; port: number } | null;
   /** The set's NetworkPolicy as it is (see policyFingerprint), or null: none. */
