@@ -8,7 +8,8 @@
 import { CoreV1Api, PatchStrategy, makeInformer, setHeaderOptions } from '@kubernetes/client-node';
 import type { Informer, KubeConfig, ObjectCache, V1NodeCondition, V1Pod, V1PodStatus, V1Taint }
   from '@kubernetes/client-node';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { randomInt } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_COMMANDS } from './commands.js';
@@ -51,6 +52,8 @@ interface SimNode {
   labels: Record<string, string>;
   up: boolean;
   nextPod: number;
+  /** Third octet of this simulator's addresses on the node (see freeAddressBlock). */
+  block: number;
 }
 
 const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
@@ -87,6 +90,7 @@ export class NodeSimulator {
     const dir = opts.workDir ?? (await mkdtemp(join(tmpdir(), 'shadowset-sim-')));
     if (!opts.workDir && process.env.SHADOWSET_KEEP_CLUSTER !== '1') registerTempDir(dir);
     const sim = new NodeSimulator(opts, dir);
+    const block = await freeAddressBlock(opts.nodes.length);
     let i = 0;
     for (const n of opts.nodes) {
       const spec = typeof n === 'string' ? { name: n } : n;
@@ -94,8 +98,10 @@ export class NodeSimulator {
       sim.nodes.set(spec.name, {
         name: spec.name,
         index: i,
-        // each node owns 127.<10+i>.0.0/16: the node is .0.1, its pods count up from .0.2
-        ip: `127.${10 + i}.0.1`,
+        // each node owns 127.<10+i>.0.0/16; this simulator a block of it (freeAddressBlock): the node is
+        // .<block>.1, its pods count up from .<block>.2
+        ip: `127.${10 + i}.${block}.1`,
+        block,
         labels: {
           'kubernetes.io/hostname': spec.name,
           'kubernetes.io/os': 'linux',
@@ -254,7 +260,7 @@ export class NodeSimulator {
     const phase = pod.status?.phase;
     if (phase === 'Succeeded' || phase === 'Failed') return;
     const n = node.nextPod++;
-    const podIP = pod.spec?.hostNetwork ? node.ip : `127.${10 + node.index}.${n >> 8}.${n & 255}`;
+    const podIP = pod.spec?.hostNetwork ? node.ip : `127.${10 + node.index}.${node.block + (n >> 8)}.${n & 255}`;
     if ((n & 255) === 255) node.nextPod++;
     const dir = join(this.workDir, 'pods', `${pod.metadata?.namespace}_${pod.metadata?.name}_${(pod.metadata?.uid ?? '').slice(0, 8)}`);
     const runtime = new PodRuntime(pod, podIP, {
@@ -376,4 +382,32 @@ export class NodeSimulator {
       forgetTempDir(this.workDir);
     }
   }
+}
+
+/**
+ * Pod addresses are per simulator, but simulators of different processes (test files, a demo) share the host's
+ * loopback: with fixed addresses one's engine could dial another's member server (a wrong-key TLS failure in
+ * a test that ran beside another). Each simulator takes a random third octet, one whose addresses no TCP
+ * socket on this host uses, with room for 4 × 256 pods per node.
+ */
+export async function freeAddressBlock(nodes: number): Promise<number> {
+  const used = new Set<string>();
+  for (const f of ['/proc/net/tcp']) {
+    const text = await readFile(f, 'utf8').catch(() => '');
+    for (const line of text.split('\n').slice(1)) {
+      const hex = line.trim().split(/\s+/)[1]?.split(':')[0];
+      if (!hex || hex.length !== 8) continue;
+      // little-endian IPv4: the last byte pair is the first octet
+      const o = [6, 4, 2, 0].map((k) => parseInt(hex.slice(k, k + 2), 16));
+      if (o[0] === 127) used.add(`${o[1]}.${o[2]}`);
+    }
+  }
+  const free = (b: number) => Array.from({ length: nodes }, (_, i) => i + 1).every((i) => [0, 1, 2, 3].every((k) => !used.has(`${10 + i}.${b + k}`)));
+  // From a random block on, every block once: two simulators starting together seldom pick the same one.
+  const start = randomInt(0, 63);
+  for (let k = 0; k < 63; k++) {
+    const b = 4 * ((start + k) % 63);
+    if (free(b)) return b;
+  }
+  throw new Error('no free block of loopback addresses for the node simulator (127.1x.y.z all in use)');
 }
