@@ -16,7 +16,10 @@
  * Each is level-triggered: an informer kicks a pass over everything, and a pass that left work (a retry)
  * kicks another a second later. One pass at a time.
  */
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { truncate } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { createBackingDevice, type BackingDevice } from '@shadowset/e2e';
 import { CSI_DRIVER, R, type Kube, type Obj } from '@shadowset/operator/kube';
@@ -27,15 +30,17 @@ export const STORAGE_CLASSES = { group: 'storage.k8s.io', version: 'v1', plural:
 export const LOCAL_PROVISIONER = 'local.sim.shadowset.dev';
 const PROTECTION = 'kubernetes.io/pvc-protection';
 const PV_PROTECTION = 'kubernetes.io/pv-protection';
+const run = promisify(execFile);
 const ATTACHER_FINALIZER = `external-attacher/${CSI_DRIVER.replace(/\./g, '-')}`;
 const SELECTED_NODE = 'volume.kubernetes.io/selected-node';
-const PROVISIONED_BY = 'pv.kubernetes.io/provisioned-by';
+export const PROVISIONED_BY = 'pv.kubernetes.io/provisioned-by';
 
-interface Pvc extends Obj {
+export interface Pvc extends Obj {
   spec: { storageClassName?: string; volumeName?: string; volumeMode?: string; accessModes?: string[]; resources?: { requests?: { storage?: string } } };
+  status?: { phase?: string; capacity?: { storage?: string }; conditions?: { type: string; status: string; message?: string }[] };
 }
-interface Pv extends Obj {
-  spec: { csi?: { driver?: string; volumeHandle?: string; volumeAttributes?: Record<string, string> }; claimRef?: { namespace?: string; name?: string; uid?: string }; volumeMode?: string; accessModes?: string[]; persistentVolumeReclaimPolicy?: string; local?: { path?: string } };
+export interface Pv extends Obj {
+  spec: { capacity?: { storage?: string }; csi?: { driver?: string; volumeHandle?: string; volumeAttributes?: Record<string, string> }; claimRef?: { namespace?: string; name?: string; uid?: string }; volumeMode?: string; accessModes?: string[]; persistentVolumeReclaimPolicy?: string; local?: { path?: string } };
   status?: { phase?: string };
 }
 interface StorageClass extends Obj { provisioner?: string; parameters?: Record<string, string>; reclaimPolicy?: string }
@@ -48,6 +53,11 @@ export function quantityBytes(q: string): number {
   return Number(m[1]) * unit;
 }
 
+/** A size as the API shows it: whole MiB as `<n>Mi`, else bytes. */
+export function sizeOf(bytes: number): string {
+  return bytes % 2 ** 20 === 0 ? `${bytes / 2 ** 20}Mi` : String(bytes);
+}
+
 /** The CSI capability a PV asks for, as the sidecars and the kubelet derive it (the driver offers SINGLE_NODE_MULTI_WRITER). */
 export function capabilityOf(pv: Pv): Record<string, unknown> {
   const mode = (pv.spec.accessModes ?? []).includes('ReadWriteOncePod') ? 'SINGLE_NODE_SINGLE_WRITER' : 'SINGLE_NODE_MULTI_WRITER';
@@ -58,7 +68,7 @@ export function capabilityOf(pv: Pv): Record<string, unknown> {
 }
 
 /** One pass at a time; kicked by informers, and again a second later while a pass leaves work. */
-class Loop {
+export class Loop {
   private running = false;
   private again = false;
   private timer: NodeJS.Timeout | undefined;
@@ -155,6 +165,12 @@ export class VolumeProvisioner {
         continue;
       }
       const sc = classes.get(pvc.spec.storageClassName ?? '');
+      if (pvc.spec.volumeName && sc?.provisioner === LOCAL_PROVISIONER && pvc.status?.phase === 'Bound') {
+        more = (await this.growLocal(pvc).then(() => false, async (e: Error) => {
+          await this.events.post(pvc, 'PersistentVolumeClaim', 'Warning', 'VolumeResizeFailed', `resize of ${pvc.spec.volumeName} failed: ${e.message}`);
+          return true;
+        })) || more;
+      }
       if (pvc.spec.volumeName || !sc) continue;
       try {
         if (sc.provisioner === CSI_DRIVER) await this.provisionCsi(pvc, sc);
@@ -219,10 +235,31 @@ export class VolumeProvisioner {
     });
   }
 
+  /**
+   * The member class's resizer (the class has allowVolumeExpansion): a bound claim whose request is above its
+   * capacity gets a larger device (its file made longer, `losetup -c` so the loop device follows), then the
+   * PV's capacity and the claim's, as external-resizer and the PV controller write them.
+   */
+  private async growLocal(pvc: Pvc): Promise<void> {
+    const want = quantityBytes(pvc.spec.resources?.requests?.storage ?? '0');
+    if (want <= quantityBytes(pvc.status?.capacity?.storage ?? '0')) return;
+    const pvName = pvc.spec.volumeName!;
+    const disk = this.disks.get(pvName);
+    if (!disk) throw new Error(`no device behind PV ${pvName}`);
+    if (disk.sizeBytes < want) {
+      await truncate(disk.file, want);
+      if (disk.kind === 'loop') await run('losetup', ['-c', disk.path]);
+      disk.sizeBytes = want;
+    }
+    await this.kube.mergePatch(R.pvs, undefined, pvName, { spec: { capacity: { storage: sizeOf(want) } } });
+    await this.kube.mergePatch(R.pvcs, pvc.metadata.namespace, pvc.metadata.name, { status: { capacity: { storage: sizeOf(want) } } }, 'status');
+    await this.events.post(pvc, 'PersistentVolumeClaim', 'Normal', 'VolumeResizeSuccessful', `device of ${pvName} grown to ${sizeOf(want)}`);
+  }
+
   /** The PV, then the PV controller's binding of claim and volume. */
   private async createAndBind(pvc: Pvc, pvName: string, bytes: number, by: string, reclaim: string, source: Record<string, unknown>): Promise<void> {
     const ns = pvc.metadata.namespace!;
-    const size = bytes % 2 ** 20 === 0 ? `${bytes / 2 ** 20}Mi` : String(bytes);
+    const size = sizeOf(bytes);
     if (!(await this.kube.get(R.pvs, undefined, pvName))) {
       await this.kube.create(R.pvs, undefined, {
         metadata: { name: pvName, annotations: { [PROVISIONED_BY]: by } },
