@@ -7,10 +7,13 @@
 // sees the bigger filesystem, the old file intact, and allocates and writes beyond what the old one had free.
 // ext4 where this process has CAP_SYS_RESOURCE (resize2fs of a mounted ext4 needs it; this sandbox's root
 // lacks it), else xfs (which wants at least 300 MiB).
-import { test } from 'node:test';
+import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { HEADER_BYTES } from '@shadowset/engine/api';
 import { PROJECT_IMAGE, waitFor } from '@shadowset/e2e';
@@ -31,15 +34,24 @@ const OLD_MIB = 16;
 type Line = { event: string; totalBytes?: number; availBytes?: number; sha256?: string; bytes?: number; message?: string };
 type ClaimStatus = { phase?: string; capacity?: { storage?: string }; conditions?: { type: string }[] };
 
-test(`a Filesystem PVC (${FS}) grown offline end to end: refused while a pod holds it; members, set (Resized), PV, PVC and filesystem grow; data kept`, { timeout: 480_000, skip: pvcPathUnavailable() ?? (FS === 'xfs' && spawnSync('mkfs.xfs', ['-V']).status !== 0 ? 'mkfs.xfs missing' : false) }, async (t) => {
+const unavailable = pvcPathUnavailable();
+const skip = unavailable ?? (FS === 'xfs' && spawnSync('mkfs.xfs', ['-V']).status !== 0 ? 'mkfs.xfs missing' : false);
+let env: PvcPath;
+let up = 0;
+before(async () => {
+  if (unavailable) return;
   const t0 = Date.now();
-  const env = await PvcPath.start({ log: pino({ level: process.env.CSI_LOG ?? 'silent' }) });
-  t.after(async () => {
-    await env.stop();
-    assert.deepEqual(await env.leftovers(), [], 'no loop device, FUSE mount or daemon left');
-  });
+  env = await PvcPath.start({ log: pino({ level: process.env.CSI_LOG ?? 'silent' }) });
+  up = Date.now() - t0;
+}, { timeout: 240_000 });
+after(async () => {
+  await env?.stop();
+  if (env) assert.deepEqual(await env.leftovers(), [], 'no loop device, FUSE mount or daemon left');
+});
+
+test(`a Filesystem PVC (${FS}) grown offline end to end: refused while a pod holds it; members, set (Resized), PV, PVC and filesystem grow; data kept`, { timeout: 420_000, skip }, async (t) => {
+  const t0 = Date.now();
   const { kube, sim } = env.cluster;
-  const up = Date.now() - t0;
   const cls = `shadowset-${FS}`;
   await kube.create(STORAGE_CLASSES, undefined, {
     apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: cls }, provisioner: CSI_DRIVER, reclaimPolicy: 'Delete', allowVolumeExpansion: true,
@@ -136,4 +148,59 @@ test(`a Filesystem PVC (${FS}) grown offline end to end: refused while a pod hol
   await env.deletePod('fs-2');
   await env.deleteClaim(pvName);
   assert.deepEqual(await kube.get(R.shadowsets, ns, setName), null);
+});
+
+test('a Block PVC grown offline: no node step; the pod\'s device has the new size, the record kept, the new end reaches both members', { timeout: 300_000, skip: unavailable ?? false }, async (t) => {
+  const t0 = Date.now();
+  const { kube } = env.cluster;
+  const [from, to] = [64, 96];
+  const { pvName, setName } = await env.provision(from, 180_000);
+  const set = (await kube.get(R.shadowsets, ns, setName))!;
+  const memberDevices = await Promise.all((set.spec as { members: { claimName: string }[] }).members.map(async (m) => {
+    const c = (await kube.get(R.pvcs, ns, m.claimName))!;
+    const pv = (await kube.get(R.pvs, undefined, String((c.spec as { volumeName: string }).volumeName)))!;
+    return String((pv.spec as { local: { path: string } }).local.path);
+  }));
+  await env.runWriter();
+  await env.deletePod();
+  await kube.mergePatch(R.pvcs, ns, claim, { spec: { resources: { requests: { storage: `${to}Mi` } } } });
+  const status = await waitFor('the PVC\'s capacity grown', async () => {
+    const st = (await kube.get(R.pvcs, ns, claim))!.status as ClaimStatus;
+    return st.capacity?.storage === `${to}Mi` ? st : undefined;
+  }, { timeoutMs: 120_000, intervalMs: 250 });
+  const grown = Date.now() - t0;
+  assert.deepEqual((status.conditions ?? []).map((c) => c.type), [], 'no FileSystemResizePending: a Block volume needs no node step');
+  assert.equal(((await kube.get(R.pvs, undefined, pvName))!.spec as { capacity: { storage: string } }).capacity.storage, `${to}Mi`);
+  assert.equal(((await kube.get(R.shadowsets, ns, setName))!.status as { size: number }).size, to * MiB);
+  for (const d of memberDevices) assert.equal(Number(spawnSync('blockdev', ['--getsize64', d], { encoding: 'utf8' }).stdout.trim()), to * MiB + HEADER_BYTES, `member device ${d}`);
+
+  // A new pod finds the record and writes the next; its device has the new size; the unit's last 4 KiB written
+  // through it are on both members.
+  const { pod, line } = await env.runWriter();
+  assert.equal(line.record.count, 2, 'the record written before the resize was found');
+  const node = String((pod.spec as { nodeName: string }).nodeName);
+  const device = join(env.kubeletDirOf(node), 'plugins/kubernetes.io/csi/volumeDevices/publish', pvName, pod.metadata.uid!);
+  assert.equal(Number(spawnSync('blockdev', ['--getsize64', device], { encoding: 'utf8' }).stdout.trim()), to * MiB, 'the published device has the new size');
+  const tail = randomBytes(4096);
+  const at = to * MiB - 4096;
+  const fh = await open(device, 'r+');
+  try {
+    await fh.write(tail, 0, tail.length, at);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  for (const d of memberDevices) {
+    const m = await open(d, 'r');
+    try {
+      const b = Buffer.alloc(4096);
+      await m.read(b, 0, 4096, HEADER_BYTES + at);
+      assert.ok(b.equals(tail), `member ${d} holds the unit's new last block`);
+    } finally {
+      await m.close();
+    }
+  }
+  t.diagnostic(`Block ${from} → ${to} MiB: PVC grown ${grown} ms after the provisioning began; ControllerExpandVolume calls so far ${env.resizer.calls.made} (${env.resizer.calls.refused} refused); whole ${Date.now() - t0} ms`);
+  await env.deletePod();
+  await env.deleteClaim(pvName);
 });
