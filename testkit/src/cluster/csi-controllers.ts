@@ -6,12 +6,14 @@
  * - `VolumeProvisioner` plays **external-provisioner** for the driver's classes (CreateVolume with the
  *   class's parameters and the `csi.storage.k8s.io/pvc/*`, `pv/name` keys; the PV; DeleteVolume when the
  *   claim is gone), a **local-volume provisioner** for the members' class (a file-backed device, a loop device
- *   with root, on the node the driver chose in `volume.kubernetes.io/selected-node`), and the parts of the
+ *   with root, on the node the driver chose in `volume.kubernetes.io/selected-node`; the class allows expansion,
+ *   so a bound claim whose request grows gets a longer device, then PV and claim capacity), and the parts of the
  *   **PV controller** (binding claim and volume) and of the **pvc-protection controller** (the finalizer let go
  *   once no pod uses the claim) that these need.
  * - `ExternalAttacher` plays **external-attacher**: ControllerPublishVolume for each VolumeAttachment of the
  *   driver (its finalizer first), the outcome in the attachment's status; ControllerUnpublishVolume when the
  *   attachment is deleted, then the finalizer off.
+ * - external-resizer is in csi-resizer.ts.
  *
  * Each is level-triggered: an informer kicks a pass over everything, and a pass that left work (a retry)
  * kicks another a second later. One pass at a time.
@@ -24,6 +26,7 @@ import type { Logger } from 'pino';
 import { createBackingDevice, type BackingDevice } from '@shadowset/e2e';
 import { CSI_DRIVER, R, type Kube, type Obj } from '@shadowset/operator/kube';
 import type { CsiClient } from './csi-client.js';
+import { Events, Loop } from './stand-in.js';
 
 export const STORAGE_CLASSES = { group: 'storage.k8s.io', version: 'v1', plural: 'storageclasses', namespaced: false };
 /** The provisioner name of the simulated local-volume class the members come from. */
@@ -65,72 +68,6 @@ export function capabilityOf(pv: Pv): Record<string, unknown> {
   return pv.spec.volumeMode === 'Block'
     ? { block: {}, access_mode: { mode } }
     : { mount: { fs_type: fs, mount_flags: [] }, access_mode: { mode } };
-}
-
-/** One pass at a time; kicked by informers, and again a second later while a pass leaves work. */
-export class Loop {
-  private running = false;
-  private again = false;
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
-  private readonly informers: { stop: () => void }[] = [];
-  idle: Promise<void> = Promise.resolve();
-
-  constructor(private readonly pass: () => Promise<boolean>, private readonly log: Logger, private readonly name: string) {}
-
-  watch(kube: Kube, resources: (typeof R)[keyof typeof R][] | typeof STORAGE_CLASSES[]): void {
-    for (const r of resources) this.informers.push(kube.inform(r, undefined, () => this.kick(), () => undefined));
-  }
-
-  kick(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = true;
-    this.idle = (async () => {
-      do {
-        this.again = false;
-        let more = false;
-        try {
-          more = await this.pass();
-        } catch (e) {
-          this.log.debug({ standIn: this.name, err: (e as Error).message }, 'pass failed; retrying');
-          more = true;
-        }
-        if (more && !this.stopped) {
-          clearTimeout(this.timer);
-          this.timer = setTimeout(() => this.kick(), 1000);
-        }
-      } while (this.again && !this.stopped);
-      this.running = false;
-    })();
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    for (const i of this.informers) i.stop();
-    await this.idle;
-  }
-}
-
-/** An Event on an object, once per distinct message (what the real components post). */
-export class Events {
-  private readonly sent = new Map<string, string>();
-  constructor(private readonly kube: () => Kube, private readonly component: string) {}
-  async post(o: Obj, kind: string, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
-    const key = `${o.metadata.uid}/${reason}`;
-    if (this.sent.get(key) === message) return;
-    this.sent.set(key, message);
-    const now = new Date().toISOString();
-    await this.kube().create(R.events, o.metadata.namespace ?? 'default', {
-      metadata: { generateName: `${o.metadata.name}.` },
-      involvedObject: { apiVersion: kind === 'Pod' || kind === 'PersistentVolumeClaim' ? 'v1' : undefined, kind, namespace: o.metadata.namespace, name: o.metadata.name, uid: o.metadata.uid },
-      reason, message, type, source: { component: this.component }, firstTimestamp: now, lastTimestamp: now, count: 1,
-    }).catch(() => undefined);
-  }
 }
 
 export class VolumeProvisioner {

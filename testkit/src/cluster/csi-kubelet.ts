@@ -8,7 +8,9 @@
  * 2. kubelet: NodeStageVolume and NodePublishVolume on X's node plugin, over its Unix socket, with the
  *    kubelet's own paths under X's kubelet directory (Block: `plugins/kubernetes.io/csi/volumeDevices/…`;
  *    Filesystem: the `globalmount` and the pod's `volumes/kubernetes.io~csi/<pv>/mount`). The simulator links
- *    the published device node (or directory) into the pod's root at its devicePath (or mountPath).
+ *    the published device node (or directory) into the pod's root at its devicePath (or mountPath);
+ * 3. kubelet, expansion: a claim left `FileSystemResizePending` by external-resizer (csi-resizer.ts) gets
+ *    NodeExpandVolume once staged and published, then its capacity (the PV's) and the condition cleared.
  *
  * When the pod goes: NodeUnpublishVolume; NodeUnstageVolume once no other pod on X publishes the volume; then
  * the VolumeAttachment, once no pod on X wants it (also one that never attached), is deleted and awaited
@@ -23,8 +25,9 @@ import type { Logger } from 'pino';
 import { ContainerConfigError, waitFor, type PodVolumePlugin } from '@shadowset/e2e';
 import { CSI_DRIVER, R, type Kube, type Obj } from '@shadowset/operator/kube';
 import { CsiClient } from './csi-client.js';
-import { attachmentName, capabilityOf, Events, quantityBytes, type Pv, type Pvc } from './csi-controllers.js';
+import { attachmentName, capabilityOf, quantityBytes, type Pv, type Pvc } from './csi-controllers.js';
 import { FS_RESIZE_PENDING } from './csi-resizer.js';
+import { Events } from './stand-in.js';
 
 interface Published {
   pv: string;

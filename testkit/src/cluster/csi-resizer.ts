@@ -16,7 +16,8 @@
 import type { Logger } from 'pino';
 import { CSI_DRIVER, R, type Kube } from '@shadowset/operator/kube';
 import type { CsiClient } from './csi-client.js';
-import { capabilityOf, Events, Loop, quantityBytes, sizeOf, type Pv, type Pvc } from './csi-controllers.js';
+import { capabilityOf, quantityBytes, sizeOf, type Pv, type Pvc } from './csi-controllers.js';
+import { Events, Loop } from './stand-in.js';
 
 export const FS_RESIZE_PENDING = 'FileSystemResizePending';
 const FIRST_RETRY_MS = 1000;

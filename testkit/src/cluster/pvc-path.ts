@@ -1,12 +1,13 @@
 /**
  * The PVC path on the local control plane: what `npm run demo` shows and `csi/src/itest/pvc-demo.ctest.ts`
- * tests, one code path for both. Real: the control plane, the operator, the engine and member servers (as
- * the simulator's pods), and the CSI driver `shadowset-csi` as processes — a controller, and a node plugin
- * per simulated node doing stage and publish for real on this host (qemu-storage-daemon → FUSE → loop,
- * bind mounts; root). Simulated: the nodes (e2e's node simulator), and the roles of external-provisioner,
- * external-attacher, the PV controller, a local-volume provisioner for the members (csi-controllers.ts) and
- * of the kubelet's CSI calls with the attach/detach controller (csi-kubelet.ts), each calling the driver's
- * gRPC API as the real component does.
+ * tests, one code path for both (`resize.ctest.ts` grows volumes on it). Real: the control plane, the
+ * operator, the engine and member servers (as the simulator's pods), and the CSI driver `shadowset-csi` as
+ * processes — a controller, and a node plugin per simulated node doing stage and publish for real on this
+ * host (qemu-storage-daemon → FUSE → loop, bind mounts; root). Simulated: the nodes (e2e's node simulator),
+ * and the roles of external-provisioner, external-attacher, the PV controller, a local-volume provisioner
+ * for the members (csi-controllers.ts), external-resizer (csi-resizer.ts) and of the kubelet's CSI calls
+ * with the attach/detach controller (csi-kubelet.ts), each calling the driver's gRPC API as the real
+ * component does.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
