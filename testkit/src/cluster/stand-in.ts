@@ -3,8 +3,7 @@
  * level-triggered pass loop, and events posted as the real components post them.
  */
 import type { Logger } from 'pino';
-import { R, type Kube, type Obj } from '@shadowset/operator/kube';
-import type { STORAGE_CLASSES } from './csi-controllers.js';
+import { R, type Kube, type Obj, type Resource } from '@shadowset/operator/kube';
 
 /** One pass at a time; kicked by informers, and again a second later while a pass leaves work. */
 export class Loop {
@@ -17,7 +16,7 @@ export class Loop {
 
   constructor(private readonly pass: () => Promise<boolean>, private readonly log: Logger, private readonly name: string) {}
 
-  watch(kube: Kube, resources: (typeof R)[keyof typeof R][] | typeof STORAGE_CLASSES[]): void {
+  watch(kube: Kube, resources: Resource[]): void {
     for (const r of resources) this.informers.push(kube.inform(r, undefined, () => this.kick(), () => undefined));
   }
 
