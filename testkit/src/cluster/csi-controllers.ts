@@ -6,36 +6,44 @@
  * - `VolumeProvisioner` plays **external-provisioner** for the driver's classes (CreateVolume with the
  *   class's parameters and the `csi.storage.k8s.io/pvc/*`, `pv/name` keys; the PV; DeleteVolume when the
  *   claim is gone), a **local-volume provisioner** for the members' class (a file-backed device, a loop device
- *   with root, on the node the driver chose in `volume.kubernetes.io/selected-node`), and the parts of the
+ *   with root, on the node the driver chose in `volume.kubernetes.io/selected-node`; the class allows expansion,
+ *   so a bound claim whose request grows gets a longer device, then PV and claim capacity), and the parts of the
  *   **PV controller** (binding claim and volume) and of the **pvc-protection controller** (the finalizer let go
  *   once no pod uses the claim) that these need.
  * - `ExternalAttacher` plays **external-attacher**: ControllerPublishVolume for each VolumeAttachment of the
  *   driver (its finalizer first), the outcome in the attachment's status; ControllerUnpublishVolume when the
  *   attachment is deleted, then the finalizer off.
+ * - external-resizer is in csi-resizer.ts.
  *
  * Each is level-triggered: an informer kicks a pass over everything, and a pass that left work (a retry)
  * kicks another a second later. One pass at a time.
  */
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { truncate } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { createBackingDevice, type BackingDevice } from '@shadowset/e2e';
 import { CSI_DRIVER, R, type Kube, type Obj } from '@shadowset/operator/kube';
 import type { CsiClient } from './csi-client.js';
+import { Events, Loop } from './stand-in.js';
 
 export const STORAGE_CLASSES = { group: 'storage.k8s.io', version: 'v1', plural: 'storageclasses', namespaced: false };
 /** The provisioner name of the simulated local-volume class the members come from. */
 export const LOCAL_PROVISIONER = 'local.sim.shadowset.dev';
 const PROTECTION = 'kubernetes.io/pvc-protection';
 const PV_PROTECTION = 'kubernetes.io/pv-protection';
+const run = promisify(execFile);
 const ATTACHER_FINALIZER = `external-attacher/${CSI_DRIVER.replace(/\./g, '-')}`;
 const SELECTED_NODE = 'volume.kubernetes.io/selected-node';
-const PROVISIONED_BY = 'pv.kubernetes.io/provisioned-by';
+export const PROVISIONED_BY = 'pv.kubernetes.io/provisioned-by';
 
-interface Pvc extends Obj {
+export interface Pvc extends Obj {
   spec: { storageClassName?: string; volumeName?: string; volumeMode?: string; accessModes?: string[]; resources?: { requests?: { storage?: string } } };
+  status?: { phase?: string; capacity?: { storage?: string }; conditions?: { type: string; status: string; message?: string }[] };
 }
-interface Pv extends Obj {
-  spec: { csi?: { driver?: string; volumeHandle?: string; volumeAttributes?: Record<string, string> }; claimRef?: { namespace?: string; name?: string; uid?: string }; volumeMode?: string; accessModes?: string[]; persistentVolumeReclaimPolicy?: string; local?: { path?: string } };
+export interface Pv extends Obj {
+  spec: { capacity?: { storage?: string }; csi?: { driver?: string; volumeHandle?: string; volumeAttributes?: Record<string, string> }; claimRef?: { namespace?: string; name?: string; uid?: string }; volumeMode?: string; accessModes?: string[]; persistentVolumeReclaimPolicy?: string; local?: { path?: string } };
   status?: { phase?: string };
 }
 interface StorageClass extends Obj { provisioner?: string; parameters?: Record<string, string>; reclaimPolicy?: string }
@@ -48,6 +56,11 @@ export function quantityBytes(q: string): number {
   return Number(m[1]) * unit;
 }
 
+/** A size as the API shows it: whole MiB as `<n>Mi`, else bytes. */
+export function sizeOf(bytes: number): string {
+  return bytes % 2 ** 20 === 0 ? `${bytes / 2 ** 20}Mi` : String(bytes);
+}
+
 /** The CSI capability a PV asks for, as the sidecars and the kubelet derive it (the driver offers SINGLE_NODE_MULTI_WRITER). */
 export function capabilityOf(pv: Pv): Record<string, unknown> {
   const mode = (pv.spec.accessModes ?? []).includes('ReadWriteOncePod') ? 'SINGLE_NODE_SINGLE_WRITER' : 'SINGLE_NODE_MULTI_WRITER';
@@ -55,72 +68,6 @@ export function capabilityOf(pv: Pv): Record<string, unknown> {
   return pv.spec.volumeMode === 'Block'
     ? { block: {}, access_mode: { mode } }
     : { mount: { fs_type: fs, mount_flags: [] }, access_mode: { mode } };
-}
-
-/** One pass at a time; kicked by informers, and again a second later while a pass leaves work. */
-class Loop {
-  private running = false;
-  private again = false;
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
-  private readonly informers: { stop: () => void }[] = [];
-  idle: Promise<void> = Promise.resolve();
-
-  constructor(private readonly pass: () => Promise<boolean>, private readonly log: Logger, private readonly name: string) {}
-
-  watch(kube: Kube, resources: (typeof R)[keyof typeof R][] | typeof STORAGE_CLASSES[]): void {
-    for (const r of resources) this.informers.push(kube.inform(r, undefined, () => this.kick(), () => undefined));
-  }
-
-  kick(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = true;
-    this.idle = (async () => {
-      do {
-        this.again = false;
-        let more = false;
-        try {
-          more = await this.pass();
-        } catch (e) {
-          this.log.debug({ standIn: this.name, err: (e as Error).message }, 'pass failed; retrying');
-          more = true;
-        }
-        if (more && !this.stopped) {
-          clearTimeout(this.timer);
-          this.timer = setTimeout(() => this.kick(), 1000);
-        }
-      } while (this.again && !this.stopped);
-      this.running = false;
-    })();
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    for (const i of this.informers) i.stop();
-    await this.idle;
-  }
-}
-
-/** An Event on an object, once per distinct message (what the real components post). */
-export class Events {
-  private readonly sent = new Map<string, string>();
-  constructor(private readonly kube: () => Kube, private readonly component: string) {}
-  async post(o: Obj, kind: string, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
-    const key = `${o.metadata.uid}/${reason}`;
-    if (this.sent.get(key) === message) return;
-    this.sent.set(key, message);
-    const now = new Date().toISOString();
-    await this.kube().create(R.events, o.metadata.namespace ?? 'default', {
-      metadata: { generateName: `${o.metadata.name}.` },
-      involvedObject: { apiVersion: kind === 'Pod' || kind === 'PersistentVolumeClaim' ? 'v1' : undefined, kind, namespace: o.metadata.namespace, name: o.metadata.name, uid: o.metadata.uid },
-      reason, message, type, source: { component: this.component }, firstTimestamp: now, lastTimestamp: now, count: 1,
-    }).catch(() => undefined);
-  }
 }
 
 export class VolumeProvisioner {
@@ -155,6 +102,12 @@ export class VolumeProvisioner {
         continue;
       }
       const sc = classes.get(pvc.spec.storageClassName ?? '');
+      if (pvc.spec.volumeName && sc?.provisioner === LOCAL_PROVISIONER && pvc.status?.phase === 'Bound') {
+        more = (await this.growLocal(pvc).then(() => false, async (e: Error) => {
+          await this.events.post(pvc, 'PersistentVolumeClaim', 'Warning', 'VolumeResizeFailed', `resize of ${pvc.spec.volumeName} failed: ${e.message}`);
+          return true;
+        })) || more;
+      }
       if (pvc.spec.volumeName || !sc) continue;
       try {
         if (sc.provisioner === CSI_DRIVER) await this.provisionCsi(pvc, sc);
@@ -219,10 +172,31 @@ export class VolumeProvisioner {
     });
   }
 
+  /**
+   * The member class's resizer (the class has allowVolumeExpansion): a bound claim whose request is above its
+   * capacity gets a larger device (its file made longer, `losetup -c` so the loop device follows), then the
+   * PV's capacity and the claim's, as external-resizer and the PV controller write them.
+   */
+  private async growLocal(pvc: Pvc): Promise<void> {
+    const want = quantityBytes(pvc.spec.resources?.requests?.storage ?? '0');
+    if (want <= quantityBytes(pvc.status?.capacity?.storage ?? '0')) return;
+    const pvName = pvc.spec.volumeName!;
+    const disk = this.disks.get(pvName);
+    if (!disk) throw new Error(`no device behind PV ${pvName}`);
+    if (disk.sizeBytes < want) {
+      await truncate(disk.file, want);
+      if (disk.kind === 'loop') await run('losetup', ['-c', disk.path]);
+      disk.sizeBytes = want;
+    }
+    await this.kube.mergePatch(R.pvs, undefined, pvName, { spec: { capacity: { storage: sizeOf(want) } } });
+    await this.kube.mergePatch(R.pvcs, pvc.metadata.namespace, pvc.metadata.name, { status: { capacity: { storage: sizeOf(want) } } }, 'status');
+    await this.events.post(pvc, 'PersistentVolumeClaim', 'Normal', 'VolumeResizeSuccessful', `device of ${pvName} grown to ${sizeOf(want)}`);
+  }
+
   /** The PV, then the PV controller's binding of claim and volume. */
   private async createAndBind(pvc: Pvc, pvName: string, bytes: number, by: string, reclaim: string, source: Record<string, unknown>): Promise<void> {
     const ns = pvc.metadata.namespace!;
-    const size = bytes % 2 ** 20 === 0 ? `${bytes / 2 ** 20}Mi` : String(bytes);
+    const size = sizeOf(bytes);
     if (!(await this.kube.get(R.pvs, undefined, pvName))) {
       await this.kube.create(R.pvs, undefined, {
         metadata: { name: pvName, annotations: { [PROVISIONED_BY]: by } },

@@ -8,7 +8,9 @@
  * 2. kubelet: NodeStageVolume and NodePublishVolume on X's node plugin, over its Unix socket, with the
  *    kubelet's own paths under X's kubelet directory (Block: `plugins/kubernetes.io/csi/volumeDevices/…`;
  *    Filesystem: the `globalmount` and the pod's `volumes/kubernetes.io~csi/<pv>/mount`). The simulator links
- *    the published device node (or directory) into the pod's root at its devicePath (or mountPath).
+ *    the published device node (or directory) into the pod's root at its devicePath (or mountPath);
+ * 3. kubelet, expansion: a claim left `FileSystemResizePending` by external-resizer (csi-resizer.ts) gets
+ *    NodeExpandVolume once staged and published, then its capacity (the PV's) and the condition cleared.
  *
  * When the pod goes: NodeUnpublishVolume; NodeUnstageVolume once no other pod on X publishes the volume; then
  * the VolumeAttachment, once no pod on X wants it (also one that never attached), is deleted and awaited
@@ -23,7 +25,9 @@ import type { Logger } from 'pino';
 import { ContainerConfigError, waitFor, type PodVolumePlugin } from '@shadowset/e2e';
 import { CSI_DRIVER, R, type Kube, type Obj } from '@shadowset/operator/kube';
 import { CsiClient } from './csi-client.js';
-import { attachmentName, capabilityOf, Events } from './csi-controllers.js';
+import { attachmentName, capabilityOf, quantityBytes, type Pv, type Pvc } from './csi-controllers.js';
+import { FS_RESIZE_PENDING } from './csi-resizer.js';
+import { Events } from './stand-in.js';
 
 interface Published {
   pv: string;
@@ -100,7 +104,9 @@ export class KubeletCsi implements PodVolumePlugin {
       try {
         await this.client(node).call('Node', 'NodeStageVolume', { ...common, staging_target_path: p.staging });
         await this.client(node).call('Node', 'NodePublishVolume', { ...common, staging_target_path: p.staging, target_path: p.target, readonly: false });
+        await this.finishResize(pod as unknown as Obj, ns, claim, pv as Pv, p);
       } catch (e) {
+        if (e instanceof ContainerConfigError) throw e;
         const message = `MountVolume.SetUp failed for volume "${pvName}" : ${(e as Error).message}`;
         await this.events.post(pod as unknown as Obj, 'Pod', 'Warning', 'FailedMount', message);
         throw new ContainerConfigError('ContainerCreating', message);
@@ -111,6 +117,31 @@ export class KubeletCsi implements PodVolumePlugin {
       this.o.log.info({ pod: `${ns}/${pod.metadata?.name}`, node, pv: pvName, target: p.target }, 'volume staged and published');
     }
     return out;
+  }
+
+  /**
+   * The kubelet's part of an expansion: a claim that external-resizer left `FileSystemResizePending` gets
+   * NodeExpandVolume once its volume is staged and published here, then the PV's capacity as its own and the
+   * condition removed. A failure is a `FileSystemResizeFailed` event and the container waits (retried).
+   */
+  private async finishResize(pod: Obj, ns: string, claim: string, pv: Pv, p: Published): Promise<void> {
+    const kube = this.o.kube();
+    const pvc = await kube.get<Pvc>(R.pvcs, ns, claim);
+    const conditions = pvc?.status?.conditions ?? [];
+    if (!pvc || !conditions.some((c) => c.type === FS_RESIZE_PENDING)) return;
+    const size = pv.spec.capacity?.storage ?? '0';
+    try {
+      await this.client(p.node).call('Node', 'NodeExpandVolume', {
+        volume_id: p.handle, volume_path: p.target, staging_target_path: p.staging, volume_capability: p.capability,
+        capacity_range: { required_bytes: String(quantityBytes(size)), limit_bytes: '0' }, secrets: {},
+      });
+    } catch (e) {
+      const message = `MountVolume.NodeExpandVolume failed for volume "${pv.metadata.name}" : ${(e as Error).message}`;
+      await this.events.post(pod, 'Pod', 'Warning', 'FileSystemResizeFailed', message);
+      throw new ContainerConfigError('ContainerCreating', message);
+    }
+    await kube.mergePatch(R.pvcs, ns, claim, { status: { capacity: { storage: size }, conditions: conditions.filter((c) => c.type !== FS_RESIZE_PENDING) } }, 'status');
+    await this.events.post(pod, 'Pod', 'Normal', 'FileSystemResizeSuccessful', `MountVolume.NodeExpandVolume succeeded for volume "${pv.metadata.name}" ${p.node}`);
   }
 
   /** The attach/detach controller's part: the attachment, and its status awaited. Answers its publish context. */

@@ -99,6 +99,13 @@ the volume is attached to the first pod's node). Delete the first and the second
   ${k} describe pod ${PVC_DEMO.pod}-2 -n ${PVC_DEMO.ns}      # after ~20 s
   ${k} delete pod ${PVC_DEMO.pod} -n ${PVC_DEMO.ns}; ${k} get pods,volumeattachments -n ${PVC_DEMO.ns}
 
+Grow the volume (offline: refused while a pod uses it, retried; then the member claims, the set, the PV and
+the claim grow; the next pod's device has the new size):
+  ${k} patch pvc ${PVC_DEMO.claim} -n ${PVC_DEMO.ns} -p '{"spec":{"resources":{"requests":{"storage":"${o.volumeMiB * 2}Mi"}}}}'
+  ${k} describe pvc ${PVC_DEMO.claim} -n ${PVC_DEMO.ns}         # VolumeResizeFailed: attached to node …
+  ${k} delete pod ${PVC_DEMO.pod} -n ${PVC_DEMO.ns}; ${k} get pvc,shadowsets -n ${PVC_DEMO.ns} -w
+  ${k} apply -f ${files.pod}
+
 Delete the claim (DeleteVolume: the set dissolved, its member claims and their volumes deleted), and make it again:
   ${k} delete pod ${PVC_DEMO.pod} ${PVC_DEMO.pod}-2 -n ${PVC_DEMO.ns} --ignore-not-found && ${k} delete pvc ${PVC_DEMO.claim} -n ${PVC_DEMO.ns}
   ${k} get pvc,pv,shadowsets -n ${PVC_DEMO.ns}

@@ -1,12 +1,13 @@
 /**
  * The PVC path on the local control plane: what `npm run demo` shows and `csi/src/itest/pvc-demo.ctest.ts`
- * tests, one code path for both. Real: the control plane, the operator, the engine and member servers (as
- * the simulator's pods), and the CSI driver `shadowset-csi` as processes — a controller, and a node plugin
- * per simulated node doing stage and publish for real on this host (qemu-storage-daemon → FUSE → loop,
- * bind mounts; root). Simulated: the nodes (e2e's node simulator), and the roles of external-provisioner,
- * external-attacher, the PV controller, a local-volume provisioner for the members (csi-controllers.ts) and
- * of the kubelet's CSI calls with the attach/detach controller (csi-kubelet.ts), each calling the driver's
- * gRPC API as the real component does.
+ * tests, one code path for both (`resize.ctest.ts` grows volumes on it). Real: the control plane, the
+ * operator, the engine and member servers (as the simulator's pods), and the CSI driver `shadowset-csi` as
+ * processes — a controller, and a node plugin per simulated node doing stage and publish for real on this
+ * host (qemu-storage-daemon → FUSE → loop, bind mounts; root). Simulated: the nodes (e2e's node simulator),
+ * and the roles of external-provisioner, external-attacher, the PV controller, a local-volume provisioner
+ * for the members (csi-controllers.ts), external-resizer (csi-resizer.ts) and of the kubelet's CSI calls
+ * with the attach/detach controller (csi-kubelet.ts), each calling the driver's gRPC API as the real
+ * component does.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -20,11 +21,14 @@ import { CSI_DRIVER, R, type Obj } from '@shadowset/operator/kube';
 import { CsiClient } from './csi-client.js';
 import { ExternalAttacher, LOCAL_PROVISIONER, STORAGE_CLASSES, VolumeProvisioner } from './csi-controllers.js';
 import { KubeletCsi } from './csi-kubelet.js';
+import { ExternalResizer } from './csi-resizer.js';
 import { LocalCluster } from './local-cluster.js';
 import { leftovers, undoAll } from './node-cleanup.js';
 
 export const PVC_DEMO = { ns: 'demo', claim: 'data', pod: 'writer', shadowClass: 'shadowset', memberClass: 'sim-local', nodes: ['node-a', 'node-b'] } as const;
 const WRITER = 'shadowset-demo-writer';
+/** The command of a pod that writes, checks and sizes files on a Filesystem volume (fs-probe.ts). */
+export const FS_PROBE = 'shadowset-fs-probe';
 
 /** Why the PVC path cannot run here (it needs root, loop devices, FUSE and qemu-storage-daemon), or null. */
 export function pvcPathUnavailable(): string | null {
@@ -46,6 +50,7 @@ export class PvcPath {
   readonly kubelet: KubeletCsi;
   provisioner!: VolumeProvisioner;
   attacher!: ExternalAttacher;
+  resizer!: ExternalResizer;
   private controller: CsiClient | undefined;
   private readonly drivers: ManagedProcess[] = [];
 
@@ -79,8 +84,9 @@ export class PvcPath {
   private async up(): Promise<void> {
     await mkdir(join(this.dir, 'logs'), { recursive: true });
     await mkdir(this.simDir, { recursive: true });
-    const writer = join(fileURLToPath(new URL('.', import.meta.url)), 'demo-writer.js');
-    await this.cluster.start([...PVC_DEMO.nodes], { podKubeconfig: true, volumes: this.kubelet, commands: { [WRITER]: writer }, simWorkDir: this.simDir });
+    const here = fileURLToPath(new URL('.', import.meta.url));
+    const commands = { [WRITER]: join(here, 'demo-writer.js'), [FS_PROBE]: join(here, 'fs-probe.js') };
+    await this.cluster.start([...PVC_DEMO.nodes], { podKubeconfig: true, volumes: this.kubelet, commands, simWorkDir: this.simDir });
     const bin = join(repoRoot, 'csi', 'bin', 'shadowset-csi.js');
     const driver = async (name: string, args: string[]) => {
       this.drivers.push(await ManagedProcess.start({
@@ -105,22 +111,25 @@ export class PvcPath {
     const { kube } = this.cluster;
     this.provisioner = new VolumeProvisioner(kube, this.controller, this.log);
     this.attacher = new ExternalAttacher(kube, this.controller, this.log);
+    this.resizer = new ExternalResizer(kube, this.controller, this.log);
     this.provisioner.start();
     this.attacher.start();
+    this.resizer.start();
     await kube.create(STORAGE_CLASSES, undefined, {
       apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: PVC_DEMO.memberClass },
-      provisioner: LOCAL_PROVISIONER, volumeBindingMode: 'WaitForFirstConsumer', reclaimPolicy: 'Delete',
+      provisioner: LOCAL_PROVISIONER, volumeBindingMode: 'WaitForFirstConsumer', reclaimPolicy: 'Delete', allowVolumeExpansion: true,
     });
     await kube.create(STORAGE_CLASSES, undefined, {
       apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: PVC_DEMO.shadowClass },
-      provisioner: CSI_DRIVER, parameters: { memberClass: PVC_DEMO.memberClass, members: '2' }, reclaimPolicy: 'Delete', volumeBindingMode: 'Immediate',
+      provisioner: CSI_DRIVER, parameters: { memberClass: PVC_DEMO.memberClass, members: '2' }, reclaimPolicy: 'Delete', volumeBindingMode: 'Immediate', allowVolumeExpansion: true,
     });
   }
 
-  claimManifest(mib: number): Obj {
+  /** The demo's claim (Block, of the shadowset class unless told). */
+  claimManifest(mib: number, o: { volumeMode?: 'Block' | 'Filesystem'; storageClassName?: string } = {}): Obj {
     return {
       apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name: PVC_DEMO.claim, namespace: PVC_DEMO.ns },
-      spec: { accessModes: ['ReadWriteOnce'], volumeMode: 'Block', storageClassName: PVC_DEMO.shadowClass, resources: { requests: { storage: `${mib}Mi` } } },
+      spec: { accessModes: ['ReadWriteOnce'], volumeMode: o.volumeMode ?? 'Block', storageClassName: o.storageClassName ?? PVC_DEMO.shadowClass, resources: { requests: { storage: `${mib}Mi` } } },
     };
   }
 
@@ -154,11 +163,14 @@ export class PvcPath {
     return files;
   }
 
-  /** The setup path: the claim, Bound; its ShadowSet Steady with both members; then the pod, its record written. */
-  async provision(mib: number, timeoutMs = 120_000): Promise<DemoVolume> {
+  /** The setup path: the claim (the demo's unless given), Bound; its ShadowSet Steady with both members. */
+  async provision(mib: number, timeoutMs = 120_000, claim: Obj = this.claimManifest(mib)): Promise<DemoVolume> {
     const { kube } = this.cluster;
-    await this.cluster.namespace(PVC_DEMO.ns);
-    await kube.create(R.pvcs, PVC_DEMO.ns, this.claimManifest(mib));
+    // A second volume in the same run finds the namespace there.
+    await this.cluster.namespace(PVC_DEMO.ns).catch((e: { code?: string }) => {
+      if (e.code !== 'OP_CONFLICT') throw e;
+    });
+    await kube.create(R.pvcs, PVC_DEMO.ns, claim);
     const pvName = await waitFor('the PVC Bound', async () => {
       const c = await kube.get(R.pvcs, PVC_DEMO.ns, PVC_DEMO.claim);
       return (c?.status as { phase?: string } | undefined)?.phase === 'Bound' ? String((c?.spec as { volumeName?: string }).volumeName) : undefined;
@@ -255,6 +267,7 @@ export class PvcPath {
     };
     await step(() => this.cluster.stop());
     await step(() => this.attacher?.stop());
+    await step(() => this.resizer?.stop());
     await step(() => this.provisioner?.stop());
     this.kubelet.close();
     this.controller?.close();
