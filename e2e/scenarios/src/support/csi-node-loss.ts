@@ -117,6 +117,10 @@ export function registerNodeLoss(chain: ScenarioChain, ctx: () => { env: KindEnv
       note(`${seen + 1} blocks of the first pod and ${last.size} blocks of the second (${acked(out).length} writes) read back from all three members`);
     } finally {
       watch.stop();
+      // A failed run must not leave the worker down or tainted: the next scenario file shares the cluster
+      // (one run found the next file's member server unschedulable on the still-tainted worker).
+      await env.recoverNode(lost).catch(() => undefined);
+      await env.kubectl(['taint', 'node', lost, `${TAINT.split(':')[0]!.split('=')[0]}:NoExecute-`], { allowFail: true }).catch(() => undefined);
     }
   }, 1_500_000);
 }
