@@ -80,6 +80,11 @@ test('unit socket: with a live attachment the engine serves on <dir>/<ns>/<set>/
   const plain = created(plan(observed({ unitSocketDir: '/run/shadowset/units' })).actions)!;
   assert.ok(!plain.spec.volumes.some((v) => v.hostPath));
   assert.equal(plain.spec.containers[0]!.args[plain.spec.containers[0]!.args.indexOf('--socket') + 1], '/run/shadow/nbd.sock');
+  // A set the CSI driver made serves the socket before any attachment (an engine taking over after its
+  // consumer's node died starts before the new consumer's attachment; it must not be restarted for it).
+  const driverMade = created(plan(observed({ unitSocketDir: '/run/shadowset/units', madeByDriver: true })).actions)!;
+  assert.ok(driverMade.spec.volumes.some((v) => v.hostPath), 'a driver-made set mounts its unit socket directory at once');
+  assert.equal(driverMade.spec.containers[0]!.args[driverMade.spec.containers[0]!.args.indexOf('--socket') + 1], '/run/shadowset/unit/nbd.sock');
 });
 
 test('unit socket: a pod that has it keeps it when the attachment goes; a pod without it is restarted cleanly to get it', () => {

@@ -65,7 +65,9 @@ export function plan(o: Observed): Plan {
   // The unit socket on the host, for the CSI node plugin: once the set has a live attachment, and kept by a
   // pod that has it (the consumer going away restarts nothing).
   const unitDir = o.unitSocketDir ? unitSocketHostDir(o.unitSocketDir, o.namespace, o.name) : null;
-  const unit = unitDir && (liveAttachments(o.attachments).length > 0 || recordedUnitSocketDir(o.enginePod?.config) === unitDir) ? unitDir : null;
+  // A set the CSI driver made is there to be attached: its engine always serves the socket, so one started
+  // before its consumer's attachment exists (after the consumer's node died, say) is not restarted for it.
+  const unit = unitDir && (o.madeByDriver || liveAttachments(o.attachments).length > 0 || recordedUnitSocketDir(o.enginePod?.config) === unitDir) ? unitDir : null;
   const wanted = engineConfig(spec, o.engineImage, unit);
   if (o.enginePod?.deleting) {
     return { actions, status: buildStatus(o, null, { reason: Reason.EnginePending, message: `engine pod ${o.enginePod.name} is stopping` }, actions), requeueAfterMs: 1000 };
