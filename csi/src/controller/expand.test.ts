@@ -2,7 +2,7 @@
  * ControllerExpandVolume against the fake API server: member claims grow to unit + HEADER_BYTES, then the
  * set's spec.size; it answers Unavailable while a bound claim or the set has not grown yet; a member class
  * without expansion, an attached volume and a hand-made set are refused with nothing changed; a repeat
- * changes nothing.
+ * changes nothing; claims whose volumes already hold the new size are not grown.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -98,4 +98,20 @@ test('refused with nothing changed: a member class without expansion (named), an
   await rejects(u.call('ControllerExpandVolume', { volume_id: 'db/pvc-1' }), 'InvalidArgument', /capacity_range is required/);
   await rejects(u.call('ControllerExpandVolume', { volume_id: 'db/nope', capacity_range: { required_bytes: '1' } }), 'NotFound', /not found/);
   assert.equal(u.kube.patches.length, 0);
+});
+
+test('member claims whose volumes already hold the new size (static PVs bigger than asked) are left alone, even in a class without expansion; a smaller one is still refused', async () => {
+  const t = await setup({ expandable: false });
+  await t.world(256 * MiB, 64 * MiB);
+  await rejects(t.expand(128 * MiB), 'Unavailable', /ShadowSet is growing to 134217728 bytes \(now 67108864\)/);
+  for (const c of await t.claims()) assert.equal(bytesOfQuantity(c.spec.resources.requests.storage), 64 * MiB + HEADER_BYTES, 'no claim request touched');
+  assert.equal((await t.set()).spec!.size, 128 * MiB);
+  await t.world(256 * MiB, 128 * MiB);
+  assert.deepEqual(await t.expand(128 * MiB), { capacity_bytes: String(128 * MiB), node_expansion_required: true });
+
+  // Past what the volumes hold, the class decides again: refused, nothing changed.
+  const patches = t.kube.patches.length;
+  await rejects(t.expand(256 * MiB), 'FailedPrecondition', /member StorageClass local-block does not allow volume expansion/);
+  assert.equal(t.kube.patches.length, patches);
+  assert.equal((await t.set()).spec!.size, 128 * MiB);
 });

@@ -2,8 +2,9 @@
  * ControllerExpandVolume, offline: the unit reaches a node through qemu-storage-daemon's NBD client, a
  * FUSE export and a loop device, and none of them learns a bigger size while attached (qemu's NBD driver
  * cannot grow a node, and the size is the one the connection was told), so a volume grows only while no
- * node holds it. The order: the member claims' requests (unit + HEADER_BYTES), their capacity, the set's
- * spec.size (the operator asks the engine to grow), the set's status.size. Each call does what it can and
+ * node holds it. The order: the member claims' requests (unit + HEADER_BYTES; a claim whose capacity already
+ * covers that is left alone, so a member class without expansion serves while its volumes are big enough),
+ * their capacity, the set's spec.size (the operator asks the engine to grow), the set's status.size. Each call does what it can and
  * answers Unavailable while something is still growing: external-resizer calls again.
  */
 import { HEADER_BYTES } from '@shadowset/engine/api';
@@ -72,7 +73,10 @@ export function expandHandlers(o: { kube: KubePort; locks: VolumeLocks; waitMs?:
       const memberClass = (JSON.parse(a[PARAMETERS_ANNOTATION] ?? '{}') as { memberClass?: string }).memberClass ?? '';
       const claims = (await kube.list<Claim>(RES.pvcs, ref.namespace, `${VOLUME_LABEL}=${ref.name},app.kubernetes.io/managed-by=${MANAGED_BY['app.kubernetes.io/managed-by']}`)).items;
       const want = target + HEADER_BYTES;
-      const toGrow = claims.filter((c) => bytesOfQuantity(c.spec?.resources?.requests?.storage) < want);
+      // A claim bound to a volume that already holds `want` bytes (a static PV bigger than asked, say) has
+      // room: the engine reads each member's real size when the set grows, so only smaller ones must grow.
+      const toGrow = claims.filter((c) => bytesOfQuantity(c.spec?.resources?.requests?.storage) < want
+        && bytesOfQuantity(c.status?.capacity?.storage) < want);
       if (toGrow.length > 0) {
         // Checked before any claim is touched: a class that cannot expand changes nothing.
         const sc = await kube.get<Obj & { allowVolumeExpansion?: boolean }>(RES.storageclasses, undefined, memberClass);

@@ -8,6 +8,7 @@ import { after, before, test } from 'node:test';
 import { waitFor } from '@shadowset/e2e';
 import type { KindEnv } from './env/kind-env.js';
 import { CsiKind, secs, sums } from './support/csi-kind.js';
+import { registerExpansion } from './support/csi-expand.js';
 import { registerNodeLoss } from './support/csi-node-loss.js';
 import { ScenarioChain } from './support/scenario.js';
 import { StatusWatch, memberDifference, MiB, steady } from './support/shadowset.js';
@@ -158,6 +159,8 @@ if (kind) {
     note(`provisioned ${secs(provisioned)} after the pod was created, the pod wrote ${secs(Date.now() - t0)} after; engine on ${there}`);
     await k.deletePod('late-writer');
   }, 480_000);
+
+  registerExpansion(new ScenarioChain(() => env, NS), () => ({ env: env!, k, ns: NS }));
 
   // The node-loss story passed three runs and failed the fourth: the engine that took over was restarted once
   // more when the new consumer's attachment came, and the story read only the second engine's log (csi/README.md,

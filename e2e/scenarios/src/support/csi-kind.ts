@@ -31,10 +31,10 @@ export class CsiKind {
     }
   }
 
-  async shadowClass(name: string, binding: 'Immediate' | 'WaitForFirstConsumer', parameters: Record<string, string>): Promise<void> {
+  async shadowClass(name: string, binding: 'Immediate' | 'WaitForFirstConsumer', parameters: Record<string, string>, expandable = false): Promise<void> {
     await this.env.apply(`${name}.yaml`, JSON.stringify({
       apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name, labels: { 'shadowset.dev/e2e-stories': 'true' } }, provisioner: 'csi.shadowset.dev',
-      volumeBindingMode: binding, reclaimPolicy: 'Delete', parameters,
+      volumeBindingMode: binding, reclaimPolicy: 'Delete', parameters, ...(expandable ? { allowVolumeExpansion: true } : {}),
     }));
   }
 
