@@ -38,6 +38,7 @@ test('CreateVolume: a ShadowSet of new block claims of the member class, owned b
   const set = await kube.get(RES.shadowsets, 'db', 'pvc-0a1b');
   assert.ok(set);
   assert.deepEqual(set.spec, {
+    size: 64 * 1024 ** 2,
     members: [{ name: 'm1', claimName: 'pvc-0a1b-m1' }, { name: 'm2', claimName: 'pvc-0a1b-m2' }, { name: 'm3', claimName: 'pvc-0a1b-m3' }],
     minicopyPolicy: 'Required', memberTimeoutSeconds: 30, throttle: { copyBytesPerSecond: 1048576, maxCopies: 2 },
   });

@@ -54,7 +54,7 @@ test('the member claims grow to unit + header, then the set; the answer asks for
   // Bound claims still at their old capacity: their requests are raised, the call waits for them.
   await rejects(t.expand(128 * MiB), 'Unavailable', /member claims still growing to 142606336 bytes: pvc-1-m1 \(75497472\), pvc-1-m2 \(75497472\)/);
   for (const c of await t.claims()) assert.equal(bytesOfQuantity(c.spec.resources.requests.storage), 128 * MiB + HEADER_BYTES);
-  assert.equal((await t.set()).spec!.size, undefined, 'the set is not asked to grow before its members have');
+  assert.equal((await t.set()).spec!.size, 64 * MiB, 'the set is not asked to grow before its members have (it was made at the size asked for)');
   // The claims grew; the set is asked to grow, and the call waits for it.
   await t.world(128 * MiB + HEADER_BYTES);
   await rejects(t.expand(128 * MiB), 'Unavailable', /ShadowSet is growing to 134217728 bytes \(now 67108864\)/);
@@ -72,7 +72,7 @@ test('member claims not bound yet cannot grow (Kubernetes allows it only once bo
   const t = await setup();
   await rejects(t.expand(96 * MiB, BLOCK), 'Unavailable', /member claims not bound yet \(pvc-1-m1, pvc-1-m2\)/);
   assert.equal(t.kube.patches.length, 0);
-  assert.equal((await t.set()).spec!.size, undefined);
+  assert.equal((await t.set()).spec!.size, 64 * MiB);
   // Once bound, a set that never ran (no status.size) is done when its claims have grown.
   await t.world(64 * MiB + HEADER_BYTES);
   await rejects(t.expand(96 * MiB, BLOCK), 'Unavailable', /still growing/);
@@ -114,4 +114,13 @@ test('member claims whose volumes already hold the new size (static PVs bigger t
   await rejects(t.expand(256 * MiB), 'FailedPrecondition', /member StorageClass local-block does not allow volume expansion/);
   assert.equal(t.kube.patches.length, patches);
   assert.equal((await t.set()).spec!.size, 128 * MiB);
+});
+
+test('a set already bigger than asked (made at its members\' size) is not asked for less than it has: done with no spec.size change', async () => {
+  const t = await setup({ expandable: false });
+  await t.world(256 * MiB, 248 * MiB);
+  const before = (await t.set()).spec!.size;
+  assert.deepEqual(await t.expand(128 * MiB), { capacity_bytes: String(128 * MiB), node_expansion_required: true });
+  assert.equal((await t.set()).spec!.size, before, 'spec.size not set below the set\'s size');
+  assert.equal((await t.set()).metadata.annotations!['csi.shadowset.dev/capacity-bytes'], String(128 * MiB));
 });

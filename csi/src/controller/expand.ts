@@ -99,8 +99,11 @@ export function expandHandlers(o: { kube: KubePort; locks: VolumeLocks; waitMs?:
         return small.length ? `volume ${id}: member claims still growing to ${want} bytes: ${small.map((c) => `${c.metadata.name} (${c.status?.capacity?.storage ?? 'no capacity'})`).join(', ')}; retry` : null;
       });
       if (claimsWhy) throw new CsiError('Unavailable', claimsWhy);
-      if ((set.spec as { size?: number } | undefined)?.size !== target || have !== target) {
-        await kube.mergePatch(RES.shadowsets, ref.namespace, ref.name, { metadata: { annotations: { [CAPACITY_ANNOTATION]: String(target) } }, spec: { size: target } });
+      // A set already that big (one made at its members' size, before sets took the size asked for) is not
+      // asked for less than it has: the operator would refuse that as a shrink.
+      const grow = status.size === undefined || status.size < target;
+      if (have !== target || (grow && (set.spec as { size?: number } | undefined)?.size !== target)) {
+        await kube.mergePatch(RES.shadowsets, ref.namespace, ref.name, { metadata: { annotations: { [CAPACITY_ANNOTATION]: String(target) } }, ...(grow ? { spec: { size: target } } : {}) });
       }
       // A set whose engine ran reports its size: the filesystem may grow only once the unit has.
       if (status.size !== undefined) {

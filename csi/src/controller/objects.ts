@@ -41,6 +41,8 @@ export function parametersRecord(p: Parameters): string {
 export function shadowSetFor(v: VolumePlan): Obj {
   const p = v.params;
   const spec = {
+    // The unit is the size asked for, whatever the member class gives (it may round up, or bind bigger PVs).
+    size: v.capacityBytes,
     members: Array.from({ length: p.members }, (_, i) => ({ name: memberName(i), claimName: memberClaimName(v.setName, i) })),
     ...(p.minicopyPolicy ? { minicopyPolicy: p.minicopyPolicy } : {}),
     ...(p.memberTimeoutSeconds !== undefined ? { memberTimeoutSeconds: p.memberTimeoutSeconds } : {}),

@@ -63,6 +63,11 @@ test('serve-device arguments: a listener off loopback needs a PSK file; nothing 
 test('the write-intent log cap: off (0) by default, whole MiB up to 1 TiB, anything else refused', () => {
   const base = ['--member', 'a.img', '--socket', 's'];
   assert.equal(parseServeArgs(base).intentLogCapBytes, 0);
+  assert.equal(parseServeArgs([...base, '--new-set-size', String(48 * 1024 * 1024)]).newSetSize, 48 * 1024 * 1024);
+  assert.equal(parseServeArgs(base).newSetSize, undefined);
+  for (const bad of ['0', '1000', '-512', '1e9', 'x']) {
+    assert.throws(() => parseServeArgs([...base, `--new-set-size=${bad}`]), (e) => isEngineError(e, 'ENG_INVALID_ARGUMENT') && /new-set-size/.test((e as Error).message), bad);
+  }
   assert.equal(parseServeArgs([...base, '--intent-log-cap-mib', '256']).intentLogCapBytes, 256 * 1024 * 1024);
   assert.equal(parseServeArgs([...base, '--intent-log-cap-mib', '0']).intentLogCapBytes, 0);
   assert.equal(parseServeArgs([...base, '--intent-log-cap-mib', '1048576']).intentLogCapBytes, 1024 ** 4);

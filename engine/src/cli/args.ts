@@ -28,6 +28,8 @@ export interface ServeArgs extends SecurityArgs {
   keepRemoved: boolean;
   minGeneration?: number;
   stateFile?: string;
+  /** The size of a set this start makes; ignored when the members hold one (it grows by resize). */
+  newSetSize?: number;
 }
 
 export const USAGE = `usage: shadow-engine serve --member <file|device|nbd-uri> [--member ...] --socket <path>
@@ -35,7 +37,7 @@ export const USAGE = `usage: shadow-engine serve --member <file|device|nbd-uri> 
                            [--member-timeout <seconds>] [--overwrite] [--include] [--hold-on-failure]
                            [--minicopy-policy Required|Optional|Never] [--intent-idle-seconds 5] [--intent-log-cap-mib 256]
                            [--log-level <level>] [--site <zone>] [--keep-removed] [--state-file <path>]
-                           [--min-generation <n>]
+                           [--min-generation <n>] [--new-set-size <bytes>]
                            [--copy-bytes-per-second <n>] [--merge-bytes-per-second <n>] [--max-copies <n>]
                            [--control-token-file <path>] [--allow-location <prefix> ...]
                            [--member-psk-file <path>] [--export-psk-file <path>]
@@ -98,6 +100,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
       'keep-removed': { type: 'boolean', default: false },
       'state-file': { type: 'string' },
       'min-generation': { type: 'string' },
+      'new-set-size': { type: 'string' },
       include: { type: 'boolean', default: false },
       'hold-on-failure': { type: 'boolean', default: false },
       'intent-idle-seconds': { type: 'string', default: '5' },
@@ -133,7 +136,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   if (!Number.isFinite(tmo) || tmo < MEMBER_TIMEOUT_MIN_S || tmo > MEMBER_TIMEOUT_MAX_S) {
     throw new EngineError('ENG_INVALID_ARGUMENT', `--member-timeout must be ${MEMBER_TIMEOUT_MIN_S} to ${MEMBER_TIMEOUT_MAX_S} seconds, got '${values['member-timeout']}'`);
   }
-  const count = (name: 'copy-bytes-per-second' | 'merge-bytes-per-second' | 'max-copies' | 'min-generation', min: number, max: number): number | undefined => {
+  const count = (name: 'copy-bytes-per-second' | 'merge-bytes-per-second' | 'max-copies' | 'min-generation' | 'new-set-size', min: number, max: number): number | undefined => {
     const v = values[name];
     if (v === undefined) return undefined;
     if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new EngineError('ENG_INVALID_ARGUMENT', `--${name} must be an integer from ${min} to ${max}, got '${v}'`);
@@ -153,6 +156,10 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   if (copyRate !== undefined) resync.copyBytesPerSecond = copyRate;
   if (mergeRate !== undefined) resync.mergeBytesPerSecond = mergeRate;
   if (maxCopies !== undefined) resync.maxCopies = maxCopies;
+  const newSetSize = count('new-set-size', 512, Number.MAX_SAFE_INTEGER);
+  if (newSetSize !== undefined && newSetSize % 512 !== 0) {
+    throw new EngineError('ENG_INVALID_ARGUMENT', `--new-set-size must be a multiple of 512 bytes, got '${newSetSize}'`);
+  }
   const listen = values.listen ? parseHostPort(values.listen, '--listen') : null;
   const http = values.http ? parseHostPort(values.http, '--http') : null;
   return {
@@ -176,6 +183,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     keepRemoved: values['keep-removed']!,
     ...(values['state-file'] ? { stateFile: values['state-file'] } : {}),
     ...(values['min-generation'] !== undefined ? { minGeneration: count('min-generation', 0, Number.MAX_SAFE_INTEGER)! } : {}),
+    ...(newSetSize !== undefined ? { newSetSize } : {}),
   };
 }
 

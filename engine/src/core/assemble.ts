@@ -29,6 +29,11 @@ export interface AssembleOptions {
    * join as copy targets (reconstruct from former members).
    */
   keepRemoved?: boolean;
+  /**
+   * The size of a set this start makes (members holding no set): at most the smallest member's usable
+   * bytes. Unset: that smallest size. Members that hold a set keep its recorded size (it grows by resize).
+   */
+  newSetSize?: number;
   newId: () => string;
   now: string;
 }
@@ -167,11 +172,17 @@ export function assemble(probes: MemberProbe[], opts: AssembleOptions): Assembly
 }
 
 function newSet(probes: MemberProbe[], opts: AssembleOptions): AssemblyPlan {
-  const size = Math.min(...probes.map((p) => usableBytes(p.rawBytes)));
-  if (size <= 0) {
+  const room = Math.min(...probes.map((p) => usableBytes(p.rawBytes)));
+  if (room <= 0) {
     const small = probes.find((p) => usableBytes(p.rawBytes) <= 0)!;
     throw new EngineError('ENG_MEMBER_TOO_SMALL', `member ${small.path} is too small to hold shadow metadata`);
   }
+  const wanted = opts.newSetSize;
+  if (wanted !== undefined && wanted > room) {
+    const small = probes.find((p) => usableBytes(p.rawBytes) < wanted)!;
+    throw new EngineError('ENG_MEMBER_TOO_SMALL', `member ${small.path} has ${usableBytes(small.rawBytes)} usable bytes, a new set of ${wanted} bytes needs that many on every member`);
+  }
+  const size = wanted ?? room;
   // The first member defines the content; another member is identical to it only if both are blank.
   const firstBlank = probes[0]!.blank;
   const members: PlannedMember[] = probes.map((p, i) =>

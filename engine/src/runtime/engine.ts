@@ -52,6 +52,8 @@ export interface StartOptions {
   site?: string;
   /** Members the newest record lists as Removed stay out even when given (see AssembleOptions). */
   keepRemoved?: boolean;
+  /** The size of a set made by this start (see AssembleOptions.newSetSize); a set the members hold keeps its own. */
+  newSetSize?: number;
   /**
    * The newest generation known to have been recorded (the state file's, or one the operator saw). A
    * start whose newest record among the members it can open is older refuses: the newest data is on a
@@ -101,7 +103,7 @@ export async function startShadowSet(o: StartOptions): Promise<StartedSet> {
     // member, and its return should be a minicopy, not a full copy).
     if (o.include) unopened.push(...await includeFormerMembers(o, specs, backends, probes));
     // Pure decision; throws (and nothing has been written) if any member must not be touched.
-    const plan = assemble(probes, { overwrite: o.overwrite, keepRemoved: o.keepRemoved ?? false, newId: randomUUID, now: o.clock.iso() });
+    const plan = assemble(probes, { overwrite: o.overwrite, keepRemoved: o.keepRemoved ?? false, ...(o.newSetSize !== undefined ? { newSetSize: o.newSetSize } : {}), newId: randomUUID, now: o.clock.iso() });
     const newest = plan.reference?.generation ?? 0;
     for (const u of unopened) {
       // A new set needs every member; a location no record knows is a bad argument, not a member away.

@@ -71,7 +71,7 @@ export const shadowSetSpecSchema = z
           { rule: 'self >= oldSelf', message: 'size may only grow (a set cannot shrink)' },
         ],
       })
-      .describe('Desired size of the virtual unit in bytes (like a PVC\'s request): the set grows to it once every member is big enough. Unset: the size the set was created with. Never smaller than the set.'),
+      .describe('Desired size of the virtual unit in bytes (like a PVC\'s request). A new set is made at this size (its members may be bigger); unset, at its smallest member\'s usable size. Later the set grows to it once every member is big enough. Never smaller than the set.'),
     copySource: z.string().default('Alternate').describe('Alternate (between full members), Master (the first full member) or a member name.'),
     minicopyPolicy: z.enum(minicopyPolicySchema.options).default('Optional')
       .describe('Whether a removed or detached member gets a write bitmap (Required: fail without one).'),

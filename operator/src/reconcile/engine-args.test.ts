@@ -60,7 +60,7 @@ function engineInputs(): EnginePodInput[] {
     { name: 'u', nbd: 'nbd+unix:///export?socket=/run/nbd.sock', confirmOverwrite: true },
   ], {
     minicopyPolicy: 'Required', memberTimeoutSeconds: 3, throttle: { copyBytesPerSecond: 1048576, mergeBytesPerSecond: 65536, maxCopies: 2 },
-    export: { port: 10900, tlsSecretName: 'vol-tls' }, engine: { intentLogCapMiB: 64 },
+    export: { port: 10900, tlsSecretName: 'vol-tls' }, engine: { intentLogCapMiB: 64 }, size: 48 * 1024 * 1024,
   });
   const never = spec([{ name: 'a', claimName: 'ca' }], { minicopyPolicy: 'Never', throttle: { copyBytesPerSecond: 0, mergeBytesPerSecond: 0 } });
   const m = (s: ShadowSetSpec, name: string) => s.members.find((x) => x.name === name)!;
@@ -106,6 +106,8 @@ test('every engine command line the operator builds parses with the engine\'s ow
     assert.deepEqual([a.resync.copyBytesPerSecond ?? 0, a.resync.mergeBytesPerSecond ?? 0], [s.throttle.copyBytesPerSecond, s.throttle.mergeBytesPerSecond]);
     assert.equal(a.intentLogCapBytes, (s.engine.intentLogCapMiB ?? INTENT_LOG_CAP_DEFAULT_MIB) * 1024 * 1024, 'the intent log cap');
     assert.equal(a.allowLocations.length, 2 + allowedNbd(s).length);
+    assert.equal(a.newSetSize, s.size, 'a new set is made at spec.size');
+    if (input.node === 'n1' && input.site) assert.equal(a.newSetSize, 48 * 1024 * 1024, 'the rich spec carries its size through');
 
     // Key files are the set's Secrets, mounted: the control token and the member PSK, and the export's TLS.
     assert.equal(secretFile(pod, a.controlTokenFile!), 'vol-shadowset-internal/control-token');

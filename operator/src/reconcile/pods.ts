@@ -122,6 +122,9 @@ export function enginePod(i: EnginePodInput): Record<string, unknown> {
   if (spec.throttle.copyBytesPerSecond > 0) args.push('--copy-bytes-per-second', String(spec.throttle.copyBytesPerSecond));
   if (spec.throttle.mergeBytesPerSecond > 0) args.push('--merge-bytes-per-second', String(spec.throttle.mergeBytesPerSecond));
   if (spec.engine.intentLogCapMiB !== undefined) args.push('--intent-log-cap-mib', String(spec.engine.intentLogCapMiB));
+  // A set made by this pod has the spec's size, not its members' (a member class may give more than asked);
+  // members that hold the set already keep its recorded size, and spec.size grows it by the engine's API.
+  if (spec.size !== undefined) args.push('--new-set-size', String(spec.size));
   // The export: the set's PSK, or the user's certificate with client certificates required (ca.crt).
   if (spec.export.tlsSecretName) args.push('--tls-cert', `${TLS_DIR}/tls.crt`, '--tls-key', `${TLS_DIR}/tls.key`, '--tls-ca', `${TLS_DIR}/ca.crt`);
   else args.push('--export-psk-file', `${EXPORT_DIR}/psk`);
