@@ -28,7 +28,7 @@ export interface ServeArgs extends SecurityArgs {
   keepRemoved: boolean;
   minGeneration?: number;
   stateFile?: string;
-  /** The size of a set this start makes; ignored when the members hold one (it grows by resize). */
+  /** The size of a set this start makes (less if a member has less room); ignored when the members hold one. */
   newSetSize?: number;
 }
 

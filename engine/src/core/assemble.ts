@@ -30,8 +30,9 @@ export interface AssembleOptions {
    */
   keepRemoved?: boolean;
   /**
-   * The size of a set this start makes (members holding no set): at most the smallest member's usable
-   * bytes. Unset: that smallest size. Members that hold a set keep its recorded size (it grows by resize).
+   * The size of a set this start makes (members holding no set); a smaller member makes it smaller (the
+   * operator then grows it by resize once the members are big enough, reporting why it waits). Unset: the
+   * smallest member's usable bytes. Members that hold a set keep its recorded size.
    */
   newSetSize?: number;
   newId: () => string;
@@ -177,12 +178,7 @@ function newSet(probes: MemberProbe[], opts: AssembleOptions): AssemblyPlan {
     const small = probes.find((p) => usableBytes(p.rawBytes) <= 0)!;
     throw new EngineError('ENG_MEMBER_TOO_SMALL', `member ${small.path} is too small to hold shadow metadata`);
   }
-  const wanted = opts.newSetSize;
-  if (wanted !== undefined && wanted > room) {
-    const small = probes.find((p) => usableBytes(p.rawBytes) < wanted)!;
-    throw new EngineError('ENG_MEMBER_TOO_SMALL', `member ${small.path} has ${usableBytes(small.rawBytes)} usable bytes, a new set of ${wanted} bytes needs that many on every member`);
-  }
-  const size = wanted ?? room;
+  const size = Math.min(opts.newSetSize ?? room, room);
   // The first member defines the content; another member is identical to it only if both are blank.
   const firstBlank = probes[0]!.blank;
   const members: PlannedMember[] = probes.map((p, i) =>
