@@ -90,13 +90,21 @@ export class FileBackend implements BlockBackend {
     }
   }
 
-  /** Run a request unless closed, counting it until it settles. */
+  /**
+   * Run a request unless closed, counting it until it settles. The caller gets the request's own promise,
+   * not one derived from it: whatever the caller chained on it runs before close() can go on to close the
+   * descriptors (a derived promise settled a turn later, after close() had already asked the thread pool
+   * to close them, so a caller looking at the descriptors when its request settled could find them gone).
+   */
   private track<T>(run: () => Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(this.closed);
     this.inFlight++;
-    return run().finally(() => {
+    const p = run();
+    const settled = () => {
       if (--this.inFlight === 0) this.idle?.();
-    });
+    };
+    p.then(settled, settled);
+    return p;
   }
 
   read(buf: Buffer, offset: number): Promise<void> {
