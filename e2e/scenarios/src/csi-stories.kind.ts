@@ -1,7 +1,8 @@
 // The CSI stories real kubelets tell (E2E_CLUSTER=kind only), on one cluster: a Filesystem PVC written on one
 // worker and read on the other (ext4 by default, xfs on request); a WaitForFirstConsumer shadowset class; the
-// one-writer rule as a user sees it (a second node's pod waits with a FailedAttachVolume event); and the
-// consumer's node lost (support/csi-node-loss.ts). Each story has member classes of its own (static local
+// one-writer rule as a user sees it (a second node's pod waits with a FailedAttachVolume event); a PVC resize
+// through external-resizer and the kubelet (support/csi-expand.ts); and the consumer's node lost
+// (support/csi-node-loss.ts). Each story has member classes of its own (static local
 // PVs, one per worker unless said), so the PV controller cannot put two members of a set on one node.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -162,9 +163,6 @@ if (kind) {
 
   registerExpansion(new ScenarioChain(() => env, NS), () => ({ env: env!, k, ns: NS }));
 
-  // The node-loss story passed three runs and failed the fourth: the engine that took over was restarted once
-  // more when the new consumer's attachment came, and the story read only the second engine's log (csi/README.md,
-  // *What remains*; the operator no longer restarts it). Until it has passed again it runs on request only.
-  if (process.env.E2E_NODE_LOSS === '1') registerNodeLoss(new ScenarioChain(() => env, NS), () => ({ env: env!, k }));
-  else test('the consumer\'s node dies (runs with E2E_NODE_LOSS=1)', { skip: 'one run failed (an extra engine restart, since removed); set E2E_NODE_LOSS=1 to run it' }, () => undefined);
+  // The consumer's node lost last: it powers a worker off and on again.
+  registerNodeLoss(new ScenarioChain(() => env, NS), () => ({ env: env!, k }));
 }
