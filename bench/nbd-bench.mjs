@@ -21,7 +21,7 @@
  * Exit status: 0 when the benchmark ran (whether or not the targets were met), 1 on errors,
  * 130/143 when interrupted.
  */
-import { checkTools, importEngine, machineInfo, printMachine, warnIfBusy } from './lib/host.mjs';
+import { checkTools, engineEnvNote, importEngine, machineInfo, printMachine, warnIfBusy } from './lib/host.mjs';
 import { prefill, readClockTicks } from './lib/measure.mjs';
 import { memoryOf, withPeakRss } from './lib/memory.mjs';
 import { installSignalCleanup, runBench } from './lib/run.mjs';
@@ -65,6 +65,7 @@ function printPlan(cfg, machine) {
   printMachine(machine, `${machine.fio}, ${machine.qemuNbd}, ${machine.nbdkit}, ${machine.libnbd}`);
   console.log(`plan:    ${cfg.rounds} rounds x ${cfg.jobs.length} jobs x ${cfg.servers.length} servers, ${cfg.runtime}s (+${cfg.ramp}s ramp) per run, ` +
     `${cfg.fileMiB} MiB files; about ${Math.ceil(estimate / 60)} min`);
+  console.log(engineEnvNote());
   warnIfBusy(machine);
 }
 
