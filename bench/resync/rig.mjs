@@ -48,7 +48,7 @@ export class Rig {
     const fresh = memoryOf(rig.engine.pid);
     const { peakRssMiB } = await withPeakRss(rig.engine.pid,
       () => prefill(rig.engine.uri, rig.setBytes, [rig.A, rig.B], { what: 'set', expectSeconds: 600 }));
-    // The engine's memory with a 2-member set and nothing to do: just started, and after the prefill.
+    // The engine's memory with a 2-member set and nothing to do: once started, and after the prefill.
     rig.idleRssMiB = { started: fresh?.rssMiB ?? null, afterPrefill: memoryOf(rig.engine.pid)?.rssMiB ?? null, prefillPeak: peakRssMiB };
     console.log(`memory:  engine RSS ${fmtNum(rig.idleRssMiB.started ?? 0)} MiB idle after start, ${fmtNum(peakRssMiB ?? 0)} MiB peak during the prefill, ` +
       `${fmtNum(rig.idleRssMiB.afterPrefill ?? 0)} MiB idle after it`);
