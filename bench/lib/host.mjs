@@ -32,11 +32,6 @@ export function importEngine(rel) {
   return import(pathToFileURL(path.join(ROOT, 'engine', 'dist', ...rel.split('/'))).href);
 }
 
-/**
- * The environment the benches start the engine in: ours plus the engine's memory flag, as its command
- * passes it (engine/src/api/process-env.ts). BENCH_ENGINE_NODE_DEFAULTS=1 leaves it out, to measure
- * what it saves and what it costs.
- */
 /** The `engine:` line of a bench's head: what the engine's node was started with. */
 export function engineEnvNote() {
   return process.env.BENCH_ENGINE_NODE_DEFAULTS === '1'
@@ -44,6 +39,11 @@ export function engineEnvNote() {
     : "engine:  started with its memory flag (NODE_OPTIONS=--max-semi-space-size=2, as its command does)";
 }
 
+/**
+ * The environment the benches start the engine in: ours plus the engine's memory flag, as its command
+ * passes it (engine/src/api/process-env.ts). BENCH_ENGINE_NODE_DEFAULTS=1 leaves it out, to measure
+ * what it saves and what it costs.
+ */
 export async function engineEnv() {
   if (process.env.BENCH_ENGINE_NODE_DEFAULTS === '1') return process.env;
   const { engineProcessEnv } = await importEngine('api/process-env.js');
