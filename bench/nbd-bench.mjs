@@ -21,10 +21,10 @@
  * Exit status: 0 when the benchmark ran (whether or not the targets were met), 1 on errors,
  * 130/143 when interrupted.
  */
-import { checkTools, importEngine, machineInfo, printMachine, warnIfBusy } from './lib/host.mjs';
+import { checkTools, engineEnvNote, importEngine, machineInfo, printMachine, warnIfBusy } from './lib/host.mjs';
 import { prefill, readClockTicks } from './lib/measure.mjs';
 import { memoryOf, withPeakRss } from './lib/memory.mjs';
-import { installSignalCleanup, runBench } from './lib/run.mjs';
+import { installSignalCleanup, runBench, sleep } from './lib/run.mjs';
 import { HELP, TOOL_VERSIONS, neededTools, parseConfig } from './nbd/config.mjs';
 import { printReport, summarize, writeJson } from './nbd/report.mjs';
 import { runRounds, warmup } from './nbd/rounds.mjs';
@@ -42,6 +42,9 @@ async function main(cfg) {
   const members = await makeMemberFiles(cfg);
   const { servers, dataBytes } = await startServers(cfg, members, HEADER_BYTES);
   // The engine's memory with its 2-member set and nothing to do, then at its peak during the prefill.
+  // Idle is read once its spare I/O thread has started (a second after the members took theirs; the
+  // engine says nothing when it has, so this waits a bounded 2.5 s).
+  await sleep(2500);
   const idleRssMiB = memoryOf(servers.engine.pid)?.rssMiB ?? null;
   const { peakRssMiB: prefillPeakRssMiB } = await withPeakRss(servers.engine.pid,
     () => prefill(servers.engine.uri, dataBytes, members.files, { what: 'export', expectSeconds: 300 }));
@@ -65,6 +68,7 @@ function printPlan(cfg, machine) {
   printMachine(machine, `${machine.fio}, ${machine.qemuNbd}, ${machine.nbdkit}, ${machine.libnbd}`);
   console.log(`plan:    ${cfg.rounds} rounds x ${cfg.jobs.length} jobs x ${cfg.servers.length} servers, ${cfg.runtime}s (+${cfg.ramp}s ramp) per run, ` +
     `${cfg.fileMiB} MiB files; about ${Math.ceil(estimate / 60)} min`);
+  console.log(engineEnvNote());
   warnIfBusy(machine);
 }
 

@@ -33,7 +33,7 @@ import fs from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import { checkTools, importEngine, loadavg, machineInfo, printMachine, warnIfBusy } from './lib/host.mjs';
+import { checkTools, engineEnvNote, importEngine, loadavg, machineInfo, printMachine, warnIfBusy } from './lib/host.mjs';
 import { readClockTicks } from './lib/measure.mjs';
 import { MiB, installSignalCleanup, makeTempDir, runBench } from './lib/run.mjs';
 import { HELP, RIG_PHASES, TOOL_VERSIONS, parseConfig } from './resync/config.mjs';
@@ -105,6 +105,7 @@ function printPlan(cfg, machine, headerBytes) {
   printMachine(machine, `${machine.fio}, ${machine.dd}`);
   console.log(`plan:    ${cfg.setMiB} MiB set (members ${cfg.setMiB + headerBytes / MiB} MiB, fallocated); phases ${cfg.phases.join(', ')}; ` +
     `${cfg.rounds} rounds of copies/merges, ${cfg.iopsRounds} rounds of 4k randwrite with/without the intent log`);
+  console.log(engineEnvNote());
   warnIfBusy(machine);
 }
 

@@ -21,9 +21,9 @@ export class LoggedChild {
     this.child = null;
   }
 
-  /** Starts `cmd args`; a subclass sees its stdout through onStdout() and its end through onExit(). */
-  spawn(cmd, args) {
-    const child = track(spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
+  /** Starts `cmd args` (in `env`, else ours); a subclass sees its stdout through onStdout() and its end through onExit(). */
+  spawn(cmd, args, env = process.env) {
+    const child = track(spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] }));
     this.child = child;
     child.stdout.setEncoding('utf8').on('data', (s) => {
       this.keep(s);

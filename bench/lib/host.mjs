@@ -32,6 +32,24 @@ export function importEngine(rel) {
   return import(pathToFileURL(path.join(ROOT, 'engine', 'dist', ...rel.split('/'))).href);
 }
 
+/** The `engine:` line of a bench's head: what the engine's node was started with. */
+export function engineEnvNote() {
+  return process.env.BENCH_ENGINE_NODE_DEFAULTS === '1'
+    ? "engine:  node's own heap defaults (BENCH_ENGINE_NODE_DEFAULTS=1), not the engine's memory flag"
+    : "engine:  started with its memory flag (NODE_OPTIONS=--max-semi-space-size=2, as its command does)";
+}
+
+/**
+ * The environment the benches start the engine in: ours plus the engine's memory flag, as its command
+ * passes it (engine/src/api/process-env.ts). BENCH_ENGINE_NODE_DEFAULTS=1 leaves it out, to measure
+ * what it saves and what it costs.
+ */
+export async function engineEnv() {
+  if (process.env.BENCH_ENGINE_NODE_DEFAULTS === '1') return process.env;
+  const { engineProcessEnv } = await importEngine('api/process-env.js');
+  return engineProcessEnv(process.env);
+}
+
 /** Creates `file` with `bytes` preallocated (fallocate), and checks that it is not sparse. */
 export async function fallocateFile(file, bytes) {
   const r = await exec('fallocate', ['-l', String(bytes), file]);

@@ -38,6 +38,7 @@ export const HELP = `usage: node bench/nbd-bench.mjs [options]        (or: npm r
   --servers LIST  subset of engine,qemu,nbdkit                       [BENCH_SERVERS, all]
                   (the engine is always started: it lays out the files and does the prefill)
   --json PATH     also write all results as JSON to PATH             [BENCH_JSON]
+  BENCH_ENGINE_NODE_DEFAULTS=1: the engine without its memory flag (node's own heap sizes)
   -h, --help      this text`;
 
 /** The configuration from the command line and the BENCH_* variables; null for --help. */

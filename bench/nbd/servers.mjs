@@ -6,23 +6,24 @@
 import path from 'node:path';
 
 import { LoggedChild } from '../lib/child.mjs';
-import { fallocateFile } from '../lib/host.mjs';
+import { engineEnv, fallocateFile } from '../lib/host.mjs';
 import { fmtNum } from '../lib/format.mjs';
 import { ENGINE_BIN, MiB, exec, makeTempDir, sleep } from '../lib/run.mjs';
 import { SERVERS } from './config.mjs';
 
 /** One NBD server on a Unix socket. */
 class Server extends LoggedChild {
-  constructor(key, cmd, args, socket) {
+  constructor(key, cmd, args, socket, env = process.env) {
     super(SERVERS[key].short);
     this.key = key;
     this.cmd = cmd;
     this.args = args;
+    this.env = env;
     this.uri = `nbd+unix:///?socket=${socket}`;
   }
 
   start() {
-    return this.spawn(this.cmd, this.args);
+    return this.spawn(this.cmd, this.args, this.env);
   }
 
   /** Polls the socket with nbdinfo until a client can complete the handshake; returns the export size. */
@@ -78,7 +79,7 @@ function nbdkitServer(dir, files, headerBytes, dataBytes) {
 export async function startServers(cfg, { dir, files, fileBytes }, headerBytes) {
   const sock = path.join(dir, 'engine.sock');
   const engine = new Server('engine', process.execPath,
-    [ENGINE_BIN, 'serve', '--member', files[0], '--member', files[1], '--socket', sock, '--log-level', 'warn'], sock);
+    [ENGINE_BIN, 'serve', '--member', files[0], '--member', files[1], '--socket', sock, '--log-level', 'warn'], sock, await engineEnv());
   engine.start();
   // At --log-level warn the engine prints nothing when ready (EngineReady is an info line), so
   // readiness is the same for every server: a client completes the NBD handshake.

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import { LoggedChild } from '../lib/child.mjs';
+import { engineEnv } from '../lib/host.mjs';
 import { ENGINE_BIN, killChild, sleep } from '../lib/run.mjs';
 
 export class Engine extends LoggedChild {
@@ -34,7 +35,7 @@ export class Engine extends LoggedChild {
     this.spawn(process.execPath, [...nodeArgs, ENGINE_BIN, 'serve', ...this.files.flatMap((f) => ['--member', f]), '--socket', this.socket,
       '--http', '127.0.0.1:0', '--allow-location', `${path.dirname(this.socket)}/`, '--log-level', 'info',
       ...(this.intentLog ? [] : ['--no-intent-log']),
-      ...(this.intentCapMiB === undefined ? [] : ['--intent-log-cap-mib', String(this.intentCapMiB)])]);
+      ...(this.intentCapMiB === undefined ? [] : ['--intent-log-cap-mib', String(this.intentCapMiB)])], await engineEnv());
     const ready = await this.waitFor((l) => l.event === 'EngineReady' || l.event === 'StartFailed', { what: 'EngineReady', timeoutMs: 120_000 });
     if (ready.event !== 'EngineReady') throw new Error(`engine did not start: ${ready.msg}\n${this.tail()}`);
     this.http = ready.http;

@@ -11,7 +11,7 @@ import { fmtNum } from '../lib/format.mjs';
 import { fallocateFile } from '../lib/host.mjs';
 import { prefill } from '../lib/measure.mjs';
 import { memoryOf, withPeakRss } from '../lib/memory.mjs';
-import { KiB, MiB, exec } from '../lib/run.mjs';
+import { KiB, MiB, exec, sleep } from '../lib/run.mjs';
 import { Engine } from './engine.mjs';
 
 export class Rig {
@@ -43,10 +43,12 @@ export class Rig {
     rig.chunkSize = st.chunkSize;
     rig.chunks = Math.ceil(rig.setBytes / rig.chunkSize);
     console.log(`set:     ${fmtNum(rig.setBytes / MiB)} MiB, ${fmtNum(rig.chunks)} chunks of ${rig.chunkSize / KiB} KiB, members A and B`);
+    // Idle once the spare I/O thread has started (a second after the members took theirs; unannounced).
+    await sleep(2500);
     const fresh = memoryOf(rig.engine.pid);
     const { peakRssMiB } = await withPeakRss(rig.engine.pid,
       () => prefill(rig.engine.uri, rig.setBytes, [rig.A, rig.B], { what: 'set', expectSeconds: 600 }));
-    // The engine's memory with a 2-member set and nothing to do: just started, and after the prefill.
+    // The engine's memory with a 2-member set and nothing to do: once started, and after the prefill.
     rig.idleRssMiB = { started: fresh?.rssMiB ?? null, afterPrefill: memoryOf(rig.engine.pid)?.rssMiB ?? null, prefillPeak: peakRssMiB };
     console.log(`memory:  engine RSS ${fmtNum(rig.idleRssMiB.started ?? 0)} MiB idle after start, ${fmtNum(peakRssMiB ?? 0)} MiB peak during the prefill, ` +
       `${fmtNum(rig.idleRssMiB.afterPrefill ?? 0)} MiB idle after it`);

@@ -1,4 +1,6 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
+// The first line starts node with the engine's memory flag (engine/src/api/process-env.ts says why; a
+// unit test keeps the two in step). `env -S` splits the line into words (GNU coreutils 8.30 or later).
 import { main } from '../dist/cli/main.js';
 
 main(process.argv.slice(2)).then(

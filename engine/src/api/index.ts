@@ -7,3 +7,5 @@ export type { EngineErrorCode } from '../core/errors.js';
 // unit starts HEADER_BYTES into each member, its size is a multiple of SECTOR, and a set has at most
 // MAX_MEMBERS members.
 export { HEADER_BYTES, SECTOR, MAX_MEMBERS } from '../core/geometry.js';
+// How to start the engine's process (its V8 heap flag), for whoever launches it (the operator).
+export * from './process-env.js';

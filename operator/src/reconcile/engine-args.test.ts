@@ -2,7 +2,7 @@
 // dropped or given another meaning on either side fails here, not in a pod's crash loop.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { INTENT_LOG_CAP_DEFAULT_MIB } from '@shadowset/engine/api';
+import { INTENT_LOG_CAP_DEFAULT_MIB, engineProcessEnv } from '@shadowset/engine/api';
 import { parseServeArgs, parseServeDeviceArgs } from '@shadowset/engine/cli-args';
 import { z } from 'zod';
 import type { MemberSpec, ShadowSetSpec } from '../api/shadowset.js';
@@ -19,7 +19,7 @@ const podView = z.object({
     containers: z.array(z.object({
       command: z.array(z.string()),
       args: z.array(z.string()),
-      env: z.array(z.object({ name: z.string(), valueFrom: z.object({ fieldRef: z.object({ fieldPath: z.string() }) }) })),
+      env: z.array(z.object({ name: z.string(), value: z.string().optional(), valueFrom: z.object({ fieldRef: z.object({ fieldPath: z.string() }) }).optional() })),
       volumeDevices: z.array(z.object({ name: z.string(), devicePath: z.string() })),
       volumeMounts: z.array(z.object({ name: z.string(), mountPath: z.string() })),
     })).length(1),
@@ -32,7 +32,7 @@ type PodView = z.infer<typeof podView>;
 function processArgs(p: PodView): string[] {
   const c = p.spec.containers[0]!;
   assert.deepEqual(c.command, ['shadow-engine']);
-  const env = new Map(c.env.map((e) => [e.name, FIELDS[e.valueFrom.fieldRef.fieldPath]]));
+  const env = new Map(c.env.map((e) => [e.name, e.value ?? FIELDS[e.valueFrom?.fieldRef.fieldPath ?? '']]));
   const args = c.args.map((a) => a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (all, name: string) => env.get(name) ?? all));
   for (const a of args) assert.ok(!a.includes('$('), `argument ${a} names a variable the container does not have`);
   return args;
@@ -94,6 +94,9 @@ test('every engine command line the operator builds parses with the engine\'s ow
     assert.deepEqual(memberArgs.map(memberLocation), a.members.map((x) => x.location));
     // Each attached member's device is in the pod.
     for (const m of input.attached) assert.ok(pod.spec.containers[0]!.volumeDevices.some((d) => d.devicePath === `${DEVICE_DIR}/${m.name}`));
+    // The engine's memory flag reaches it even when started as `node <script>` (the simulated nodes).
+    const env = Object.fromEntries(pod.spec.containers[0]!.env.flatMap((e) => (e.value === undefined ? [] : [[e.name, e.value]])));
+    assert.deepEqual(env, engineProcessEnv({}));
 
     assert.deepEqual(a.listen, { host: FIELDS['status.podIP'], port: s.export.port });
     assert.deepEqual(a.http, { host: FIELDS['status.podIP'], port: HTTP_PORT });

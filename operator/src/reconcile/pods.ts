@@ -3,6 +3,7 @@
  * engine's HTTP API by the set's control token, the member servers and the export by TLS-PSK (or, for the
  * export, x509 with client certificates). The keys come from the set's Secrets, mounted by the kubelet.
  */
+import { engineProcessEnv } from '@shadowset/engine/api';
 import { ROLE_LABEL, SET_LABEL } from '../api/group.js';
 import { RESERVED_PORTS, type MemberSpec, type ShadowSetSpec } from '../api/shadowset.js';
 import { CONFIG_ANNOTATION, CONFIG_HASH_ANNOTATION, allowedNbd, configHash, configText, engineConfig } from './engine-config.js';
@@ -35,6 +36,13 @@ const podIpEnv = [
   { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
   { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
 ];
+
+/**
+ * The engine's memory flag (engine/src/api/process-env.ts). The image's `shadow-engine` passes it
+ * itself; NODE_OPTIONS also reaches an engine started as `node <script>`, as the embedded demo's
+ * simulated nodes start it.
+ */
+const engineEnv = [...podIpEnv, ...Object.entries(engineProcessEnv({})).map(([name, value]) => ({ name, value }))];
 
 /**
  * Engine and member-server containers: no privilege, no capability, a read-only root, the runtime's
@@ -156,7 +164,7 @@ export function enginePod(i: EnginePodInput): Record<string, unknown> {
           image: i.image,
           command: ['shadow-engine'],
           args,
-          env: podIpEnv,
+          env: engineEnv,
           ports: [{ name: 'nbd', containerPort: spec.export.port }, { name: 'http', containerPort: HTTP_PORT }],
           readinessProbe: { httpGet: { path: '/healthz', port: HTTP_PORT }, periodSeconds: 2, failureThreshold: 3 },
           securityContext: LOCKED_DOWN,

@@ -1,8 +1,9 @@
 /**
  * The ring backend on a real file: requests work before its I/O thread serves (thread pool) and after
  * (ring), ready() says when the thread serves, a thread reused member after member (the spare)
- * carries no listeners over from the members before, and a burst of more requests than the ring has
- * slots (the rest take the thread pool) leaves every byte right.
+ * carries no listeners over from the members before, the thread runs thousands of requests within its
+ * heap limits, and a burst of more requests than the ring has slots (the rest take the thread pool)
+ * leaves every byte right.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -49,6 +50,39 @@ test('requests work before and after the I/O thread serves; ready() resolves', a
     clearTimeout(timer);
     await roundTrip(b, 1024 * 1024);
     await b.flush();
+  } finally {
+    await b.close();
+  }
+});
+
+test('the I/O thread runs thousands of small requests within its heap limits: none falls back to the thread pool', async (t) => {
+  const path = await tempFile(t);
+  const b = await RingBackend.open(path);
+  try {
+    await b.ready();
+    // The thread-pool path, counted: a thread that ended (over its heap limits, say) sends requests there.
+    type Io = (buf: Buffer, offset: number, fua?: boolean) => Promise<void>;
+    const file = (b as unknown as { file: { read: Io; write: Io } }).file;
+    let pooled = 0;
+    for (const k of ['read', 'write'] as const) {
+      const direct = file[k].bind(file);
+      file[k] = (buf, offset, fua) => {
+        pooled++;
+        return direct(buf, offset, fua);
+      };
+    }
+    const data = randomBytes(SIZE);
+    const blocks = SIZE / 4096;
+    // Batches no larger than the ring, so every request has a slot.
+    for (let round = 0; round < 40; round++) {
+      const at = (i: number) => ((round * SLOTS + i) % blocks) * 4096;
+      const slots = Array.from({ length: SLOTS }, (_, i) => at(i));
+      await Promise.all(slots.map((o) => b.write(data.subarray(o, o + 4096), o, false)));
+      const got = slots.map(() => Buffer.alloc(4096));
+      await Promise.all(slots.map((o, i) => b.read(got[i]!, o)));
+      slots.forEach((o, i) => assert.ok(got[i]!.equals(data.subarray(o, o + 4096)), `round ${round}: 4 KiB at ${o}`));
+    }
+    assert.equal(pooled, 0, 'requests that took the thread pool');
   } finally {
     await b.close();
   }

@@ -28,8 +28,17 @@ let spareTimer: NodeJS.Timeout | null = null;
 /** A spare is started this long after the last one was taken (not while the member taking it starts). */
 const SPARE_DELAY_MS = 1000;
 
+/**
+ * An I/O thread only moves bytes between the ring and system calls, so it allocates almost nothing:
+ * after start its heap holds about 5 MiB (Node's own bootstrap). Without limits each isolate would size
+ * its heap like the main thread's; these caps keep every thread about 1 MiB smaller, with three times
+ * its need as margin (a thread over them would end like any thread that fails: the requests it held
+ * fail, later ones take the thread pool).
+ */
+const IO_THREAD_LIMITS = { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 16 };
+
 function newWorker(): Worker {
-  const w = new Worker(new URL('./io-worker.js', import.meta.url));
+  const w = new Worker(new URL('./io-worker.js', import.meta.url), { resourceLimits: IO_THREAD_LIMITS });
   w.unref();
   // A spare that fails is dropped (the member using a thread listens for its errors itself).
   w.on('error', () => {
