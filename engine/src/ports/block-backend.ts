@@ -39,6 +39,14 @@ export interface BlockBackend {
    */
   holdsNoData?(): Promise<boolean>;
   /**
+   * The byte ranges [start, end) of the raw device that may hold data, sorted and disjoint, as of the
+   * moment of asking; every byte outside them reads as zero. Null when unknown (a block device, a
+   * remote export, a file system that cannot say). Writes completed before the call are reflected; the
+   * caller must account for writes issued after it. A full copy uses it to leave the source's holes
+   * unread. Backends that cannot tell leave it out.
+   */
+  dataExtents?(): Promise<Array<[number, number]> | null>;
+  /**
    * Ask the device its size again (a file grown with truncate, a block device after `losetup -c` or a
    * volume expansion, an NBD export that grew) and make requests up to it possible; resolves to the
    * size now in force (`size` follows). Rejects with ENG_IO when the size cannot be learnt, or when a

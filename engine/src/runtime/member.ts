@@ -47,6 +47,8 @@ export class Member {
   reason = '';
   private readonly inflight = new Map<number, InFlight>();
   private nextOp = 0;
+  /** Told of every write and write-zeroes issued from now on (raw offset, length): see observeWrites. */
+  private readonly writeObservers = new Set<(offset: number, length: number) => void>();
 
   constructor(
     readonly id: string,
@@ -98,6 +100,32 @@ export class Member {
     });
   }
 
+  /**
+   * Call `fn` with the raw range of every write and write-zeroes issued to this member from now on, at
+   * the moment it is issued (before the device has it). Returns the function that stops it.
+   */
+  observeWrites(fn: (offset: number, length: number) => void): () => void {
+    this.writeObservers.add(fn);
+    return () => this.writeObservers.delete(fn);
+  }
+
+  /**
+   * Resolves once every operation issued before this call has settled (or been failed by the watchdog),
+   * or with false after `limitMs`. Together with observeWrites this lets a reader learn the device's
+   * state with no write unaccounted for: the ones before are done, the ones after are observed.
+   */
+  async earlierSettled(limitMs: number): Promise<boolean> {
+    const before = this.nextOp;
+    const until = this.clock.monotonic() + limitMs;
+    for (;;) {
+      // Ids are inserted in increasing order, so the first key is the oldest operation in flight.
+      const oldest = this.inflight.keys().next();
+      if (oldest.done || oldest.value >= before) return true;
+      if (this.clock.monotonic() >= until) return false;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
   /** Milliseconds the oldest operation in flight has waited (0 when idle), on the monotonic clock. */
   oldestWait(now: number): number {
     let oldest = 0;
@@ -132,12 +160,14 @@ export class Member {
   write(buf: Buffer, offset: number, fua: boolean): Promise<void> {
     this.counters.writes++;
     this.counters.writeBytes += buf.length;
+    if (this.writeObservers.size > 0) for (const fn of this.writeObservers) fn(offset, buf.length);
     return this.io(() => this.backend.write(buf, offset, fua));
   }
 
   writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
     this.counters.writes++;
     this.counters.writeBytes += length;
+    if (this.writeObservers.size > 0) for (const fn of this.writeObservers) fn(offset, length);
     return this.io(() => this.backend.writeZeroes(offset, length, fua));
   }
 

@@ -4,6 +4,7 @@ import type { Clock } from '../ports/clock.js';
 import type { ChunkList } from './chunk-lists.js';
 import type { Member } from './member.js';
 import type { RangeLocks } from './range-locks.js';
+import type { SourceHoles } from './source-holes.js';
 import { Throttle } from './throttle.js';
 
 export type ResyncMode = 'FullCopy' | 'Minicopy' | 'Merge';
@@ -51,6 +52,10 @@ export class ResyncJob {
   unflushed = 0;
   /** The target flush in progress, if any. */
   flushing: Promise<void> | null = null;
+  /** A full copy's map of its sources' holes (see SourceHoles), or null: every run is read. */
+  holes: SourceHoles | null = null;
+  /** Source bytes a full copy did not read because every source chunk of the run was a hole. */
+  bytesUnread = 0;
   constructor(
     readonly mode: ResyncMode,
     readonly target: Member | null,

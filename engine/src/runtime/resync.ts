@@ -20,6 +20,7 @@ import { bitmapList } from './chunk-lists.js';
 import type { Member } from './member.js';
 import { Merger } from './merge.js';
 import { ResyncJob, type ResyncHost, type ResyncSettings } from './resync-job.js';
+import { SourceHoles } from './source-holes.js';
 
 /**
  * A run is at most RUN_BYTES (or one chunk, if chunks are larger). Runs of about 1 MiB, with buffers
@@ -158,7 +159,15 @@ export class Resync {
     const h = this.host;
     const kind = job.mode === 'Merge' ? 'Merge' : job.mode === 'Minicopy' ? 'Minicopy' : 'Copy';
     job.startedAt = h.clock.monotonic();
-    h.log.info({ event: `${kind}Started`, target: job.target?.id ?? null, bytes: job.bytesTotal }, `${job.mode} started`);
+    // A full copy learns where its sources hold no data (file members: SEEK_DATA) and leaves those runs
+    // unread. Minicopies copy chunks that were written, and merges compare members: neither gains.
+    if (job.mode === 'FullCopy' && job.target && !job.cancelled) {
+      job.holes = await SourceHoles.take(h.members.filter((m) => m.isFull), h.size, h.chunkSize);
+    }
+    const sourceHoles = job.holes
+      ? Object.fromEntries(h.members.filter((m) => m.isFull).map((m) => [m.id, job.holes!.holeBytes(m)]))
+      : undefined;
+    h.log.info({ event: `${kind}Started`, target: job.target?.id ?? null, bytes: job.bytesTotal, sourceHoleBytes: sourceHoles }, `${job.mode} started`);
     let ok = true;
     let why = 'completed';
     let lastCheckpoint = h.clock.monotonic();
@@ -239,13 +248,18 @@ export class Resync {
     }
     await Promise.allSettled([...inflight]);
     if (job.flushing) await job.flushing;
+    job.holes?.close();
+    job.holes = null;
     // A job cancelled by stop() stays listed, so the clean-stop SCB records its copy checkpoint.
     const i = this.jobs.indexOf(job);
     const keep = this.stopped && job.cancelled && (!job.target || job.target.isWritable);
     if (i >= 0 && !keep) this.jobs.splice(i, 1);
     if (job.mode === 'Merge' && ok) this.mergePending = null;
     h.log.info(
-      { event: ok ? `${kind}Completed` : `${kind}Stopped`, target: job.target?.id ?? null, bytes: job.bytesDone, seconds: (h.clock.monotonic() - job.startedAt) / 1000, reason: why },
+      {
+        event: ok ? `${kind}Completed` : `${kind}Stopped`, target: job.target?.id ?? null, bytes: job.bytesDone,
+        unreadBytes: job.mode === 'FullCopy' ? job.bytesUnread : undefined, seconds: (h.clock.monotonic() - job.startedAt) / 1000, reason: why,
+      },
       `${job.mode} ${ok ? 'completed' : `stopped: ${why}`}`,
     );
     await h.finished(job, ok, why);
@@ -309,9 +323,17 @@ export class Resync {
     try {
       const buf = lease.take(len);
       const tried = new Set<Member>();
+      // Every chunk of the run is a hole on the source (and unwritten since the map): zero, left unread.
+      let hole = false;
       for (;;) {
         const src = this.pickSource(job, tried);
         if (!src) throw new Error('no full member left to copy from');
+        if (job.holes?.allHoles(src, off, len)) {
+          hole = true;
+          job.lastSource = src.id;
+          job.bytesUnread += len;
+          break;
+        }
         try {
           await src.read(buf, HEADER_BYTES + off);
           job.lastSource = src.id;
@@ -323,7 +345,7 @@ export class Resync {
         }
       }
       if (!target.isWritable) return;
-      if (buf.equals(this.zero.subarray(0, len))) {
+      if (hole || buf.equals(this.zero.subarray(0, len))) {
         // Zero on the source: write only if the target is not already zero. A target that held no data
         // when it was admitted is zero wherever the source is (Member.heldNoDataAtAdmission): not read.
         // On a fresh sparse file that read was most of a zero run's cost (the kernel fills a page per 4 KiB).

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { readFile, statfs } from 'node:fs/promises';
 import { EngineError, errorMessage } from '../../core/errors.js';
 import type { BlockBackend } from '../../ports/block-backend.js';
+import { probeDataExtents, type DataExtents } from './data-extents.js';
 
 const ZERO_CHUNK = 1024 * 1024;
 /** statfs f_type of ext4 (also ext2/3), XFS, btrfs and tmpfs: see holdsNoData. */
@@ -88,6 +89,18 @@ export class FileBackend implements BlockBackend {
     } catch {
       return false;
     }
+  }
+
+  /**
+   * Where the file holds data (SEEK_DATA/SEEK_HOLE, see data-extents.ts); null for a block device, or
+   * when the file system's answer cannot be had. Counted as a request, so close() waits for it.
+   */
+  dataExtents(): Promise<DataExtents | null> {
+    return this.track(async () => {
+      const st = await new Promise<fs.Stats>((res, rej) => fs.fstat(this.fd, (e, x) => (e ? rej(e) : res(x))));
+      if (!st.isFile()) return null;
+      return probeDataExtents(this.fd, st.size);
+    }).catch(() => null);
   }
 
   /**

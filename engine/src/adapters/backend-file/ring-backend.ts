@@ -17,6 +17,7 @@ import { Worker } from 'node:worker_threads';
 import { EngineError } from '../../core/errors.js';
 import type { BlockBackend } from '../../ports/block-backend.js';
 import { FileBackend } from './file-backend.js';
+import type { DataExtents } from './data-extents.js';
 import type { Assignment } from './io-worker.js';
 import {
   allocRing, COMP_HEAD, CTL_INTS, OP_READ, OP_WRITE, SLOT_BYTES, SLOTS, STOP, SUB_HEAD,
@@ -146,6 +147,10 @@ export class RingBackend implements BlockBackend {
 
   holdsNoData(): Promise<boolean> {
     return this.file.holdsNoData();
+  }
+
+  dataExtents(): Promise<DataExtents | null> {
+    return this.file.dataExtents();
   }
 
   refreshSize(): Promise<number> {
