@@ -51,7 +51,7 @@ export async function timeCopy(engine, kind, file, call) {
     target,
     times: {
       apiSeconds: (tb - ta) / 1000, setupSeconds: (began.at - ta) / 1000, copySeconds: (done.at - began.at) / 1000,
-      flushSeconds: (tc - tb) / 1000, seconds: (tc - ta) / 1000, engineSeconds: done.seconds, bytes: done.bytes, peakRssMiB,
+      flushSeconds: (tc - tb) / 1000, seconds: (tc - ta) / 1000, engineSeconds: done.seconds, bytes: done.bytes, unreadBytes: done.unreadBytes ?? null, peakRssMiB,
     },
   };
 }

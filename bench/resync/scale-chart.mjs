@@ -22,7 +22,8 @@ export function scaleSvg(s, when) {
   if (s.scale) {
     const rows = s.scale.rows;
     const gmin = rows[0].gib, gmax = Math.max(rows.at(-1).gib, gmin * 2);
-    const ymax = niceMax(Math.max(...rows.flatMap((r) => [r.minicopy, r.minimerge])) * 1.15);
+    const full = rows.every((r) => r.fullCopy !== null);
+    const ymax = niceMax(Math.max(...rows.flatMap((r) => [r.minicopy, r.minimerge, ...(full ? [r.fullCopy] : [])])) * 1.15);
     const lx = (g) => +(L + (Math.log(g / gmin) / Math.log(gmax / gmin)) * PW).toFixed(1);
     const ly = (v) => +(T + PH - (v / ymax) * PH).toFixed(1);
     for (let i = 0; i <= 5; i++) {
@@ -33,7 +34,7 @@ export function scaleSvg(s, when) {
     el.push(`<rect x="${L}" y="${T}" width="${PW}" height="${PH}" fill="none" stroke="#888"/>`);
     el.push(`<text x="${L + PW / 2}" y="${H - 16}" text-anchor="middle">${esc(`set size (sparse file members), the same ${fmtNum(s.scale.writeMiB)} MiB of scattered writes`)}</text>`);
     el.push(`<text transform="translate(18 ${T + PH / 2}) rotate(-90)" text-anchor="middle">seconds</text>`);
-    const series = [['minicopy', '#2563eb'], ['minimerge', '#c55']];
+    const series = [['minicopy', '#2563eb'], ['minimerge', '#c55'], ...(full ? [['fullCopy', '#7c3aed']] : [])];
     for (const [key, color] of series) {
       el.push(`<line x1="${L}" y1="${ly(rows[0][key])}" x2="${L + PW}" y2="${ly(rows[0][key])}" stroke="${color}" stroke-opacity="0.45" stroke-dasharray="4 4"/>`);
       el.push(`<polyline fill="none" stroke="${color}" stroke-width="2.5" points="${rows.map((r) => `${lx(r.gib)},${ly(r[key])}`).join(' ')}"/>`);
@@ -46,18 +47,21 @@ export function scaleSvg(s, when) {
     const legend = [
       ['#2563eb', `minicopy on return (${fmtNum(rows[0].minicopyMiB, 1)} MiB copied)`],
       ['#c55', 'minimerge after kill -9 under the writes'],
+      ...(full ? [['#7c3aed', 'full copy of the set (its holes unread)']] : []),
     ];
     legend.forEach(([color, label], i) => {
       el.push(`<line x1="${gx}" y1="${T + 10 + i * 22}" x2="${gx + 26}" y2="${T + 10 + i * 22}" stroke="${color}" stroke-width="2.5"/>`);
       el.push(`<text x="${gx + 34}" y="${T + 14 + i * 22}">${esc(label)}</text>`);
     });
-    el.push(`<text x="${gx}" y="${T + 62}" fill="#555">dashed: the smallest set's time (flat = target)</text>`);
+    const below = T + 10 + legend.length * 22;
+    el.push(`<text x="${gx}" y="${below + 8}" fill="#555">dashed: the smallest set's time (flat = target)</text>`);
     if (s.scale.minicopyRatio != null) {
-      el.push(`<text x="${gx}" y="${T + 84}">${esc(`${rows.at(-1).gib} GiB / ${rows[0].gib} GiB: minicopy ${s.scale.minicopyRatio.toFixed(2)}x, minimerge ${s.scale.minimergeRatio.toFixed(2)}x`)}</text>`);
+      el.push(`<text x="${gx}" y="${below + 30}">${esc(`${rows.at(-1).gib} GiB / ${rows[0].gib} GiB: minicopy ${s.scale.minicopyRatio.toFixed(2)}x, minimerge ${s.scale.minimergeRatio.toFixed(2)}x`)}</text>`);
+      if (s.scale.fullCopyRatio != null) el.push(`<text x="${gx}" y="${below + 48}">${esc(`full copy ${s.scale.fullCopyRatio.toFixed(2)}x`)}</text>`);
     }
   }
   if (s.zero) {
-    const gx = L + PW + 24, top = T + 130, bw = 250;
+    const gx = L + PW + 24, top = T + 170, bw = 250;
     const max = Math.max(s.zero.full, s.zero.half);
     el.push(`<text x="${gx}" y="${top}" font-weight="bold">${esc(`full copy, ${fmtNum(s.zero.setMiB)} MiB set (file members)`)}</text>`);
     [['source all data', s.zero.full, '#2563eb'], ['source half holes', s.zero.half, '#2a7']].forEach(([label, v, color], i) => {

@@ -13,6 +13,7 @@ const fmtS = (x) => (x === null || x === undefined ? '-' : x < 1 ? x.toFixed(3) 
 export const SCALE_TARGETS = {
   scaleMinicopy: { label: 'minicopy of the same writes: largest set / smallest set (target ~1)', max: 1.25 },
   scaleMinimerge: { label: 'minimerge after kill -9 under the same writes: largest set / smallest set (target ~1)', max: 1.25 },
+  scaleFullCopy: { label: 'full copy of the same sparse set (its source\'s holes unread): largest set / smallest set (target ~1)', max: 1.25 },
   zeroCopy: { label: 'full copy of a half-holes source / of a full source, median of the rounds\' ratios (target ~0.5)', max: 0.6 },
   memory: { label: 'engine RSS, peak under any bench load (MiB)', max: 128 },
 };
@@ -32,8 +33,12 @@ export function summarizeScale(r, s) {
           minicopySetup: median(runs.map((x) => x.minicopy.setupSeconds)), minicopyMiB: median(runs.map((x) => x.minicopy.bytes)) / MiB,
           minimerge: median(runs.map((x) => x.minimerge.seconds)), minimergePerRound: runs.map((x) => x.minimerge.seconds),
           mergeChunks: median(runs.map((x) => x.minimerge.chunks)), restart: median(runs.map((x) => x.minimerge.restartSeconds)),
+          // Runs from before the full copy was part of the phase have none.
+          fullCopy: runs.every((x) => x.fullCopy) ? median(runs.map((x) => x.fullCopy.seconds)) : null,
+          fullCopyPerRound: runs.filter((x) => x.fullCopy).map((x) => x.fullCopy.seconds),
+          fullCopyUnreadGiB: runs.every((x) => x.fullCopy) ? median(runs.map((x) => x.fullCopy.unreadBytes ?? 0)) / (1024 * MiB) : null,
           idleRssMiB: median(runs.map((x) => x.idleRssMiB)),
-          peakRssMiB: Math.max(...runs.flatMap((x) => [x.minicopy.peakRssMiB, x.minimerge.loadPeakRssMiB, x.minimerge.peakRssMiB]).filter(Number.isFinite)),
+          peakRssMiB: Math.max(...runs.flatMap((x) => [x.minicopy.peakRssMiB, x.minimerge.loadPeakRssMiB, x.minimerge.peakRssMiB, x.fullCopy?.peakRssMiB]).filter(Number.isFinite)),
         };
       }),
     };
@@ -44,6 +49,10 @@ export function summarizeScale(r, s) {
       const what = `${hi.gib} GiB / ${lo.gib} GiB`;
       s.targets.push(target('scaleMinicopy', s.scale.minicopyRatio, 'x', `${what}`));
       s.targets.push(target('scaleMinimerge', s.scale.minimergeRatio, 'x', `${what}`));
+      if (hi.fullCopy !== null && lo.fullCopy !== null) {
+        s.scale.fullCopyRatio = hi.fullCopy / lo.fullCopy;
+        s.targets.push(target('scaleFullCopy', s.scale.fullCopyRatio, 'x', `${what}`));
+      }
     }
   }
   const z = r.zero;
@@ -74,6 +83,7 @@ export function summarizeScale(r, s) {
     fromRuns('scale: minicopies', sc.runs.map((x) => x.minicopy.peakRssMiB));
     fromRuns('scale: 64 KiB writes before kill -9', sc.runs.map((x) => x.minimerge.loadPeakRssMiB));
     fromRuns('scale: minimerges', sc.runs.map((x) => x.minimerge.peakRssMiB));
+    fromRuns('scale: full copies of the sparse sets', sc.runs.map((x) => x.fullCopy?.peakRssMiB));
   }
   if (z?.runs?.length) fromRuns('full copies of sparse sources', z.runs.map((x) => x.peakRssMiB));
   const idle = r.idleRssMiB?.started ?? sc?.idleRssMiB?.[0]?.rssMiB ?? null;
@@ -99,12 +109,16 @@ export function scaleTables(r) {
       title: `Cost with the set's size: the same ${fmtNum(s.scale.writeMiB)} MiB of scattered whole-chunk writes on sparse sets, medians`,
       note: `${sc.when ? `run ${sc.when.slice(0, 16).replace('T', ' ')} UTC; ` : ''}` +
         'minicopy = return -> MinicopyCompleted + fdatasync; minimerge = MergeStarted -> MergeCompleted after kill -9 while the writes ran ' +
-        '(the intent log marks 1 MiB groups, so it merges more chunks than were written)' +
+        '(the intent log marks 1 MiB groups, so it merges more chunks than were written); full copy = add of a fresh sparse file -> CopyCompleted + fdatasync, ' +
+        'after the minimerge (the set then holds both sets of writes), with what its source\'s map let it leave unread' +
         (s.scale.skipped.length ? `; skipped: ${s.scale.skipped.map((k) => `${k.gib} GiB (${k.why})`).join(', ')}` : ''),
-      header: ['set', 'minicopy (s)', 'of which setup', 'MiB copied', 'per round (s)', 'minimerge (s)', 'chunks merged', 'per round (s)', 'RSS idle / peak (MiB)'],
-      right: [true, true, true, true, false, true, true, false, true],
+      header: ['set', 'minicopy (s)', 'of which setup', 'MiB copied', 'per round (s)', 'minimerge (s)', 'chunks merged', 'per round (s)',
+        'full copy (s)', 'GiB unread', 'per round (s)', 'RSS idle / peak (MiB)'],
+      right: [true, true, true, true, false, true, true, false, true, true, false, true],
       rows: s.scale.rows.map((x) => [`${x.gib} GiB`, fmtS(x.minicopy), fmtS(x.minicopySetup), fmtNum(x.minicopyMiB, 1), rounds(x.minicopyPerRound),
-        fmtS(x.minimerge), fmtNum(x.mergeChunks), rounds(x.minimergePerRound), `${fmtNum(x.idleRssMiB)} / ${fmtNum(x.peakRssMiB)}`]),
+        fmtS(x.minimerge), fmtNum(x.mergeChunks), rounds(x.minimergePerRound),
+        x.fullCopy === null ? '-' : fmtS(x.fullCopy), x.fullCopyUnreadGiB === null ? '-' : fmtNum(x.fullCopyUnreadGiB, 2),
+        x.fullCopyPerRound.length ? rounds(x.fullCopyPerRound) : '-', `${fmtNum(x.idleRssMiB)} / ${fmtNum(x.peakRssMiB)}`]),
     });
   }
   if (s.zero) {

@@ -3,7 +3,8 @@
  * 1, 8 and 64 GiB (--scale-gib); on each, the same number of scattered chunk-sized writes (--scale-mib,
  * 16 MiB = 256 chunks of 64 KiB at random places) while a member is away with a write bitmap, then the
  * minicopy on its return; and the same writes as a load under which the engine gets kill -9, then the
- * minimerge its restart runs. Sizes interleave round by round, so a burst of load on the shared machine
+ * minimerge its restart runs; then a full copy of the merged set onto a fresh sparse file (its cost
+ * should follow the data the set holds, not its size: the source's holes are left unread). Sizes interleave round by round, so a burst of load on the shared machine
  * does not land on one size only. Whole-file cmp of 64 GiB would take longer than the run: the written
  * chunks are compared instead (the rest is holes on both members).
  */
@@ -22,8 +23,11 @@ import { timeCopy } from './copy.mjs';
 import { Engine } from './engine.mjs';
 import { fmtS } from './report.mjs';
 
-/** What one size needs on disk beyond its holes: two headers, the written chunks on each member, slack. */
-const needBytes = (headerBytes, writeBytes) => 2 * headerBytes + 4 * writeBytes + 256 * MiB;
+/**
+ * What one size needs on disk beyond its holes: three headers, the written chunks on each member, slack,
+ * and the full copy's target, which gets each 1 MiB run holding a written chunk whole (16 chunks of 64 KiB).
+ */
+const needBytes = (headerBytes, writeBytes) => 3 * headerBytes + 4 * writeBytes + 32 * writeBytes + 256 * MiB;
 
 /** Fills result.scale ({ sizes, skipped, runs }); leaves no engine running. */
 export async function scalePhase(dir, cfg, result, headerBytes) {
@@ -74,7 +78,7 @@ async function makeSparseSet(parent, gib, headerBytes) {
     fs.truncateSync(f, gib * GiB + headerBytes);
     if (fs.statSync(f).blocks * 512 > 16 * MiB) throw new Error(`${f} is not sparse here`);
   }
-  return { gib, dir, A: files[0], B: files[1], sock: path.join(dir, 'engine.sock'), setBytes: gib * GiB, headerBytes };
+  return { gib, dir, A: files[0], B: files[1], C: path.join(dir, 'member-c.img'), sock: path.join(dir, 'engine.sock'), setBytes: gib * GiB, headerBytes };
 }
 
 /** One round on one size: a fresh engine, the minicopy, then the crash and the minimerge. */
@@ -126,11 +130,24 @@ async function oneRound(set, cfg, round, rand, out, checks) {
     dirtyAtKill, loadPeakRssMiB: loadPeak, peakRssMiB: merging.stop(),
   };
   checks.push(sameChunks(set, hot, chunkSize, `minimerge ${set.gib} GiB round ${round} (the written chunks)`));
+
+  // Full copy: a fresh sparse file added to the merged set, copied from A and B, then removed again.
+  await engine.waitIntentIdle();
+  fs.writeFileSync(set.C, '');
+  fs.truncateSync(set.C, set.setBytes + set.headerBytes);
+  await settle([set.A, set.B]);
+  const copying = new RssSampler(engine.pid);
+  const fc = await timeCopy(engine, 'Copy', set.C, async () => (await engine.api('POST', '/v1/members/add', { location: set.C })).id);
+  r.fullCopy = { ...fc.times, peakRssMiB: copying.stop() };
+  checks.push(sameChunks({ ...set, B: set.C }, [...picked, ...hot], chunkSize, `full copy ${set.gib} GiB round ${round} (the written chunks)`));
+  await engine.api('POST', '/v1/members/remove', { member: fc.target, minicopy: 'Never' });
   await engine.stop();
+  await rm(set.C, { force: true });
   console.log(`  round ${round} ${String(set.gib).padStart(2)} GiB  minicopy ${fmtS(r.minicopy.seconds)} s (${fmtNum(r.minicopy.bytes / MiB, 1)} MiB copied, ` +
     `setup ${fmtS(r.minicopy.setupSeconds)} s, copying ${fmtS(r.minicopy.copySeconds)} s)  minimerge ${fmtS(r.minimerge.seconds)} s ` +
     `(${fmtNum(r.minimerge.chunks)} chunks${r.minimerge.full ? ', FULL' : ''}; restart -> MergeCompleted ${fmtS(r.minimerge.restartSeconds)} s)  ` +
-    `RSS idle ${fmtNum(r.idleRssMiB ?? 0)} MiB, peak ${fmtNum(Math.max(r.minicopy.peakRssMiB ?? 0, loadPeak ?? 0, r.minimerge.peakRssMiB ?? 0))} MiB`);
+    `full copy ${fmtS(r.fullCopy.seconds)} s (${fmtNum((r.fullCopy.unreadBytes ?? 0) / GiB, 2)} GiB left unread)  ` +
+    `RSS idle ${fmtNum(r.idleRssMiB ?? 0)} MiB, peak ${fmtNum(Math.max(r.minicopy.peakRssMiB ?? 0, loadPeak ?? 0, r.minimerge.peakRssMiB ?? 0, r.fullCopy.peakRssMiB ?? 0))} MiB`);
   return r;
 }
 
