@@ -31,7 +31,10 @@ class HoleyMemory extends MemoryBackend {
     if (offset >= HEADER_BYTES + MiB) this.dataReads++;
     return super.read(buf, offset);
   }
+  /** Bytes written to the data area. */
+  dataBytesWritten = 0;
   override async write(buf: Buffer, offset: number): Promise<void> {
+    if (offset >= HEADER_BYTES) this.dataBytesWritten += buf.length;
     if (this.writeDelayMs > 0 && offset >= HEADER_BYTES) await new Promise((r) => setTimeout(r, this.writeDelayMs));
     return super.write(buf, offset);
   }
@@ -160,6 +163,39 @@ test('a write still in flight when the copy starts is waited for before the map 
     await next('CopyCompleted');
     assert.ok(dataArea(src).subarray(5 * MiB, 5 * MiB + slow.length).equals(slow), 'the write is on the source');
     assert.ok(dataArea(target).equals(dataArea(src)), 'and the copy brought it to the target');
+  } finally {
+    await set.stop();
+  }
+});
+
+test('onto a target that held no data, only the chunks with data are written: a lone chunk costs a chunk', async () => {
+  const src = new HoleyMemory('src', RAW, false); // no map: the runs are read, and the zero chunks found in them
+  const target = new HoleyMemory('target', RAW, false);
+  const { set, control, next } = await setOn(src, target);
+  try {
+    const lone = Buffer.alloc(64 * 1024, 0x44);
+    await set.write(5 * MiB + 192 * 1024, lone, false);
+    await set.write(6 * MiB + 128 * 1024, lone, false);
+    await set.write(6 * MiB + 192 * 1024, lone, false); // the neighbour of the one before: one write for both
+    await control.addMember({ location: 'target', noCopy: false, confirmOverwrite: false });
+    await next('CopyCompleted');
+    assert.ok(dataArea(target).equals(dataArea(src)), 'the target matches the source');
+    assert.equal(target.dataBytesWritten, 2 * MiB + 3 * 64 * 1024, 'two whole runs of data, then three chunks, nothing for zeros');
+  } finally {
+    await set.stop();
+  }
+});
+
+test('onto a target that held other data, a run with data is written whole, its zero chunks included', async () => {
+  const src = new HoleyMemory('src', RAW, false);
+  const target = new HoleyMemory('target', RAW, false);
+  dataArea(target).fill(0xee);
+  const { set, control, next } = await setOn(src, target);
+  try {
+    await set.write(5 * MiB + 192 * 1024, Buffer.alloc(64 * 1024, 0x44), false);
+    await control.addMember({ location: 'target', noCopy: false, confirmOverwrite: true });
+    await next('CopyCompleted');
+    assert.ok(dataArea(target).equals(dataArea(src)), 'the target matches the source: no stale 0xee left beside the chunk');
   } finally {
     await set.stop();
   }

@@ -354,6 +354,11 @@ export class Resync {
         await target.read(t, HEADER_BYTES + off);
         if (t.equals(this.zero.subarray(0, len))) return;
         await target.writeZeroes(HEADER_BYTES + off, len, false);
+      } else if (target.heldNoDataAtAdmission) {
+        // Zero on the target wherever the source is (see above), chunk by chunk too: only the chunks
+        // with data are written, so a new member stays as sparse as its source (and a run holding one
+        // written chunk costs one chunk's write, not the run's).
+        await Promise.all(this.dataSpans(buf, len).map(([a, b]) => target.write(buf.subarray(a, b), HEADER_BYTES + off + a, false)));
       } else {
         await target.write(buf, HEADER_BYTES + off, false);
       }
@@ -368,6 +373,20 @@ export class Resync {
       release();
       lease.end();
     }
+  }
+
+  /** The spans [a, b) of buf's first len bytes made of whole chunks that are not all zero, adjacent ones joined. */
+  private dataSpans(buf: Buffer, len: number): Array<[number, number]> {
+    const cs = this.host.chunkSize;
+    const spans: Array<[number, number]> = [];
+    for (let a = 0; a < len; a += cs) {
+      const b = Math.min(a + cs, len);
+      if (buf.subarray(a, b).equals(this.zero.subarray(0, b - a))) continue;
+      const last = spans[spans.length - 1];
+      if (last && last[1] === a) last[1] = b;
+      else spans.push([a, b]);
+    }
+    return spans;
   }
 
   recovery(): Recovery {
