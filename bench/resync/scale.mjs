@@ -138,7 +138,7 @@ async function oneRound(set, cfg, round, rand, out, checks) {
   await settle([set.A, set.B]);
   const copying = new RssSampler(engine.pid);
   const fc = await timeCopy(engine, 'Copy', set.C, async () => (await engine.api('POST', '/v1/members/add', { location: set.C })).id);
-  r.fullCopy = { ...fc.times, peakRssMiB: copying.stop() };
+  r.fullCopy = { ...fc.times, peakRssMiB: copying.stop(), allocatedMiB: (fs.statSync(set.C).blocks * 512) / MiB };
   checks.push(sameChunks({ ...set, B: set.C }, [...picked, ...hot], chunkSize, `full copy ${set.gib} GiB round ${round} (the written chunks)`));
   await engine.api('POST', '/v1/members/remove', { member: fc.target, minicopy: 'Never' });
   await engine.stop();
@@ -146,7 +146,8 @@ async function oneRound(set, cfg, round, rand, out, checks) {
   console.log(`  round ${round} ${String(set.gib).padStart(2)} GiB  minicopy ${fmtS(r.minicopy.seconds)} s (${fmtNum(r.minicopy.bytes / MiB, 1)} MiB copied, ` +
     `setup ${fmtS(r.minicopy.setupSeconds)} s, copying ${fmtS(r.minicopy.copySeconds)} s)  minimerge ${fmtS(r.minimerge.seconds)} s ` +
     `(${fmtNum(r.minimerge.chunks)} chunks${r.minimerge.full ? ', FULL' : ''}; restart -> MergeCompleted ${fmtS(r.minimerge.restartSeconds)} s)  ` +
-    `full copy ${fmtS(r.fullCopy.seconds)} s (${fmtNum((r.fullCopy.unreadBytes ?? 0) / GiB, 2)} GiB left unread)  ` +
+    `full copy ${fmtS(r.fullCopy.seconds)} s (${fmtNum((r.fullCopy.unreadBytes ?? 0) / GiB, 2)} GiB left unread, ` +
+    `${fmtNum(r.fullCopy.allocatedMiB, 1)} MiB allocated on the new member, its metadata included)  ` +
     `RSS idle ${fmtNum(r.idleRssMiB ?? 0)} MiB, peak ${fmtNum(Math.max(r.minicopy.peakRssMiB ?? 0, loadPeak ?? 0, r.minimerge.peakRssMiB ?? 0, r.fullCopy.peakRssMiB ?? 0))} MiB`);
   return r;
 }
