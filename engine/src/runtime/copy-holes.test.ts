@@ -200,3 +200,23 @@ test('onto a target that held other data, a run with data is written whole, its 
     await set.stop();
   }
 });
+
+test('onto a target that held no data, a write in flight when the copy starts still reaches it', async () => {
+  const src = new HoleyMemory('src', RAW, true);
+  const target = new HoleyMemory('target', RAW, true);
+  const { set, control, next } = await setOn(src, target);
+  try {
+    src.writeDelayMs = 300;
+    const slow = Buffer.alloc(64 * 1024, 0x66);
+    const w = set.write(6 * MiB + 64 * 1024, slow, false);
+    await control.addMember({ location: 'target', noCopy: false, confirmOverwrite: false });
+    await w;
+    src.writeDelayMs = 0;
+    const done = await next('CopyCompleted');
+    assert.equal(set.members.find((m) => m.location === 'target')!.heldNoDataAtAdmission, true);
+    assert.ok(dataArea(target).equals(dataArea(src)), 'the copy brought the write to the target');
+    assert.equal(done.unreadBytes, 5 * MiB, 'the other five empty runs were left unread');
+  } finally {
+    await set.stop();
+  }
+});
