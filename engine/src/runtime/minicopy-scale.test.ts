@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { EngineError } from '../core/errors.js';
-import { GiB, HEADER_BYTES } from '../core/geometry.js';
+import { GiB, HEADER_BYTES, MiB } from '../core/geometry.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 import { systemClock } from '../ports/clock.js';
 import { startShadowSet } from './engine.js';
@@ -51,6 +51,19 @@ class SparseMemory implements BlockBackend {
   }
   async flush(): Promise<void> {}
   async close(): Promise<void> {}
+  /** Where pages were written, as SEEK_DATA would say (a full copy's source map). */
+  async dataExtents(): Promise<Array<[number, number]>> {
+    const out: Array<[number, number]> = [];
+    for (const p of [...this.pages.keys()].sort((x, y) => x - y)) {
+      const last = out[out.length - 1];
+      if (last && last[1] === p * PAGE) last[1] += PAGE;
+      else out.push([p * PAGE, (p + 1) * PAGE]);
+    }
+    return out;
+  }
+  async holdsNoData(): Promise<boolean> {
+    return this.pages.size === 0;
+  }
 }
 
 /** A logger, and a promise for the first log line with `event`. */
@@ -139,4 +152,65 @@ test('a minimerge after a crash that followed the same 16 scattered writes does 
   // One 1 MiB group per write, read on both members; nothing differs, so nothing is written.
   assert.ok(large.reads > 0 && large.reads <= 2 * 16 + 2, `${large.reads} reads: a run per marked group on each member (and the probes)`);
   assert.equal(large.writes, 0);
+});
+
+/** Data-area requests of a full copy onto a new, empty member of a set with `n` scattered 4 KiB writes. */
+async function fullCopyWork(size: number, n: number) {
+  let started: () => void = () => undefined;
+  let completed: () => void = () => undefined;
+  const copyStarted = new Promise<void>((r) => (started = r));
+  const copied = new Promise<void>((r) => (completed = r));
+  const log = pino({ level: 'info' }, new Writable({
+    write(line: Buffer, _enc, cb) {
+      const l = line.toString();
+      if (l.includes('"event":"CopyStarted"')) started();
+      if (l.includes('"event":"CopyCompleted"')) completed();
+      cb();
+    },
+  }));
+  const devs = new Map(['a', 'c'].map((l) => [l, new SparseMemory(l, HEADER_BYTES + size)]));
+  const { set, control } = await startShadowSet({
+    members: [{ location: 'a' }], overwrite: false, memberTimeoutMs: 60_000, log, clock: systemClock,
+    open: async (loc) => devs.get(loc)!,
+  });
+  try {
+    // Each write in a 1 MiB run of its own, all of them at the end of the set: before them the copy
+    // has nothing but holes to pass, with no run of its own in flight to wait for.
+    const at = (i: number) => size - (n - i) * MiB;
+    for (let i = 0; i < n; i++) await set.write(at(i), Buffer.alloc(PAGE, i + 1), false);
+    const [a, c] = [devs.get('a')!, devs.get('c')!];
+    const before = a.dataReads;
+    await control.addMember({ location: 'c', noCopy: false, confirmOverwrite: false });
+    const job = set.resync.jobs.find((j) => j.mode === 'FullCopy')!;
+    // An application read made once the copy has begun is answered while the copy still has holes to
+    // pass over: the scheduler lets the event loop run between them.
+    await copyStarted;
+    const unreadWhenAnswered = await set.read(0, PAGE).then(() => job.bytesUnread);
+    await copied;
+    const work = {
+      chunkSize: set.chunkSize, sourceReads: a.dataReads - before, targetReads: c.dataReads, targetWrites: c.dataWrites,
+      unreadWhenAnswered, unread: job.bytesUnread,
+    };
+    for (let i = 0; i < n; i++) {
+      const got = Buffer.alloc(PAGE);
+      await c.read(got, HEADER_BYTES + at(i));
+      assert.deepEqual(got, Buffer.alloc(PAGE, i + 1), `write ${i} is on the new member`);
+    }
+    return work;
+  } finally {
+    await set.stop();
+  }
+}
+
+test('a full copy of a sparse set reads and writes what it holds, the same on 64 GiB as on 1 GiB, and lets application I/O through meanwhile', async () => {
+  const small = await fullCopyWork(1 * GiB, 16);
+  const large = await fullCopyWork(64 * GiB, 16);
+  assert.equal(small.chunkSize, large.chunkSize);
+  const io = (w: typeof small) => ({ sourceReads: w.sourceReads, targetReads: w.targetReads, targetWrites: w.targetWrites });
+  assert.deepEqual(io(large), io(small));
+  // One run read per write (each in a run of its own) and the application's read; one chunk written per
+  // write; the new member read only by the probe that admits it.
+  assert.deepEqual(io(large), { sourceReads: 17, targetReads: 1, targetWrites: 16 });
+  assert.equal(large.unread, 64 * GiB - 16 * MiB, 'every run but the sixteen with data was left unread');
+  assert.ok(large.unreadWhenAnswered < large.unread, `the read was answered with ${large.unreadWhenAnswered} of ${large.unread} bytes of holes passed`);
 });

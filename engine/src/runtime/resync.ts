@@ -177,6 +177,7 @@ export class Resync {
     // Woken when a run ends (one waiter, not a Promise.race over every run in flight each time).
     let runEnded: (() => void) | null = null;
     const flushEvery = FLUSH_BYTES;
+    let skipped = 0;
     try {
       for (;;) {
         if (job.cancelled) {
@@ -201,7 +202,12 @@ export class Resync {
             more = false;
             break;
           }
-          if (this.holeNeedsNothing(job, r)) continue;
+          if (this.holeNeedsNothing(job, r)) {
+            // Thousands of these can follow each other (a large sparse set): let application I/O run.
+            if (++skipped % 256 === 0) await new Promise<void>((res) => setImmediate(res));
+            if (job.cancelled) break;
+            continue;
+          }
           if (h.appInFlight() > 0) await this.yieldToApp();
           const first = r[0]!;
           const bytes = r.length * h.chunkSize;

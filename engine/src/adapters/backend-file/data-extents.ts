@@ -50,11 +50,18 @@ export function parseSeekOutput(text: string, size: number): DataExtents | null 
 /** The data extents of the regular file open as `fd` in this process, or null when they cannot be learnt. */
 export function probeDataExtents(fd: number, size: number): Promise<DataExtents | null> {
   return new Promise((resolve) => {
+    // execFile's timeout signals the child, but a child stuck in the kernel (a hung file system) does not
+    // exit, and its callback would never come: the answer is "unknown" at the deadline either way.
+    const deadline = setTimeout(() => resolve(null), SEEK_TIMEOUT_MS + 2000);
+    deadline.unref();
     execFile(
       'xfs_io',
       ['-r', '-c', 'seek -a -r 0', `/proc/${process.pid}/fd/${fd}`],
       { timeout: SEEK_TIMEOUT_MS, maxBuffer: MAX_OUTPUT, encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' } },
-      (err, stdout) => resolve(err ? null : parseSeekOutput(stdout, size)),
+      (err, stdout) => {
+        clearTimeout(deadline);
+        resolve(err ? null : parseSeekOutput(stdout, size));
+      },
     );
   });
 }
