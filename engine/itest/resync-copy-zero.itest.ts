@@ -1,6 +1,7 @@
 /**
- * A full copy from a source that is half zeros, with real files: onto a fresh sparse file the zero runs
- * are neither read on the target nor written (the new member held no data when it joined), while
+ * A full copy from a source that is half zeros, with real files: the source's holes are not read (its
+ * map from SEEK_DATA), and onto a fresh sparse file the zero runs are neither read on the target nor
+ * written (the new member held no data when it joined), while
  * application writes — data into the source's zero runs and zeros over its data, ahead of the copy —
  * still land; onto a file holding old data every zero run is checked and zeroed. Each ends with the
  * members compared byte for byte.
@@ -43,7 +44,10 @@ test('full copy onto a fresh sparse file: the source\'s zero runs are not read o
   await engine.waitForEvent('CopyStarted');
   // Data into a zero run of the source, zeros over a data run, both far ahead of the copy.
   await qemuIo(engine.uri, ['write -P 0x3c 41M 512k', 'write -z 46M 1M']);
-  await engine.copied(added.id, 60_000);
+  const done = await engine.copied(added.id, 60_000);
+  // The source's odd MiBs are holes (SEEK_DATA): left unread, all 28 but the one written above, which
+  // the copy had to read (it was written after the source's map was taken, at CopyStarted).
+  assert.equal(done.unreadBytes, 27 * MiB, 'the source\'s holes were left unread, the one written meanwhile was read');
   const st = await engine.status();
   assert.equal(member(st, b).state, 'InSync');
   assert.equal(member(st, b).counters.reads, 0, 'the new member was read although it held no data');
@@ -59,7 +63,8 @@ test('full copy onto a file holding old data: every zero run of the source is ze
   const c = join(dir, 'c.img');
   await writeFile(c, Buffer.alloc(MEMBER_BYTES, 0xee)); // an old file system, say: no metadata, data everywhere
   const added = await postOk<{ id: string }>(engine, '/v1/members/add', { location: c, confirmOverwrite: true });
-  await engine.copied(added.id, 60_000);
+  const done = await engine.copied(added.id, 60_000);
+  assert.equal(done.unreadBytes, 28 * MiB, 'the source\'s holes were left unread');
   const st = await engine.status();
   assert.ok(member(st, c).counters.reads > 0, 'the zero runs were checked on the target');
   await stopCleanly(engine);
