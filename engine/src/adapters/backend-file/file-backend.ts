@@ -9,7 +9,7 @@ import type { BlockBackend } from '../../ports/block-backend.js';
 import { probeDataExtents, type DataExtents } from './data-extents.js';
 
 const ZERO_CHUNK = 1024 * 1024;
-/** statfs f_type of ext4 (also ext2/3), XFS, btrfs and tmpfs: see holdsNoData. */
+/** statfs f_type of ext4 (also ext2/3), XFS, btrfs and tmpfs: see holdsNoData and dataExtents. */
 const BLOCKS_COUNT_PENDING_DATA = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994]);
 
 function ioError(op: string, location: string, err: unknown): EngineError {
@@ -93,12 +93,16 @@ export class FileBackend implements BlockBackend {
 
   /**
    * Where the file holds data (SEEK_DATA/SEEK_HOLE, see data-extents.ts); null for a block device, or
-   * when the file system's answer cannot be had. Counted as a request, so close() waits for it.
+   * when the file system's answer cannot be had. Only asked of the file systems whose answer counts
+   * data not yet written back (ext4, XFS, btrfs, tmpfs: the same list as holdsNoData's): OpenZFS, for
+   * one, reported dirty data as a hole until late 2023, and a hole taken for one would be a chunk never
+   * copied. Counted as a request, so close() waits for it.
    */
   dataExtents(): Promise<DataExtents | null> {
     return this.track(async () => {
       const st = await new Promise<fs.Stats>((res, rej) => fs.fstat(this.fd, (e, x) => (e ? rej(e) : res(x))));
       if (!st.isFile()) return null;
+      if (!BLOCKS_COUNT_PENDING_DATA.has((await statfs(this.location)).type)) return null;
       return probeDataExtents(this.fd, st.size);
     }).catch(() => null);
   }
