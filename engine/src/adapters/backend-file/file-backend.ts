@@ -76,16 +76,19 @@ export class FileBackend implements BlockBackend {
    * file systems whose st_blocks counts data not yet written back (ext4, XFS and btrfs add their delayed
    * allocations, tmpfs counts pages): elsewhere a file written a moment ago may still report 0 blocks (ZFS
    * until its transaction group commits; network file systems as their server says). A block device
-   * reports no blocks at all, so it is never taken as empty; nor is a file with unwritten (fallocated)
-   * extents, which reads as zeros too but cannot be told apart from data here.
+   * reports no blocks at all, so it is never taken as empty. A file with blocks allocated is empty too
+   * when the file system says none of them holds data (SEEK_DATA finds none: a preallocated file whose
+   * unwritten extents read as zeros), on the same file systems.
    */
   async holdsNoData(): Promise<boolean> {
     if (this.closed) return false;
     try {
       const st = await new Promise<fs.Stats>((res, rej) => fs.fstat(this.fd, (e, x) => (e ? rej(e) : res(x))));
-      if (!st.isFile() || st.blocks !== 0) return false;
-      const fsType = (await statfs(this.location)).type;
-      return BLOCKS_COUNT_PENDING_DATA.has(fsType);
+      if (!st.isFile()) return false;
+      if (!BLOCKS_COUNT_PENDING_DATA.has((await statfs(this.location)).type)) return false;
+      if (st.blocks === 0) return true;
+      const extents = await probeDataExtents(this.fd, st.size);
+      return extents !== null && extents.length === 0;
     } catch {
       return false;
     }

@@ -1,6 +1,6 @@
 /**
- * FileBackend.holdsNoData: true only for a regular file with nothing allocated; a byte written a moment
- * ago (not yet written back) or a preallocated extent makes it false. A full copy skips reading its
+ * FileBackend.holdsNoData: true only for a regular file with nothing allocated, or only preallocated
+ * extents that hold no data (SEEK_DATA); a byte written a moment ago (not yet written back) makes it false. A full copy skips reading its
  * target on the strength of this answer, so a wrong "true" would leave stale data behind.
  */
 import { test } from 'node:test';
@@ -38,9 +38,18 @@ test('holdsNoData: a fresh sparse file yes; after one unflushed write, or preall
   } catch {
     return; // no fallocate here: the sparse case above is what matters
   }
+  let hasXfsIo = true;
+  try {
+    execFileSync('xfs_io', ['-V'], { stdio: 'ignore' });
+  } catch {
+    hasXfsIo = false;
+  }
   const p = await FileBackend.open(pre);
   try {
-    assert.equal(await p.holdsNoData(), false, 'preallocated extents are not known to be zero here');
+    // Its extents are unwritten: SEEK_DATA finds no data (where xfs_io can ask), so it reads as zeros.
+    assert.equal(await p.holdsNoData(), hasXfsIo, 'preallocated and never written: empty, where the file system can say so');
+    await p.write(Buffer.alloc(4096, 1), 5 * MiB, false); // no flush: only in the page cache
+    assert.equal(await p.holdsNoData(), false, 'a write into a preallocated extent, not yet written back, counts');
   } finally {
     await p.close();
   }
