@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import {
-  COMP_HEAD, CTL_INTS, OP_READ, OP_WRITE, OP_WRITE_FUA, SLOT_BYTES, SLOTS, STOP, SUB_HEAD, WORKER_IDLE,
+  COMP_HEAD, CTL_INTS, nextCount, OP_READ, OP_WRITE, OP_WRITE_FUA, RING_MASK, SLOT_BYTES, SLOTS, STOP, SUB_HEAD, WORKER_IDLE,
   type RingBuffers,
 } from './ring-protocol.js';
 
@@ -16,6 +16,8 @@ export interface Assignment {
   ring: RingBuffers;
   fd: number;
   syncFd: number;
+  /** Where the ring's counters start (allocRing's `start`): given, not read, since requests may already come. */
+  start: number;
 }
 
 const errnoOf = (e: unknown): number => {
@@ -23,7 +25,7 @@ const errnoOf = (e: unknown): number => {
   return typeof n === 'number' && n !== 0 ? Math.abs(n) : 5;
 };
 
-function serve({ ring, fd, syncFd }: Assignment): void {
+function serve({ ring, fd, syncFd, start }: Assignment): void {
   const ctl = new Int32Array(ring.ctl);
   const desc = new Float64Array(ring.desc);
   const ops = new Int32Array(ring.ops);
@@ -57,7 +59,7 @@ function serve({ ring, fd, syncFd }: Assignment): void {
     }
   }
 
-  let tail = 0;
+  let tail = start | 0;
   for (;;) {
     let head = Atomics.load(ctl, SUB_HEAD);
     if (head === tail) {
@@ -71,13 +73,13 @@ function serve({ ring, fd, syncFd }: Assignment): void {
       continue;
     }
     while (tail !== head) {
-      const slot = ctl[CTL_INTS + (tail % SLOTS)]!;
+      const slot = ctl[CTL_INTS + (tail & RING_MASK)]!;
       ops[slot * 2 + 1] = run(slot);
       const ch = ctl[COMP_HEAD]!;
-      ctl[CTL_INTS + SLOTS + (ch % SLOTS)] = slot;
-      Atomics.store(ctl, COMP_HEAD, ch + 1);
+      ctl[CTL_INTS + SLOTS + (ch & RING_MASK)] = slot;
+      Atomics.store(ctl, COMP_HEAD, nextCount(ch));
       Atomics.notify(ctl, COMP_HEAD);
-      tail++;
+      tail = nextCount(tail);
     }
   }
 }

@@ -170,3 +170,40 @@ test('more requests than the ring has slots, of mixed sizes, reads and writes in
     assert.ok(disk.subarray(at, at + 4096).equals(model.subarray(at, at + 4096)), `seed ${seed}: bytes at ${at} differ`);
   }
 });
+
+test('the ring\'s counters wrap at 2^31 on both sides: requests across the wrap each run once and land, none on the thread pool', { timeout: 60_000 }, async (t) => {
+  const path = await tempFile(t);
+  // 100 requests before the Int32 counters wrap; the batches below make about 2,500 more.
+  const b = await RingBackend.open(path, { ringStart: 2 ** 31 - 100 });
+  const expected = Buffer.alloc(SIZE);
+  try {
+    await b.ready();
+    type Io = (buf: Buffer, offset: number, fua?: boolean) => Promise<void>;
+    const file = (b as unknown as { file: { read: Io; write: Io } }).file;
+    let pooled = 0;
+    for (const k of ['read', 'write'] as const) {
+      const direct = file[k].bind(file);
+      file[k] = (buf, offset, fua) => {
+        pooled++;
+        return direct(buf, offset, fua);
+      };
+    }
+    const blocks = SIZE / 4096;
+    for (let round = 0; round < 20; round++) {
+      // Each round rewrites its blocks with new bytes: a slot run twice (an old request again) would
+      // put back an earlier round's bytes somewhere.
+      const offsets = Array.from({ length: SLOTS }, (_, i) => ((round * 37 + i * 13) % blocks) * 4096);
+      const unique = [...new Set(offsets)];
+      const bytes = unique.map(() => randomBytes(4096));
+      await Promise.all(unique.map((o, i) => b.write(bytes[i]!, o, false)));
+      unique.forEach((o, i) => bytes[i]!.copy(expected, o));
+      const got = unique.map(() => Buffer.alloc(4096));
+      await Promise.all(unique.map((o, i) => b.read(got[i]!, o)));
+      unique.forEach((o, i) => assert.ok(got[i]!.equals(bytes[i]!), `round ${round}: 4 KiB at ${o}`));
+    }
+    assert.equal(pooled, 0, 'requests that took the thread pool');
+  } finally {
+    await b.close();
+  }
+  assert.ok((await readFile(path)).equals(expected), 'the file holds each block\'s last write');
+});

@@ -20,7 +20,7 @@ import { FileBackend } from './file-backend.js';
 import type { DataExtents } from './data-extents.js';
 import type { Assignment } from './io-worker.js';
 import {
-  allocRing, COMP_HEAD, CTL_INTS, OP_READ, OP_WRITE, SLOT_BYTES, SLOTS, STOP, SUB_HEAD,
+  allocRing, COMP_HEAD, CTL_INTS, nextCount, OP_READ, OP_WRITE, RING_MASK, SLOT_BYTES, SLOTS, STOP, SUB_HEAD,
   WORKER_IDLE,
 } from './ring-protocol.js';
 
@@ -111,6 +111,7 @@ export class RingBackend implements BlockBackend {
 
   private constructor(private readonly file: FileBackend, private readonly worker: Worker, ring: ReturnType<typeof allocRing>) {
     this.ctl = new Int32Array(ring.ctl);
+    this.compTail = this.ctl[COMP_HEAD]!;
     this.desc = new Float64Array(ring.desc);
     this.ops = new Int32Array(ring.ops);
     this.data = Buffer.from(ring.data);
@@ -134,13 +135,15 @@ export class RingBackend implements BlockBackend {
     worker.on('error', this.onError);
   }
 
-  static async open(path: string): Promise<RingBackend> {
+  /** `ringStart`: where the ring's counters start (tests start them just below the Int32 wrap). */
+  static async open(path: string, o: { ringStart?: number } = {}): Promise<RingBackend> {
     const file = await FileBackend.open(path);
-    const ring = allocRing();
+    const start = (o.ringStart ?? 0) | 0;
+    const ring = allocRing(start);
     const worker = spare ?? newWorker();
     spare = null;
     // Requests take the thread pool until the thread answers that it serves this ring.
-    worker.postMessage({ ring, fd: file.fd, syncFd: file.syncFd } satisfies Assignment);
+    worker.postMessage({ ring, fd: file.fd, syncFd: file.syncFd, start } satisfies Assignment);
     scheduleSpare();
     return new RingBackend(file, worker, ring);
   }
@@ -182,8 +185,8 @@ export class RingBackend implements BlockBackend {
     if (payload) payload.copy(this.data, slot * SLOT_BYTES);
     const p = new Promise<void>((resolve, reject) => (this.waiters[slot] = { resolve, reject, readInto }));
     const h = this.ctl[SUB_HEAD]!;
-    this.ctl[CTL_INTS + (h % SLOTS)] = slot;
-    Atomics.store(this.ctl, SUB_HEAD, h + 1);
+    this.ctl[CTL_INTS + (h & RING_MASK)] = slot;
+    Atomics.store(this.ctl, SUB_HEAD, nextCount(h));
     if (!this.kickQueued) {
       this.kickQueued = true;
       queueMicrotask(this.kick);
@@ -206,8 +209,8 @@ export class RingBackend implements BlockBackend {
     this.armed = false;
     const head = Atomics.load(this.ctl, COMP_HEAD);
     while (this.compTail !== head) {
-      const slot = this.ctl[CTL_INTS + SLOTS + (this.compTail % SLOTS)]!;
-      this.compTail++;
+      const slot = this.ctl[CTL_INTS + SLOTS + (this.compTail & RING_MASK)]!;
+      this.compTail = nextCount(this.compTail);
       const w = this.waiters[slot];
       this.waiters[slot] = null;
       const result = this.ops[slot * 2 + 1]!;

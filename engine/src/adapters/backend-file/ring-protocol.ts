@@ -6,6 +6,15 @@
  */
 export const SLOTS = 64;
 export const SLOT_BYTES = 128 * 1024;
+/**
+ * The ring counters (SUB_HEAD, COMP_HEAD and each side's copy) are Int32 and run on for the life of the
+ * ring: both sides advance them with `(i + 1) | 0`, so they wrap at 2^31 exactly as the Int32Array
+ * stores them, and index the rings with `i & RING_MASK` (SLOTS is a power of two, so a negative counter
+ * indexes correctly too). A plain `i + 1` on one side would stop matching the other after 2^31 requests
+ * (days of a busy member) and the I/O thread would run old slots again.
+ */
+export const RING_MASK = SLOTS - 1;
+export const nextCount = (i: number): number => (i + 1) | 0;
 
 // Control block (Int32 indexes).
 export const SUB_HEAD = 0; // written by main
@@ -27,11 +36,16 @@ export interface RingBuffers {
   data: SharedArrayBuffer; // SLOTS * SLOT_BYTES
 }
 
-export function allocRing(): RingBuffers {
-  return {
+/** A ring whose counters start at `start` (0; tests start them just below the wrap). */
+export function allocRing(start = 0): RingBuffers {
+  const ring = {
     ctl: new SharedArrayBuffer(4 * (CTL_INTS + 2 * SLOTS)),
     desc: new SharedArrayBuffer(8 * 2 * SLOTS),
     ops: new SharedArrayBuffer(4 * 2 * SLOTS),
     data: new SharedArrayBuffer(SLOTS * SLOT_BYTES),
   };
+  const ctl = new Int32Array(ring.ctl);
+  ctl[SUB_HEAD] = start | 0;
+  ctl[COMP_HEAD] = start | 0;
+  return ring;
 }
