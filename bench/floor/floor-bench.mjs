@@ -17,9 +17,11 @@
  * Usage: node bench/floor/floor-bench.mjs [--rounds N] [--runtime S] [--ramp S] [--file-mib N] [--dir DIR]
  *        [--jobs randwrite,randread] [--servers engine,floor-ring,floor-pool,qemu,nbdkit] [--profile DIR] [--count] [--strace]
  */
+import { readFileSync, readdirSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
@@ -36,6 +38,7 @@ const JOBS = {
 };
 const ALL = ['engine', 'floor-ring', 'floor-pool', 'qemu', 'nbdkit'];
 const NODE_SERVERS = ['engine', 'floor-ring', 'floor-pool'];
+let TICKS = 100;
 const HELP = 'usage: node bench/floor/floor-bench.mjs [--rounds 3] [--runtime 4] [--ramp 1] [--file-mib 512] [--dir DIR]\n' +
   '  [--jobs randwrite,randread] [--servers engine,floor-ring,floor-pool,qemu,nbdkit] [--profile DIR] [--count] [--strace]';
 
@@ -130,6 +133,24 @@ async function startAll(cfg, dir, files, headerBytes) {
   return { servers, dataBytes };
 }
 
+/** CPU seconds of process pid: its main thread's, and all its other threads' (I/O threads, libuv pool, V8's helpers). */
+function threadCpu(pid) {
+  let main = 0;
+  let rest = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      const sec = (Number(f[11]) + Number(f[12])) / TICKS;
+      if (tid === String(pid)) main += sec;
+      else rest += sec;
+    }
+  } catch {
+    return null;
+  }
+  return { main, rest };
+}
+
 /** Runs fn while `strace -c -f` watches pid; returns fn's value and strace's table (calls by syscall). */
 async function withStrace(pid, fn) {
   const st = new LoggedChild('strace', { keepBytes: 64 * 1024 }).spawn('strace', ['-c', '-f', '-p', String(pid)]);
@@ -159,6 +180,8 @@ async function readCounts(dir, pid) {
 
 async function main(cfg) {
   await readClockTicks();
+  const clk = await exec('getconf', ['CLK_TCK']);
+  if (clk.ok && Number(clk.stdout) > 0) TICKS = Number(clk.stdout);
   const { HEADER_BYTES } = await importEngine('core/geometry.js');
   console.log(`floor-bench: ${cfg.rounds} rounds x ${cfg.jobs.join(',')} x ${cfg.servers.join(',')}, ${cfg.runtime}s (+${cfg.ramp}s ramp), ${cfg.fileMiB} MiB files; load ${loadavg().join(' ')}`);
   const { dir, files } = await makeMemberFiles(cfg);
@@ -173,13 +196,23 @@ async function main(cfg) {
         await settle(files);
         const srv = servers[key];
         const before = cfg.count ? await readCounts(dir, srv.pid) : null;
+        const t0 = threadCpu(srv.pid);
+        const w0 = performance.now();
         const fio = () => withCpu(srv.pid, () => runFio(fioArgs(srv.uri, JOBS[jobKey], measuredRun(cfg.runtime, cfg.ramp, dataBytes)), cfg.runtime + cfg.ramp));
         const traced = cfg.strace && NODE_SERVERS.includes(key);
         const { value: { value: job, cpuPct }, calls } = traced ? await withStrace(srv.pid, fio) : { value: await fio(), calls: null };
+        const t1 = threadCpu(srv.pid);
+        const wall = (performance.now() - w0) / 1000;
         const s = summarizeFio(job, JOBS[jobKey].rw);
         // fio counts the measured I/Os only; the ramp's requests also reach the server.
         const requests = s.ios * (cfg.runtime + cfg.ramp) / cfg.runtime;
         const r = { round: round + 1, job: jobKey, server: key, iops: s.iops, cpuPct, load: loadavg()[0] };
+        // CPU time per request (all threads), the figure that decides throughput when the cores are shared with fio.
+        r.cpuUsPerReq = cpuPct === null ? null : (cpuPct / 100) * 1e6 / (s.iops || 1);
+        if (t0 && t1 && NODE_SERVERS.includes(key)) {
+          r.mainPct = (100 * (t1.main - t0.main)) / wall;
+          r.otherThreadsPct = (100 * (t1.rest - t0.rest)) / wall;
+        }
         if (calls) r.syscallsPerRequest = Object.fromEntries(Object.entries(calls).map(([k, v]) => [k, +(v / requests).toFixed(3)]).sort((a, b) => b[1] - a[1]).slice(0, 12));
         if (before) {
           await sleep(700); // the counters are written every 500 ms
@@ -187,7 +220,9 @@ async function main(cfg) {
           r.perRequest = Object.fromEntries(Object.keys(after).map((k) => [k, +(((after[k] ?? 0) - (before[k] ?? 0)) / requests).toFixed(3)]));
         }
         runs.push(r);
-        console.log(`  round ${round + 1} ${jobKey.padEnd(9)} ${key.padEnd(10)} ${Math.round(s.iops).toString().padStart(6)} IOPS  cpu ${cpuPct?.toFixed(0)}%  load ${r.load}` +
+        console.log(`  round ${round + 1} ${jobKey.padEnd(9)} ${key.padEnd(10)} ${Math.round(s.iops).toString().padStart(6)} IOPS  cpu ${cpuPct?.toFixed(0)}%` +
+          (r.mainPct !== undefined ? ` (main ${r.mainPct.toFixed(0)}%, other threads ${r.otherThreadsPct.toFixed(0)}%)` : '') +
+          `  ${r.cpuUsPerReq?.toFixed(1)} cpu-us/req  load ${r.load}` +
           (r.perRequest ? `\n    per request: ${JSON.stringify(r.perRequest)}` : '') + (r.syscallsPerRequest ? `\n    syscalls per request: ${JSON.stringify(r.syscallsPerRequest)}` : ''));
       }
     }
@@ -198,8 +233,12 @@ async function main(cfg) {
     const eng = med('engine');
     for (const k of cfg.servers) {
       const m = med(k);
-      const cpu = median(runs.filter((r) => r.job === jobKey && r.server === k).map((r) => r.cpuPct));
-      console.log(`  ${jobKey.padEnd(9)} ${k.padEnd(10)} ${Math.round(m).toString().padStart(6)}  cpu ${cpu?.toFixed(0)}%  engine/this ${(eng / m).toFixed(2)}x  rounds ${runs.filter((r) => r.job === jobKey && r.server === k).map((r) => Math.round(r.iops)).join(' / ')}`);
+      const mine = runs.filter((r) => r.job === jobKey && r.server === k);
+      const cpu = median(mine.map((r) => r.cpuPct));
+      const us = median(mine.map((r) => r.cpuUsPerReq));
+      const mainPct = median(mine.map((r) => r.mainPct));
+      console.log(`  ${jobKey.padEnd(9)} ${k.padEnd(10)} ${Math.round(m).toString().padStart(6)}  cpu ${cpu?.toFixed(0)}%` +
+        `${mainPct === null ? '' : ` (main ${mainPct.toFixed(0)}%)`}  ${us?.toFixed(1)} cpu-us/req  engine/this ${(eng / m).toFixed(2)}x  rounds ${runs.filter((r) => r.job === jobKey && r.server === k).map((r) => Math.round(r.iops)).join(' / ')}`);
     }
   }
   // A clean stop writes the CPU profiles and the last counters.
