@@ -11,7 +11,7 @@
  * Optional instruments (each perturbs what it measures; use them in runs of their own):
  *   --profile DIR  the engine and the ring floor run under `node --cpu-prof`; their profiles land in DIR
  *                  (summarize them with profile-summary.mjs)
- *   --count        the engine and the ring floor preload count-wakeups.cjs; per-request counts printed
+ *   --count        the engine and the ring floor preload count-wakeups.mjs; per-request counts printed
  *   --strace       every run of the Node servers is watched by `strace -c -f`; syscalls per request printed
  *
  * Usage: node bench/floor/floor-bench.mjs [--rounds N] [--runtime S] [--ramp S] [--file-mib N] [--dir DIR]
@@ -23,7 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { LoggedChild } from '../lib/child.mjs';
 import { engineEnv, importEngine, loadavg, settle } from '../lib/host.mjs';
@@ -97,7 +97,7 @@ class Server extends LoggedChild {
 function nodeFlags(cfg, key) {
   const f = [];
   if (cfg.profile && (key === 'engine' || key === 'floor-ring')) f.push('--cpu-prof', `--cpu-prof-dir=${path.join(cfg.profile, key)}`);
-  if (cfg.count && (key === 'engine' || key === 'floor-ring')) f.push('--require', path.join(HERE, 'count-wakeups.cjs'));
+  if (cfg.count && (key === 'engine' || key === 'floor-ring')) f.push('--import', pathToFileURL(path.join(HERE, 'count-wakeups.mjs')).href);
   return f;
 }
 
@@ -165,7 +165,7 @@ async function withStrace(pid, fn) {
   return { value, calls };
 }
 
-/** The counters the preloaded count-wakeups.cjs wrote for process pid: its main thread's, and its I/O threads' summed. */
+/** The counters the preloaded count-wakeups.mjs wrote for process pid: its main thread's, and its I/O threads' summed. */
 async function readCounts(dir, pid) {
   const out = {};
   for (const f of await readdir(dir)) {

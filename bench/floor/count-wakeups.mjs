@@ -1,5 +1,5 @@
 /**
- * Preloaded (`node --require`) into the engine or the floor server by floor-bench.mjs --count: counts,
+ * Preloaded (`node --import`) into the engine or the floor server by floor-bench.mjs --count: counts,
  * per thread, the cross-thread wake-up machinery of the I/O thread ring — Atomics.notify (and how many
  * waiters each woke), Atomics.wait (an I/O thread going to sleep) and Atomics.waitAsync (the main
  * thread arming for completions) — and, with COUNT_PROMISES=1, the promises created on the main thread
@@ -9,10 +9,10 @@
  * 500 ms: the main thread from a timer, an I/O thread (blocked in its ring loop, where no timer runs)
  * from inside the wrapped calls. A measurement tool only; it changes nothing else.
  */
-'use strict';
-const fs = require('node:fs');
-const path = require('node:path');
-const { isMainThread, threadId } = require('node:worker_threads');
+import fs from 'node:fs';
+import { createHook } from 'node:async_hooks';
+import path from 'node:path';
+import { isMainThread, threadId } from 'node:worker_threads';
 
 const dir = process.env.COUNT_WAKEUPS_DIR;
 if (dir) {
@@ -53,7 +53,7 @@ if (dir) {
   if (isMainThread) {
     if (process.env.COUNT_PROMISES === '1') {
       c.promises = 0;
-      require('node:async_hooks').createHook({ init(_id, type) { if (type === 'PROMISE') c.promises++; } }).enable();
+      createHook({ init(_id, type) { if (type === 'PROMISE') c.promises++; } }).enable();
     }
     setInterval(save, 500).unref();
     process.on('exit', save);
