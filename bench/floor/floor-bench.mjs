@@ -16,6 +16,8 @@
  *
  * Usage: node bench/floor/floor-bench.mjs [--rounds N] [--runtime S] [--ramp S] [--file-mib N] [--dir DIR]
  *        [--jobs randwrite,randread] [--servers engine,floor-ring,floor-pool,qemu,nbdkit] [--profile DIR] [--count] [--strace]
+ * Two more floors on request (--servers …,floor-shared,floor-spin): one I/O thread for both files
+ * (shared-ring.mjs), without and with 50 µs of polling before it sleeps.
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
@@ -36,11 +38,16 @@ const JOBS = {
   randwrite: { rw: 'randwrite', bs: '4k', iodepth: 16 },
   randread: { rw: 'randread', bs: '4k', iodepth: 16 },
 };
-const ALL = ['engine', 'floor-ring', 'floor-pool', 'qemu', 'nbdkit'];
-const NODE_SERVERS = ['engine', 'floor-ring', 'floor-pool'];
+const ALL = ['engine', 'floor-ring', 'floor-pool', 'floor-shared', 'floor-spin', 'qemu', 'nbdkit'];
+/** Started unless --servers says otherwise; floor-shared and floor-spin (shared-ring.mjs) only on request. */
+const DEFAULT = ['engine', 'floor-ring', 'floor-pool', 'qemu', 'nbdkit'];
+const NODE_SERVERS = ['engine', 'floor-ring', 'floor-pool', 'floor-shared', 'floor-spin'];
+/** How long floor-spin's I/O thread polls its ring before it sleeps. */
+const SPIN_US = 50;
 let TICKS = 100;
 const HELP = 'usage: node bench/floor/floor-bench.mjs [--rounds 3] [--runtime 4] [--ramp 1] [--file-mib 512] [--dir DIR]\n' +
-  '  [--jobs randwrite,randread] [--servers engine,floor-ring,floor-pool,qemu,nbdkit] [--profile DIR] [--count] [--strace]';
+  '  [--jobs randwrite,randread] [--servers engine,floor-ring,floor-pool,qemu,nbdkit (also: floor-shared,floor-spin)]\n' +
+  '  [--profile DIR] [--count] [--strace]';
 
 function parseConfig(argv) {
   const { values: v } = parseArgs({
@@ -48,7 +55,7 @@ function parseConfig(argv) {
     options: {
       rounds: { type: 'string', default: '3' }, runtime: { type: 'string', default: '4' }, ramp: { type: 'string', default: '1' },
       'file-mib': { type: 'string', default: '512' }, dir: { type: 'string', default: os.tmpdir() },
-      jobs: { type: 'string', default: 'randwrite,randread' }, servers: { type: 'string', default: ALL.join(',') },
+      jobs: { type: 'string', default: 'randwrite,randread' }, servers: { type: 'string', default: DEFAULT.join(',') },
       profile: { type: 'string' }, count: { type: 'boolean' }, strace: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     },
   });
@@ -109,11 +116,13 @@ async function startAll(cfg, dir, files, headerBytes) {
     sock('engine'), env).start();
   const dataBytes = await engine.waitAccepting();
   const servers = { engine };
-  const floor = (io) => new Server(`floor-${io}`, process.execPath,
-    [...nodeFlags(cfg, `floor-${io}`), path.join(HERE, 'floor-server.mjs'), '--socket', sock(`floor-${io}`), '--offset', String(headerBytes),
-      '--size', String(dataBytes), '--io', io, ...files], sock(`floor-${io}`), env);
-  if (cfg.servers.includes('floor-ring')) servers['floor-ring'] = floor('ring');
-  if (cfg.servers.includes('floor-pool')) servers['floor-pool'] = floor('pool');
+  const floor = (key, io, extra = []) => new Server(key, process.execPath,
+    [...nodeFlags(cfg, key), path.join(HERE, 'floor-server.mjs'), '--socket', sock(key), '--offset', String(headerBytes),
+      '--size', String(dataBytes), '--io', io, ...extra, ...files], sock(key), env);
+  if (cfg.servers.includes('floor-ring')) servers['floor-ring'] = floor('floor-ring', 'ring');
+  if (cfg.servers.includes('floor-pool')) servers['floor-pool'] = floor('floor-pool', 'pool');
+  if (cfg.servers.includes('floor-shared')) servers['floor-shared'] = floor('floor-shared', 'shared');
+  if (cfg.servers.includes('floor-spin')) servers['floor-spin'] = floor('floor-spin', 'shared', ['--spin-us', String(SPIN_US)]);
   if (cfg.servers.includes('qemu')) {
     const child = (i) => [`children.${i}.driver=raw`, `children.${i}.offset=${headerBytes}`, `children.${i}.size=${dataBytes}`,
       `children.${i}.file.driver=file`, `children.${i}.file.filename=${files[i].replaceAll(',', ',,')}`];
@@ -220,25 +229,28 @@ async function main(cfg) {
           r.perRequest = Object.fromEntries(Object.keys(after).map((k) => [k, +(((after[k] ?? 0) - (before[k] ?? 0)) / requests).toFixed(3)]));
         }
         runs.push(r);
-        console.log(`  round ${round + 1} ${jobKey.padEnd(9)} ${key.padEnd(10)} ${Math.round(s.iops).toString().padStart(6)} IOPS  cpu ${cpuPct?.toFixed(0)}%` +
+        console.log(`  round ${round + 1} ${jobKey.padEnd(9)} ${key.padEnd(12)} ${Math.round(s.iops).toString().padStart(6)} IOPS  cpu ${cpuPct?.toFixed(0)}%` +
           (r.mainPct !== undefined ? ` (main ${r.mainPct.toFixed(0)}%, other threads ${r.otherThreadsPct.toFixed(0)}%)` : '') +
           `  ${r.cpuUsPerReq?.toFixed(1)} cpu-us/req  load ${r.load}` +
           (r.perRequest ? `\n    per request: ${JSON.stringify(r.perRequest)}` : '') + (r.syscallsPerRequest ? `\n    syscalls per request: ${JSON.stringify(r.syscallsPerRequest)}` : ''));
       }
     }
   }
-  console.log(`\nmedians of ${cfg.rounds} (IOPS; ratio = engine / this; load at end ${loadavg().join(' ')})`);
+  console.log(`\nmedians of ${cfg.rounds} (IOPS; ratios of medians: engine / this, this / quorum, this / nbdkit; load at end ${loadavg().join(' ')})`);
   for (const jobKey of cfg.jobs) {
     const med = (k) => median(runs.filter((r) => r.job === jobKey && r.server === k).map((r) => r.iops));
     const eng = med('engine');
+    const [quorum, nbdkit] = [med('qemu'), med('nbdkit')];
     for (const k of cfg.servers) {
       const m = med(k);
+      const ratios = (eng ? `  engine/this ${(eng / m).toFixed(2)}x` : '') + (quorum ? `  ÷quorum ${(m / quorum).toFixed(2)}x` : '') +
+        (nbdkit ? `  ÷nbdkit ${(m / nbdkit).toFixed(2)}x` : '');
       const mine = runs.filter((r) => r.job === jobKey && r.server === k);
       const cpu = median(mine.map((r) => r.cpuPct));
       const us = median(mine.map((r) => r.cpuUsPerReq));
       const mainPct = median(mine.map((r) => r.mainPct));
-      console.log(`  ${jobKey.padEnd(9)} ${k.padEnd(10)} ${Math.round(m).toString().padStart(6)}  cpu ${cpu?.toFixed(0)}%` +
-        `${mainPct === null ? '' : ` (main ${mainPct.toFixed(0)}%)`}  ${us?.toFixed(1)} cpu-us/req  engine/this ${(eng / m).toFixed(2)}x  rounds ${runs.filter((r) => r.job === jobKey && r.server === k).map((r) => Math.round(r.iops)).join(' / ')}`);
+      console.log(`  ${jobKey.padEnd(9)} ${k.padEnd(12)} ${Math.round(m).toString().padStart(6)}  cpu ${cpu?.toFixed(0)}%` +
+        `${mainPct === null ? '' : ` (main ${mainPct.toFixed(0)}%)`}  ${us?.toFixed(1)} cpu-us/req${ratios}  rounds ${runs.filter((r) => r.job === jobKey && r.server === k).map((r) => Math.round(r.iops)).join(' / ')}`);
     }
   }
   // A clean stop writes the CPU profiles and the last counters.

@@ -10,10 +10,14 @@
  * the files:
  *   --io ring  RingBackend: one I/O thread per file, shared-memory ring (what the engine uses)
  *   --io pool  FileBackend: libuv thread pool (what the engine uses for large requests)
+ *   --io shared  shared-ring.mjs: one I/O thread for both files, a write is one slot written to both
+ *              (not the engine's code: what issue 16's shared I/O thread could give); --spin-us N lets
+ *              that thread poll N µs before it sleeps
  *
- * Usage: floor-server.mjs --socket PATH --offset BYTES --size BYTES [--io ring|pool] [--reads first|spread] FILE FILE
+ * Usage: floor-server.mjs --socket PATH --offset BYTES --size BYTES [--io ring|pool|shared] [--spin-us N] [--reads first|spread] FILE FILE
  * Options refused except EXPORT_NAME, INFO and GO (so clients fall back to simple replies).
  */
+import { open as fspOpen } from 'node:fs/promises';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
 import path from 'node:path';
@@ -26,21 +30,44 @@ const { values: o, positionals: files } = parseArgs({
   allowPositionals: true,
   options: {
     socket: { type: 'string' }, offset: { type: 'string' }, size: { type: 'string' },
-    io: { type: 'string', default: 'ring' }, reads: { type: 'string', default: 'spread' },
+    io: { type: 'string', default: 'ring' }, reads: { type: 'string', default: 'spread' }, 'spin-us': { type: 'string', default: '0' },
   },
 });
-if (!o.socket || !o.offset || !o.size || files.length !== 2 || !['ring', 'pool'].includes(o.io)) {
-  process.stderr.write('usage: floor-server.mjs --socket PATH --offset BYTES --size BYTES [--io ring|pool] [--reads first|spread] FILE FILE\n');
+if (!o.socket || !o.offset || !o.size || files.length !== 2 || !['ring', 'pool', 'shared'].includes(o.io)) {
+  process.stderr.write('usage: floor-server.mjs --socket PATH --offset BYTES --size BYTES [--io ring|pool|shared] [--spin-us N] [--reads first|spread] FILE FILE\n');
   process.exit(2);
 }
 const BASE = Number(o.offset);
 const SIZE = BigInt(o.size);
 
-const open = o.io === 'ring'
-  ? (await dist('ring-backend.js')).RingBackend.open
-  : (await dist('file-backend.js')).FileBackend.open;
-const members = await Promise.all(files.map((f) => open(f)));
-await Promise.all(members.map((m) => m.ready?.()));
+/** Both files behind one interface: read from one (index), write both, flush both, close. */
+async function openFiles() {
+  if (o.io === 'shared') {
+    const { SharedRing } = await import('./shared-ring.mjs');
+    const ring = new SharedRing(files, Number(o['spin-us']));
+    const handles = await Promise.all(files.map((f) => fspOpen(f, 'r+')));
+    // Flushes (and FUA, as a flush after the write) take the thread pool, as RingBackend's do.
+    const flush = () => Promise.all(handles.map((h) => h.datasync()));
+    return {
+      read: (buf, off, i) => ring.read(buf, off, i),
+      writeBoth: (buf, off, fua) => (fua ? ring.writeBoth(buf, off).then(flush) : ring.writeBoth(buf, off)),
+      flush,
+      close: () => Promise.all([ring.close(), ...handles.map((h) => h.close())]),
+    };
+  }
+  const open = o.io === 'ring'
+    ? (await dist('ring-backend.js')).RingBackend.open
+    : (await dist('file-backend.js')).FileBackend.open;
+  const members = await Promise.all(files.map((f) => open(f)));
+  await Promise.all(members.map((m) => m.ready?.()));
+  return {
+    read: (buf, off, i) => members[i].read(buf, off),
+    writeBoth: (buf, off, fua) => Promise.all(members.map((m) => m.write(buf, off, fua))),
+    flush: () => Promise.all(members.map((m) => m.flush())),
+    close: () => Promise.all(members.map((m) => m.close())),
+  };
+}
+const io = await openFiles();
 
 const IHAVEOPT = Buffer.from('IHAVEOPT');
 const OPT_REPLY_MAGIC = 0x3e889045565a9n;
@@ -92,13 +119,12 @@ function serve(sock) {
     let p;
     if (type === 0) {
       const data = Buffer.allocUnsafe(len);
-      const m = o.reads === 'first' ? members[0] : members[rr++ & 1];
-      p = m.read(data, BASE + off).then(() => data);
+      p = io.read(data, BASE + off, o.reads === 'first' ? 0 : rr++ & 1).then(() => data);
     } else if (type === 1) {
       const fua = (flags & 1) !== 0;
-      p = Promise.all(members.map((m) => m.write(payload, BASE + off, fua)));
+      p = io.writeBoth(payload, BASE + off, fua);
     } else if (type === 3) {
-      p = Promise.all(members.map((m) => m.flush()));
+      p = io.flush();
     } else if (type === 2) {
       sock.end();
       return;
@@ -159,6 +185,6 @@ function serve(sock) {
 
 const server = net.createServer(serve);
 server.listen(o.socket);
-const stop = () => server.close(() => Promise.all(members.map((m) => m.close())).then(() => process.exit(0)));
+const stop = () => server.close(() => io.close().then(() => process.exit(0)));
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
