@@ -37,6 +37,24 @@ async function roundTrip(b: RingBackend, at: number): Promise<void> {
   assert.ok(gotLarge.equals(large), `512 KiB at ${at + 64 * 1024} read back`);
 }
 
+/**
+ * Counts the requests that take the thread-pool path of `b` (a thread that ended, over its heap limits
+ * say, or a full ring sends them there); returns the count so far.
+ */
+function countPooled(b: RingBackend): () => number {
+  type Io = (buf: Buffer, offset: number, fua?: boolean) => Promise<void>;
+  const file = (b as unknown as { file: { read: Io; write: Io } }).file;
+  let pooled = 0;
+  for (const k of ['read', 'write'] as const) {
+    const direct = file[k].bind(file);
+    file[k] = (buf, offset, fua) => {
+      pooled++;
+      return direct(buf, offset, fua);
+    };
+  }
+  return () => pooled;
+}
+
 test('requests work before and after the I/O thread serves; ready() resolves', async (t) => {
   const path = await tempFile(t);
   const b = await RingBackend.open(path);
@@ -61,16 +79,7 @@ test('the I/O thread runs thousands of small requests within its heap limits: no
   try {
     await b.ready();
     // The thread-pool path, counted: a thread that ended (over its heap limits, say) sends requests there.
-    type Io = (buf: Buffer, offset: number, fua?: boolean) => Promise<void>;
-    const file = (b as unknown as { file: { read: Io; write: Io } }).file;
-    let pooled = 0;
-    for (const k of ['read', 'write'] as const) {
-      const direct = file[k].bind(file);
-      file[k] = (buf, offset, fua) => {
-        pooled++;
-        return direct(buf, offset, fua);
-      };
-    }
+    const pooled = countPooled(b);
     const data = randomBytes(SIZE);
     const blocks = SIZE / 4096;
     // Batches no larger than the ring, so every request has a slot.
@@ -82,7 +91,7 @@ test('the I/O thread runs thousands of small requests within its heap limits: no
       await Promise.all(slots.map((o, i) => b.read(got[i]!, o)));
       slots.forEach((o, i) => assert.ok(got[i]!.equals(data.subarray(o, o + 4096)), `round ${round}: 4 KiB at ${o}`));
     }
-    assert.equal(pooled, 0, 'requests that took the thread pool');
+    assert.equal(pooled(), 0, 'requests that took the thread pool');
   } finally {
     await b.close();
   }
@@ -178,16 +187,7 @@ test('the ring\'s counters wrap at 2^31 on both sides: requests across the wrap 
   const expected = Buffer.alloc(SIZE);
   try {
     await b.ready();
-    type Io = (buf: Buffer, offset: number, fua?: boolean) => Promise<void>;
-    const file = (b as unknown as { file: { read: Io; write: Io } }).file;
-    let pooled = 0;
-    for (const k of ['read', 'write'] as const) {
-      const direct = file[k].bind(file);
-      file[k] = (buf, offset, fua) => {
-        pooled++;
-        return direct(buf, offset, fua);
-      };
-    }
+    const pooled = countPooled(b);
     const blocks = SIZE / 4096;
     for (let round = 0; round < 20; round++) {
       // Each round rewrites its blocks with new bytes: a slot run twice (an old request again) would
@@ -201,7 +201,7 @@ test('the ring\'s counters wrap at 2^31 on both sides: requests across the wrap 
       await Promise.all(unique.map((o, i) => b.read(got[i]!, o)));
       unique.forEach((o, i) => assert.ok(got[i]!.equals(bytes[i]!), `round ${round}: 4 KiB at ${o}`));
     }
-    assert.equal(pooled, 0, 'requests that took the thread pool');
+    assert.equal(pooled(), 0, 'requests that took the thread pool');
   } finally {
     await b.close();
   }
