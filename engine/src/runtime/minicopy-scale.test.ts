@@ -214,3 +214,32 @@ test('a full copy of a sparse set reads and writes what it holds, the same on 64
   assert.equal(large.unread, 64 * GiB - 16 * MiB, 'every run but the sixteen with data was left unread');
   assert.ok(large.unreadWhenAnswered < large.unread, `the read was answered with ${large.unreadWhenAnswered} of ${large.unread} bytes of holes passed`);
 });
+
+test('a stop while a full copy passes over holes ends the copy as stopped, never as complete', async () => {
+  const seen: string[] = [];
+  let started: () => void = () => undefined;
+  const copyStarted = new Promise<void>((r) => (started = r));
+  const log = pino({ level: 'info' }, new Writable({
+    write(line: Buffer, _enc, cb) {
+      const event = (JSON.parse(line.toString()) as { event?: string }).event ?? '';
+      if (/^Copy/.test(event)) seen.push(event);
+      if (event === 'CopyStarted') started();
+      cb();
+    },
+  }));
+  const size = 64 * GiB;
+  const devs = new Map(['a', 'c'].map((l) => [l, new SparseMemory(l, HEADER_BYTES + size)]));
+  const { set, control } = await startShadowSet({
+    members: [{ location: 'a' }], overwrite: false, memberTimeoutMs: 60_000, log, clock: systemClock,
+    open: async (loc) => devs.get(loc)!,
+  });
+  // Data only at the end: the copy passes over 64 GiB of holes first.
+  for (let i = 0; i < 16; i++) await set.write(size - (16 - i) * MiB, Buffer.alloc(PAGE, i + 1), false);
+  await control.addMember({ location: 'c', noCopy: false, confirmOverwrite: false });
+  const target = set.members.find((m) => m.location === 'c')!;
+  await copyStarted; // runs at the copy's first pause among the holes
+  await set.stop();
+  assert.deepEqual(seen, ['CopyStarted', 'CopyStopped'], 'the copy stopped; it did not claim to be complete');
+  assert.equal(target.state, 'FullCopy', 'the target is still a copy target');
+  assert.equal(devs.get('c')!.dataWrites, 0, 'none of the data at the end reached it');
+});

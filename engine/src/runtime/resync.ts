@@ -228,7 +228,12 @@ export class Resync {
           inflight.add(p);
         }
         if (failure.e) throw failure.e;
-        if (inflight.size === 0) break;
+        // Nothing in flight: done if no run is left; if runs are left (a cancel seen while passing over
+        // holes) the loop's first check ends the job as stopped, never as complete.
+        if (inflight.size === 0) {
+          if (more) continue;
+          break;
+        }
         await new Promise<void>((r) => (runEnded = r));
         if (failure.e) throw failure.e;
         const due = h.clock.monotonic() - lastCheckpoint > CHECKPOINT_MS;
