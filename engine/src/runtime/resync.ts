@@ -31,6 +31,8 @@ const RUN_BYTES = 1024 * 1024;
 const MAX_RUNS_IN_FLIGHT = 16;
 const MAX_BYTES_IN_FLIGHT = 16 * 1024 * 1024;
 const CHECKPOINT_MS = 2000;
+/** pickSource's exclusions when none were tried (a run passed over among holes asks once per run). */
+const NONE_TRIED: ReadonlySet<Member> = new Set();
 /**
  * Flush a copy target after this many bytes, so its write-back overlaps the rest of the copy. A job
  * smaller than that has one flush, at its end (and one at each checkpoint): the flushes a quarter of the
@@ -317,7 +319,7 @@ export class Resync {
     job.bytesDone += len;
   }
 
-  private pickSource(job: ResyncJob, exclude: Set<Member>): Member | null {
+  private pickSource(job: ResyncJob, exclude: ReadonlySet<Member>): Member | null {
     const full = this.host.members.filter((m) => m.isFull && !exclude.has(m));
     if (full.length === 0) return null;
     const forced = this.settings.copySource;
@@ -395,7 +397,7 @@ export class Resync {
    */
   private holeNeedsNothing(job: ResyncJob, run: number[]): boolean {
     if (!job.holes || !job.target?.heldNoDataAtAdmission) return false;
-    const src = this.pickSource(job, new Set());
+    const src = this.pickSource(job, NONE_TRIED);
     const off = run[0]! * this.host.chunkSize;
     const len = Math.min(run.length * this.host.chunkSize, this.host.size - off);
     if (!src || !job.holes.allHoles(src, off, len)) return false;

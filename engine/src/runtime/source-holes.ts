@@ -14,20 +14,19 @@
  *   the run.
  * A chunk past the set's size when the map was taken (a set grown since) never counts as a hole.
  */
-import { HEADER_BYTES } from '../core/geometry.js';
+import { ChunkBitmap } from '../core/chunk-bitmap.js';
+import { chunkCount, HEADER_BYTES } from '../core/geometry.js';
 import type { Member } from './member.js';
 
 /** How long to wait for a member's earlier operations to settle before giving up its map. */
 const SETTLE_LIMIT_MS = 5000;
 
 interface MemberMap {
-  /** Bit set: the chunk was a hole when the map was taken. */
-  readonly holes: Uint8Array;
-  /** Bit set: a write touched the chunk since the observer was installed. */
-  readonly written: Uint8Array;
+  /** The chunks that were holes when the map was taken. */
+  readonly holes: ChunkBitmap;
+  /** The chunks a write touched since the observer was installed. */
+  readonly written: ChunkBitmap;
 }
-
-const has = (bits: Uint8Array, c: number) => (bits[c >> 3]! & (1 << (c & 7))) !== 0;
 
 export class SourceHoles {
   private readonly maps = new Map<Member, MemberMap>();
@@ -40,15 +39,14 @@ export class SourceHoles {
    * out, and a copy from them reads every run. `size` is the unit's size in bytes.
    */
   static async take(members: Member[], size: number, chunkSize: number): Promise<SourceHoles> {
-    const chunks = Math.ceil(size / chunkSize);
+    const chunks = chunkCount(size, chunkSize);
     const s = new SourceHoles(chunkSize, chunks);
     await Promise.all(members.filter((m) => m.backend.dataExtents).map((m) => s.takeOne(m, size)));
     return s;
   }
 
   private async takeOne(m: Member, size: number): Promise<void> {
-    const bytes = Math.ceil(this.chunks / 8);
-    const written = new Uint8Array(bytes);
+    const written = new ChunkBitmap(this.chunks);
     const cs = this.chunkSize;
     const last = this.chunks - 1;
     const stop = m.observeWrites((offset, length) => {
@@ -56,19 +54,20 @@ export class SourceHoles {
       const end = start + length;
       if (end <= 0 || length <= 0) return;
       const c1 = Math.min(last, Math.floor((end - 1) / cs));
-      for (let c = Math.floor(Math.max(0, start) / cs); c <= c1; c++) written[c >> 3]! |= 1 << (c & 7);
+      for (let c = Math.floor(Math.max(0, start) / cs); c <= c1; c++) written.set(c);
     });
     this.stops.push(stop);
     if (!(await m.earlierSettled(SETTLE_LIMIT_MS))) return;
     const extents = await m.backend.dataExtents!().catch(() => null);
     if (!extents) return;
-    const holes = new Uint8Array(bytes).fill(0xff);
+    const holes = new ChunkBitmap(this.chunks);
+    holes.setAll();
     for (const [s, e] of extents) {
       const start = s - HEADER_BYTES;
       const end = e - HEADER_BYTES;
       if (end <= 0 || start >= size) continue;
       const c1 = Math.min(last, Math.floor((end - 1) / cs));
-      for (let c = Math.floor(Math.max(0, start) / cs); c <= c1; c++) holes[c >> 3]! &= ~(1 << (c & 7));
+      for (let c = Math.floor(Math.max(0, start) / cs); c <= c1; c++) holes.clear(c);
     }
     this.maps.set(m, { holes, written });
   }
@@ -80,11 +79,7 @@ export class SourceHoles {
 
   /** Bytes of the unit that were holes on `m` when its map was taken (0 without a map). */
   holeBytes(m: Member): number {
-    const map = this.maps.get(m);
-    if (!map) return 0;
-    let n = 0;
-    for (let c = 0; c < this.chunks; c++) if (has(map.holes, c)) n++;
-    return n * this.chunkSize;
+    return (this.maps.get(m)?.holes.count ?? 0) * this.chunkSize;
   }
 
   /** True when every chunk of [offset, offset + length) of the unit is a hole on `m` and unwritten since. */
@@ -94,7 +89,7 @@ export class SourceHoles {
     const c1 = Math.floor((offset + length - 1) / this.chunkSize);
     if (c1 >= this.chunks) return false;
     for (let c = Math.floor(offset / this.chunkSize); c <= c1; c++) {
-      if (!has(map.holes, c) || has(map.written, c)) return false;
+      if (!map.holes.has(c) || map.written.has(c)) return false;
     }
     return true;
   }
