@@ -37,6 +37,9 @@ export async function serveDevice(argv: string[], log: Logger): Promise<() => Pr
       flush: () => dev.flush(),
       trim: async () => undefined,
       writeZeroes: (off, len, fua) => dev.writeZeroes(off, len, fua),
+      // base:allocation: where the device holds data (SEEK_DATA on a file), so that an engine's full copy
+      // from this member leaves its holes unread; a block device answers "data" everywhere.
+      ...(dev.dataExtents ? { dataExtents: () => dev.dataExtents!() } : {}),
     },
   });
   // The device may grow (a volume expansion): its size is asked again every few seconds, so a client

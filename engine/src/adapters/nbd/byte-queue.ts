@@ -31,6 +31,23 @@ export class ByteQueue {
     return out;
   }
 
+  /** The first four bytes as a big-endian unsigned number, left in the queue (caller checks `length >= 4`). */
+  peekUInt32BE(): number {
+    const first = this.chunks[0]!;
+    if (first.length - this.head >= 4) return first.readUInt32BE(this.head);
+    let v = 0;
+    let c = 0;
+    let at = this.head;
+    for (let i = 0; i < 4; i++) {
+      while (at >= this.chunks[c]!.length) {
+        c++;
+        at = 0;
+      }
+      v = v * 256 + this.chunks[c]![at++]!;
+    }
+    return v;
+  }
+
   /** Drop up to n bytes; returns how many were dropped. */
   skip(n: number): number {
     let left = n;

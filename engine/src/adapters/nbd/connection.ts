@@ -13,7 +13,8 @@ import type { Logger } from 'pino';
 import { ByteQueue } from './byte-queue.js';
 import { errnoFor } from './errno.js';
 import { Handshake, type HandshakeHost } from './handshake.js';
-import { readChunkHeader, simpleReply, structuredError } from './replies.js';
+import { BASE_ALLOCATION_ID, describeRange, MAX_DESCRIPTORS } from './block-status.js';
+import { blockStatusChunk, readChunkHeader, simpleReply, structuredError } from './replies.js';
 import * as P from './protocol.js';
 import type { NbdServerOptions, NbdServerStats } from './server-options.js';
 import { acceptTls } from './tls.js';
@@ -66,7 +67,7 @@ export class Connection implements HandshakeHost {
     this.log = server.opts.log.child({ peer: sock.remoteAddress ?? 'unix' });
     const o = server.opts;
     this.handshake = new Handshake(
-      { exportName: o.exportName, description: o.description, size: () => o.handler.size(), maxPayload: server.maxPayload, multiConn: o.multiConn },
+      { exportName: o.exportName, description: o.description, size: () => o.handler.size(), maxPayload: server.maxPayload, multiConn: o.multiConn, blockStatus: o.handler.dataExtents !== undefined },
       this,
       tls,
     );
@@ -244,7 +245,7 @@ export class Connection implements HandshakeHost {
           offset: h.readBigUInt64BE(16),
           length: h.readUInt32BE(24),
         };
-        const facts = { size: this.server.opts.handler.size(), maxPayload: this.server.maxPayload, readOnly: false };
+        const facts = { size: this.server.opts.handler.size(), maxPayload: this.server.maxPayload, readOnly: false, blockStatus: this.handshake.baseAllocation };
         this.pending = { req, err: validateRequest(req, facts), admitted: false };
       }
       const p = this.pending;
@@ -329,6 +330,13 @@ export class Connection implements HandshakeHost {
         case P.CMD_TRIM:
           p = h.trim(off, req.length, fua);
           break;
+        case P.CMD_BLOCK_STATUS: {
+          // Validated: only with base:allocation selected, which is offered only when the handler can say.
+          // A question that fails is answered "may hold data" everywhere: true, only less useful.
+          const max = req.flags & P.CMD_FLAG_REQ_ONE ? 1 : MAX_DESCRIPTORS;
+          p = h.dataExtents!().catch(() => null).then((extents) => blockStatusChunk(req.handle, BASE_ALLOCATION_ID, describeRange(extents, off, req.length, max)));
+          break;
+        }
         default:
           p = h.writeZeroes(off, req.length, fua);
           break;
@@ -374,6 +382,7 @@ export class Connection implements HandshakeHost {
   private replyOk(req: RequestHeader, data: Buffer | null): void {
     if (this.sock.destroyed) return;
     this.cork();
+    if (req.type === P.CMD_BLOCK_STATUS) return this.send(data!);
     if (req.type !== P.CMD_READ) return this.send(simpleReply(req.handle, 0));
     this.send(this.handshake.structured ? readChunkHeader(req.handle, req.offset, req.length) : simpleReply(req.handle, 0), data!);
   }

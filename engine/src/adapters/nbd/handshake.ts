@@ -4,6 +4,7 @@
  * TLS and memory accounting stay with the connection (connection.ts).
  */
 import type { ByteQueue } from './byte-queue.js';
+import { BASE_ALLOCATION_ID } from './block-status.js';
 import * as P from './protocol.js';
 import type { NbdServerTls } from './tls.js';
 
@@ -20,6 +21,8 @@ export interface ExportFacts {
   size(): number;
   maxPayload: number;
   multiConn: boolean;
+  /** The device can say where it holds data: the base:allocation context is offered. */
+  blockStatus: boolean;
 }
 
 /** What the handshake needs of its connection. */
@@ -47,6 +50,8 @@ export class Handshake {
   noZeroes = false;
   /** The client asked for structured replies. */
   structured = false;
+  /** The client selected base:allocation (OPT_SET_META_CONTEXT): it may send BLOCK_STATUS. */
+  baseAllocation = false;
   private flagsRead = false;
   private over: 'transmission' | 'closed' | null = null;
 
@@ -156,6 +161,10 @@ export class Handshake {
       case P.OPT_INFO:
       case P.OPT_GO:
         return this.infoOrGo(opt, data);
+      case P.OPT_LIST_META_CONTEXT:
+      case P.OPT_SET_META_CONTEXT:
+        if (!this.facts.blockStatus) return this.error(opt, P.REP_ERR_UNSUP, 'no metadata contexts are offered for this export');
+        return this.metaContext(opt, data);
       case P.OPT_STARTTLS:
         if (!this.tls) return this.error(opt, P.REP_ERR_UNSUP, 'TLS is not offered on this listener');
         if (this.host.tlsState !== 'none' || data.length !== 0) return this.error(opt, P.REP_ERR_INVALID, 'STARTTLS takes no data and is done once');
@@ -204,6 +213,48 @@ export class Handshake {
     if (wanted.has(P.INFO_DESCRIPTION)) textInfo(P.INFO_DESCRIPTION, this.facts.description);
     this.reply(opt, P.REP_ACK);
     if (opt === P.OPT_GO) this.over = 'transmission';
+  }
+
+  /**
+   * LIST or SET_META_CONTEXT: an export name and queries. The one context offered is base:allocation;
+   * LIST names it for no query, "base:" or its own name; SET selects it only by its full name, and
+   * replaces what an earlier SET selected. SET needs structured replies (the answers to BLOCK_STATUS
+   * are structured).
+   */
+  private metaContext(opt: number, data: Buffer): void {
+    const set = opt === P.OPT_SET_META_CONTEXT;
+    if (set) this.baseAllocation = false;
+    if (set && !this.structured) return this.error(opt, P.REP_ERR_INVALID, 'SET_META_CONTEXT needs structured replies first');
+    const bad = (why: string) => this.error(opt, P.REP_ERR_INVALID, why);
+    if (data.length < 8) return bad('meta context request too short');
+    const nameLen = data.readUInt32BE(0);
+    if (nameLen > data.length - 8) return bad('export name length out of range');
+    const name = data.subarray(4, 4 + nameLen).toString('utf8');
+    const count = data.readUInt32BE(4 + nameLen);
+    const queries: string[] = [];
+    let at = 8 + nameLen;
+    for (let i = 0; i < count; i++) {
+      if (at + 4 > data.length) return bad('meta context query list shorter than its count');
+      const n = data.readUInt32BE(at);
+      if (n > data.length - at - 4) return bad('meta context query length out of range');
+      queries.push(data.subarray(at + 4, at + 4 + n).toString('utf8'));
+      at += 4 + n;
+    }
+    if (at !== data.length) return bad('meta context request longer than its queries');
+    if (!this.knownExport(name)) return this.error(opt, P.REP_ERR_UNKNOWN, `unknown export '${name}'`);
+    const named = set
+      ? queries.includes(P.META_BASE_ALLOCATION)
+      : queries.length === 0 || queries.some((q) => q === 'base:' || q === P.META_BASE_ALLOCATION);
+    if (named) {
+      const ctx = Buffer.from(P.META_BASE_ALLOCATION, 'utf8');
+      const body = Buffer.alloc(4 + ctx.length);
+      // LIST answers with id 0 (ids are given by SET only).
+      body.writeUInt32BE(set ? BASE_ALLOCATION_ID : 0, 0);
+      ctx.copy(body, 4);
+      this.reply(opt, P.REP_META_CONTEXT, body);
+    }
+    if (set) this.baseAllocation = named;
+    this.reply(opt, P.REP_ACK);
   }
 
   private knownExport(name: string): boolean {

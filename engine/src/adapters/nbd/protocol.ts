@@ -27,6 +27,7 @@ export const OPT_SET_META_CONTEXT = 10;
 export const REP_ACK = 1;
 export const REP_SERVER = 2;
 export const REP_INFO = 3;
+export const REP_META_CONTEXT = 4;
 const REP_ERR = 0x80000000;
 export const REP_ERR_UNSUP = REP_ERR + 1;
 export const REP_ERR_POLICY = REP_ERR + 2;
@@ -76,7 +77,16 @@ export const REPLY_FLAG_DONE = 1 << 0;
 export const REPLY_TYPE_NONE = 0;
 export const REPLY_TYPE_OFFSET_DATA = 1;
 export const REPLY_TYPE_OFFSET_HOLE = 2;
+export const REPLY_TYPE_BLOCK_STATUS = 5;
 export const REPLY_TYPE_ERROR = (1 << 15) + 1;
+export const REPLY_TYPE_ERROR_OFFSET = (1 << 15) + 2;
+
+// The base:allocation metadata context (NBD_CMD_BLOCK_STATUS): its name and its state bits.
+export const META_BASE_ALLOCATION = 'base:allocation';
+/** Not allocated on the device (says nothing about what it reads as). */
+export const STATE_HOLE = 1 << 0;
+/** Reads as zeros. */
+export const STATE_ZERO = 1 << 1;
 
 // Errors (as sent on the wire; Linux values as the protocol requires).
 export const NBD_EPERM = 1;

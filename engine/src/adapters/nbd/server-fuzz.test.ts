@@ -16,7 +16,7 @@ import { pino } from 'pino';
 import { NbdClientBackend } from '../backend-nbd/nbd-client.js';
 import * as P from './protocol.js';
 import { NbdServer, type NbdHandler } from './server.js';
-import { handshake, requestHeader, ServerStream, type Reply } from './test-support.js';
+import { handshake, option, requestHeader, ServerStream, type Reply } from './test-support.js';
 
 const SIZE = 1 << 20;
 const MAX_PAYLOAD = 65536;
@@ -32,6 +32,8 @@ const handler: NbdHandler = {
   flush: async () => undefined,
   trim: async (off, len) => check('trim', off, len),
   writeZeroes: async (off, len) => (check('zero', off, len), void disk.fill(0, off, off + len)),
+  // base:allocation is offered (so its options are parsed), though no connection below selects it.
+  dataExtents: async () => [[0, 4096]],
 };
 
 const dir = mkdtempSync(join(tmpdir(), 'nbd-fuzz-'));
@@ -72,6 +74,37 @@ test('garbage during negotiation is answered or hung up on, never crashes the se
       await exchange(Buffer.concat([pre, Buffer.from(junk)]));
     }),
     { numRuns: 150 },
+  );
+  assert.deepEqual(violations, []);
+  await stillServes();
+});
+
+test('malformed meta-context options (LIST and SET, with or without structured replies) are answered or hung up on', async () => {
+  const u32 = (n: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(n >>> 0);
+    return b;
+  };
+  // Mostly well-formed lengths with random contents and counts, sometimes pure junk.
+  const bodyArb = fc.oneof(
+    fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
+    fc.tuple(fc.string({ maxLength: 20 }), fc.oneof(fc.nat(4), fc.constant(0xffffffff)), fc.array(fc.string({ maxLength: 30 }), { maxLength: 4 }), fc.nat(3)).map(([name, count, queries, junk]) =>
+      Buffer.concat([u32(Buffer.byteLength(name)), Buffer.from(name), u32(count), ...queries.flatMap((q) => [u32(Buffer.byteLength(q)), Buffer.from(q)]), Buffer.alloc(junk)]),
+    ),
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.boolean(), fc.array(fc.tuple(fc.constantFrom(P.OPT_LIST_META_CONTEXT, P.OPT_SET_META_CONTEXT), bodyArb), { minLength: 1, maxLength: 4 }), async (structured, opts) => {
+      const flags = handshake(false).subarray(0, 4);
+      const parts = [flags, ...(structured ? [option(P.OPT_STRUCTURED_REPLY, Buffer.alloc(0))] : []), ...opts.map(([o, b]) => option(o, b))];
+      const got = await exchange(Buffer.concat(parts));
+      const stream = new ServerStream(() => null);
+      stream.push(got);
+      assert.equal(stream.garbage, null, 'only option replies come back');
+      // Every option is answered, with an ACK or an error as its last reply.
+      const finals = stream.options.filter((r) => r.type === P.REP_ACK || r.type >= 0x80000000);
+      assert.equal(finals.length, opts.length + (structured ? 1 : 0));
+    }),
+    { numRuns: 200 },
   );
   assert.deepEqual(violations, []);
   await stillServes();

@@ -11,6 +11,12 @@ export interface NbdHandler {
   flush(): Promise<void>;
   trim(offset: number, length: number, fua: boolean): Promise<void>;
   writeZeroes(offset: number, length: number, fua: boolean): Promise<void>;
+  /**
+   * Where the device may hold data ([start, end) ranges, sorted and disjoint; null when it cannot say
+   * now), as BlockBackend.dataExtents. With it the server offers the base:allocation context, and
+   * BLOCK_STATUS answers from it (all data when null).
+   */
+  dataExtents?(): Promise<Array<[number, number]> | null>;
 }
 
 export interface NbdServerOptions {

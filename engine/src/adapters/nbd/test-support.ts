@@ -129,6 +129,7 @@ export class ServerStream {
     const type = h.readUInt16BE(6);
     if (type === P.REPLY_TYPE_OFFSET_DATA) return { handle, error: 0, data: body.subarray(8), structured: true };
     if (type === P.REPLY_TYPE_ERROR) return { handle, error: body.readUInt32BE(0), data: null, structured: true };
+    if (type === P.REPLY_TYPE_BLOCK_STATUS) return { handle, error: 0, data: body, structured: true }; // the context id, then descriptors
     this.garbage = `unexpected structured chunk type ${type}`;
     return null;
   }
