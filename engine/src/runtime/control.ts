@@ -48,7 +48,7 @@ export class Control {
       try {
         // Asked before anything is written to the device (see Member.heldNoDataAtAdmission).
         const empty = await heldNoData(backend);
-        const probe = await probeMember(backend);
+        const probe = await probeMember(backend, { heldNoData: empty });
         const d = probe.decoded;
         const ownSet = d.kind === 'ok' && d.scb.setId === s.setId;
         if (ownSet) {
@@ -230,7 +230,7 @@ export class Control {
     const backend = await this.open(location);
     try {
       const empty = await heldNoData(backend);
-      const probe = await probeMember(backend);
+      const probe = await probeMember(backend, { heldNoData: empty });
       const d = probe.decoded;
       if (d.kind === 'ok' && d.scb.setId === s.setId && d.scb.memberId !== old.id) {
         throw new EngineError('ENG_CONFLICT', `${location} is member ${d.scb.memberId} of this set, not ${old.id}`);

@@ -21,9 +21,11 @@ const RAW = HEADER_BYTES + UNIT;
  * I/O in the data area: reads from its second MiB on (the first is read by the probe of a new member).
  */
 class CountingMemory extends MemoryBackend {
+  reads = 0;
   dataReads = 0;
   dataWrites = 0;
   override async read(buf: Buffer, offset: number): Promise<void> {
+    this.reads++;
     if (offset >= HEADER_BYTES + MiB) this.dataReads++;
     return super.read(buf, offset);
   }
@@ -89,6 +91,7 @@ test('a full copy onto a target that held no data skips the zero runs of the sou
     assert.equal(set.members.find((m) => m.location === 'target')!.heldNoDataAtAdmission, true);
     assert.ok(dataArea(target).equals(dataArea(src)), 'the target matches the source');
     assert.equal(target.dataReads, 0, 'the target was never read by the copy');
+    assert.equal(target.reads, 0, 'nor by the add: a device that holds no data has no header to probe');
     assert.equal(target.dataWrites, 2, 'one write for each of the two 1 MiB runs with data, none for the zero runs');
   } finally {
     await set.stop();
