@@ -4,7 +4,7 @@
  * one written every other MiB (the rest never written: holes). A fresh sparse file is added to each as
  * a new member; the time runs from the API call to CopyCompleted plus an fdatasync of the new member.
  * The variants alternate which goes first, round by round, after one untimed copy of each. This measures file members only: an NBD
- * member's holes read as zeros through its server the same way, but the round trip is not measured here.
+ * member's holes come from its server's block status instead (base:allocation), not measured here.
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
