@@ -5,8 +5,11 @@
 //     no node there and the kubelet's `losetup -f` fails (FailedMapVolume). ensureLoopNodes makes them.
 //   - a node container that is stopped or deleted while pods use block volumes leaves the kubelet's loop
 //     devices attached (a real machine would have rebooted and lost them), and they keep the member's loop
-//     device busy. kubeletLoops records them while the node runs; detachSame detaches them afterwards, only
-//     if each is still the same device (its backing device and inode).
+//     device busy; so does the CSI node plugin's loop device over its FUSE export of a staged unit (its
+//     backing file is a FUSE mount point in the plugin's own mount namespace, so its path reads as `/`
+//     elsewhere: the plugin's state file names it). kubeletLoops records both while the node runs;
+//     detachSame detaches them afterwards, only if each is still the same device (its backing device and
+//     inode).
 import { spawnSync } from 'node:child_process';
 import { DOCKER } from '@shadowset/e2e';
 
@@ -40,10 +43,34 @@ export function ensureLoopNodes(node: string): void {
   if (r.status !== 0) throw new Error(`making loop device nodes in ${node} failed: ${r.stderr}`);
 }
 
-/** The loop devices this node's kubelet attached for block volumes (seen from inside the node, where their paths are its own). */
+/** Where the chart's CSI node plugin keeps a staged unit's FUSE file (its --state-dir). */
+const CSI_STATE_DIR = '/var/lib/shadowset-csi/';
+
+/** The loop devices the CSI node plugin made in this node, as its per-volume state files name them. */
+function pluginLoopNames(node: string): Set<string> {
+  const script = `for f in ${CSI_STATE_DIR}*/state.json; do [ -f "$f" ] && cat "$f" && echo; done; true`;
+  const r = spawnSync(DOCKER, ['exec', node, 'sh', '-c', script], { encoding: 'utf8', timeout: 30_000 });
+  const names = new Set<string>();
+  for (const line of r.status === 0 ? r.stdout.split('\n') : []) {
+    try {
+      const loop = (JSON.parse(line) as { loop?: unknown }).loop;
+      if (typeof loop === 'string' && /^\/dev\/loop\d+$/.test(loop)) names.add(loop);
+    } catch {
+      // not a whole state file (one being written): its volume is left to the cluster's deletion
+    }
+  }
+  return names;
+}
+
+/**
+ * The loop devices attached in this node for block volumes: the kubelet's (seen from inside the node,
+ * where their paths are its own), then the CSI node plugin's over its FUSE exports. The kubelet's come
+ * first, so they are detached first: each holds the plugin's device open.
+ */
 export function kubeletLoops(node: string): LoopRef[] {
-  return list([DOCKER, 'exec', node, 'losetup'])
-    .filter((d) => (d['back-file'] ?? '').startsWith('/var/lib/kubelet/'))
+  const loops = list([DOCKER, 'exec', node, 'losetup']);
+  const plugin = pluginLoopNames(node);
+  return [...loops.filter((d) => (d['back-file'] ?? '').startsWith('/var/lib/kubelet/')), ...loops.filter((d) => plugin.has(d.name))]
     .map((d) => ({ name: d.name, back: identity(d) }));
 }
 
