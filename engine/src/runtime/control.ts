@@ -46,9 +46,9 @@ export class Control {
       }
       const backend = await this.open(req.location);
       try {
-        // Asked before anything is written to the device (see Member.heldNoDataAtAdmission).
-        const empty = await heldNoData(backend);
-        const probe = await probeMember(backend, { heldNoData: empty });
+        // Whether it holds no data is asked before anything is written to it (Member.heldNoDataAtAdmission).
+        const probe = await probeMember(backend, { holdsNoData: () => heldNoData(backend) });
+        const empty = probe.heldNoData;
         const d = probe.decoded;
         const ownSet = d.kind === 'ok' && d.scb.setId === s.setId;
         if (ownSet) {
@@ -229,8 +229,8 @@ export class Control {
     const bm = s.bitmapOf(old.id);
     const backend = await this.open(location);
     try {
-      const empty = await heldNoData(backend);
-      const probe = await probeMember(backend, { heldNoData: empty });
+      const probe = await probeMember(backend, { holdsNoData: () => heldNoData(backend) });
+      const empty = probe.heldNoData;
       const d = probe.decoded;
       if (d.kind === 'ok' && d.scb.setId === s.setId && d.scb.memberId !== old.id) {
         throw new EngineError('ENG_CONFLICT', `${location} is member ${d.scb.memberId} of this set, not ${old.id}`);

@@ -37,7 +37,9 @@ class CountingMemory extends MemoryBackend {
     if (offset >= HEADER_BYTES) this.dataWrites++;
     return super.writeZeroes(offset, length);
   }
+  holdsNoDataAsked = 0;
   async holdsNoData(): Promise<boolean> {
+    this.holdsNoDataAsked++;
     return !this.bytes.some((b) => b !== 0);
   }
 }
@@ -91,8 +93,23 @@ test('a full copy onto a target that held no data skips the zero runs of the sou
     assert.equal(set.members.find((m) => m.location === 'target')!.heldNoDataAtAdmission, true);
     assert.ok(dataArea(target).equals(dataArea(src)), 'the target matches the source');
     assert.equal(target.dataReads, 0, 'the target was never read by the copy');
-    assert.equal(target.reads, 0, 'nor by the add: a device that holds no data has no header to probe');
+    assert.equal(target.reads, 2, 'by the add only its two record slots: a device that holds no data has nothing more to probe');
     assert.equal(target.dataWrites, 2, 'one write for each of the two 1 MiB runs with data, none for the zero runs');
+  } finally {
+    await set.stop();
+  }
+});
+
+test('a member returning with its record is not asked whether it holds no data (for a file, a process spawned)', async () => {
+  const { set, control, target, done } = await setWithHalfZeroSource();
+  try {
+    const added = await control.addMember({ location: 'target', noCopy: false, confirmOverwrite: false });
+    await done;
+    assert.equal(target.holdsNoDataAsked, 1, 'asked once, when it joined without a record');
+    await control.removeMember({ member: added.id, minicopy: 'Required', force: false });
+    await control.returnMember({ member: added.id, minicopy: 'Required' });
+    assert.equal(target.holdsNoDataAsked, 1, 'not asked again: its record is data');
+    assert.equal(set.members.find((m) => m.location === 'target')!.heldNoDataAtAdmission, false);
   } finally {
     await set.stop();
   }

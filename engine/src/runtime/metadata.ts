@@ -7,18 +7,20 @@ export interface ProbedScb {
   decoded: DecodedSlot;
   seq: number;
   blank: boolean;
+  /** The backend said the device holds no data at all (asked only when there is no record). */
+  heldNoData: boolean;
 }
 
 /** How much of the data area is checked for foreign content besides the header. */
 const DATA_PROBE_BYTES = 1024 * 1024;
 
 /**
- * The member's record, if any, and whether the device is blank. `heldNoData`: the backend said just
- * before that the device holds no data at all (BlockBackend.holdsNoData), so every byte reads as zero:
- * no record, blank, and nothing is read (the check below reads 9 MiB).
+ * The member's record, if any, and whether the device is blank. Only where the record slots hold
+ * nothing is the backend asked whether the device holds no data at all (`o.holdsNoData`, see
+ * BlockBackend.holdsNoData: for a file member that has blocks, a process to spawn): a device with a
+ * record holds data, a device that holds no data is blank without reading the 9 MiB checked otherwise.
  */
-export async function probeMember(backend: BlockBackend, o: { heldNoData?: boolean } = {}): Promise<ProbedScb> {
-  if (o.heldNoData) return { decoded: { kind: 'empty' }, seq: 0, blank: true };
+export async function probeMember(backend: BlockBackend, o: { holdsNoData?: () => Promise<boolean> } = {}): Promise<ProbedScb> {
   const a = Buffer.alloc(SCB_SLOT_BYTES);
   const b = Buffer.alloc(SCB_SLOT_BYTES);
   if (backend.size >= SCB_SLOT_OFFSETS[1] + SCB_SLOT_BYTES) {
@@ -27,12 +29,14 @@ export async function probeMember(backend: BlockBackend, o: { heldNoData?: boole
   }
   const picked = pickScb(decodeScb(a), decodeScb(b));
   let blank = false;
+  let heldNoData = false;
   if (picked.kind === 'empty') {
+    heldNoData = (await o.holdsNoData?.()) === true;
     // Blank means: nothing in the metadata header we would write, nor at the start of the data area
     // (where partition tables and filesystem superblocks live).
-    blank = await isZero(backend, 0, Math.min(backend.size, HEADER_BYTES + DATA_PROBE_BYTES));
+    blank = heldNoData || (await isZero(backend, 0, Math.min(backend.size, HEADER_BYTES + DATA_PROBE_BYTES)));
   }
-  return { decoded: picked, seq: picked.kind === 'ok' ? picked.seq : 0, blank };
+  return { decoded: picked, seq: picked.kind === 'ok' ? picked.seq : 0, blank, heldNoData };
 }
 
 async function isZero(backend: BlockBackend, offset: number, length: number): Promise<boolean> {
