@@ -9,13 +9,16 @@
 //     backing file is a FUSE mount point in the plugin's own mount namespace, so its path reads as `/`
 //     elsewhere: the plugin's state file names it). kubeletLoops records both while the node runs;
 //     detachSame detaches them afterwards, only if each is still the same device (its backing device and
-//     inode).
+//     inode) — or, for the plugin's, if its FUSE file is gone with the node (then nothing can be stat'ed:
+//     the backing file reads as `/` with no device or inode, as a dead FUSE export leaves it).
 import { spawnSync } from 'node:child_process';
 import { DOCKER } from '@shadowset/e2e';
 
 export interface LoopRef {
   name: string;
   back: string;
+  /** Over a FUSE export (the CSI node plugin's): also detached once its backing file is gone. */
+  fuse?: boolean;
 }
 
 const LOOP_NODES = 256;
@@ -70,14 +73,20 @@ function pluginLoopNames(node: string): Set<string> {
 export function kubeletLoops(node: string): LoopRef[] {
   const loops = list([DOCKER, 'exec', node, 'losetup']);
   const plugin = pluginLoopNames(node);
-  return [...loops.filter((d) => (d['back-file'] ?? '').startsWith('/var/lib/kubelet/')), ...loops.filter((d) => plugin.has(d.name))]
-    .map((d) => ({ name: d.name, back: identity(d) }));
+  return [
+    ...loops.filter((d) => (d['back-file'] ?? '').startsWith('/var/lib/kubelet/')).map((d) => ({ name: d.name, back: identity(d) })),
+    ...loops.filter((d) => plugin.has(d.name)).map((d) => ({ name: d.name, back: identity(d), fuse: true })),
+  ];
 }
 
 /** Detach the recorded loop devices that are still attached to the same backing file; returns them. */
 export function detachSame(refs: LoopRef[]): string[] {
-  const now = new Map(list(['losetup']).map((d) => [d.name, identity(d)]));
-  const same = refs.filter((r) => now.get(r.name) === r.back).map((r) => r.name);
+  const listed = new Map(list(['losetup']).map((d) => [d.name, d]));
+  const gone = (d: Listed) => d['back-file'] === '/' && !d['back-maj:min'] && !d['back-ino'];
+  const same = refs.filter((r) => {
+    const d = listed.get(r.name);
+    return d !== undefined && (identity(d) === r.back || (r.fuse === true && gone(d)));
+  }).map((r) => r.name);
   for (const dev of same) spawnSync('losetup', ['-d', dev], { stdio: 'ignore' });
   return same;
 }
