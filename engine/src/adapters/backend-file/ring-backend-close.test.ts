@@ -100,7 +100,7 @@ function threads(): number {
 
 test('open and close again and again with requests in flight leaves no descriptors or threads behind', async (t) => {
   const [a] = await tempFiles(t, 'a.img');
-  // One round first: the thread pool and a spare I/O thread exist from then on.
+  // One round first: the thread pool and the shared I/O thread exist from then on.
   const first = await RingBackend.open(a!);
   await serving(first);
   await Promise.all(load(first, 0).writes);
@@ -118,8 +118,7 @@ test('open and close again and again with requests in flight leaves no descripto
   await Promise.all(closes);
   const results = await Promise.allSettled(requests);
   assert.deepEqual(results.filter((r) => r.status === 'rejected'), [], 'requests issued before close() complete');
-  // A worker ended or handed over (the spare) releases its event loop's descriptors a moment after its
-  // thread is gone: give such asynchronous clean-up up to 2 s before counting what is left.
+  // A thread that ended releases its event loop's descriptors a moment after it is gone: give such asynchronous clean-up up to 2 s before counting what is left.
   const settled = () => ({ fds: fs.readdirSync('/proc/self/fd').length, threads: threads() });
   let now = settled();
   for (let i = 0; i < 40 && now.fds > before.fds + 8 * Math.max(0, now.threads - before.threads); i++) {
@@ -128,8 +127,9 @@ test('open and close again and again with requests in flight leaves no descripto
   }
   t.diagnostic(`descriptors ${before.fds} → ${now.fds}, threads ${before.threads} → ${now.threads}`);
   assert.deepEqual(fdsOf(a!), [], 'no descriptor of the member is left');
-  // One spare I/O thread may be starting (a timer starts one a second after the spare was taken),
-  // with the few descriptors of its own event loop; each leaked thread would add as much again.
+  // The members shared the thread started in the first round. A further one may still be there (the
+  // group adds one when a ring's requests wait untaken, as on a loaded machine, and it leaves after 5 s
+  // idle), with the few descriptors of its own event loop; each leaked thread would add as much again.
   const extraThreads = now.threads - before.threads;
   assert.ok(extraThreads <= 1, `threads ${before.threads} → ${now.threads}`);
   assert.ok(now.fds <= before.fds + 8 * Math.max(0, extraThreads), `descriptors ${before.fds} → ${now.fds}`);

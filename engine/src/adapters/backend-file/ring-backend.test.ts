@@ -1,6 +1,6 @@
 /**
  * The ring backend on a real file: requests work before its I/O thread serves (thread pool) and after
- * (ring), ready() says when the thread serves, a thread reused member after member (the spare)
+ * (ring), ready() says when the thread serves, the thread serving member after member
  * carries no listeners over from the members before, the thread runs thousands of requests within its
  * heap limits, and a burst of more requests than the ring has slots (the rest take the thread pool)
  * leaves every byte right.

@@ -1,8 +1,13 @@
 /**
- * Shared-memory layout between the main thread and a member's I/O worker. The control block holds
- * ring indexes; each slot owns a fixed data area so small requests cross threads by one memcpy and no
- * message: the main thread publishes a slot index, the worker runs it with a synchronous system call
- * and publishes the index back. One wake-up serves every request that arrived meanwhile.
+ * Shared-memory layout between the main thread and the I/O threads. Each member has a ring: a control
+ * block with its indexes and a fixed data area per slot, so small requests cross threads by one memcpy
+ * and no message. The main thread publishes a slot index and rings the group's bell; an I/O thread runs
+ * it with a synchronous system call, publishes the index back and rings the group's completion bell.
+ * One wake-up serves every request that arrived meanwhile, on every member of the group.
+ *
+ * Any I/O thread of the group may serve any of its rings, one at a time: a thread takes a ring's LOCK
+ * before it runs requests from it and keeps the consumer index (TAIL) in the ring, so a second thread
+ * can go on with the rings a first one cannot serve (it is stuck in a system call on a hung device).
  */
 export const SLOTS = 64;
 export const SLOT_BYTES = 128 * 1024;
@@ -16,12 +21,20 @@ export const SLOT_BYTES = 128 * 1024;
 export const RING_MASK = SLOTS - 1;
 export const nextCount = (i: number): number => (i + 1) | 0;
 
-// Control block (Int32 indexes).
+// A ring's control block (Int32 indexes).
 export const SUB_HEAD = 0; // written by main
-export const COMP_HEAD = 1; // written by worker
-export const WORKER_IDLE = 2; // 1 while the worker sleeps on SUB_HEAD
-export const STOP = 3;
+export const COMP_HEAD = 1; // written by the I/O thread holding LOCK
+export const TAIL = 2; // next request to run; written by the I/O thread holding LOCK
+export const LOCK = 3; // 0, or the id of the I/O thread running this ring's requests
 export const CTL_INTS = 8;
+
+// The group's bells (Int32 indexes of one small shared block).
+export const BELL = 0; // main adds 1 after publishing requests or posting a control message; threads sleep on it
+export const IDLE = 1; // how many I/O threads sleep (or are about to) on BELL
+export const DONE_BELL = 2; // threads add 1 after each completion; main waits on it
+export const WORKERS = 3; // I/O threads serving the group (each adds itself; one that retires takes itself off)
+export const CONTROL = 4; // main adds 1 after posting a control message (threads read their port only then)
+export const BELL_INTS = 8;
 
 // Per-slot descriptor (Float64: device offset, length; Int32: opcode, result).
 export const OP_READ = 1;
@@ -47,5 +60,6 @@ export function allocRing(start = 0): RingBuffers {
   const ctl = new Int32Array(ring.ctl);
   ctl[SUB_HEAD] = start | 0;
   ctl[COMP_HEAD] = start | 0;
+  ctl[TAIL] = start | 0;
   return ring;
 }
