@@ -41,11 +41,11 @@ const JOBS = {
 const ALL = ['engine', 'floor-ring', 'floor-pool', 'floor-shared', 'floor-spin', 'qemu', 'nbdkit'];
 /** Started unless --servers says otherwise; floor-shared and floor-spin (shared-ring.mjs) only on request. */
 const DEFAULT = ['engine', 'floor-ring', 'floor-pool', 'qemu', 'nbdkit'];
-const NODE_SERVERS = ['engine', 'floor-ring', 'floor-pool', 'floor-shared', 'floor-spin'];
+const NODE_SERVERS = ['engine', 'engine-base', 'floor-ring', 'floor-pool', 'floor-shared', 'floor-spin'];
 /** How long floor-spin's I/O thread polls its ring before it sleeps. */
 const SPIN_US = 50;
 let TICKS = 100;
-const HELP = 'usage: node bench/floor/floor-bench.mjs [--rounds 3] [--runtime 4] [--ramp 1] [--file-mib 512] [--dir DIR]\n' +
+const HELP = 'usage: node bench/floor/floor-bench.mjs [--rounds 3] [--runtime 4] [--ramp 1] [--file-mib 512] [--dir DIR] [--base-engine BIN]\n' +
   '  [--jobs randwrite,randread] [--servers engine,floor-ring,floor-pool,qemu,nbdkit (also: floor-shared,floor-spin)]\n' +
   '  [--profile DIR] [--count] [--strace]';
 
@@ -56,7 +56,7 @@ function parseConfig(argv) {
       rounds: { type: 'string', default: '3' }, runtime: { type: 'string', default: '4' }, ramp: { type: 'string', default: '1' },
       'file-mib': { type: 'string', default: '512' }, dir: { type: 'string', default: os.tmpdir() },
       jobs: { type: 'string', default: 'randwrite,randread' }, servers: { type: 'string', default: DEFAULT.join(',') },
-      profile: { type: 'string' }, count: { type: 'boolean' }, strace: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      profile: { type: 'string' }, 'base-engine': { type: 'string' }, count: { type: 'boolean' }, strace: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     },
   });
   if (v.help) return null;
@@ -70,11 +70,14 @@ function parseConfig(argv) {
     for (const i of items) if (!known.includes(i)) throw new Error(`--${k}: unknown '${i}' (known: ${known.join(', ')})`);
     return known.filter((x) => items.includes(x));
   };
+  const servers = pick('servers', ALL);
+  if (v['base-engine']) servers.splice(servers.includes('engine') ? 1 : 0, 0, 'engine-base');
   // Bounded on purpose: this runs beside other work on a 2-core machine.
   return {
     rounds: Math.floor(n('rounds', 1, 9)), runtime: n('runtime', 1, 30), ramp: n('ramp', 0, 5),
-    fileMiB: Math.floor(n('file-mib', 64, 4096)), dir: v.dir, jobs: pick('jobs', Object.keys(JOBS)), servers: pick('servers', ALL),
+    fileMiB: Math.floor(n('file-mib', 64, 4096)), dir: v.dir, jobs: pick('jobs', Object.keys(JOBS)), servers,
     profile: v.profile ? path.resolve(v.profile) : null, count: !!v.count, strace: !!v.strace,
+    baseEngine: v['base-engine'] ? path.resolve(v['base-engine']) : null,
   };
 }
 
@@ -116,6 +119,12 @@ async function startAll(cfg, dir, files, headerBytes) {
     sock('engine'), env).start();
   const dataBytes = await engine.waitAccepting();
   const servers = { engine };
+  if (cfg.baseEngine) {
+    // Another build of the engine (--base-engine: its bin/shadow-engine.js) on the same files, for a change's before and after.
+    servers['engine-base'] = new Server('engine-base', process.execPath,
+      [cfg.baseEngine, 'serve', '--member', files[0], '--member', files[1], '--socket', sock('engine-base'), '--log-level', 'warn'],
+      sock('engine-base'), env);
+  }
   const floor = (key, io, extra = []) => new Server(key, process.execPath,
     [...nodeFlags(cfg, key), path.join(HERE, 'floor-server.mjs'), '--socket', sock(key), '--offset', String(headerBytes),
       '--size', String(dataBytes), '--io', io, ...extra, ...files], sock(key), env);
