@@ -42,8 +42,8 @@ async function main(cfg) {
   const members = await makeMemberFiles(cfg);
   const { servers, dataBytes } = await startServers(cfg, members, HEADER_BYTES);
   // The engine's memory with its 2-member set and nothing to do, then at its peak during the prefill.
-  // Idle is read once its spare I/O thread has started (a second after the members took theirs; the
-  // engine says nothing when it has, so this waits a bounded 2.5 s).
+  // Idle is read 2.5 s after it answered: its I/O thread serves both members by then (the engine does
+  // not announce it, so this waits a bounded time).
   await sleep(2500);
   const idleRssMiB = memoryOf(servers.engine.pid)?.rssMiB ?? null;
   const { peakRssMiB: prefillPeakRssMiB } = await withPeakRss(servers.engine.pid,

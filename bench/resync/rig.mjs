@@ -43,7 +43,7 @@ export class Rig {
     rig.chunkSize = st.chunkSize;
     rig.chunks = Math.ceil(rig.setBytes / rig.chunkSize);
     console.log(`set:     ${fmtNum(rig.setBytes / MiB)} MiB, ${fmtNum(rig.chunks)} chunks of ${rig.chunkSize / KiB} KiB, members A and B`);
-    // Idle once the spare I/O thread has started (a second after the members took theirs; unannounced).
+    // Idle 2.5 s after it answered (its I/O thread serves both members by then; unannounced).
     await sleep(2500);
     const fresh = memoryOf(rig.engine.pid);
     const { peakRssMiB } = await withPeakRss(rig.engine.pid,

@@ -140,7 +140,7 @@ export function scaleTables(r) {
       header: ['engine', 'RSS (MiB)'],
       right: [false, true],
       rows: [
-        ['idle, 2-member set (its spare I/O thread started)', fmtNum(s.memory.idleRssMiB)],
+        ['idle, 2-member set (its I/O thread serving)', fmtNum(s.memory.idleRssMiB)],
         ...(s.memory.idleAfterPrefillMiB === null ? [] : [['idle, after the prefill', fmtNum(s.memory.idleAfterPrefillMiB)]]),
         ...s.memory.loads.map(([label, v]) => [`peak: ${label}`, fmtNum(v)]),
       ],
