@@ -323,12 +323,18 @@ chain.scenario('deleting the set dissolves it and the members keep their data; r
 
   const t0 = Date.now();
   await apply('07-recreate.yaml', spec(three));
+  // Until the re-created object's first event arrives, the watch still holds the deleted set's last
+  // status (three in sync): wait for the new engine's mount before asking the status.
+  const mountedClean = /"event":"ShadowSetMounted"[^\n]*"unclean":false/;
+  await waitFor('the re-created set\'s engine to mount it', async () => mountedClean.test(await env!.logs(NS, `${SET}-engine`, 'engine').catch(() => '')), {
+    timeoutMs: 120_000, intervalMs: 200,
+  });
   await watch.until('three in sync again', steady(3), 120_000);
   const seen = watch.since(t0);
   const resync = seen.filter((s: SetStatus) => cond(s, 'Resyncing')?.status === 'True' || ['FullCopy', 'Minicopy', 'Merging'].some((x) => s.members?.some((y) => y.state === x)));
   assert.deepEqual(resync, [], 'no copy and no merge was ever shown');
   const logs = await env!.logs(NS, `${SET}-engine`, 'engine');
-  assert.match(logs, /"event":"ShadowSetMounted"[^\n]*"unclean":false/);
+  assert.match(logs, mountedClean);
   assert.doesNotMatch(logs, /"event":"(CopyStarted|MinicopyStarted|MergeRequired|MergeStarted)"/);
   note(`re-created and in sync in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   await show(env!, note, ['get', 'events', '-n', NS, '--field-selector', `involvedObject.name=${SET}`, '--sort-by=.metadata.creationTimestamp']);
