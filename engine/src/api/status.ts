@@ -95,6 +95,8 @@ export const statusSchema = z.object({
     heldBytes: z.number().optional(),
     /** Connections not taking requests until their client reads replies (backpressure). */
     stalled: z.number().optional(),
+    /** Large WRITE payloads and the reusable buffers they were received into (core/payload-pool.ts). */
+    payloadBuffers: z.object({ taken: z.number(), reused: z.number(), poisoned: z.number(), idleBytes: z.number() }).optional(),
   }),
 });
 export type EngineStatus = z.infer<typeof statusSchema>;

@@ -5,6 +5,7 @@ import type { NbdServerTls } from '../adapters/nbd/tls.js';
 import type { EngineStatus } from '../api/status.js';
 import * as C from '../api/control.js';
 import { EngineError } from '../core/errors.js';
+import { payloadPool } from '../core/payload-pool.js';
 import { startShadowSet, type StartOptions } from '../runtime/engine.js';
 import { LocationPolicy } from '../runtime/location-policy.js';
 import { renderMetrics } from '../runtime/metrics.js';
@@ -90,10 +91,15 @@ async function bindListeners(o: DaemonOptions, policy: LocationPolicy, current: 
     // FLUSH reaches every member's device, so it covers writes completed on any connection.
     multiConn: true,
     held: true,
+    // Every write reaches the devices through Member.write, which holds pooled buffers until the device returns.
+    payloadPool,
     ...(o.exportTls ? { tls: o.exportTls } : {}),
   });
   const api = o.http ? new HttpApi(o.log, { token: o.controlToken ?? null }) : null;
+  // Idle payload buffers go back to the system once large writes stop.
+  const trim = setInterval(() => payloadPool.trim(), 5_000).unref();
   const close = async () => {
+    clearInterval(trim);
     await nbd.close();
     await api?.close();
   };
@@ -140,7 +146,7 @@ function serve(o: DaemonOptions, set: ShadowSet, control: Control, l: Listeners)
     intentLog: { dirtyChunks: set.tracker.wil.count, enabled: set.tracker.intentEnabled, capChunks: set.tracker.capChunks, ...set.tracker.stats },
     settings: { ...set.resync.settings, minicopyPolicy: set.faultPolicy },
     export: { name: o.exportName, socket: o.socket, tcp },
-    nbd: { ...nbd.stats, requests: { ...nbd.stats.requests } },
+    nbd: { ...nbd.stats, requests: { ...nbd.stats.requests }, payloadBuffers: { ...payloadPool.stats } },
   });
   if (api) {
     api.route('GET', '/v1/status', async () => ({ json: status() }));

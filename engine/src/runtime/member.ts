@@ -5,6 +5,7 @@
  */
 import { EngineError } from '../core/errors.js';
 import { isFull, isWritable } from '../core/member-state.js';
+import { payloadPool } from '../core/payload-pool.js';
 import type { MemberState } from '../core/scb.js';
 import type { BlockBackend } from '../ports/block-backend.js';
 import { systemClock, type Clock } from '../ports/clock.js';
@@ -161,7 +162,25 @@ export class Member {
     this.counters.writes++;
     this.counters.writeBytes += buf.length;
     if (this.writeObservers.size > 0) for (const fn of this.writeObservers) fn(offset, buf.length);
-    return this.io(() => this.backend.write(buf, offset, fua));
+    return this.io(() => this.backendWrite(buf, offset, fua));
+  }
+
+  /**
+   * The backend's write, telling the payload pool when the device is done with a pooled buffer: when the
+   * backend's own promise settles, which may be long after the watchdog failed the request here.
+   */
+  private backendWrite(buf: Buffer, offset: number, fua: boolean): Promise<void> {
+    const done = payloadPool.hold(buf);
+    if (!done) return this.backend.write(buf, offset, fua);
+    let p: Promise<void>;
+    try {
+      p = this.backend.write(buf, offset, fua);
+    } catch (e) {
+      done(false);
+      throw e;
+    }
+    p.then(() => done(true), () => done(false));
+    return p;
   }
 
   writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {

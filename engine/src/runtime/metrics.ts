@@ -37,5 +37,12 @@ export function renderMetrics(s: EngineStatus): string {
     ([cmd, n]) => [{ ...set, command: cmd }, n] as [Record<string, string>, number],
   ));
   metric('shadow_nbd_rejected_total', 'counter', 'NBD requests rejected by validation.', [[set, s.nbd.rejected]]);
+  const pb = s.nbd.payloadBuffers;
+  if (pb) {
+    metric('shadow_nbd_payload_buffers_taken_total', 'counter', 'Large WRITE payloads received into a pooled buffer.', [[set, pb.taken]]);
+    metric('shadow_nbd_payload_buffers_reused_total', 'counter', 'Of them, into a buffer used before.', [[set, pb.reused]]);
+    metric('shadow_nbd_payload_buffers_poisoned_total', 'counter', 'Pooled buffers never reused because a device request on them failed.', [[set, pb.poisoned]]);
+    metric('shadow_nbd_payload_buffers_idle_bytes', 'gauge', 'Bytes of idle payload buffers kept for reuse.', [[set, pb.idleBytes]]);
+  }
   return out.join('\n') + '\n';
 }

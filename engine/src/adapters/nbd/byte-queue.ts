@@ -19,11 +19,21 @@ export class ByteQueue {
       this.advance(n);
       return out;
     }
-    const out = Buffer.allocUnsafe(n);
+    return this.takeInto(Buffer.allocUnsafe(n));
+  }
+
+  /** Whether the next n bytes sit in one received chunk (`take(n)` would then copy nothing). */
+  contiguous(n: number): boolean {
+    const first = this.chunks[0];
+    return first !== undefined && first.length - this.head >= n;
+  }
+
+  /** Take `out.length` bytes into `out` (caller checks `length >= out.length`); returns `out`. */
+  takeInto(out: Buffer): Buffer {
     let filled = 0;
-    while (filled < n) {
+    while (filled < out.length) {
       const c = this.chunks[0]!;
-      const m = Math.min(n - filled, c.length - this.head);
+      const m = Math.min(out.length - filled, c.length - this.head);
       c.copy(out, filled, this.head, this.head + m);
       filled += m;
       this.advance(m);

@@ -316,13 +316,19 @@ export class Connection implements HandshakeHost {
     this.reserved = 0;
     this.inFlight++;
     let p: Promise<Buffer | void>;
+    let pooled: Buffer | null = null;
     try {
       switch (req.type) {
         case P.CMD_READ:
           p = h.read(off, req.length);
           break;
         case P.CMD_WRITE:
-          p = h.write(off, this.q.take(req.length), fua);
+          {
+            // A payload that spans received chunks is copied anyway: into a pooled buffer when there is a pool.
+            const pool = this.server.opts.payloadPool;
+            if (pool?.fits(req.length) && !this.q.contiguous(req.length)) pooled = this.q.takeInto(pool.take(req.length));
+            p = h.write(off, pooled ?? this.q.take(req.length), fua);
+          }
           break;
         case P.CMD_FLUSH:
           p = h.flush();
@@ -351,7 +357,10 @@ export class Connection implements HandshakeHost {
         this.log.debug({ event: 'NbdRequestFailed', cmd: P.commandNames[req.type], err: (e as Error).message }, 'request failed');
         this.replyError(req.handle, errnoFor(e), (e as Error).message ?? 'error');
       },
-    ).finally(() => this.settled(bytes));
+    ).finally(() => {
+      if (pooled) this.server.opts.payloadPool!.release(pooled);
+      this.settled(bytes);
+    });
     return true;
   }
 

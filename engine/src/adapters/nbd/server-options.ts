@@ -2,6 +2,7 @@
  * What an NBD server is given (the export, its handler, limits, TLS) and what it counts.
  */
 import type { Logger } from 'pino';
+import type { PayloadPool } from '../../core/payload-pool.js';
 import type { NbdServerTls } from './tls.js';
 
 export interface NbdHandler {
@@ -41,6 +42,12 @@ export interface NbdServerOptions {
    * member, and a client that comes early waits for the set instead of finding no listener.
    */
   held?: boolean;
+  /**
+   * Where large WRITE payloads are received into (core/payload-pool.ts). Only for a handler whose writes
+   * reach their devices through `hold` (the engine's members): a buffer is released to the pool when its
+   * request is answered, and reused only once every device request given it has returned.
+   */
+  payloadPool?: PayloadPool;
   /** Connections open at once (held ones included); more are closed at once. */
   maxConnections?: number;
   /** A client must reach the transmission phase within this (a silent client cannot hold a connection). */
