@@ -39,20 +39,18 @@ export class PayloadPool {
   private readonly free = new Map<number, Buffer[]>();
   private readonly loans = new WeakMap<ArrayBufferLike, Loan>();
   private idle = 0;
-  private lastTake = 0;
+  private takenSinceTrim = 0;
   readonly stats: PayloadPoolStats = { taken: 0, reused: 0, poisoned: 0, idleBytes: 0 };
 
   /**
    * @param minBytes smallest payload worth a pooled buffer (smaller ones come from Node's own slab pool)
    * @param maxBytes largest one (larger payloads get a buffer of their own, as before)
    * @param keepBytes at most this many bytes of idle buffers are kept
-   * @param idleMs idle buffers are dropped when nothing was taken for this long (see `trim`)
    */
   constructor(
     readonly minBytes = 128 * 1024,
     readonly maxBytes = 8 * 1024 * 1024,
     readonly keepBytes = 16 * 1024 * 1024,
-    readonly idleMs = 10_000,
   ) {}
 
   /** Whether a payload of `len` bytes would be served from the pool. */
@@ -61,9 +59,9 @@ export class PayloadPool {
   }
 
   /** A buffer of exactly `len` bytes (a view on a pooled one when `fits(len)`, else a buffer of its own). */
-  take(len: number, now = Date.now()): Buffer {
+  take(len: number): Buffer {
     if (!this.fits(len)) return Buffer.allocUnsafe(len);
-    this.lastTake = now;
+    this.takenSinceTrim++;
     const size = sizeClass(len);
     const list = this.free.get(size);
     let base = list?.pop();
@@ -109,9 +107,14 @@ export class PayloadPool {
     };
   }
 
-  /** Drops the idle buffers when nothing was taken for `idleMs` (called from a timer). */
-  trim(now = Date.now()): void {
-    if (this.idle === 0 || now - this.lastTake < this.idleMs) return;
+  /**
+   * Drops the idle buffers if nothing was taken since the last call (the engine calls it every few
+   * seconds, so they go back to the system within two periods after large writes stop).
+   */
+  trim(): void {
+    const taken = this.takenSinceTrim;
+    this.takenSinceTrim = 0;
+    if (this.idle === 0 || taken > 0) return;
     this.free.clear();
     this.idle = 0;
     this.stats.idleBytes = 0;
