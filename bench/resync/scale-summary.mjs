@@ -72,10 +72,12 @@ export function summarizeScale(r, s) {
   // Memory: every peak the bench sampled, by load.
   const loads = [];
   const peak = (xs) => Math.max(...xs.filter(Number.isFinite));
-  if (r.idleRssMiB?.prefillPeak != null) loads.push(['sequential 1M write (prefill of the 1 GiB set)', r.idleRssMiB.prefillPeak]);
+  // The set of the copy, merge and intent phases (--set-mib; a JSON from before the field: unnamed).
+  const set = r.config?.setBytes ? `the ${fmtNum(r.config.setBytes / MiB)} MiB set` : 'the set';
+  if (r.idleRssMiB?.prefillPeak != null) loads.push([`sequential 1M write (prefill of ${set})`, r.idleRssMiB.prefillPeak]);
   const fromRuns = (label, xs) => { if (xs.some(Number.isFinite)) loads.push([label, peak(xs)]); };
-  fromRuns('full copy of the 1 GiB set', r.fullCopy.map((x) => x.peakRssMiB));
-  fromRuns('minicopies of the 1 GiB set', r.minicopy.map((x) => x.peakRssMiB));
+  fromRuns(`full copy of ${set}`, r.fullCopy.map((x) => x.peakRssMiB));
+  fromRuns(`minicopies of ${set}`, r.minicopy.map((x) => x.peakRssMiB));
   fromRuns('4k randwrite QD16 before kill -9', r.minimerge.concat(r.uniformMinimerge).map((x) => x.loadPeakRssMiB));
   fromRuns('merges (minimerge and full)', r.minimerge.concat(r.uniformMinimerge, r.fullMerge).map((x) => x.peakRssMiB));
   fromRuns('4k randwrite QD16 (intent-log runs)', r.intent.map((x) => x.peakRssMiB));
