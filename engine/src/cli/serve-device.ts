@@ -5,6 +5,7 @@
  */
 import type { Logger } from 'pino';
 import { NbdServer } from '../adapters/nbd/server.js';
+import { payloadPool } from '../core/payload-pool.js';
 import { pskServerTls, readPskFile } from '../adapters/nbd/tls.js';
 import { openBackend } from './open-backend.js';
 import { parseServeDeviceArgs } from './args.js';
@@ -25,6 +26,8 @@ export async function serveDevice(argv: string[], log: Logger): Promise<() => Pr
     description: `member device ${a.device}`,
     log,
     multiConn: true,
+    // Large payloads are received into reusable buffers (core/payload-pool.ts); the write above holds them.
+    payloadPool,
     ...(tls ? { tls } : {}),
     handler: {
       size: () => dev.size,
@@ -33,7 +36,13 @@ export async function serveDevice(argv: string[], log: Logger): Promise<() => Pr
         await dev.read(b, off);
         return b;
       },
-      write: (off, data, fua) => dev.write(data, off, fua),
+      write: (off, data, fua) => {
+        // The payload may be a pooled buffer: it is reused only after the device returned, never after a failure.
+        const done = payloadPool.hold(data);
+        const p = dev.write(data, off, fua);
+        if (done) p.then(() => done(true), () => done(false));
+        return p;
+      },
       flush: () => dev.flush(),
       trim: async () => undefined,
       writeZeroes: (off, len, fua) => dev.writeZeroes(off, len, fua),
@@ -57,7 +66,10 @@ export async function serveDevice(argv: string[], log: Logger): Promise<() => Pr
     throw e;
   }
   log.info({ event: 'DeviceServing', device: a.device, listen: `${bound.address}:${bound.port}`, size: dev.size, tls: tls?.mode ?? null }, 'serving device over NBD');
+  // Idle payload buffers go back to the system once large writes stop.
+  const trim = setInterval(() => payloadPool.trim(), 5_000).unref();
   return async () => {
+    clearInterval(trim);
     clearInterval(follow);
     await server.close();
     await dev.flush().catch(() => undefined);
