@@ -36,13 +36,8 @@ export async function serveDevice(argv: string[], log: Logger): Promise<() => Pr
         await dev.read(b, off);
         return b;
       },
-      write: (off, data, fua) => {
-        // The payload may be a pooled buffer: it is reused only after the device returned, never after a failure.
-        const done = payloadPool.hold(data);
-        const p = dev.write(data, off, fua);
-        if (done) p.then(() => done(true), () => done(false));
-        return p;
-      },
+      // The payload may be a pooled buffer: it is reused only after the device returned, never after a failure.
+      write: (off, data, fua) => payloadPool.writing(data, () => dev.write(data, off, fua)),
       flush: () => dev.flush(),
       trim: async () => undefined,
       writeZeroes: (off, len, fua) => dev.writeZeroes(off, len, fua),

@@ -108,6 +108,24 @@ export class PayloadPool {
   }
 
   /**
+   * Runs `write`, a device request given `buf`, holding `buf` (when it is the pool's) until the request's
+   * own promise settles: what every writer of a pooled buffer to a device calls.
+   */
+  writing(buf: Buffer, write: () => Promise<void>): Promise<void> {
+    const done = this.hold(buf);
+    if (!done) return write();
+    let p: Promise<void>;
+    try {
+      p = write();
+    } catch (e) {
+      done(false);
+      throw e;
+    }
+    p.then(() => done(true), () => done(false));
+    return p;
+  }
+
+  /**
    * Drops the idle buffers if nothing was taken since the last call (the engine calls it every few
    * seconds, so they go back to the system within two periods after large writes stop).
    */

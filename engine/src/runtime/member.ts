@@ -162,25 +162,9 @@ export class Member {
     this.counters.writes++;
     this.counters.writeBytes += buf.length;
     if (this.writeObservers.size > 0) for (const fn of this.writeObservers) fn(offset, buf.length);
-    return this.io(() => this.backendWrite(buf, offset, fua));
-  }
-
-  /**
-   * The backend's write, telling the payload pool when the device is done with a pooled buffer: when the
-   * backend's own promise settles, which may be long after the watchdog failed the request here.
-   */
-  private backendWrite(buf: Buffer, offset: number, fua: boolean): Promise<void> {
-    const done = payloadPool.hold(buf);
-    if (!done) return this.backend.write(buf, offset, fua);
-    let p: Promise<void>;
-    try {
-      p = this.backend.write(buf, offset, fua);
-    } catch (e) {
-      done(false);
-      throw e;
-    }
-    p.then(() => done(true), () => done(false));
-    return p;
+    // A pooled buffer is held until the backend itself returns, which may be long after the watchdog
+    // failed the request here (core/payload-pool.ts).
+    return this.io(() => payloadPool.writing(buf, () => this.backend.write(buf, offset, fua)));
   }
 
   writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
